@@ -1,0 +1,5 @@
+module github.com/atrest/atrest
+
+go 1.25.1
+
+require golang.org/x/sys v0.38.0
