@@ -2,4 +2,9 @@ module github.com/atrest/atrest
 
 go 1.25.1
 
-require golang.org/x/sys v0.38.0
+require (
+	github.com/anatol/devmapper.go v0.0.0-20230829043248-59ac2b9706ba
+	golang.org/x/sys v0.38.0
+)
+
+require golang.org/x/crypto v0.12.0 // indirect

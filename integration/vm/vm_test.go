@@ -1,0 +1,15 @@
+package vm_test
+
+import (
+	"testing"
+
+	"github.com/atrest/atrest/integration/vm"
+)
+
+// TestRealKernel runs the dm-crypt tests in a guest with a real kernel:
+// pkg/dmcrypt's own tests and the unlock-path tests against cryptsetup.
+func TestRealKernel(t *testing.T) {
+	vm.Run(t, vm.Spec{Packages: []string{
+		"github.com/atrest/atrest/pkg/dmcrypt",
+	}})
+}
