@@ -11,5 +11,6 @@ import (
 func TestRealKernel(t *testing.T) {
 	vm.Run(t, vm.Spec{Packages: []string{
 		"github.com/atrest/atrest/pkg/dmcrypt",
+		"github.com/atrest/atrest/integration/vm/unlock",
 	}})
 }
