@@ -20,14 +20,8 @@ type outcome struct {
 func report(t *testing.T, ctx context.Context, res *Results, bins []testBinary, bootErr error, console string) {
 	t.Helper()
 	where := consoleHint(console)
-	if bootErr != nil {
-		t.Errorf("the guest did not finish: %v\n%s", bootErr, where)
-	}
-	if !res.Booted {
-		t.Errorf("the guest never reached /init (kernel or initramfs problem)\n%s", where)
-	}
-	for _, m := range res.ModuleFailures {
-		t.Errorf("the guest could not load kernel module %s\n%s", m, where)
+	for _, err := range sessionVerdicts(res, bootErr, where) {
+		t.Error(err)
 	}
 	for _, b := range bins {
 		t.Run(b.Name, func(t *testing.T) {
@@ -42,17 +36,55 @@ func report(t *testing.T, ctx context.Context, res *Results, bins []testBinary, 
 			for _, name := range b.Tests {
 				t.Run(name, func(t *testing.T) { reportTest(t, name, outcomes, where) })
 			}
-			switch {
-			case !br.Ended:
-				t.Errorf("%s did not exit: the guest panicked, crashed or timed out\n%s\n%s", b.Package, pkgOut, where)
-			case br.ExitCode != 0:
-				t.Errorf("%s exited with status %d in the guest\n%s", b.Package, br.ExitCode, pkgOut)
+			if err := binaryVerdict(b.Package, br, pkgOut, where); err != nil {
+				t.Error(err)
 			}
 		})
 	}
-	if bootErr == nil && res.Booted && !res.Done {
-		t.Errorf("the guest stopped before running every test binary\n%s", where)
+}
+
+// sessionVerdicts lists what went wrong with the boot as a whole.
+func sessionVerdicts(res *Results, bootErr error, where string) []error {
+	var errs []error
+	if bootErr != nil {
+		errs = append(errs, fmt.Errorf("the guest did not finish: %w\n%s", bootErr, where))
 	}
+	if !res.Booted {
+		errs = append(errs, fmt.Errorf("the guest never reached /init (kernel or initramfs problem)\n%s", where))
+	}
+	for _, m := range res.ModuleFailures {
+		errs = append(errs, fmt.Errorf("the guest could not load kernel module %s\n%s", m, where))
+	}
+	if bootErr == nil && res.Booted && !res.Done {
+		errs = append(errs, fmt.Errorf("the guest stopped before running every test binary\n%s", where))
+	}
+	return errs
+}
+
+// binaryVerdict checks that a test binary exited, and with status 0.
+func binaryVerdict(pkg string, br *BinaryResult, pkgOut, where string) error {
+	switch {
+	case !br.Ended:
+		return fmt.Errorf("%s did not exit: the guest panicked, crashed or timed out\n%s\n%s", pkg, pkgOut, where)
+	case br.ExitCode != 0:
+		return fmt.Errorf("%s exited with status %d in the guest\n%s", pkg, br.ExitCode, pkgOut)
+	}
+	return nil
+}
+
+// testVerdict is nil only for a test that ran and passed.
+func testVerdict(name string, o *outcome, where string) error {
+	switch {
+	case o == nil:
+		return fmt.Errorf("%s never ran in the guest\n%s", name, where)
+	case o.action == "pass":
+		return nil
+	case o.action == "fail":
+		return fmt.Errorf("%s failed in the guest:\n%s", name, o.output.String())
+	case o.action == "skip":
+		return fmt.Errorf("%s skipped in the guest; in the VM tier a skip is a failure:\n%s", name, o.output.String())
+	}
+	return fmt.Errorf("%s has no result from the guest (panic, crash or timeout):\n%s\n%s", name, o.output.String(), where)
 }
 
 // outcomesOf decodes a binary's output into per-test outcomes and the
@@ -88,20 +120,13 @@ func outcomesOf(ctx context.Context, name string, out []byte) (map[string]*outco
 func reportTest(t *testing.T, name string, outcomes map[string]*outcome, where string) {
 	t.Helper()
 	o := outcomes[name]
-	switch {
-	case o == nil:
-		t.Errorf("%s never ran in the guest\n%s", name, where)
-		return
-	case o.action == "pass":
-		if testing.Verbose() {
-			t.Log("guest output:\n" + o.output.String())
+	if err := testVerdict(name, o, where); err != nil {
+		t.Error(err)
+		if o == nil {
+			return
 		}
-	case o.action == "fail":
-		t.Errorf("failed in the guest:\n%s", o.output.String())
-	case o.action == "skip":
-		t.Errorf("skipped in the guest; in the VM tier a skip is a failure:\n%s", o.output.String())
-	default:
-		t.Errorf("no result from the guest (panic, crash or timeout):\n%s\n%s", o.output.String(), where)
+	} else if testing.Verbose() {
+		t.Log("guest output:\n" + o.output.String())
 	}
 	var children []string
 	for n := range outcomes {
