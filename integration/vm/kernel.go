@@ -20,14 +20,16 @@ const CacheEnv = "ATREST_VM_CACHE"
 
 // CacheDir is where the guest kernel and the run logs are kept:
 // $ATREST_VM_CACHE, or atrest/vm under the user's cache directory
-// (~/.cache/atrest/vm for root on Debian).
+// (~/.cache/atrest/vm for root on Debian; $TMPDIR/atrest-vm-cache
+// without a home directory).
 func CacheDir() (string, error) {
 	if d := os.Getenv(CacheEnv); d != "" {
 		return filepath.Abs(d)
 	}
 	base, err := os.UserCacheDir()
 	if err != nil {
-		return "", fmt.Errorf("vm: no cache directory (set %s): %w", CacheEnv, err)
+		// No HOME (some CI runners): still once per machine.
+		return filepath.Join(os.TempDir(), "atrest-vm-cache"), nil
 	}
 	return filepath.Join(base, "atrest", "vm"), nil
 }
@@ -106,7 +108,6 @@ func resolveRelease(ctx context.Context) (string, error) {
 
 func aptUpdate(ctx context.Context) error {
 	cmd := exec.CommandContext(ctx, "apt-get", "update", "-qq")
-	cmd.Stdin = nil
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("%w: %s", err, bytes.TrimSpace(out))
 	}
