@@ -1,0 +1,130 @@
+// Package config owns atrest's configuration file: its schema, defaults,
+// validation and the rules for reading it safely.
+//
+// The file is YAML (default /etc/atrest/atrest.yaml). Unknown keys are
+// errors, and every error names the file, the line and the field, so a
+// provisioning script's typo is caught at the first run rather than at the
+// next boot. A file that carries credentials must not be readable by other
+// users; Load refuses it. Command-line flags and VAULT_* variables are
+// applied on top by the callers that own them.
+package config
+
+import (
+	"time"
+)
+
+// DefaultPath is where atrest and atrestd look for the file.
+const DefaultPath = "/etc/atrest/atrest.yaml"
+
+// Backend names, as written in the file and in LUKS2 tokens.
+const (
+	BackendLocal        = "local"
+	BackendVaultTransit = "vault-transit"
+	BackendVaultKV      = "vault-kv"
+)
+
+// Recovery policies for new volumes.
+const (
+	RecoveryEscrow = "escrow" // stored in Vault KV, write-only for the node
+	RecoveryPrint  = "print"  // printed once at format time
+	RecoveryNone   = "none"   // no recovery keyslot
+)
+
+// Config is the whole file after defaults and validation.
+type Config struct {
+	// KMS selects the backend that wraps platform secrets for new volumes.
+	KMS string `yaml:"kms"`
+	// Local configures the local keystore backend.
+	Local Local `yaml:"local"`
+	// Vault configures both Vault backends and recovery escrow.
+	Vault Vault `yaml:"vault"`
+	// Recovery is the recovery-key policy for new volumes.
+	Recovery Recovery `yaml:"recovery"`
+	// StateDir holds header backups and operation journals.
+	StateDir string `yaml:"state_dir"`
+	// Volumes are the volumes atrestd manages by name, in addition to
+	// every device whose header carries an atrest token.
+	Volumes []Volume `yaml:"volumes"`
+
+	// Path is the file the configuration was read from ("" for defaults).
+	Path string `yaml:"-"`
+}
+
+// Local is the local keystore backend.
+type Local struct {
+	// Keystore is the root-only file holding the KEK versions.
+	Keystore string `yaml:"keystore"`
+}
+
+// Vault configures the connection, authentication and engines.
+type Vault struct {
+	Address       string        `yaml:"address"`
+	Namespace     string        `yaml:"namespace"`
+	CAFile        string        `yaml:"ca_file"`
+	TLSServerName string        `yaml:"tls_server_name"`
+	Auth          VaultAuth     `yaml:"auth"`
+	Transit       VaultTransit  `yaml:"transit"`
+	KV            VaultKV       `yaml:"kv"`
+	Timeout       time.Duration `yaml:"timeout"`  // per call
+	Deadline      time.Duration `yaml:"deadline"` // all retries of one operation
+}
+
+// VaultAuth selects how atrest logs in.
+type VaultAuth struct {
+	// Method is "token" or "approle".
+	Method string `yaml:"method"`
+	// TokenFile holds a Vault token (method token); VAULT_TOKEN overrides.
+	TokenFile string `yaml:"token_file"`
+	// RoleID identifies the AppRole; it is a credential half.
+	RoleID string `yaml:"role_id"`
+	// RoleIDFile holds the role id instead of RoleID.
+	RoleIDFile string `yaml:"role_id_file"`
+	// SecretIDFile holds the AppRole secret id.
+	SecretIDFile string `yaml:"secret_id_file"`
+	// WrappedSecretID means SecretIDFile holds a response-wrapping token
+	// that is unwrapped on first use.
+	WrappedSecretID bool `yaml:"wrapped_secret_id"`
+	// Mount is the AppRole auth mount path.
+	Mount string `yaml:"mount"`
+}
+
+// VaultTransit is the transit engine and key that wrap platform secrets.
+type VaultTransit struct {
+	Mount string `yaml:"mount"`
+	Key   string `yaml:"key"`
+}
+
+// VaultKV is the KV v2 engine used for raw secrets and recovery escrow.
+type VaultKV struct {
+	Mount string `yaml:"mount"`
+	// Prefix is the path under the mount; secrets live at
+	// <mount>/<prefix>/<hostname>/<volume uuid>.
+	Prefix string `yaml:"prefix"`
+	// Hostname overrides the node's host name in KV paths.
+	Hostname string `yaml:"hostname"`
+}
+
+// Recovery is the recovery-key policy.
+type Recovery struct {
+	Mode string `yaml:"mode"`
+}
+
+// Volume is one managed volume.
+type Volume struct {
+	// Name is the mapping name, /dev/mapper/NAME.
+	Name string `yaml:"name"`
+	// Device is the backing device path; UUID may be used instead.
+	Device string `yaml:"device"`
+	// UUID is the LUKS2 UUID.
+	UUID string `yaml:"uuid"`
+	// Required volumes hold atrestd's READY=1 until they are open.
+	Required *bool `yaml:"required"`
+	// Discard passes discards through to the device (allow_discards).
+	Discard bool `yaml:"discard"`
+	// Format lets atrestd format the device on first boot if it is blank
+	// (never when it carries any signature).
+	Format bool `yaml:"format"`
+}
+
+// IsRequired reports whether the volume holds up readiness (default true).
+func (v Volume) IsRequired() bool { return v.Required == nil || *v.Required }

@@ -1,0 +1,117 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultsWithoutFile(t *testing.T) {
+	c, err := Parse(nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.KMS != BackendLocal || c.Local.Keystore != "/etc/atrest/keystore" || c.Recovery.Mode != RecoveryPrint {
+		t.Fatalf("defaults: kms=%q keystore=%q recovery=%q", c.KMS, c.Local.Keystore, c.Recovery.Mode)
+	}
+}
+
+func TestVaultExample(t *testing.T) {
+	data, err := os.ReadFile("testdata/vault.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse(data, "testdata/vault.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Vault.Auth.Method != "approle" || !c.Vault.Auth.WrappedSecretID {
+		t.Errorf("auth = %+v", c.Vault.Auth)
+	}
+	if c.Vault.Transit.Mount != "transit" || c.Vault.Transit.Key != "atrest-node7" {
+		t.Errorf("transit = %+v", c.Vault.Transit)
+	}
+	if c.Vault.Timeout != 5*time.Second || c.Vault.Deadline != time.Minute {
+		t.Errorf("timeout %s deadline %s", c.Vault.Timeout, c.Vault.Deadline)
+	}
+	if c.Recovery.Mode != RecoveryEscrow {
+		t.Errorf("recovery defaults to %q with Vault, want escrow", c.Recovery.Mode)
+	}
+	if len(c.Volumes) != 2 || !c.Volumes[0].IsRequired() || c.Volumes[1].IsRequired() || !c.Volumes[1].Discard {
+		t.Errorf("volumes = %+v", c.Volumes)
+	}
+}
+
+// Every error names the file, the line and the field a user must fix.
+func TestErrorsNameLineAndField(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc, want string
+	}{
+		{"unknown key", "kms: local\nlocal:\n  keystor: /x\n", "bad.yaml:3: field keystor not found"},
+		{"unknown backend", "\n\nkms: aws\n", "bad.yaml:3: kms: unknown backend \"aws\""},
+		{"vault without address", "kms: vault-transit\n", "bad.yaml:1: kms: needs vault.address"},
+		{"bad duration", "vault:\n  timeout: soon\n", "bad.yaml:2:"},
+		{"duplicate volume", "volumes:\n  - name: a\n    device: /dev/x\n  - name: a\n    device: /dev/y\n", "bad.yaml:4: volumes[1].name: \"a\" is also the name of volumes[0]"},
+		{"bad volume name", "volumes:\n  - name: a/b\n    device: /dev/x\n", "bad.yaml:2: volumes[0].name: volume name \"a/b\": character '/' not allowed"},
+		{"volume without device", "volumes:\n  - name: a\n", "bad.yaml:2: volumes[0]: needs device or uuid"},
+		{"approle without secret", "vault:\n  address: http://v\n  auth:\n    role_id: r\n", "bad.yaml:3: vault.auth: approle needs secret_id_file"},
+		{"bad recovery", "recovery:\n  mode: email\n", "bad.yaml:2: recovery.mode: unknown mode \"email\""},
+		{"not yaml", "kms: [\n", "bad.yaml:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.doc), "bad.yaml")
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("err = %v, want *config.Error", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadRefusesInsecureFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, doc string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(doc), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	creds := "vault:\n  address: http://v\n  auth:\n    role_id: r\n    secret_id_file: /s\n"
+	for _, tc := range []struct {
+		name, doc string
+		mode      os.FileMode
+		refused   bool
+	}{
+		{"world-readable with role id", creds, 0o644, true},
+		{"group-writable", "kms: local\n", 0o664, true},
+		{"world-writable", "kms: local\n", 0o646, true},
+		{"private with role id", creds, 0o600, false},
+		{"world-readable without credentials", "kms: local\n", 0o644, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(write(strings.ReplaceAll(tc.name, " ", "-"), tc.doc, tc.mode))
+			if tc.refused != errors.Is(err, ErrInsecure) {
+				t.Fatalf("mode %04o: err = %v, refused want %v", tc.mode, err, tc.refused)
+			}
+			if tc.refused && !strings.Contains(err.Error(), "chmod") && !strings.Contains(err.Error(), "owned") {
+				t.Fatalf("refusal gives no fix: %v", err)
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	if _, err := Load(filepath.Join(t.TempDir(), "absent.yaml")); err == nil {
+		t.Fatal("a missing explicit config file was accepted")
+	}
+}

@@ -1,0 +1,135 @@
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// validate checks the defaulted configuration; root, when not nil, is the
+// parsed document used to find the line of a bad field.
+func (c *Config) validate(root *yaml.Node) error {
+	bad := func(field, format string, args ...any) error {
+		return &Error{Path: c.Path, Line: lineOf(root, field), Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	switch c.KMS {
+	case BackendLocal, BackendVaultTransit, BackendVaultKV:
+	default:
+		return bad("kms", "unknown backend %q (want %s, %s or %s)", c.KMS, BackendLocal, BackendVaultTransit, BackendVaultKV)
+	}
+	switch c.Recovery.Mode {
+	case RecoveryEscrow, RecoveryPrint, RecoveryNone:
+	default:
+		return bad("recovery.mode", "unknown mode %q (want escrow, print or none)", c.Recovery.Mode)
+	}
+	v := c.Vault
+	usesVault := c.KMS != BackendLocal || c.Recovery.Mode == RecoveryEscrow
+	if usesVault && v.Address == "" {
+		field := "kms"
+		if c.KMS == BackendLocal {
+			field = "recovery.mode"
+		}
+		return bad(field, "needs vault.address (or VAULT_ADDR)")
+	}
+	switch v.Auth.Method {
+	case "token":
+	case "approle":
+		if v.Auth.RoleID == "" && v.Auth.RoleIDFile == "" {
+			return bad("vault.auth", "approle needs role_id or role_id_file")
+		}
+		if v.Auth.SecretIDFile == "" {
+			return bad("vault.auth", "approle needs secret_id_file")
+		}
+	default:
+		return bad("vault.auth.method", "unknown method %q (want token or approle)", v.Auth.Method)
+	}
+	if v.Timeout < 0 {
+		return bad("vault.timeout", "must be positive")
+	}
+	if v.Deadline < v.Timeout {
+		return bad("vault.deadline", "%s is shorter than vault.timeout %s", v.Deadline, v.Timeout)
+	}
+	if !strings.HasPrefix(c.StateDir, "/") {
+		return bad("state_dir", "must be an absolute path")
+	}
+	names := map[string]int{}
+	for i, vol := range c.Volumes {
+		at := "volumes[" + strconv.Itoa(i) + "]"
+		if err := CheckName(vol.Name); err != nil {
+			return bad(at+".name", "%v", err)
+		}
+		if j, dup := names[vol.Name]; dup {
+			return bad(at+".name", "%q is also the name of volumes[%d]", vol.Name, j)
+		}
+		names[vol.Name] = i
+		if vol.Device == "" && vol.UUID == "" {
+			return bad(at, "needs device or uuid")
+		}
+		if vol.Device != "" && !strings.HasPrefix(vol.Device, "/") {
+			return bad(at+".device", "must be an absolute path")
+		}
+		if vol.Format && vol.Device == "" {
+			return bad(at+".format", "needs device: a blank disk has no uuid yet")
+		}
+	}
+	return nil
+}
+
+// CheckName validates a mapping name the way device-mapper and
+// /dev/mapper accept it.
+func CheckName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("empty volume name")
+	case len(name) > 127:
+		return fmt.Errorf("volume name longer than 127 bytes")
+	case name == "." || name == ".." || name == "control":
+		return fmt.Errorf("volume name %q is reserved", name)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.+#@", r)) {
+			return fmt.Errorf("volume name %q: character %q not allowed (letters, digits and -_.+#@)", name, r)
+		}
+	}
+	return nil
+}
+
+// lineOf finds the line of a dotted field path such as "volumes[1].name"
+// in the parsed document, or 0.
+func lineOf(root *yaml.Node, field string) int {
+	if root == nil || len(root.Content) == 0 {
+		return 0
+	}
+	n := root.Content[0]
+	line := 0
+	for _, part := range strings.Split(field, ".") {
+		key, idx := part, -1
+		if i := strings.IndexByte(part, '['); i >= 0 {
+			key = part[:i]
+			idx, _ = strconv.Atoi(strings.TrimSuffix(part[i+1:], "]"))
+		}
+		next := (*yaml.Node)(nil)
+		if n.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == key {
+					line = n.Content[i].Line
+					next = n.Content[i+1]
+				}
+			}
+		}
+		if next == nil {
+			return line
+		}
+		n = next
+		if idx >= 0 {
+			if n.Kind != yaml.SequenceNode || idx >= len(n.Content) {
+				return line
+			}
+			n = n.Content[idx]
+			line = n.Line
+		}
+	}
+	return line
+}
