@@ -1,0 +1,171 @@
+// Package preflight decides whether a device may be formatted, and with
+// --force makes it so: it is the first step of the format use case.
+//
+// Run resolves the path, refuses a device that anything uses (never
+// overridable), opens it exclusively, and looks for signatures of what it
+// already holds. Without Force, a signature refuses the format and so, by
+// default, does non-zero data where signatures live; with Force the
+// signatures' magic bytes are erased (as `wipefs --all` would) and the
+// device stays open for the format to write. docs/preflight.md has the
+// order of the checks and every refusal.
+package preflight
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/atrest/atrest/pkg/blockdev"
+	"github.com/atrest/atrest/pkg/blockdev/overwrite"
+	"github.com/atrest/atrest/pkg/blockdev/signature"
+)
+
+// NonZeroPolicy says what to do with non-zero data that carries no known
+// signature when Force is not set.
+type NonZeroPolicy int
+
+const (
+	// RefuseNonZero (the default) refuses such a device with
+	// *NonZeroError: it may hold a filesystem or volume atrest does not
+	// know (ZFS, BitLocker, plain dm-crypt), and format must never destroy
+	// data unless told to.
+	RefuseNonZero NonZeroPolicy = iota
+	// AllowNonZero formats over it.
+	AllowNonZero
+)
+
+// Options tune Run.
+type Options struct {
+	// Force erases every signature found instead of refusing, and accepts
+	// non-zero data. It never overrides an in-use refusal.
+	Force bool
+	// NonZero applies when Force is false.
+	NonZero NonZeroPolicy
+	// Progress receives the wipe's progress.
+	Progress overwrite.Func
+}
+
+// Result is a device that passed: open exclusively, ready to format.
+type Result struct {
+	// Handle is open read-write with O_EXCL (block devices) and the disk's
+	// lock held; the caller formats through Handle.File and closes it.
+	Handle *blockdev.Handle
+	Device *blockdev.Device
+	// Wiped are the signatures Force erased (empty when there were none).
+	Wiped []signature.Signature
+	// NonZero is set when the device held non-zero data without a known
+	// signature and the policy or Force let it pass.
+	NonZero *signature.NonZero
+	// Warnings are problems that did not stop the preflight, e.g. the
+	// kernel refusing to re-read a wiped partition table.
+	Warnings []string
+}
+
+var (
+	// ErrSignatures: the device holds signatures and Force was not set
+	// (*SignaturesError).
+	ErrSignatures = errors.New("device already holds signatures")
+	// ErrNonZero: the device holds non-zero data with no known signature
+	// and the policy refuses it (*NonZeroError).
+	ErrNonZero = errors.New("device holds data with no known signature")
+	// ErrProbe: the device could not be read while looking for signatures;
+	// nothing was written.
+	ErrProbe = errors.New("could not read the device to look for signatures")
+)
+
+// SignaturesError names every signature found.
+type SignaturesError struct {
+	Device string
+	Found  []signature.Signature
+}
+
+func (e *SignaturesError) Error() string {
+	var s []string
+	for _, sig := range e.Found {
+		s = append(s, sig.String())
+	}
+	return fmt.Sprintf("%s already holds %s", e.Device, strings.Join(s, "; "))
+}
+
+// Is matches ErrSignatures.
+func (e *SignaturesError) Is(target error) bool { return target == ErrSignatures }
+
+// NonZeroError says where the data was found.
+type NonZeroError struct {
+	Device  string
+	NonZero signature.NonZero
+}
+
+func (e *NonZeroError) Error() string {
+	return fmt.Sprintf("%s holds %s but no signature atrest knows", e.Device, e.NonZero)
+}
+
+// Is matches ErrNonZero.
+func (e *NonZeroError) Is(target error) bool { return target == ErrNonZero }
+
+// Run checks the device at path and, with opts.Force, wipes its
+// signatures. Its errors are the blockdev sentinels and typed errors
+// (ErrNotFound, ErrUnsupported, ErrReadOnly, ErrInUse and the refusals
+// under it, ErrBusy), ErrSignatures, ErrNonZero, ErrProbe, and the errors
+// of signature.Wipe (an *overwrite.Error says how far a failed wipe got).
+// On success the caller owns Result.Handle.
+func Run(ctx context.Context, path string, opts Options) (*Result, error) {
+	d, err := blockdev.Inspect(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.CheckUnused(); err != nil {
+		return nil, err
+	}
+	h, err := blockdev.OpenExclusive(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	res, err := examine(ctx, h, opts)
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	return res, nil
+}
+
+func examine(ctx context.Context, h *blockdev.Handle, opts Options) (*Result, error) {
+	d := h.Device
+	res := &Result{Handle: h, Device: d}
+	found, err := signature.Probe(ctx, h.File, d.Size, signature.Options{SectorSize: d.LogicalSectorSize})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %w", d.Path, ErrProbe, err)
+	}
+	if len(found) == 0 {
+		nz, err := signature.ScanNonZero(ctx, h.File, d.Size)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w: %w", d.Path, ErrProbe, err)
+		}
+		if nz != nil && !opts.Force && opts.NonZero == RefuseNonZero {
+			return nil, &NonZeroError{Device: d.Path, NonZero: *nz}
+		}
+		res.NonZero = nz
+		return res, nil
+	}
+	if !opts.Force {
+		return nil, &SignaturesError{Device: d.Path, Found: found}
+	}
+	err = signature.Wipe(ctx, h.File, d.Size, found, signature.WipeOptions{
+		SectorSize: d.LogicalSectorSize,
+		Progress:   opts.Progress,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", d.Path, err)
+	}
+	res.Wiped = found
+	for _, s := range found {
+		if s.IsPartitionTable() {
+			if err := h.RereadPartitions(); err != nil {
+				res.Warnings = append(res.Warnings, err.Error())
+			}
+			break
+		}
+	}
+	return res, nil
+}
