@@ -187,7 +187,9 @@ func Uint(n uint64) *Value { return &Value{Kind: Int, Str: strconv.FormatUint(n,
 func NewObject() *Value { return &Value{Kind: Object, Members: []Member{}} }
 
 // NewArray returns an array of the given values.
-func NewArray(elems ...*Value) *Value { return &Value{Kind: Array, Elems: append([]*Value{}, elems...)} }
+func NewArray(elems ...*Value) *Value {
+	return &Value{Kind: Array, Elems: append([]*Value{}, elems...)}
+}
 
 // Marshal returns the compact encoding of v.
 func Marshal(v *Value) []byte {
