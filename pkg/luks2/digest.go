@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"fmt"
+	"io"
 
 	"github.com/atrest/atrest/pkg/luks2/kdf"
 	"github.com/atrest/atrest/pkg/secret"
@@ -18,6 +19,10 @@ const (
 	digestSaltSize   = 32
 	minDigestSize    = 20 // cryptsetup's LUKS_DIGESTSIZE (SHA-1)
 )
+
+// saltSource provides the salts that end up in the JSON metadata; tests
+// make it deterministic so that a repeated operation writes the same bytes.
+var saltSource io.Reader = rand.Reader
 
 // verify checks vk against the digest, as cryptsetup's PBKDF2_digest_verify:
 // a mismatch wraps ErrWrongVolumeKey.
@@ -47,7 +52,7 @@ func (d *Digest) verify(vk *secret.Key) error {
 // newDigest fingerprints vk for a new header.
 func newDigest(id int, vk *secret.Key) (*Digest, error) {
 	salt := make([]byte, digestSaltSize)
-	if _, err := rand.Read(salt); err != nil {
+	if _, err := io.ReadFull(saltSource, salt); err != nil {
 		return nil, err
 	}
 	size, _ := kdf.HashSize(DigestHash)

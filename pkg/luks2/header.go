@@ -40,6 +40,10 @@ type Header struct {
 	salts [2][saltLen]byte
 	raw   *ojson.Value // top-level object, for members atrest ignores
 	fresh bool         // made by New, not yet on a device
+	// The chosen copy's binary header and JSON area as read, so that Repair
+	// writes the other copy byte for byte as cryptsetup does.
+	readBin  binHeader
+	readArea []byte
 }
 
 // CopyStatus describes one on-disk header copy.

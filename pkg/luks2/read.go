@@ -88,6 +88,7 @@ func readHeader(dev Reader) (*Header, error) {
 	h := chosen.hdr
 	h.Copies = [2]CopyStatus{c1.status(), c2.status()}
 	h.salts = [2][saltLen]byte{c1.bin.salt, c2.bin.salt}
+	h.readBin, h.readArea = chosen.bin, chosen.area
 	if end := h.AreasEnd(); uint64(size) < end {
 		return nil, fmt.Errorf("%w: %d bytes hold no header and keyslots area of %d bytes", ErrDeviceTooSmall, size, end)
 	}

@@ -2,8 +2,8 @@ package luks2
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
+	"io"
 	"slices"
 
 	"github.com/atrest/atrest/pkg/luks2/af"
@@ -70,7 +70,7 @@ func (u *Update) AddKeyslot(vk, passphrase *secret.Key, opts KeyslotOptions) (in
 	}
 	p := opts.KDF
 	p.Salt = make([]byte, kdf.SaltSize)
-	if _, err := rand.Read(p.Salt); err != nil {
+	if _, err := io.ReadFull(saltSource, p.Salt); err != nil {
 		return -1, err
 	}
 	if err := p.Validate(); err != nil {
