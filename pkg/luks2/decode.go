@@ -51,7 +51,7 @@ func decodeConfig(h *Header, top *ojson.Value) error {
 	}
 	if r := c.Get("requirements"); r != nil {
 		if r.Kind != ojson.Object {
-			return fmt.Errorf("config: %q is a %s, not an object", "requirements", r.Kind)
+			return fmt.Errorf("config: %q is %s, not an object", "requirements", r.Kind)
 		}
 		if h.Config.Requirements, err = stringArray(r, "mandatory"); err != nil {
 			return fmt.Errorf("config requirements: %w", err)
@@ -270,7 +270,7 @@ func decodeSegment(id int, v *ojson.Value) (*Segment, error) {
 	}
 	if in := v.Get("integrity"); in != nil {
 		if in.Kind != ojson.Object {
-			return nil, fmt.Errorf(`"integrity" is a %s, not an object`, in.Kind)
+			return nil, fmt.Errorf(`"integrity" is %s, not an object`, in.Kind)
 		}
 		for _, k := range []string{"type", "journal_encryption", "journal_integrity"} {
 			if _, err := nonEmptyString(in, k); err != nil {

@@ -75,7 +75,15 @@ func (e *DamagedError) Error() string {
 	return ErrHeaderDamaged.Error() + ": " + strings.Join(parts, "; ")
 }
 
-func (e *DamagedError) Unwrap() error { return ErrHeaderDamaged }
+// Unwrap lets errors.Is find ErrHeaderDamaged and what damaged each copy
+// (ErrInvalidHeader for a copy that breaks a rule).
+func (e *DamagedError) Unwrap() []error {
+	errs := []error{ErrHeaderDamaged}
+	for _, c := range e.Copies {
+		errs = append(errs, c)
+	}
+	return errs
+}
 
 // RequirementsError lists the mandatory requirements atrest does not meet.
 type RequirementsError struct {

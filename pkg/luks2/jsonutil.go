@@ -50,7 +50,7 @@ func member(v *ojson.Value, key string, kind ojson.Kind) (*ojson.Value, error) {
 		return nil, fmt.Errorf("%q is missing", key)
 	}
 	if m.Kind != kind {
-		return nil, fmt.Errorf("%q is a %s, not a %s", key, m.Kind, kind)
+		return nil, fmt.Errorf("%q is %s, not %s", key, m.Kind, kind)
 	}
 	return m, nil
 }
@@ -111,12 +111,12 @@ func stringArray(v *ojson.Value, key string) ([]string, error) {
 		return nil, nil
 	}
 	if m.Kind != ojson.Array {
-		return nil, fmt.Errorf("%q is a %s, not an array", key, m.Kind)
+		return nil, fmt.Errorf("%q is %s, not an array", key, m.Kind)
 	}
 	out := make([]string, 0, len(m.Elems))
 	for i, e := range m.Elems {
 		if e.Kind != ojson.String {
-			return nil, fmt.Errorf("%q element %d is a %s, not a string", key, i, e.Kind)
+			return nil, fmt.Errorf("%q element %d is %s, not a string", key, i, e.Kind)
 		}
 		out = append(out, e.Str)
 	}
@@ -148,7 +148,7 @@ func section(top *ojson.Value, name string) (*ojson.Value, error) {
 		}
 		seen[n] = true
 		if m.Value.Kind != ojson.Object {
-			return nil, fmt.Errorf("%s %s is a %s, not an object", name, m.Key, m.Value.Kind)
+			return nil, fmt.Errorf("%s %s is %s, not an object", name, m.Key, m.Value.Kind)
 		}
 	}
 	return s, nil

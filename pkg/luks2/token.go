@@ -92,7 +92,7 @@ func slotList(arr *ojson.Value) ([]int, error) {
 	out := make([]int, 0, len(arr.Elems))
 	for i, e := range arr.Elems {
 		if e.Kind != ojson.String {
-			return nil, fmt.Errorf("element %d is a %s, not a string", i, e.Kind)
+			return nil, fmt.Errorf("element %d is %s, not a string", i, e.Kind)
 		}
 		n, err := number(e.Str)
 		if err != nil {

@@ -33,7 +33,8 @@ const (
 	Object
 )
 
-var kindNames = [...]string{"null", "boolean", "integer", "number", "string", "array", "object"}
+// Kind names carry their article, for error messages ("is an object").
+var kindNames = [...]string{"null", "a boolean", "an integer", "a number", "a string", "an array", "an object"}
 
 func (k Kind) String() string { return kindNames[k] }
 
