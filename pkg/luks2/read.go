@@ -195,8 +195,8 @@ func decodeCopy(bin *binHeader, area []byte) (*Header, error) {
 }
 
 // parseJSONArea enforces cryptsetup's framing: the area starts with '{',
-// holds exactly one JSON object and is NUL from its end on, with at least
-// one NUL.
+// holds exactly one JSON object (json-c also takes whitespace after it) and
+// is NUL from there on, with at least one NUL.
 func parseJSONArea(area []byte) (*ojson.Value, error) {
 	if len(area) == 0 || area[0] != '{' {
 		return nil, errors.New("JSON area does not start with '{'")
@@ -209,9 +209,6 @@ func parseJSONArea(area []byte) (*ojson.Value, error) {
 		if area[i] != 0 {
 			return nil, fmt.Errorf("byte 0x%02x at JSON area offset %d after the JSON text", area[i], i)
 		}
-	}
-	if area[n-1] != '}' {
-		return nil, fmt.Errorf("JSON text is followed by byte 0x%02x before its NUL", area[n-1])
 	}
 	v, err := ojson.Parse(area[:n])
 	if err != nil {
