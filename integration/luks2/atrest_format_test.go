@@ -21,7 +21,7 @@ const (
 // formatAtrest formats dev the way the CLI will: a platform keyslot 0
 // (PBKDF2-SHA512/1000) with its atrest token, and a recovery keyslot 1
 // (Argon2id) with a systemd-recovery token.
-func formatAtrest(t *testing.T, path string, opts luks2.FormatOptions) (*luks2.Header, *secret.Key) {
+func formatAtrest(t testing.TB, path string, opts luks2.FormatOptions) (*luks2.Header, *secret.Key) {
 	t.Helper()
 	dev := openDev(t, path)
 	h, vk, err := luks2.New(opts)
@@ -108,7 +108,7 @@ func TestCryptsetupAcceptsWhatAtrestFormats(t *testing.T) {
 	}
 }
 
-func jsonEqual(t *testing.T, a, b string) bool {
+func jsonEqual(t testing.TB, a, b string) bool {
 	t.Helper()
 	var x, y any
 	if err := json.Unmarshal([]byte(a), &x); err != nil {

@@ -1,14 +1,11 @@
 package luks2
 
 import (
-	"crypto/aes"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
-
-	"golang.org/x/crypto/xts"
 
 	"github.com/atrest/atrest/pkg/luks2/af"
 	"github.com/atrest/atrest/pkg/luks2/kdf"
@@ -118,42 +115,50 @@ func checkAreaCipher(enc string, keySize int) error {
 	return nil
 }
 
-// unseal derives the keyslot key and recovers the key the area stores.
+// unseal derives the keyslot key and recovers the key the area stores. The
+// area is read into locked memory while the KDF runs.
 func (k *Keyslot) unseal(dev io.ReaderAt, passphrase *secret.Key) (*secret.Key, error) {
+	type areaRead struct {
+		material *secret.Key
+		err      error
+	}
+	ch := make(chan areaRead, 1)
+	go func() {
+		m, err := secret.New(af.Size(k.KeySize, af.Stripes))
+		if err == nil {
+			if _, rerr := dev.ReadAt(m.Bytes(), int64(k.Area.Offset)); rerr != nil {
+				m.Wipe()
+				m, err = nil, fmt.Errorf("read keyslot area: %w", rerr)
+			}
+		}
+		ch <- areaRead{m, err}
+	}()
 	derived, err := kdf.Derive(k.KDF, passphrase, k.Area.KeySize)
+	area := <-ch
+	defer area.material.Wipe()
 	if err != nil {
 		return nil, err
 	}
 	defer derived.Wipe()
-	material, err := secret.New(af.Size(k.KeySize, af.Stripes))
-	if err != nil {
-		return nil, err
+	if area.err != nil {
+		return nil, area.err
 	}
-	defer material.Wipe()
-	if _, err := dev.ReadAt(material.Bytes(), int64(k.Area.Offset)); err != nil {
-		return nil, fmt.Errorf("read keyslot area: %w", err)
-	}
-	if err := cryptArea(derived, material.Bytes(), false); err != nil {
+	if err := cryptArea(derived, area.material.Bytes(), false); err != nil {
 		return nil, err
 	}
 	newHash, _ := kdf.NewHash(k.AF.Hash)
-	return af.Merge(material, k.KeySize, af.Stripes, newHash)
+	return af.Merge(area.material, k.KeySize, af.Stripes, newHash)
 }
 
 // cryptArea en- or decrypts keyslot material in place with AES-XTS, sector
 // numbers (the plain64 IV) counted from 0 at the area start.
 func cryptArea(key *secret.Key, buf []byte, encrypt bool) error {
-	c, err := xts.NewCipher(aes.NewCipher, key.Bytes())
+	c, err := newXTS(key)
 	if err != nil {
-		return fmt.Errorf("keyslot cipher: %w", err)
+		return err
 	}
 	for i := 0; i*areaSectorSize < len(buf); i++ {
-		s := buf[i*areaSectorSize : (i+1)*areaSectorSize]
-		if encrypt {
-			c.Encrypt(s, s, uint64(i))
-		} else {
-			c.Decrypt(s, s, uint64(i))
-		}
+		c.crypt(buf[i*areaSectorSize:(i+1)*areaSectorSize], uint64(i), encrypt)
 	}
 	return nil
 }
