@@ -20,13 +20,11 @@ const backupAlign = 4096
 // backup holds keyslots: whoever has it and an old passphrase can open the
 // volume, so keep it like a key.
 func Backup(ctx context.Context, dev Reader, w io.Writer) (int64, error) {
-	if l, ok := dev.(Locker); ok {
-		release, err := l.Lock(ctx, false)
-		if err != nil {
-			return 0, fmt.Errorf("luks2: %w", err)
-		}
-		defer release()
+	release, err := lock(ctx, dev, false)
+	if err != nil {
+		return 0, err
 	}
+	defer release()
 	h, err := readHeader(dev)
 	if err != nil {
 		return 0, err
@@ -98,13 +96,11 @@ func Restore(ctx context.Context, dev Device, backup Reader, opts RestoreOptions
 		}
 	}
 	end := bk.AreasEnd()
-	if l, ok := dev.(Locker); ok {
-		release, err := l.Lock(ctx, true)
-		if err != nil {
-			return nil, fmt.Errorf("luks2: %w", err)
-		}
-		defer release()
+	release, err := lock(ctx, dev, true)
+	if err != nil {
+		return nil, err
 	}
+	defer release()
 	cur, err := readHeader(dev)
 	if err := checkRestoreTarget(dev, cur, err, bk, opts); err != nil {
 		return nil, err

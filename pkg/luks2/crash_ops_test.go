@@ -168,41 +168,32 @@ func TestCrashSafety(t *testing.T) {
 			passphrases: []string{"platform", "platform-2", "backup-pass"},
 			minSlots:    1,
 		},
-		{
-			name: "repair a damaged primary copy",
-			setup: func(*testing.T) *memDevice {
-				dev := rotated.snapshot()
-				dev.flip(BinaryHeaderSize + 10)
-				return dev
-			},
-			op: func(dev Device) error {
-				_, err := Repair(ctx, dev)
-				return err
-			},
-			passphrases: []string{"platform", "platform-2"},
-			minSlots:    2,
-			sameJSON:    true,
-		},
-		{
-			name: "repair a damaged secondary copy",
-			setup: func(*testing.T) *memDevice {
-				dev := rotated.snapshot()
-				dev.flip(DefaultMetadataSize + 100)
-				return dev
-			},
-			op: func(dev Device) error {
-				_, err := Repair(ctx, dev)
-				return err
-			},
-			passphrases: []string{"platform", "platform-2"},
-			minSlots:    2,
-			sameJSON:    true,
-		},
+		repairCase("repair a damaged primary copy", rotated, BinaryHeaderSize+10),
+		repairCase("repair a damaged secondary copy", rotated, DefaultMetadataSize+100),
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			runCrashCase(t, c, opensAll(vk, c.passphrases...))
 		})
+	}
+}
+
+// repairCase damages one byte of a header copy of dev, then repairs it.
+func repairCase(name string, dev *memDevice, off int64) crashCase {
+	return crashCase{
+		name: name,
+		setup: func(*testing.T) *memDevice {
+			d := dev.snapshot()
+			d.flip(off)
+			return d
+		},
+		op: func(d Device) error {
+			_, err := Repair(context.Background(), d)
+			return err
+		},
+		passphrases: []string{"platform", "platform-2"},
+		minSlots:    2,
+		sameJSON:    true,
 	}
 }
 

@@ -41,6 +41,20 @@ type Zeroer interface {
 	ZeroRange(off, n int64) error
 }
 
+// lock takes dev's lock when dev is a Locker; the returned release is
+// never nil.
+func lock(ctx context.Context, dev any, exclusive bool) (func(), error) {
+	l, ok := dev.(Locker)
+	if !ok {
+		return func() {}, nil
+	}
+	release, err := l.Lock(ctx, exclusive)
+	if err != nil {
+		return nil, fmt.Errorf("luks2: %w", err)
+	}
+	return func() { release() }, nil
+}
+
 // File is a block device or regular file opened for the engine. It takes
 // cryptsetup's locks (see package devlock) so that atrest and cryptsetup
 // never interleave header I/O.

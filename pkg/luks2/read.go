@@ -21,13 +21,11 @@ import (
 // naming what is wrong with each copy) or ErrDeviceTooSmall. When dev is a
 // Locker, Read holds a shared lock while reading.
 func Read(ctx context.Context, dev Reader) (*Header, error) {
-	if l, ok := dev.(Locker); ok {
-		release, err := l.Lock(ctx, false)
-		if err != nil {
-			return nil, fmt.Errorf("luks2: %w", err)
-		}
-		defer release()
+	release, err := lock(ctx, dev, false)
+	if err != nil {
+		return nil, err
 	}
+	defer release()
 	return readHeader(dev)
 }
 

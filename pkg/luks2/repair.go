@@ -13,13 +13,11 @@ import (
 // the header; Copies tells what was found before the repair, and nothing is
 // written when both copies were fine.
 func Repair(ctx context.Context, dev Device) (*Header, error) {
-	if l, ok := dev.(Locker); ok {
-		release, err := l.Lock(ctx, true)
-		if err != nil {
-			return nil, fmt.Errorf("luks2: %w", err)
-		}
-		defer release()
+	release, err := lock(ctx, dev, true)
+	if err != nil {
+		return nil, err
 	}
+	defer release()
 	h, err := readHeader(dev)
 	if err != nil {
 		return nil, err

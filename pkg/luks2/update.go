@@ -312,13 +312,11 @@ func (u *Update) Commit(ctx context.Context, dev Device) (*Header, error) {
 	if u.done {
 		return nil, fmt.Errorf("luks2: update already committed")
 	}
-	if l, ok := dev.(Locker); ok {
-		release, err := l.Lock(ctx, true)
-		if err != nil {
-			return nil, fmt.Errorf("luks2: %w", err)
-		}
-		defer release()
+	release, err := lock(ctx, dev, true)
+	if err != nil {
+		return nil, err
 	}
+	defer release()
 	next := u.next
 	if err := next.validate(next.Config.JSONSize); err != nil {
 		return nil, err
