@@ -55,10 +55,12 @@ type CopyError struct {
 	Err    error
 }
 
+// Error names the copy, its offset and what is wrong with it.
 func (e *CopyError) Error() string {
 	return fmt.Sprintf("%s header at offset %d: %v", e.Copy, e.Offset, e.Err)
 }
 
+// Unwrap returns what is wrong with the copy.
 func (e *CopyError) Unwrap() error { return e.Err }
 
 // DamagedError is returned (wrapping ErrHeaderDamaged) when no copy is valid;
@@ -67,6 +69,7 @@ type DamagedError struct {
 	Copies []*CopyError
 }
 
+// Error lists what is wrong with each copy.
 func (e *DamagedError) Error() string {
 	parts := make([]string, len(e.Copies))
 	for i, c := range e.Copies {
@@ -90,10 +93,12 @@ type RequirementsError struct {
 	Names []string
 }
 
+// Error lists the requirements.
 func (e *RequirementsError) Error() string {
 	return fmt.Sprintf("%v: %s", ErrUnmetRequirements, strings.Join(e.Names, ", "))
 }
 
+// Unwrap returns ErrUnmetRequirements.
 func (e *RequirementsError) Unwrap() error { return ErrUnmetRequirements }
 
 func invalid(format string, args ...any) error {

@@ -71,6 +71,7 @@ const (
 	PriorityPrefer Priority = 2
 )
 
+// String names the priority as cryptsetup's luksDump does.
 func (p Priority) String() string {
 	switch p {
 	case PriorityIgnore:

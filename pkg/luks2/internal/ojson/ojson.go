@@ -36,6 +36,7 @@ const (
 // Kind names carry their article, for error messages ("is an object").
 var kindNames = [...]string{"null", "a boolean", "an integer", "a number", "a string", "an array", "an object"}
 
+// String names the kind with its article, e.g. "an object".
 func (k Kind) String() string { return kindNames[k] }
 
 // Value is one JSON value. Str holds a string's text, a number's literal or
