@@ -158,7 +158,12 @@ func cryptArea(key *secret.Key, buf []byte, encrypt bool) error {
 		return err
 	}
 	for i := 0; i*areaSectorSize < len(buf); i++ {
-		c.crypt(buf[i*areaSectorSize:(i+1)*areaSectorSize], uint64(i), encrypt)
+		s := buf[i*areaSectorSize : (i+1)*areaSectorSize]
+		if encrypt {
+			c.crypt(s, uint64(i), true)
+		} else {
+			c.decrypt(s, uint64(i))
+		}
 	}
 	return nil
 }
