@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/atrest/atrest/internal/testutil"
 	"github.com/atrest/atrest/pkg/luks2"
 	"github.com/atrest/atrest/pkg/luks2/devlock"
 )
@@ -23,6 +24,7 @@ import (
 // cryptsetup uses, /run/cryptsetup/L_<major>:<minor>.
 func TestLockingWithCryptsetup(t *testing.T) {
 	requireTier(t)
+	testutil.RequireCommand(t, "flock", "util-linux")
 	path := loopDevice(t, 40*mib)
 	formatAtrest(t, path, luks2.FormatOptions{})
 	var st unix.Stat_t

@@ -39,11 +39,10 @@ func TestTokenRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := u.Commit(context.Background(), dev)
-	if err != nil {
+	if _, err := u.Commit(context.Background(), dev); err != nil {
 		t.Fatal(err)
 	}
-	h = read(t, dev)
+	h := read(t, dev)
 	if got := string(h.Tokens[id].JSON()); got != tok {
 		t.Fatalf("token after a round trip:\n%s\nwant\n%s", got, tok)
 	}
