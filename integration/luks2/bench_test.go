@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/atrest/atrest/pkg/luks2"
 	"github.com/atrest/atrest/pkg/luks2/kdf"
 )
@@ -14,10 +16,13 @@ import (
 // Go's mean, and run the cryptsetup command they are compared with in the
 // same invocation. scripts/bench-luks2.sh prints the comparison.
 
-// medianMS runs one timed iteration b.N times and reports the median.
+// medianMS runs one timed iteration b.N times and reports the median wall
+// time, and the CPU time (user+system, this process and its children) per
+// iteration, which other load on the machine does not inflate.
 func medianMS(b *testing.B, iter func()) {
 	b.Helper()
 	samples := make([]time.Duration, 0, b.N)
+	cpu0 := cpuTime()
 	b.ResetTimer()
 	for range b.N {
 		start := time.Now()
@@ -27,6 +32,18 @@ func medianMS(b *testing.B, iter func()) {
 	b.StopTimer()
 	slices.Sort(samples)
 	b.ReportMetric(float64(samples[len(samples)/2])/float64(time.Millisecond), "ms/median")
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(time.Millisecond)/float64(b.N), "ms-cpu/op")
+}
+
+func cpuTime() time.Duration {
+	var total time.Duration
+	for _, who := range []int{unix.RUSAGE_SELF, unix.RUSAGE_CHILDREN} {
+		var ru unix.Rusage
+		if unix.Getrusage(who, &ru) == nil {
+			total += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		}
+	}
+	return total
 }
 
 // BenchmarkFormat1GiB: atrest formats a 1 GiB loop device with one

@@ -24,9 +24,23 @@ const (
 // make it deterministic so that a repeated operation writes the same bytes.
 var saltSource io.Reader = rand.Reader
 
+// digestScratch is the locked space verifyWith needs: the computed digest
+// and the PBKDF2 scratch.
+const digestScratch = 64 + kdf.ScratchSize
+
 // verify checks vk against the digest, as cryptsetup's PBKDF2_digest_verify:
 // a mismatch wraps ErrWrongVolumeKey.
 func (d *Digest) verify(vk *secret.Key) error {
+	scratch, err := secret.New(digestScratch)
+	if err != nil {
+		return err
+	}
+	defer scratch.Wipe()
+	return d.verifyWith(vk, scratch.Bytes())
+}
+
+// verifyWith is verify with caller-provided locked scratch space.
+func (d *Digest) verifyWith(vk *secret.Key, scratch []byte) error {
 	if d.Type != "pbkdf2" {
 		return fmt.Errorf("%w: digest type %q", ErrUnsupported, d.Type)
 	}
@@ -38,12 +52,11 @@ func (d *Digest) verify(vk *secret.Key) error {
 		len(d.Value) < minDigestSize || len(d.Value) > 64 || (len(d.Value) != minDigestSize && len(d.Value) != size) {
 		return fmt.Errorf("%w: digest %d has malformed parameters", ErrInvalidHeader, d.ID)
 	}
-	got, err := kdf.PBKDF2Key(d.Hash, vk, d.Salt, int(d.Iterations), len(d.Value))
-	if err != nil {
+	got := scratch[:len(d.Value)]
+	if err := kdf.PBKDF2To(d.Hash, vk.Bytes(), d.Salt, int(d.Iterations), got, scratch[64:]); err != nil {
 		return err
 	}
-	defer got.Wipe()
-	if subtle.ConstantTimeCompare(got.Bytes(), d.Value) != 1 {
+	if subtle.ConstantTimeCompare(got, d.Value) != 1 {
 		return ErrWrongVolumeKey
 	}
 	return nil

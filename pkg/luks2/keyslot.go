@@ -32,12 +32,18 @@ func (h *Header) OpenKeyslot(dev io.ReaderAt, id int, passphrase *secret.Key) (*
 	if err := k.usable(); err != nil {
 		return nil, fmt.Errorf("keyslot %d: %w", id, err)
 	}
-	d := h.DigestForKeyslot(id)
-	vk, err := k.unseal(dev, passphrase)
+	// One locked buffer holds every intermediate: split material, keyslot
+	// key, KDF scratch and the digest computation.
+	work, err := secret.New(af.Size(k.KeySize, af.Stripes) + k.Area.KeySize + kdf.ScratchSize + digestScratch)
+	if err != nil {
+		return nil, err
+	}
+	defer work.Wipe()
+	vk, err := k.unseal(dev, passphrase, work.Bytes())
 	if err != nil {
 		return nil, fmt.Errorf("keyslot %d: %w", id, err)
 	}
-	if err := d.verify(vk); err != nil {
+	if err := h.DigestForKeyslot(id).verifyWith(vk, work.Bytes()[len(work.Bytes())-digestScratch:]); err != nil {
 		vk.Wipe()
 		if errors.Is(err, ErrWrongVolumeKey) {
 			return nil, fmt.Errorf("keyslot %d: %w", id, ErrKeyRejected)
@@ -115,44 +121,35 @@ func checkAreaCipher(enc string, keySize int) error {
 	return nil
 }
 
-// unseal derives the keyslot key and recovers the key the area stores. The
-// area is read into locked memory while the KDF runs.
-func (k *Keyslot) unseal(dev io.ReaderAt, passphrase *secret.Key) (*secret.Key, error) {
-	type areaRead struct {
-		material *secret.Key
-		err      error
-	}
-	ch := make(chan areaRead, 1)
+// unseal derives the keyslot key and recovers the key the area stores,
+// working in work (locked memory the caller wipes). The area is read while
+// the KDF runs.
+func (k *Keyslot) unseal(dev io.ReaderAt, passphrase *secret.Key, work []byte) (*secret.Key, error) {
+	n := af.Size(k.KeySize, af.Stripes)
+	material, derived := work[:n], work[n:n+k.Area.KeySize]
+	scratch := work[n+k.Area.KeySize:]
+	read := make(chan error, 1)
 	go func() {
-		m, err := secret.New(af.Size(k.KeySize, af.Stripes))
-		if err == nil {
-			if _, rerr := dev.ReadAt(m.Bytes(), int64(k.Area.Offset)); rerr != nil {
-				m.Wipe()
-				m, err = nil, fmt.Errorf("read keyslot area: %w", rerr)
-			}
-		}
-		ch <- areaRead{m, err}
+		_, err := dev.ReadAt(material, int64(k.Area.Offset))
+		read <- err
 	}()
-	derived, err := kdf.Derive(k.KDF, passphrase, k.Area.KeySize)
-	area := <-ch
-	defer area.material.Wipe()
+	err := kdf.DeriveTo(k.KDF, passphrase, derived, scratch)
+	if rerr := <-read; rerr != nil {
+		return nil, fmt.Errorf("read keyslot area: %w", rerr)
+	}
 	if err != nil {
 		return nil, err
 	}
-	defer derived.Wipe()
-	if area.err != nil {
-		return nil, area.err
-	}
-	if err := cryptArea(derived, area.material.Bytes(), false); err != nil {
+	if err := cryptArea(derived, material, false); err != nil {
 		return nil, err
 	}
 	newHash, _ := kdf.NewHash(k.AF.Hash)
-	return af.Merge(area.material, k.KeySize, af.Stripes, newHash)
+	return af.MergeBytes(material, k.KeySize, af.Stripes, newHash)
 }
 
 // cryptArea en- or decrypts keyslot material in place with AES-XTS, sector
 // numbers (the plain64 IV) counted from 0 at the area start.
-func cryptArea(key *secret.Key, buf []byte, encrypt bool) error {
+func cryptArea(key, buf []byte, encrypt bool) error {
 	c, err := newXTS(key)
 	if err != nil {
 		return err
@@ -184,7 +181,7 @@ func (k *Keyslot) seal(vk, passphrase *secret.Key) ([]byte, error) {
 		return nil, err
 	}
 	defer material.Wipe()
-	if err := cryptArea(derived, material.Bytes(), true); err != nil {
+	if err := cryptArea(derived.Bytes(), material.Bytes(), true); err != nil {
 		return nil, err
 	}
 	// Once encrypted the material is no longer secret.

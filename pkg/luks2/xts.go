@@ -6,8 +6,6 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
-
-	"github.com/atrest/atrest/pkg/secret"
 )
 
 // xtsAES is AES-XTS (IEEE 1619) with the plain64 IV: the tweak of a sector
@@ -20,8 +18,7 @@ type xtsAES struct {
 	cbc         cipher.BlockMode // CBC decrypter over data, for bulk decryption
 }
 
-func newXTS(key *secret.Key) (*xtsAES, error) {
-	k := key.Bytes()
+func newXTS(k []byte) (*xtsAES, error) {
 	if len(k)%2 != 0 {
 		return nil, fmt.Errorf("keyslot cipher: odd XTS key length %d", len(k))
 	}

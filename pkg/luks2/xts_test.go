@@ -31,7 +31,7 @@ func TestXTSMatchesReference(t *testing.T) {
 			ref.Encrypt(want[s*512:(s+1)*512], plain[s*512:(s+1)*512], uint64(s+1<<40))
 		}
 		got := bytes.Clone(plain)
-		x, err := newXTS(k)
+		x, err := newXTS(k.Bytes())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -62,7 +62,7 @@ func BenchmarkAreaDecrypt(b *testing.B) {
 	buf := make([]byte, 256000)
 	b.SetBytes(int64(len(buf)))
 	for range b.N {
-		if err := cryptArea(k, buf, false); err != nil {
+		if err := cryptArea(k.Bytes(), buf, false); err != nil {
 			b.Fatal(err)
 		}
 	}

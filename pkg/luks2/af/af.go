@@ -72,15 +72,21 @@ func split(key *secret.Key, stripes int, newHash func() hash.Hash, rnd io.Reader
 // Merge recovers a key of keyLen bytes from split material (at least
 // keyLen*stripes bytes, as Split wrote it).
 func Merge(material *secret.Key, keyLen, stripes int, newHash func() hash.Hash) (*secret.Key, error) {
-	if keyLen <= 0 || stripes < 1 || material.Len() < keyLen*stripes {
-		return nil, fmt.Errorf("af: %d bytes of material cannot hold %d stripes of %d bytes", material.Len(), stripes, keyLen)
+	return MergeBytes(material.Bytes(), keyLen, stripes, newHash)
+}
+
+// MergeBytes is Merge for material in locked memory the caller owns (a
+// slice of a larger secret.Key).
+func MergeBytes(src []byte, keyLen, stripes int, newHash func() hash.Hash) (*secret.Key, error) {
+	if keyLen <= 0 || stripes < 1 || len(src) < keyLen*stripes {
+		return nil, fmt.Errorf("af: %d bytes of material cannot hold %d stripes of %d bytes", len(src), stripes, keyLen)
 	}
 	key, err := secret.New(keyLen)
 	if err != nil {
 		return nil, err
 	}
 	d := newDiffuser(newHash)
-	src, block := material.Bytes(), key.Bytes()
+	block := key.Bytes()
 	for i := 0; i < stripes-1; i++ {
 		xor(block, src[i*keyLen:(i+1)*keyLen], block)
 		d.diffuse(block)

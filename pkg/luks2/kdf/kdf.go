@@ -104,6 +104,24 @@ func Derive(p Params, passphrase *secret.Key, keyLen int) (*secret.Key, error) {
 	}
 }
 
+// DeriveTo is Derive into dst (len(dst) bytes), with scratch of at least
+// ScratchSize bytes: both slices of locked memory the caller owns and wipes.
+func DeriveTo(p Params, passphrase *secret.Key, dst, scratch []byte) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	if p.Type == PBKDF2 {
+		return PBKDF2To(p.Hash, passphrase.Bytes(), p.Salt, int(p.Iterations), dst, scratch)
+	}
+	k, err := argon2Key(p, passphrase.Bytes(), len(dst))
+	if err != nil {
+		return err
+	}
+	copy(dst, k.Bytes())
+	k.Wipe()
+	return nil
+}
+
 // PBKDF2Key derives keyLen bytes with PBKDF2-HMAC-hash from a key already in
 // locked memory; LUKS2 digests use it to fingerprint the volume key.
 func PBKDF2Key(hash string, password *secret.Key, salt []byte, iterations, keyLen int) (*secret.Key, error) {
