@@ -76,3 +76,29 @@ func TestFormatThenReadAndOpen(t *testing.T) {
 		t.Fatalf("flags %v", a.Flags)
 	}
 }
+
+func TestActivationLength(t *testing.T) {
+	_, h, _ := formatted(t, FormatOptions{UUID: "0B5D0F3A-1111-4222-8333-444455556666", SectorSize: 4096})
+	a, err := h.Activation()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.UUID != "0b5d0f3a-1111-4222-8333-444455556666" {
+		t.Fatalf("UUID %s not in libuuid's lower-case spelling", a.UUID)
+	}
+	if d := a.KeyringDescription(); d != "cryptsetup:0b5d0f3a-1111-4222-8333-444455556666-d0" {
+		t.Fatalf("keyring description %s", d)
+	}
+	if n, err := a.Length(1<<30 + 1000); err != nil || n != 1<<30-16<<20 {
+		t.Fatalf("length on 1 GiB + 1000 bytes: %d, %v", n, err)
+	}
+	if _, err := a.Length(16 << 20); !errors.Is(err, ErrDeviceTooSmall) {
+		t.Fatalf("length on a device ending at the data offset: %v", err)
+	}
+	if _, _, err := New(FormatOptions{UUID: "not-a-uuid"}); err == nil {
+		t.Fatal("malformed UUID accepted")
+	}
+	if _, _, err := New(FormatOptions{SectorSize: 8192}); err == nil {
+		t.Fatal("8192-byte sectors accepted")
+	}
+}
