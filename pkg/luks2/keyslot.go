@@ -140,11 +140,29 @@ func (k *Keyslot) unseal(dev io.ReaderAt, passphrase *secret.Key, work []byte) (
 	if err != nil {
 		return nil, err
 	}
-	if err := cryptArea(derived, material, false); err != nil {
+	// Decrypt the first quarter, start merging it while another goroutine
+	// decrypts the rest.
+	c, err := newXTS(derived)
+	if err != nil {
 		return nil, err
 	}
+	sectors := len(material) / areaSectorSize
+	first := sectors / 4
+	done := make(chan struct{})
+	c2 := c.fork()
+	go func() {
+		defer close(done)
+		for i := first; i < sectors; i++ {
+			c2.decrypt(material[i*areaSectorSize:(i+1)*areaSectorSize], uint64(i))
+		}
+	}()
+	for i := range first {
+		c.decrypt(material[i*areaSectorSize:(i+1)*areaSectorSize], uint64(i))
+	}
 	newHash, _ := kdf.NewHash(k.AF.Hash)
-	return af.MergeBytes(material, k.KeySize, af.Stripes, newHash)
+	vk, err := af.MergeStreaming(material, k.KeySize, af.Stripes, newHash, first*areaSectorSize, func() { <-done })
+	<-done
+	return vk, err
 }
 
 // cryptArea en- or decrypts keyslot material in place with AES-XTS, sector

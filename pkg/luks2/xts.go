@@ -34,6 +34,13 @@ func newXTS(k []byte) (*xtsAES, error) {
 	return &xtsAES{data: data, tweak: tweak, cbc: cipher.NewCBCDecrypter(data, zero[:])}, nil
 }
 
+// fork returns a copy for use by another goroutine: the AES blocks are
+// shared (they are stateless), the CBC decrypter is not.
+func (x *xtsAES) fork() *xtsAES {
+	var zero [16]byte
+	return &xtsAES{data: x.data, tweak: x.tweak, cbc: cipher.NewCBCDecrypter(x.data, zero[:])}
+}
+
 // decrypt decrypts one 512-byte sector in place. It lets the CBC decrypter
 // run AES on all 32 blocks at once (pipelined AES-NI): with X = C xor T and
 // a zero IV, CBC yields D(X[i]) xor X[i-1], so P[i] = CBC[i] xor X[i-1]

@@ -78,6 +78,14 @@ func Merge(material *secret.Key, keyLen, stripes int, newHash func() hash.Hash) 
 // MergeBytes is Merge for material in locked memory the caller owns (a
 // slice of a larger secret.Key).
 func MergeBytes(src []byte, keyLen, stripes int, newHash func() hash.Hash) (*secret.Key, error) {
+	return MergeStreaming(src, keyLen, stripes, newHash, len(src), nil)
+}
+
+// MergeStreaming is MergeBytes for material that is still being produced:
+// only src[:ready] is there at first, and wait blocks until the rest is.
+// The merge is a chain of hashes, so starting it early hides the time spent
+// decrypting the rest of the material.
+func MergeStreaming(src []byte, keyLen, stripes int, newHash func() hash.Hash, ready int, wait func()) (*secret.Key, error) {
 	if keyLen <= 0 || stripes < 1 || len(src) < keyLen*stripes {
 		return nil, fmt.Errorf("af: %d bytes of material cannot hold %d stripes of %d bytes", len(src), stripes, keyLen)
 	}
@@ -87,10 +95,18 @@ func MergeBytes(src []byte, keyLen, stripes int, newHash func() hash.Hash) (*sec
 	}
 	d := newDiffuser(newHash)
 	block := key.Bytes()
+	need := func(end int) {
+		if end > ready && wait != nil {
+			wait()
+			ready = len(src)
+		}
+	}
 	for i := 0; i < stripes-1; i++ {
+		need((i + 1) * keyLen)
 		xor(block, src[i*keyLen:(i+1)*keyLen], block)
 		d.diffuse(block)
 	}
+	need(stripes * keyLen)
 	xor(block, src[(stripes-1)*keyLen:stripes*keyLen], block)
 	d.wipe()
 	return key, nil

@@ -56,3 +56,30 @@ func TestMergeRefusesShortMaterial(t *testing.T) {
 		t.Fatal("merge of too little material succeeded")
 	}
 }
+
+// TestMergeStreamingWaits: the streaming merge reads nothing past the ready
+// mark before wait returns, and gives the same key.
+func TestMergeStreamingWaits(t *testing.T) {
+	k, _ := secret.Random(64)
+	defer k.Wipe()
+	m, err := Split(k, Stripes, sha256.New)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Wipe()
+	full := append([]byte(nil), m.Bytes()...)
+	ready := 1000 * 64
+	clear(m.Bytes()[ready:])
+	waited := false
+	got, err := MergeStreaming(m.Bytes(), 64, Stripes, sha256.New, ready, func() {
+		waited = true
+		copy(m.Bytes()[ready:], full[ready:])
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Wipe()
+	if !waited || !got.Equal(k) {
+		t.Fatalf("waited %v, key recovered %v", waited, got.Equal(k))
+	}
+}
