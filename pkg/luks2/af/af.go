@@ -9,6 +9,7 @@ package af
 
 import (
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -112,11 +113,7 @@ func MergeStreaming(src []byte, keyLen, stripes int, newHash func() hash.Hash, r
 	return key, nil
 }
 
-func xor(dst, a, b []byte) {
-	for i := range dst {
-		dst[i] = a[i] ^ b[i]
-	}
-}
+func xor(dst, a, b []byte) { subtle.XORBytes(dst, a, b) }
 
 // diffuser hashes a block in digest-sized pieces, each prefixed with its
 // big-endian index, in place. One hash state and one digest buffer are
