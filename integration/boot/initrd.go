@@ -5,7 +5,6 @@ import (
 	_ "embed"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/atrest/atrest/integration/vm"
 )
@@ -39,18 +38,9 @@ func writeInitramfs(ctx context.Context, out string, k *vm.Kernel) error {
 	if err := a.CopyFile("/bin/busybox", vm.BusyboxPath); err != nil {
 		return err
 	}
-	var list strings.Builder
-	for _, m := range mods {
-		g, err := k.GuestPath(m)
-		if err != nil {
-			return err
-		}
-		if err := a.CopyFile(g, m); err != nil {
-			return err
-		}
-		list.WriteString(g + "\n")
+	if err := k.ArchiveModules(a, mods, "/etc/atrest-boot/modules"); err != nil {
+		return err
 	}
-	a.File("/etc/atrest-boot/modules", 0o644, []byte(list.String()))
 	if err := a.Close(); err != nil {
 		return err
 	}
