@@ -91,8 +91,12 @@ func (m *Machine) TryBoot(spec Spec) (*Result, error) {
 	res := parseResults(data)
 	res.Boot, res.Console, res.ResultsLog = m.boots, b.Console, b.Results
 	res.Duration = time.Since(start)
-	m.t.Logf("boot %d: guest ran for %s (boot finished at %s of guest uptime, checks done at %s)",
-		m.boots, res.Duration.Round(time.Millisecond), res.Finished, res.ChecksDone)
+	if res.ChecksDone > 0 {
+		m.t.Logf("boot %d: guest ran for %s (boot finished at %s of guest uptime, checks done at %s)",
+			m.boots, res.Duration.Round(time.Millisecond), res.Finished, res.ChecksDone)
+	} else {
+		m.t.Logf("boot %d: guest ran for %s", m.boots, res.Duration.Round(time.Millisecond))
+	}
 	return res, verdict(res, spec, bootErr)
 }
 

@@ -238,3 +238,28 @@ func TestHungBootTimesOut(t *testing.T) {
 		t.Fatalf("the failure does not name the console log %s:\n%v", res.Console, err)
 	}
 }
+
+// A mount that fails sends systemd to the emergency shell; the harness
+// reports the failed unit and the guest powers off by itself.
+func TestFailedMountReportsEmergency(t *testing.T) {
+	m := boot.New(t)
+	m.AddDisk("blank", 16) // /dev/vdb: no file system on it
+	fstab, err := m.ReadFile("/etc/fstab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.WriteFile("/etc/fstab", append(fstab, "/dev/vdb /mnt/blank ext4 defaults 0 0\n"...), 0o644)
+	res, err := m.TryBoot(boot.Spec{Checks: []boot.Check{boot.Script("never", "true")}})
+	if err == nil {
+		t.Fatal("a boot whose fstab mount fails passed")
+	}
+	if errors.Is(err, vm.ErrTimeout) {
+		t.Fatalf("the emergency shell was not reported; the boot timed out: %v", err)
+	}
+	if res.Emergency != "emergency" || !strings.Contains(res.EmergencyReport, "mnt-blank.mount") || res.Reached {
+		t.Fatalf("emergency %q reached %v, report:\n%s", res.Emergency, res.Reached, res.EmergencyReport)
+	}
+	if !strings.Contains(err.Error(), "mnt-blank.mount") || !strings.Contains(err.Error(), res.Console) {
+		t.Fatalf("the failure does not name the failed mount and the console log:\n%v", err)
+	}
+}

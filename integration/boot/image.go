@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -42,6 +43,10 @@ const imageSizeMiB = 2048
 // imageFormat changes whenever the build steps change in a way the key
 // does not see, so that stale images are rebuilt.
 const imageFormat = "1"
+
+// ErrNeedRoot means the image is not cached and building it (debootstrap)
+// needs root.
+var ErrNeedRoot = errors.New("boot: building the root image with debootstrap needs root")
 
 // Image is a cached root file system image and what boots it.
 type Image struct {
@@ -83,6 +88,9 @@ func PrepareImage(ctx context.Context) (*Image, error) {
 	img := &Image{Kernel: k, Path: filepath.Join(dir, "root.img"), Key: key}
 	if _, err := os.Stat(filepath.Join(dir, ".ready")); err == nil {
 		return img, nil
+	}
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("%w (no image in %s yet)", ErrNeedRoot, images)
 	}
 	if err := buildImage(ctx, images, dir, k); err != nil {
 		return nil, err
