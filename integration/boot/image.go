@@ -92,6 +92,14 @@ func PrepareImage(ctx context.Context) (*Image, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("%w (no image in %s yet)", ErrNeedRoot, images)
 	}
+	// A build that was killed (a test timeout) leaves its tree behind,
+	// perhaps with proc still mounted in it; no build runs while we hold
+	// the lock.
+	stale, _ := filepath.Glob(filepath.Join(images, ".build-*"))
+	for _, d := range stale {
+		unmountUnder(d)
+		_ = os.RemoveAll(d)
+	}
 	if err := buildImage(ctx, images, dir, k); err != nil {
 		return nil, err
 	}
