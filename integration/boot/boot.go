@@ -24,8 +24,9 @@ type Spec struct {
 	// (DefaultAfter when empty), e.g. "atrestd.service" to run once the
 	// daemon is ready. The runner also Wants= them.
 	After string
-	// Checks run in order once After is reached; then the guest powers
-	// off. A boot with no checks just boots, reaches After and stops.
+	// Checks run in order once After is active and the boot has
+	// finished (no start job left); then the guest powers off. A boot
+	// with no checks just boots, reaches After and stops.
 	Checks []Check
 	// Timeout bounds the boot (DefaultTimeout when zero).
 	Timeout time.Duration
