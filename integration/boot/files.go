@@ -149,4 +149,3 @@ func (m *Machine) ReadFile(guest string) ([]byte, error) {
 	}
 	return readGuestFile(ctx, m.root, guest)
 }
-
