@@ -12,7 +12,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Bound on the CI fuzz run per target.
 FUZZTIME    ?= 30s
 
-.PHONY: help build test test-unit integration vm fuzz bench lint demo install clean
+.PHONY: help build test test-unit integration vm boot fuzz bench lint demo install clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,11 +27,14 @@ test: lint ## every tier, strict (needs root; what CI runs)
 test-unit: ## unit tier only: no root, no VM, no Vault
 	$(GO) test -short -count=1 ./...
 
-integration: ## root tiers and the real-kernel VM tier (integration/vm), strict
+integration: ## root tiers, the real-kernel VM tier and the booted-Debian tier, strict
 	ATREST_TEST_STRICT=1 $(GO) test -count=1 -timeout 60m ./integration/...
 
 vm: ## the real-kernel VM tier only; ATREST_VM_RUN=pattern narrows the guest tests
 	ATREST_TEST_STRICT=1 $(GO) test -count=1 -timeout 20m -v -run . ./integration/vm
+
+boot: ## the booted-Debian tier only (integration/boot), verbose
+	ATREST_TEST_STRICT=1 $(GO) test -count=1 -timeout 30m -v ./integration/boot/...
 
 fuzz: ## bounded fuzzing of every Fuzz target ($(FUZZTIME) each)
 	@for pkg in $$($(GO) list ./...); do \

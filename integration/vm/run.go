@@ -171,18 +171,9 @@ func buildInitramfs(ctx context.Context, out string, k *Kernel, spec *Spec, bins
 	if err := a.CopyFile("/bin/busybox", BusyboxPath); err != nil {
 		return err
 	}
-	var modList strings.Builder
-	for _, m := range mods {
-		g, err := k.GuestPath(m)
-		if err != nil {
-			return err
-		}
-		if err := a.CopyFile(g, m); err != nil {
-			return err
-		}
-		modList.WriteString(g + "\n")
+	if err := k.ArchiveModules(a, mods, "/etc/atrest-vm/modules"); err != nil {
+		return err
 	}
-	a.File("/etc/atrest-vm/modules", 0o644, []byte(modList.String()))
 	for g, h := range files {
 		if err := a.CopyFile(g, h); err != nil {
 			return err
