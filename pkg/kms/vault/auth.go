@@ -130,4 +130,3 @@ func (a *tokenAuth) login(ctx context.Context, cl *Client) (tokenState, error) {
 	}
 	return lookupSelf(ctx, cl, token, source)
 }
-
