@@ -95,7 +95,8 @@ func failed(steps []kms.CheckStep) bool {
 // checkBase checks that Vault answers and is unsealed, then the login.
 func (cl *Client) checkBase(ctx context.Context) []kms.CheckStep {
 	reach := kms.CheckStep{Name: "reachable"}
-	rep, f, ok := cl.attempt(ctx, call{op: "health", method: http.MethodGet, path: "sys/health?standbyok=true&perfstandbyok=true", anon: true})
+	rep, f, ok := cl.attempt(ctx, call{op: "health", method: http.MethodGet, path: "sys/health", anon: true,
+		params: map[string][]string{"standbyok": {"true"}, "perfstandbyok": {"true"}}})
 	var h struct {
 		Version     string `json:"version"`
 		Sealed      bool   `json:"sealed"`

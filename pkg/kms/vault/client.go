@@ -57,13 +57,14 @@ func (t tokenState) expiresAt() time.Time {
 	return t.obtained.Add(t.ttl)
 }
 
-// usable reports whether the token is set and not about to expire.
+// usable reports whether the token is set and not about to expire (within
+// a tenth of its TTL, at most a second).
 func (t tokenState) usable(now time.Time) bool {
 	if t.value == "" {
 		return false
 	}
 	exp := t.expiresAt()
-	return exp.IsZero() || now.Add(time.Second).Before(exp)
+	return exp.IsZero() || now.Add(min(time.Second, t.ttl/10)).Before(exp)
 }
 
 // Stats counts a Client's logins and token renewals (for atrestd's

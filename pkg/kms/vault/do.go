@@ -28,6 +28,8 @@ type call struct {
 	// Client's (unwrapping a response-wrapped secret_id).
 	anon  bool
 	token string
+	// params are query parameters (GET only).
+	params map[string][]string
 	// notFound is the sentinel for HTTP 404; kms.ErrKeyNotFound if nil.
 	notFound error
 	// badRequest is the sentinel for HTTP 400; kms.ErrInvalidRequest if nil.
@@ -163,7 +165,7 @@ func (cl *Client) send(ctx context.Context, c call) (*api.Response, error) {
 	}
 	switch c.method {
 	case http.MethodGet:
-		return a.Logical().ReadRawWithContext(ctx, c.path)
+		return a.Logical().ReadRawWithDataWithContext(ctx, c.path, c.params)
 	case http.MethodDelete:
 		return a.Logical().DeleteRawWithContext(ctx, c.path)
 	default:

@@ -103,3 +103,9 @@ var _ kms.KEK = (*vault.Transit)(nil)
 func vaultTokenReq(policies ...string) *api.TokenCreateRequest {
 	return &api.TokenCreateRequest{Policies: policies, TTL: "1h"}
 }
+
+func ctxCancel(t testing.TB) (context.Context, context.CancelFunc) {
+	c, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return c, cancel
+}
