@@ -163,6 +163,9 @@ func (kv *KV) create(ctx context.Context, op string, rel string, s *secret.Key) 
 	if s.Len() == 0 {
 		return fmt.Errorf("%w: %s: no secret (nil or wiped)", kms.ErrInvalidRequest, op)
 	}
+	if kv.cfg.Encoding == "raw" && !plainText(s.Bytes()) {
+		return fmt.Errorf("%w: %s: encoding raw stores printable text only; use base64 for binary secrets", kms.ErrInvalidRequest, op)
+	}
 	if kv.cfg.Version == 1 {
 		// KV v1 has no check-and-set: look first (vaultlocker-style
 		// locations need read access anyway).
@@ -186,6 +189,17 @@ func (kv *KV) create(ctx context.Context, op string, rel string, s *secret.Key) 
 		}
 	}
 	return err
+}
+
+// plainText reports whether b can be stored and read back as a raw JSON
+// string without escapes.
+func plainText(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // body encodes the write request: {"options":{"cas":0},"data":{field:v}}
