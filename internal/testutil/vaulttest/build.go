@@ -53,17 +53,20 @@ func Binary(t testing.TB) string {
 }
 
 func binary() (string, error) {
-	if p := os.Getenv(EnvBinary); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("%s=%s: %w", EnvBinary, p, err)
+	out := os.Getenv(EnvBinary)
+	if out != "" {
+		if _, err := os.Stat(out); err == nil {
+			return out, nil
 		}
-		return p, nil
 	}
 	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
-	return Build(root)
+	if out == "" {
+		out = filepath.Join(root, "bin", "vaultserver")
+	}
+	return Build(root, out)
 }
 
 // RepoRoot is the directory of atrest's main go.mod, found from the
@@ -86,16 +89,15 @@ func RepoRoot() (string, error) {
 	}
 }
 
-// Build builds integration/vaultserver into root/bin/vaultserver (static,
-// CGO_ENABLED=0) and returns its path. Concurrent test binaries serialise
-// on a lock file; Go's build cache makes a rebuild with nothing changed
-// cheap.
-func Build(root string) (string, error) {
-	bin := filepath.Join(root, "bin")
-	if err := os.MkdirAll(bin, 0o755); err != nil {
+// Build builds root's integration/vaultserver into out (static,
+// CGO_ENABLED=0) and returns out. Concurrent test binaries serialise on a
+// lock file beside out; Go's build cache makes a rebuild with nothing
+// changed cheap.
+func Build(root, out string) (string, error) {
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return "", err
 	}
-	lock, err := os.OpenFile(filepath.Join(bin, ".vaultserver.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	lock, err := os.OpenFile(out+".lock", os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return "", err
 	}
@@ -103,7 +105,6 @@ func Build(root string) (string, error) {
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
 		return "", err
 	}
-	out := filepath.Join(bin, "vaultserver")
 	goCmd, err := exec.LookPath("go")
 	if err != nil {
 		return "", fmt.Errorf("building the test Vault needs the go command: %w", err)

@@ -78,7 +78,7 @@ func newKEKFile() (*kekFile, error) {
 
 // readKEKFile reads and parses the private file at path.
 func readKEKFile(path string) (*kekFile, error) {
-	raw, err := keyfile.Read(path, maxFileLen)
+	raw, err := keyfile.Read(path, maxFileLen, false)
 	if err != nil {
 		return nil, err
 	}

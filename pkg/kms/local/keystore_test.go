@@ -256,3 +256,21 @@ func TestInvalidRequests(t *testing.T) {
 		t.Errorf("empty batch: %v, %v", res, err)
 	}
 }
+
+// A KEK whose last byte is 0x0a once lost it to newline trimming; every
+// byte value at the end must survive a reopen.
+func TestKEKFileKeepsEveryTrailingByte(t *testing.T) {
+	ctx := context.Background()
+	for range 40 {
+		path := filepath.Join(t.TempDir(), "kek")
+		ks := open(t, path)
+		for range 10 {
+			if _, err := ks.Rotate(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := local.Open(path); err != nil {
+			t.Fatalf("reopen: %v", err)
+		}
+	}
+}

@@ -92,7 +92,7 @@ func parseAuth(rep *reply, op string) (tokenState, error) {
 // secretID reads the secret_id file; when it holds a response-wrapping
 // token, it unwraps it and stores the secret_id in its place.
 func (a *appRoleAuth) secretID(ctx context.Context, cl *Client) (*secret.Key, error) {
-	k, err := keyfile.Read(a.cfg.SecretIDFile, maxCredential)
+	k, err := keyfile.Read(a.cfg.SecretIDFile, maxCredential, true)
 	if err != nil {
 		return nil, fmt.Errorf("%w: vault approle secret_id_file: %w", kms.ErrConfig, err)
 	}

@@ -121,7 +121,7 @@ func (a *tokenAuth) describe() string { return "token" }
 func (a *tokenAuth) login(ctx context.Context, cl *Client) (tokenState, error) {
 	token, source := a.env, "VAULT_TOKEN"
 	if a.file != "" {
-		k, err := keyfile.Read(a.file, maxCredential)
+		k, err := keyfile.Read(a.file, maxCredential, true)
 		if err != nil {
 			return tokenState{}, fmt.Errorf("%w: vault token_file: %w", kms.ErrConfig, err)
 		}

@@ -162,6 +162,7 @@ func TestWrappedSecretID(t *testing.T) {
 }
 
 func TestTokenRenewalAndRelogin(t *testing.T) {
+	t.Parallel()
 	s := vaulttest.Shared(t)
 	// Tokens live 3 s and cannot be renewed past 6 s: without renewal and
 	// fresh logins, the calls below, 9 s apart in total, would fail.
@@ -193,6 +194,7 @@ func TestTokenRenewalAndRelogin(t *testing.T) {
 }
 
 func TestExpiredTokenLogsInAgainWithoutKeepAlive(t *testing.T) {
+	t.Parallel()
 	s := vaulttest.Shared(t)
 	n := provision(t, s, map[string]any{"token_ttl": "2s", "token_max_ttl": "2s"})
 	tr := newTransit(t, newClient(t, appRoleConfig(s, n)), n.Key)

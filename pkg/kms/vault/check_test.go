@@ -65,6 +65,7 @@ path "transit/keys/`+n.Key+`" { capabilities = ["read"] }
 }
 
 func TestCheckUnreachable(t *testing.T) {
+	t.Parallel()
 	s := vaulttest.Start(t)
 	addr, ca := s.Address, s.CAFile
 	c := newClient(t, vault.Config{Address: addr, CACert: ca, Auth: vault.Auth{Token: s.RootToken}})

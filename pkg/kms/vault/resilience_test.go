@@ -50,6 +50,7 @@ func wantUnavailable(t *testing.T, err error, reason string, took, deadline time
 }
 
 func TestSealedVaultIsUnavailableWithinDeadline(t *testing.T) {
+	t.Parallel()
 	const deadline = 2 * time.Second
 	s, transit, w := ownServer(t, deadline)
 	tr, patient := transit(deadline), transit(time.Minute)
@@ -82,6 +83,7 @@ func TestSealedVaultIsUnavailableWithinDeadline(t *testing.T) {
 }
 
 func TestStoppedVaultIsUnavailableWithinDeadline(t *testing.T) {
+	t.Parallel()
 	const deadline = 2 * time.Second
 	s, transit, w := ownServer(t, deadline)
 	tr := transit(deadline)

@@ -56,15 +56,17 @@ func Open(path string) (*os.File, error) {
 	return f, nil
 }
 
-// Read returns the content of the private file path in locked memory,
-// without one trailing newline. At most max bytes are accepted.
-func Read(path string, max int) (*secret.Key, error) {
+// Read returns the content of the private file path in locked memory. At
+// most max bytes are accepted. Text files (tokens, secret_ids) lose one
+// trailing newline with trimNewline; binary files must not, or a key whose
+// last byte happens to be 0x0a would lose it.
+func Read(path string, max int, trimNewline bool) (*secret.Key, error) {
 	f, err := Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	k, err := secret.Read(f, max, true)
+	k, err := secret.Read(f, max, trimNewline)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
