@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -139,6 +141,29 @@ func (s *Server) Stop(t testing.TB) {
 	_ = s.cmd.Process.Signal(syscall.SIGKILL)
 	<-s.done
 	s.once.Do(func() { _ = s.stdin.Close() })
+	// A killed server cannot remove its directory (CA and key files).
+	if dir := filepath.Dir(filepath.Dir(s.CAFile)); strings.HasPrefix(filepath.Base(dir), "atrest-vaultserver-") {
+		_ = os.RemoveAll(dir)
+	}
+}
+
+// Freeze stops the server process (SIGSTOP) as a hung server: the kernel
+// still accepts connections, nothing answers. Thaw resumes it; a frozen
+// server is thawed when the test ends.
+func (s *Server) Freeze(t testing.TB) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.cmd.Process.Signal(syscall.SIGCONT) })
+}
+
+// Thaw resumes a frozen server.
+func (s *Server) Thaw(t testing.TB) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Client returns a client with the root token that trusts the server's CA.

@@ -38,6 +38,7 @@ type Client struct {
 
 	logins   atomic.Int64
 	renewals atomic.Int64
+	retries  atomic.Int64
 }
 
 // tokenState is what atrest knows about its current token.
@@ -67,11 +68,12 @@ func (t tokenState) usable(now time.Time) bool {
 	return exp.IsZero() || now.Add(min(time.Second, t.ttl/10)).Before(exp)
 }
 
-// Stats counts a Client's logins and token renewals (for atrestd's
-// metrics, and for tests that must see renewal happen).
+// Stats counts a Client's logins, token renewals and retried requests
+// (for atrestd's metrics, and for tests that must see them happen).
 type Stats struct {
 	Logins   int64 `json:"logins"`
 	Renewals int64 `json:"renewals"`
+	Retries  int64 `json:"retries"`
 }
 
 // New validates cfg and prepares a Client. It reads the CA file but does
@@ -143,7 +145,7 @@ func (c *Client) Address() string { return c.cfg.Address }
 
 // Stats returns the login and renewal counters.
 func (c *Client) Stats() Stats {
-	return Stats{Logins: c.logins.Load(), Renewals: c.renewals.Load()}
+	return Stats{Logins: c.logins.Load(), Renewals: c.renewals.Load(), Retries: c.retries.Load()}
 }
 
 // withDeadline bounds an operation by the configured total deadline.

@@ -87,6 +87,7 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 			return rep, cl.fail(c, f, attempt, start)
 		}
 		last = f
+		cl.retries.Add(1)
 		wait := cl.cfg.Backoff.wait(attempt - 1)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 			last.reason += ", giving up at the deadline"
@@ -117,13 +118,15 @@ func (cl *Client) fail(c call, f failure, attempts int, start time.Time) error {
 func (cl *Client) attempt(ctx context.Context, c call) (*reply, failure, bool) {
 	actx, cancel := context.WithTimeout(ctx, cl.cfg.Timeout)
 	defer cancel()
+	t0 := time.Now()
 	resp, err := cl.send(actx, c)
 	if resp == nil || resp.Response == nil {
 		if err == nil {
 			err = errors.New("no response")
 		}
-		if ctx.Err() == nil && actx.Err() != nil {
-			return nil, failure{kind: kms.ErrUnavailable, reason: fmt.Sprintf("timeout after %s", cl.cfg.Timeout), transient: true}, false
+		if actx.Err() != nil && !errors.Is(ctx.Err(), context.Canceled) {
+			return nil, failure{kind: kms.ErrUnavailable, transient: true,
+				reason: fmt.Sprintf("timeout: no response within %s", time.Since(t0).Round(100*time.Millisecond))}, false
 		}
 		return nil, classifyTransport(err), false
 	}

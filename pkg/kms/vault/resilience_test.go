@@ -98,3 +98,51 @@ func TestStoppedVaultIsUnavailableWithinDeadline(t *testing.T) {
 		t.Errorf("error carries the ciphertext: %v", err)
 	}
 }
+
+func TestHungVaultTimesOutPerCall(t *testing.T) {
+	t.Parallel()
+	const deadline = 3 * time.Second
+	s, transit, w := ownServer(t, deadline)
+	tr := transit(deadline)
+	if _, err := tr.Describe(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	// A frozen process: the kernel still accepts connections, nothing answers.
+	s.Freeze(t)
+	start := time.Now()
+	_, err := kms.Unwrap(ctx(t), tr, volA, w)
+	s.Thaw(t)
+	wantUnavailable(t, err, "timeout: no response within", time.Since(start), deadline)
+	got, err := kms.Unwrap(ctx(t), tr, volA, w)
+	if err != nil {
+		t.Fatalf("after the server resumed: %v", err)
+	}
+	got.Wipe()
+}
+
+func TestRateLimitedCallsAreRetried(t *testing.T) {
+	t.Parallel()
+	s := vaulttest.Start(t)
+	n := provision(t, s, nil)
+	tr := newTransit(t, newClient(t, appRoleConfig(s, n)), n.Key)
+	w, err := kms.Wrap(ctx(t), tr, volA, random(t, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two requests a second on the node's decrypt path.
+	if _, err := s.Client(t).Logical().Write("sys/quotas/rate-limit/atrest-test", map[string]any{
+		"path": "transit/decrypt/" + n.Key, "rate": 2, "interval": "1s",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for range 8 {
+		got, err := kms.Unwrap(ctx(t), tr, volA, w)
+		if err != nil {
+			t.Fatalf("rate-limited unwrap was not retried to success: %v", err)
+		}
+		got.Wipe()
+	}
+	if st := tr.Client().Stats(); st.Retries == 0 {
+		t.Errorf("stats %+v: 8 calls at 2 a second were never rate limited; the quota did not apply", st)
+	}
+}
