@@ -35,6 +35,7 @@ type Error struct {
 	Elapsed  time.Duration
 }
 
+// Error says what failed, why, and after how many attempts.
 func (e *Error) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "vault %s: %v: %s", e.Op, e.Kind, e.Reason)
