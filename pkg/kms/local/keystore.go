@@ -46,11 +46,13 @@ var (
 	_ kms.Retirer = (*Keystore)(nil)
 )
 
-// fileID tells whether the file at a path was replaced.
+// fileID tells whether the file at a path was replaced or changed,
+// including its permissions (ctime moves on chmod and chown).
 type fileID struct {
-	dev, ino uint64
-	mtime    int64
-	size     int64
+	dev, ino     uint64
+	mtime, ctime int64
+	size         int64
+	mode         uint32
 }
 
 func statID(path string) (fileID, error) {
@@ -62,7 +64,10 @@ func statID(path string) (fileID, error) {
 	if !ok {
 		return fileID{}, fmt.Errorf("%s: no stat data", path)
 	}
-	return fileID{dev: st.Dev, ino: st.Ino, mtime: fi.ModTime().UnixNano(), size: fi.Size()}, nil
+	return fileID{
+		dev: st.Dev, ino: st.Ino, mtime: fi.ModTime().UnixNano(),
+		ctime: st.Ctim.Nano(), size: fi.Size(), mode: st.Mode,
+	}, nil
 }
 
 // Open opens the keystore at path, creating it with a fresh 256-bit KEK

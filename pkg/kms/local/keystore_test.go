@@ -274,3 +274,19 @@ func TestKEKFileKeepsEveryTrailingByte(t *testing.T) {
 		}
 	}
 }
+
+func TestCheck(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kek")
+	ks := open(t, path)
+	steps := ks.Check(context.Background())
+	if len(steps) != 2 || steps[0].Err != nil || steps[1].Err != nil || !strings.Contains(steps[0].Detail, "mode 0600") {
+		t.Fatalf("healthy keystore: %+v", steps)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	steps = ks.Check(context.Background())
+	if len(steps) != 1 || !errors.Is(steps[0].Err, kms.ErrConfig) {
+		t.Errorf("keystore whose file became world-readable: %+v", steps)
+	}
+}

@@ -74,6 +74,12 @@ func (cl *Client) refresh(ctx context.Context) (time.Duration, error) {
 				}
 				return 0, lerr
 			}
+			if cl.tok.value == tok.value {
+				// Token auth with a file still holding the same token:
+				// nothing fresher exists. Look again when it runs out
+				// (Vault Agent usually replaces the file before that).
+				return max(time.Until(cl.tok.expiresAt()), 100*time.Millisecond), nil
+			}
 		}
 	default:
 		if err := cl.loginLocked(ctx); err != nil {
