@@ -87,12 +87,12 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 			return rep, cl.fail(c, f, attempt, start)
 		}
 		last = f
-		cl.retries.Add(1)
 		wait := cl.cfg.Backoff.wait(attempt - 1)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 			last.reason += ", giving up at the deadline"
 			return nil, cl.fail(c, last, attempt, start)
 		}
+		cl.retries.Add(1)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
