@@ -86,6 +86,12 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 		if !f.transient {
 			return rep, cl.fail(c, f, attempt, start)
 		}
+		if f.atDeadline && last.kind != nil {
+			// The operation's deadline cut this attempt short; what the
+			// earlier attempts saw (sealed, refused, ...) says more.
+			last.reason += ", giving up at the deadline"
+			return nil, cl.fail(c, last, attempt, start)
+		}
 		last = f
 		wait := cl.cfg.Backoff.wait(attempt - 1)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
@@ -125,7 +131,7 @@ func (cl *Client) attempt(ctx context.Context, c call) (*reply, failure, bool) {
 			err = errors.New("no response")
 		}
 		if actx.Err() != nil && !errors.Is(ctx.Err(), context.Canceled) {
-			return nil, failure{kind: kms.ErrUnavailable, transient: true,
+			return nil, failure{kind: kms.ErrUnavailable, transient: true, atDeadline: ctx.Err() != nil,
 				reason: fmt.Sprintf("timeout: no response within %s", time.Since(t0).Round(100*time.Millisecond))}, false
 		}
 		return nil, classifyTransport(err), false

@@ -58,6 +58,9 @@ type failure struct {
 	status    int
 	messages  []string
 	transient bool
+	// atDeadline: the attempt ran out of time because the whole
+	// operation's deadline passed, not its own timeout.
+	atDeadline bool
 }
 
 // classifyTransport classifies an error that came without an HTTP
