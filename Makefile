@@ -53,7 +53,7 @@ lint: ## gofmt, go vet, staticcheck
 
 # Same flags as the vet above (CGO_ENABLED=0, no -trimpath), so the build
 # reuses its compiled packages and only links.
-vaultserver: ## build bin/vaultserver, the test Vault (cold: ~1 min download, ~10 min compile)
+vaultserver: ## build bin/vaultserver, the test Vault (cold: ~1 min download + ~8 min compile)
 	cd integration/vaultserver && CGO_ENABLED=0 $(GO) build -o $(VAULTSERVER) .
 
 install: build ## install binaries under $(PREFIX)
