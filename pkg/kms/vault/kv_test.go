@@ -2,6 +2,7 @@ package vault_test
 
 import (
 	"errors"
+	"strconv"
 	"testing"
 
 	"github.com/atrest/atrest/internal/testutil/vaulttest"
@@ -60,7 +61,7 @@ func TestKVStoreCreateOnlyAndDestroy(t *testing.T) {
 func TestKVCreateOnlyWithUpdateRights(t *testing.T) {
 	s := vaulttest.Shared(t)
 	root := newClient(t, vault.Config{Address: s.Address, CACert: s.CAFile, Auth: vault.Auth{Token: s.RootToken}})
-	kv, err := vault.NewKV(root, vault.KVConfig{Prefix: "atrest", Host: "rootnode"})
+	kv, err := vault.NewKV(root, vault.KVConfig{Prefix: "atrest", Host: "rootnode" + strconv.FormatInt(nodeSeq.Add(1), 10)})
 	if err != nil {
 		t.Fatal(err)
 	}
