@@ -43,6 +43,7 @@ fuzz: ## bounded fuzzing of every Fuzz target ($(FUZZTIME) each)
 
 bench: ## benchmarks, with the cryptsetup comparisons in the same run
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./...
+	./scripts/bench-luks2.sh
 
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

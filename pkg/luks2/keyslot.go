@@ -1,0 +1,242 @@
+package luks2
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/atrest/atrest/pkg/luks2/af"
+	"github.com/atrest/atrest/pkg/luks2/kdf"
+	"github.com/atrest/atrest/pkg/secret"
+)
+
+// areaSectorSize is the unit of keyslot area encryption: 512-byte sectors
+// numbered from 0 at the start of the area.
+const areaSectorSize = 512
+
+// OpenKeyslot unlocks keyslot id with passphrase and returns the volume key
+// (the caller wipes it). It derives the keyslot key, decrypts the keyslot
+// area, merges the split key and checks it against the keyslot's digest;
+// a passphrase that does not fit gives an error wrapping ErrKeyRejected.
+// Every intermediate key lives in locked memory and is wiped.
+func (h *Header) OpenKeyslot(dev io.ReaderAt, id int, passphrase *secret.Key) (*secret.Key, error) {
+	if err := h.UnmetRequirements(); err != nil {
+		return nil, err
+	}
+	k := h.Keyslots[id]
+	if k == nil {
+		return nil, fmt.Errorf("%w: %d", ErrNoSuchKeyslot, id)
+	}
+	if err := k.usable(); err != nil {
+		return nil, fmt.Errorf("keyslot %d: %w", id, err)
+	}
+	// One locked buffer holds every intermediate: split material, keyslot
+	// key, KDF scratch and the digest computation.
+	work, err := secret.New(af.Size(k.KeySize, af.Stripes) + k.Area.KeySize + kdf.ScratchSize + digestScratch)
+	if err != nil {
+		return nil, err
+	}
+	defer work.Wipe()
+	vk, err := k.unseal(dev, passphrase, work.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("keyslot %d: %w", id, err)
+	}
+	if err := h.DigestForKeyslot(id).verifyWith(vk, work.Bytes()[len(work.Bytes())-digestScratch:]); err != nil {
+		vk.Wipe()
+		if errors.Is(err, ErrWrongVolumeKey) {
+			return nil, fmt.Errorf("keyslot %d: %w", id, ErrKeyRejected)
+		}
+		return nil, fmt.Errorf("keyslot %d: %w", id, err)
+	}
+	return vk, nil
+}
+
+// Open tries passphrase on every keyslot that may be tried without being
+// named, preferred ones first (cryptsetup's order), and returns the volume
+// key and the keyslot that opened. It fails with ErrKeyRejected when none
+// accepts the passphrase.
+func (h *Header) Open(dev io.ReaderAt, passphrase *secret.Key) (*secret.Key, int, error) {
+	if err := h.UnmetRequirements(); err != nil {
+		return nil, -1, err
+	}
+	var lastErr error
+	for _, prio := range []Priority{PriorityPrefer, PriorityNormal} {
+		for _, id := range h.KeyslotIDs() {
+			k := h.Keyslots[id]
+			if k.Priority != prio || k.Type != "luks2" {
+				continue
+			}
+			vk, err := h.OpenKeyslot(dev, id, passphrase)
+			if err == nil {
+				return vk, id, nil
+			}
+			if !errors.Is(err, ErrKeyRejected) {
+				lastErr = err
+			}
+		}
+	}
+	if lastErr != nil {
+		return nil, -1, fmt.Errorf("%w (and %v)", ErrKeyRejected, lastErr)
+	}
+	return nil, -1, ErrKeyRejected
+}
+
+// usable checks what cryptsetup only checks when unlocking.
+func (k *Keyslot) usable() error {
+	if k.Type != "luks2" {
+		return fmt.Errorf("%w: keyslot type %q", ErrUnsupported, k.Type)
+	}
+	if err := k.KDF.Validate(); err != nil {
+		if k.KDF.Salt == nil {
+			return fmt.Errorf("%w: kdf salt is not 32 bytes of base64", ErrInvalidHeader)
+		}
+		return fmt.Errorf("%w: %v", ErrUnsupported, err)
+	}
+	if k.AF.Stripes != af.Stripes {
+		return fmt.Errorf("%w: %d anti-forensic stripes (only %d are defined)", ErrUnsupported, k.AF.Stripes, af.Stripes)
+	}
+	if _, err := kdf.NewHash(k.AF.Hash); err != nil {
+		return fmt.Errorf("af hash: %w", err)
+	}
+	if err := checkAreaCipher(k.Area.Encryption, k.Area.KeySize); err != nil {
+		return err
+	}
+	if k.KeySize <= 0 || uint64(af.Size(k.KeySize, af.Stripes)) > k.Area.Size {
+		return fmt.Errorf("%w: area of %d bytes cannot hold a %d-byte key in %d stripes", ErrInvalidHeader, k.Area.Size, k.KeySize, af.Stripes)
+	}
+	return nil
+}
+
+// checkAreaCipher accepts the keyslot encryptions atrest implements:
+// AES-XTS with a plain64 (or plain, identical below 2^32 sectors) IV.
+func checkAreaCipher(enc string, keySize int) error {
+	if enc != "aes-xts-plain64" && enc != "aes-xts-plain" {
+		return fmt.Errorf("%w: keyslot encryption %q (atrest implements aes-xts-plain64)", ErrUnsupported, enc)
+	}
+	if keySize != 32 && keySize != 48 && keySize != 64 {
+		return fmt.Errorf("%w: %d-byte key for %s", ErrInvalidHeader, keySize, enc)
+	}
+	return nil
+}
+
+// unseal derives the keyslot key and recovers the key the area stores,
+// working in work (locked memory the caller wipes). The area is read while
+// the KDF runs.
+func (k *Keyslot) unseal(dev io.ReaderAt, passphrase *secret.Key, work []byte) (*secret.Key, error) {
+	n := af.Size(k.KeySize, af.Stripes)
+	material, derived := work[:n], work[n:n+k.Area.KeySize]
+	scratch := work[n+k.Area.KeySize:]
+	read := make(chan error, 1)
+	go func() {
+		_, err := dev.ReadAt(material, int64(k.Area.Offset))
+		read <- err
+	}()
+	err := kdf.DeriveTo(k.KDF, passphrase, derived, scratch)
+	if rerr := <-read; rerr != nil {
+		return nil, fmt.Errorf("read keyslot area: %w", rerr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// Decrypt the first quarter, start merging it while another goroutine
+	// decrypts the rest.
+	c, err := newXTS(derived)
+	if err != nil {
+		return nil, err
+	}
+	sectors := len(material) / areaSectorSize
+	first := sectors / 4
+	done := make(chan struct{})
+	c2 := c.fork()
+	go func() {
+		defer close(done)
+		for i := first; i < sectors; i++ {
+			c2.decrypt(material[i*areaSectorSize:(i+1)*areaSectorSize], uint64(i))
+		}
+	}()
+	for i := range first {
+		c.decrypt(material[i*areaSectorSize:(i+1)*areaSectorSize], uint64(i))
+	}
+	newHash, _ := kdf.NewHash(k.AF.Hash)
+	vk, err := af.MergeStreaming(material, k.KeySize, af.Stripes, newHash, first*areaSectorSize, func() { <-done })
+	<-done
+	return vk, err
+}
+
+// cryptArea en- or decrypts keyslot material in place with AES-XTS, sector
+// numbers (the plain64 IV) counted from 0 at the area start.
+func cryptArea(key, buf []byte, encrypt bool) error {
+	c, err := newXTS(key)
+	if err != nil {
+		return err
+	}
+	for i := 0; i*areaSectorSize < len(buf); i++ {
+		s := buf[i*areaSectorSize : (i+1)*areaSectorSize]
+		if encrypt {
+			c.crypt(s, uint64(i), true)
+		} else {
+			c.decrypt(s, uint64(i))
+		}
+	}
+	return nil
+}
+
+// seal builds the encrypted area content for a new keyslot holding vk.
+func (k *Keyslot) seal(vk, passphrase *secret.Key) ([]byte, error) {
+	derived, err := kdf.Derive(k.KDF, passphrase, k.Area.KeySize)
+	if err != nil {
+		return nil, err
+	}
+	defer derived.Wipe()
+	newHash, err := kdf.NewHash(k.AF.Hash)
+	if err != nil {
+		return nil, err
+	}
+	material, err := af.Split(vk, af.Stripes, newHash)
+	if err != nil {
+		return nil, err
+	}
+	defer material.Wipe()
+	if err := cryptArea(derived.Bytes(), material.Bytes(), true); err != nil {
+		return nil, err
+	}
+	// Once encrypted the material is no longer secret.
+	return slices.Clone(material.Bytes()), nil
+}
+
+// KeyslotInfo summarises a keyslot for listings.
+type KeyslotInfo struct {
+	ID       int
+	Type     string
+	Priority Priority
+	KDF      string // e.g. "pbkdf2-sha512/1000" or "argon2id t=4 m=32768 p=1"
+	Tokens   []int  // tokens bound to this keyslot
+}
+
+// ListKeyslots returns every keyslot with its priority, KDF and tokens.
+func (h *Header) ListKeyslots() []KeyslotInfo {
+	out := make([]KeyslotInfo, 0, len(h.Keyslots))
+	for _, id := range h.KeyslotIDs() {
+		k := h.Keyslots[id]
+		info := KeyslotInfo{ID: id, Type: k.Type, Priority: k.Priority, KDF: describeKDF(k.KDF)}
+		for _, tid := range h.TokenIDs() {
+			if slices.Contains(h.Tokens[tid].Keyslots, id) {
+				info.Tokens = append(info.Tokens, tid)
+			}
+		}
+		out = append(out, info)
+	}
+	return out
+}
+
+func describeKDF(p kdf.Params) string {
+	switch p.Type {
+	case kdf.PBKDF2:
+		return fmt.Sprintf("pbkdf2-%s/%d", p.Hash, p.Iterations)
+	case kdf.Argon2i, kdf.Argon2id:
+		return fmt.Sprintf("%s t=%d m=%d p=%d", p.Type, p.Time, p.Memory, p.CPUs)
+	}
+	return strings.TrimSpace(string(p.Type))
+}

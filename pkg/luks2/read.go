@@ -1,0 +1,216 @@
+package luks2
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/atrest/atrest/pkg/luks2/internal/ojson"
+)
+
+// Read reads and validates the LUKS2 header of dev: both copies, their
+// checksums and JSON metadata, as strictly as cryptsetup 2.6. It returns the
+// valid copy with the highest sequence id; Header.Copies tells whether the
+// other copy needs Repair. Read never writes (cryptsetup repairs a damaged
+// copy while reading; atrest leaves that to Repair and to every commit).
+//
+// Errors wrap ErrNotLUKS, ErrLUKS1, ErrHeaderDamaged (with a DamagedError
+// naming what is wrong with each copy) or ErrDeviceTooSmall. When dev is a
+// Locker, Read holds a shared lock while reading.
+func Read(ctx context.Context, dev Reader) (*Header, error) {
+	release, err := lock(ctx, dev, false)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return readHeader(dev)
+}
+
+// Version reports which LUKS version's primary header dev carries: 1, 2,
+// or 0 when there is no LUKS magic at offset 0 (a damaged LUKS2 primary
+// copy also gives 0: use Read to tell).
+func Version(dev io.ReaderAt) int {
+	var b [8]byte
+	if _, err := dev.ReadAt(b[:], 0); err != nil || !bytes.Equal(b[:6], magicPrimary) {
+		return 0
+	}
+	return int(binary.BigEndian.Uint16(b[6:8]))
+}
+
+// copyRead is one header copy as found on the device.
+type copyRead struct {
+	offset   uint64
+	present  bool // the magic is there
+	readable bool // binary checks and checksum passed
+	bin      binHeader
+	area     []byte
+	hdr      *Header
+	err      error
+}
+
+func readHeader(dev Reader) (*Header, error) {
+	size, err := dev.Size()
+	if err != nil {
+		return nil, fmt.Errorf("luks2: device size: %w", err)
+	}
+	if Version(dev) == 1 {
+		return nil, ErrLUKS1
+	}
+	c1 := readCopy(dev, size, 0, false)
+	var c2 copyRead
+	if c1.readable {
+		c2 = readCopy(dev, size, c1.bin.hdrSize, true)
+	} else {
+		c2 = scanSecondary(dev, size)
+	}
+	if !c1.present && !c2.present {
+		if v := Version(dev); v > 2 {
+			return nil, fmt.Errorf("%w: unsupported LUKS version %d", ErrNotLUKS, v)
+		}
+		return nil, ErrNotLUKS
+	}
+	chosen := &c1
+	switch {
+	case c1.hdr != nil && c2.hdr != nil:
+		if c2.bin.seqID > c1.bin.seqID {
+			chosen = &c2
+		}
+	case c2.hdr != nil:
+		chosen = &c2
+	case c1.hdr == nil:
+		return nil, &DamagedError{Copies: []*CopyError{c1.copyError("primary"), c2.copyError("secondary")}}
+	}
+	h := chosen.hdr
+	h.Copies = [2]CopyStatus{c1.status(), c2.status()}
+	h.salts = [2][saltLen]byte{c1.bin.salt, c2.bin.salt}
+	h.readBin, h.readArea = chosen.bin, chosen.area
+	if end := h.AreasEnd(); uint64(size) < end {
+		return nil, fmt.Errorf("%w: %d bytes hold no header and keyslots area of %d bytes", ErrDeviceTooSmall, size, end)
+	}
+	return h, nil
+}
+
+func (c *copyRead) status() CopyStatus {
+	s := CopyStatus{Offset: c.offset, Valid: c.hdr != nil, Err: c.err}
+	if c.readable {
+		s.SeqID = c.bin.seqID
+	}
+	return s
+}
+
+func (c *copyRead) copyError(which string) *CopyError {
+	return &CopyError{Copy: which, Offset: c.offset, Err: c.err}
+}
+
+// scanSecondary looks for the secondary copy at every offset a metadata size
+// allows, as cryptsetup does when the primary copy gives no size.
+func scanSecondary(dev Reader, size int64) copyRead {
+	var first copyRead
+	present := false
+	for i, off := range secondaryOffsets {
+		c := readCopy(dev, size, off, true)
+		present = present || c.present
+		if c.readable {
+			c.present = true
+			return c
+		}
+		if i == 0 {
+			first = c
+		}
+	}
+	first.present = present
+	if !present {
+		first.err = errors.New("no secondary header at any known offset")
+	}
+	return first
+}
+
+func readCopy(dev Reader, size int64, offset uint64, secondary bool) copyRead {
+	c := copyRead{offset: offset}
+	if offset+BinaryHeaderSize > uint64(size) {
+		c.err = errors.New("beyond the end of the device")
+		return c
+	}
+	raw := make([]byte, BinaryHeaderSize)
+	if _, err := dev.ReadAt(raw, int64(offset)); err != nil {
+		c.err = fmt.Errorf("read: %w", err)
+		return c
+	}
+	c.bin = decodeBin(raw)
+	want := magicPrimary
+	if secondary {
+		want = magicSecondary
+	}
+	c.present = bytes.Equal(c.bin.magic, want)
+	if c.err = c.bin.checkPre(secondary, offset); c.err != nil {
+		return c
+	}
+	if offset+c.bin.hdrSize > uint64(size) {
+		c.err = fmt.Errorf("header of %d bytes runs past the end of the device", c.bin.hdrSize)
+		return c
+	}
+	c.area = make([]byte, c.bin.hdrSize-BinaryHeaderSize)
+	if _, err := dev.ReadAt(c.area, int64(offset+BinaryHeaderSize)); err != nil {
+		c.err = fmt.Errorf("read JSON area: %w", err)
+		return c
+	}
+	if c.err = c.bin.verifyChecksum(raw, c.area); c.err != nil {
+		return c
+	}
+	c.readable = true
+	c.hdr, c.err = decodeCopy(&c.bin, c.area)
+	return c
+}
+
+// decodeCopy parses and validates the JSON area of a copy whose checksum
+// matched.
+func decodeCopy(bin *binHeader, area []byte) (*Header, error) {
+	top, err := parseJSONArea(area)
+	if err != nil {
+		return nil, invalid("%s", err)
+	}
+	h := &Header{
+		SeqID:        bin.seqID,
+		UUID:         bin.uuid,
+		Label:        bin.label,
+		Subsystem:    bin.subsystem,
+		ChecksumAlg:  bin.checksumAlg,
+		MetadataSize: bin.hdrSize,
+	}
+	if err := decodeJSON(h, top); err != nil {
+		return nil, err
+	}
+	if err := h.validate(uint64(len(area))); err != nil {
+		return nil, err
+	}
+	if n := len(h.encodeJSON()); uint64(n) > h.Config.JSONSize {
+		return nil, invalid("JSON metadata (%d bytes) does not fit the JSON area (%d bytes)", n, h.Config.JSONSize)
+	}
+	return h, nil
+}
+
+// parseJSONArea enforces cryptsetup's framing: the area starts with '{',
+// holds exactly one JSON object (json-c also takes whitespace after it) and
+// is NUL from there on, with at least one NUL.
+func parseJSONArea(area []byte) (*ojson.Value, error) {
+	if len(area) == 0 || area[0] != '{' {
+		return nil, errors.New("JSON area does not start with '{'")
+	}
+	n := bytes.IndexByte(area, 0)
+	if n < 0 {
+		return nil, errors.New("JSON area has no terminating NUL byte")
+	}
+	for i := n; i < len(area); i++ {
+		if area[i] != 0 {
+			return nil, fmt.Errorf("byte 0x%02x at JSON area offset %d after the JSON text", area[i], i)
+		}
+	}
+	v, err := ojson.Parse(area[:n])
+	if err != nil {
+		return nil, fmt.Errorf("JSON metadata: %w", err)
+	}
+	return v, nil
+}
