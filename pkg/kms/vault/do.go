@@ -1,0 +1,185 @@
+package vault
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/atrest/atrest/pkg/kms"
+	"github.com/hashicorp/vault/api"
+)
+
+// maxBody bounds what atrest reads of a response: a batch of 10,000
+// rewrapped ciphertexts is about 1.5 MB.
+const maxBody = 64 << 20
+
+// call is one Vault API operation.
+type call struct {
+	op     string // for messages, e.g. "transit decrypt"
+	method string // http.MethodGet, MethodPut or MethodDelete
+	path   string // without /v1/
+	body   []byte // JSON; the caller clears it if it holds a secret
+	// anon sends no token (logins); token sends this one instead of the
+	// Client's (unwrapping a response-wrapped secret_id).
+	anon  bool
+	token string
+	// params are query parameters (GET only).
+	params map[string][]string
+	// notFound is the sentinel for HTTP 404; kms.ErrKeyNotFound if nil.
+	notFound error
+	// badRequest is the sentinel for HTTP 400; kms.ErrInvalidRequest if nil.
+	badRequest error
+}
+
+// reply is a completed HTTP exchange. Its body belongs to the caller, who
+// clears it when it held a secret.
+type reply struct {
+	status int
+	body   []byte
+}
+
+// do runs c with the retry policy: transient failures (network errors,
+// timeouts, 5xx, sealed, 429) are retried with jittered exponential
+// backoff until the deadline; a 403 triggers one check of the token and,
+// if Vault no longer accepts it, one fresh login; anything else fails at
+// once. On a non-transient HTTP error the reply is returned too, so that
+// batch callers can read per-item results from a 400.
+func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
+	start := time.Now()
+	ctx, cancel := cl.withDeadline(ctx)
+	defer cancel()
+	reauthed := false
+	var last failure
+	for attempt := 1; ; attempt++ {
+		var gen uint64
+		if !c.anon && c.token == "" {
+			var err error
+			if gen, err = cl.ensureToken(ctx); err != nil {
+				return nil, err
+			}
+		}
+		rep, f, ok := cl.attempt(ctx, c)
+		if ok {
+			return rep, nil
+		}
+		if f.status == http.StatusForbidden && !c.anon && c.token == "" && !reauthed {
+			reauthed = true
+			if !cl.tokenAccepted(ctx) {
+				if err := cl.relogin(ctx, gen); err != nil {
+					return nil, err
+				}
+				attempt--
+				continue
+			}
+		}
+		if f.status == http.StatusNotFound && c.notFound != nil {
+			f.kind = c.notFound
+		}
+		if f.status == http.StatusBadRequest && c.badRequest != nil {
+			f.kind = c.badRequest
+		}
+		if !f.transient {
+			return rep, cl.fail(c, f, attempt, start)
+		}
+		last = f
+		cl.retries.Add(1)
+		wait := cl.cfg.Backoff.wait(attempt - 1)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			last.reason += ", giving up at the deadline"
+			return nil, cl.fail(c, last, attempt, start)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return nil, fmt.Errorf("vault %s: %w", c.op, ctx.Err())
+			}
+			last.reason += ", giving up at the deadline"
+			return nil, cl.fail(c, last, attempt, start)
+		case <-t.C:
+		}
+	}
+}
+
+func (cl *Client) fail(c call, f failure, attempts int, start time.Time) error {
+	return &Error{
+		Op: c.op, Kind: f.kind, Reason: f.reason, Status: f.status,
+		Messages: f.messages, Attempts: attempts, Elapsed: time.Since(start),
+	}
+}
+
+// attempt makes one request within the per-call timeout.
+func (cl *Client) attempt(ctx context.Context, c call) (*reply, failure, bool) {
+	actx, cancel := context.WithTimeout(ctx, cl.cfg.Timeout)
+	defer cancel()
+	t0 := time.Now()
+	resp, err := cl.send(actx, c)
+	if resp == nil || resp.Response == nil {
+		if err == nil {
+			err = errors.New("no response")
+		}
+		if actx.Err() != nil && !errors.Is(ctx.Err(), context.Canceled) {
+			return nil, failure{kind: kms.ErrUnavailable, transient: true,
+				reason: fmt.Sprintf("timeout: no response within %s", time.Since(t0).Round(100*time.Millisecond))}, false
+		}
+		return nil, classifyTransport(err), false
+	}
+	defer resp.Body.Close()
+	body, rerr := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if rerr != nil {
+		clear(body)
+		return nil, classifyTransport(rerr), false
+	}
+	rep := &reply{status: resp.StatusCode, body: body}
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return rep, failure{}, true
+	}
+	var apiErr struct {
+		Errors []string `json:"errors"`
+	}
+	_ = json.Unmarshal(body, &apiErr)
+	msgs := make([]string, 0, len(apiErr.Errors))
+	for _, m := range apiErr.Errors {
+		if m = oneLine(m); m != "" {
+			msgs = append(msgs, m)
+		}
+	}
+	return rep, classifyStatus(resp.StatusCode, msgs), false
+}
+
+// send issues the HTTP request through the api package.
+func (cl *Client) send(ctx context.Context, c call) (*api.Response, error) {
+	a := cl.api
+	if c.anon || c.token != "" {
+		a = cl.anon
+	}
+	if c.token != "" {
+		var err error
+		if a, err = cl.anon.CloneWithHeaders(); err != nil {
+			return nil, err
+		}
+		a.SetToken(c.token)
+	}
+	switch c.method {
+	case http.MethodGet:
+		return a.Logical().ReadRawWithDataWithContext(ctx, c.path, c.params)
+	case http.MethodDelete:
+		return a.Logical().DeleteRawWithContext(ctx, c.path)
+	default:
+		return a.Logical().WriteRawWithContext(ctx, c.path, c.body)
+	}
+}
+
+// decode parses a successful reply's JSON into out.
+func decode(rep *reply, op string, out any) error {
+	if err := json.NewDecoder(bytes.NewReader(rep.body)).Decode(out); err != nil {
+		return fmt.Errorf("vault %s: unexpected response (HTTP %d): %w", op, rep.status, err)
+	}
+	return nil
+}

@@ -1,0 +1,163 @@
+package vault
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/atrest/atrest/pkg/kms"
+)
+
+// Error is a failed Vault operation. It wraps one of kms's sentinels
+// (errors.Is(err, kms.ErrUnavailable) and so on) and says what happened in
+// terms an operator can act on. It never holds a secret or a token.
+type Error struct {
+	// Op is what atrest was doing, e.g. "transit decrypt".
+	Op string
+	// Kind is the kms sentinel this failure is.
+	Kind error
+	// Reason is the specific cause: "connection refused", "timeout",
+	// "vault is sealed", "rate limited (HTTP 429)", "HTTP 403" and so on.
+	Reason string
+	// Status is the HTTP status, or 0 when no response came.
+	Status int
+	// Messages are Vault's own error strings, if it sent any.
+	Messages []string
+	// Attempts is how many requests were made; Elapsed how long it took.
+	Attempts int
+	Elapsed  time.Duration
+}
+
+// Error says what failed, why, and after how many attempts.
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "vault %s: %v: %s", e.Op, e.Kind, e.Reason)
+	if len(e.Messages) > 0 {
+		fmt.Fprintf(&b, ": %s", strings.Join(e.Messages, "; "))
+	}
+	if e.Attempts > 1 {
+		fmt.Fprintf(&b, " (%d attempts in %s)", e.Attempts, e.Elapsed.Round(time.Millisecond))
+	}
+	return b.String()
+}
+
+// Unwrap returns the kms sentinel.
+func (e *Error) Unwrap() error { return e.Kind }
+
+// failure classifies one attempt that did not succeed.
+type failure struct {
+	kind      error
+	reason    string
+	status    int
+	messages  []string
+	transient bool
+}
+
+// classifyTransport classifies an error that came without an HTTP
+// response: the request never completed.
+func classifyTransport(err error) failure {
+	f := failure{kind: kms.ErrUnavailable, transient: true}
+	var uaErr x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var invErr x509.CertificateInvalidError
+	var recErr tls.RecordHeaderError
+	var certErr *tls.CertificateVerificationError
+	var dnsErr *net.DNSError
+	switch {
+	case errors.As(err, &uaErr), errors.As(err, &hostErr), errors.As(err, &invErr), errors.As(err, &certErr):
+		f.kind, f.transient = kms.ErrConfig, false
+		f.reason = "tls: " + tlsReason(err) + " (check ca_cert / VAULT_CACERT and the address's host name)"
+	case errors.As(err, &recErr):
+		f.kind, f.transient = kms.ErrConfig, false
+		f.reason = "tls: the server did not answer TLS (http:// address for an https server, or the reverse?)"
+	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
+		f.reason = "timeout"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		f.reason = "connection refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		f.reason = "connection reset"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		f.reason = "network unreachable"
+	case errors.As(err, &dnsErr):
+		f.reason = "cannot resolve host " + dnsErr.Name
+	default:
+		f.reason = "network error: " + oneLine(lastCause(err))
+	}
+	return f
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func tlsReason(err error) string {
+	var uaErr x509.UnknownAuthorityError
+	if errors.As(err, &uaErr) {
+		return "certificate signed by an unknown authority"
+	}
+	var hostErr x509.HostnameError
+	if errors.As(err, &hostErr) {
+		return "certificate is not valid for " + hostErr.Host
+	}
+	return "certificate rejected: " + oneLine(lastCause(err))
+}
+
+// lastCause is the innermost error's text: url.Error and friends repeat
+// the URL, which says nothing the Op does not.
+func lastCause(err error) string {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err.Error()
+		}
+		err = next
+	}
+}
+
+// classifyStatus classifies an HTTP error status with Vault's messages.
+func classifyStatus(status int, messages []string) failure {
+	f := failure{status: status, messages: messages}
+	joined := strings.ToLower(strings.Join(messages, " "))
+	switch {
+	case status == 503 && strings.Contains(joined, "sealed"):
+		f.kind, f.reason, f.transient = kms.ErrUnavailable, "vault is sealed (HTTP 503)", true
+		f.messages = nil
+	case status == 429:
+		f.kind, f.reason, f.transient = kms.ErrUnavailable, "rate limited (HTTP 429)", true
+	case status == 412:
+		f.kind, f.reason, f.transient = kms.ErrUnavailable, "not yet replicated (HTTP 412)", true
+	case status >= 500:
+		f.kind, f.reason, f.transient = kms.ErrUnavailable, fmt.Sprintf("server error (HTTP %d)", status), true
+	case status == 401:
+		f.kind, f.reason = kms.ErrAuth, "HTTP 401"
+	case status == 403:
+		f.kind, f.reason = kms.ErrPermissionDenied, "HTTP 403"
+	case status == 404:
+		f.kind, f.reason = kms.ErrKeyNotFound, "HTTP 404"
+	default:
+		f.kind, f.reason = kms.ErrInvalidRequest, fmt.Sprintf("HTTP %d", status)
+	}
+	return f
+}
+
+// oneLine flattens Vault's multi-line error texts ("1 error occurred:\n\t* ...").
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.Index(s, "error occurred:"); i >= 0 {
+		s = s[i+len("error occurred:"):]
+	}
+	s = strings.NewReplacer("\n", " ", "\t", " ", "* ", "").Replace(s)
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
+}
