@@ -1,0 +1,19 @@
+//go:build atrest_failpoints
+
+package volume
+
+import (
+	"os"
+	"strings"
+)
+
+// failpoint ends the process at the named point when ATREST_FAILPOINT
+// names it, as a crash would. Only test binaries built with the
+// atrest_failpoints tag contain this; release builds have failpoint_off.go.
+func failpoint(name string) {
+	for _, want := range strings.Split(os.Getenv("ATREST_FAILPOINT"), ",") {
+		if want == name {
+			os.Exit(137)
+		}
+	}
+}
