@@ -5,8 +5,6 @@ go 1.25.1
 require (
 	github.com/anatol/devmapper.go v0.0.0-20230829043248-59ac2b9706ba
 	github.com/anatol/luks.go v0.0.0-20250316021219-8cd744c3576f
-	github.com/hashicorp/go-cleanhttp v0.5.2
-	github.com/hashicorp/vault/api v1.23.0
 	go.yaml.in/yaml/v3 v3.0.4
 	golang.org/x/crypto v0.45.0
 	golang.org/x/sys v0.38.0
@@ -31,4 +29,9 @@ require (
 	golang.org/x/net v0.47.0 // indirect
 	golang.org/x/text v0.31.0 // indirect
 	golang.org/x/time v0.12.0 // indirect
+)
+
+require (
+	github.com/hashicorp/go-cleanhttp v0.5.2
+	github.com/hashicorp/vault/api v1.23.0
 )
