@@ -8,9 +8,10 @@ import (
 )
 
 // failpoint ends the process at the named point when ATREST_FAILPOINT
-// names it, as a crash would. Only test binaries built with the
-// atrest_failpoints tag contain this; release builds have failpoint_off.go.
-func failpoint(name string) {
+// names it, as a crash would (points: "<op>-after-add", "<op>-after-verify",
+// "<op>-after-remove"). Only binaries built with the atrest_failpoints tag
+// (the CLI tests' build) contain this; release builds have failpoint_off.go.
+var failpoint = func(name string) {
 	for _, want := range strings.Split(os.Getenv("ATREST_FAILPOINT"), ",") {
 		if want == name {
 			os.Exit(137)
