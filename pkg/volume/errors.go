@@ -26,8 +26,6 @@ var (
 	// ErrVerify: a change was written but the volume did not open with the
 	// new key material; the change was rolled back.
 	ErrVerify = errors.New("verification of the new key material failed")
-	// ErrNoDeviceMapper: opening needs device-mapper, which this kernel lacks.
-	ErrNoDeviceMapper = errors.New("this kernel has no device-mapper")
 )
 
 // StageError reports a use case that failed part-way and says what state

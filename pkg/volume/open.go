@@ -44,7 +44,7 @@ func (m *Manager) Open(ctx context.Context, vols []*Volume, o OpenOptions) []Ope
 	}
 	if err := dmcrypt.Available(); err != nil {
 		for i := range res {
-			res[i].Err = fmt.Errorf("%w: %v", ErrNoDeviceMapper, err)
+			res[i].Err = err
 		}
 		return res
 	}

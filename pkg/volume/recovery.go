@@ -28,7 +28,7 @@ func (m *Manager) RecoveryUnlock(ctx context.Context, v *Volume, key *secret.Key
 	defer func() { m.audit(ctx, "recovery-unlock", v.UUID(), v.Name, v.Device, err) }()
 	res = OpenResult{Name: v.Name, UUID: v.UUID(), Device: v.Device}
 	if err := dmcrypt.Available(); err != nil {
-		return res, fmt.Errorf("%w: %v", ErrNoDeviceMapper, err)
+		return res, err
 	}
 	if open, err := m.isOpen(v); err != nil {
 		return res, err
