@@ -1,7 +1,6 @@
 package cli
 
 import (
-
 	ucli "github.com/urfave/cli/v2"
 )
 
@@ -131,4 +130,3 @@ EXAMPLES:
 		},
 	}
 }
-

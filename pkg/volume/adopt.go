@@ -158,4 +158,3 @@ func (m *Manager) Adopt(ctx context.Context, o AdoptOptions) (res *AdoptResult, 
 	}
 	return res, m.saveBackup(ctx, c.dev, c.v.UUID())
 }
-

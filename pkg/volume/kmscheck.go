@@ -6,7 +6,6 @@ import (
 	"github.com/atrest/atrest/pkg/kms"
 )
 
-
 // KMSCheck diagnoses every configured backend step by step: reachability,
 // authentication, permissions and a probe round trip.
 func (m *Manager) KMSCheck(ctx context.Context) ([]kms.CheckStep, error) {
