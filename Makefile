@@ -50,6 +50,9 @@ lint: ## gofmt, go vet, staticcheck
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
+demo: build ## the main job on the embedded default (local keystore, a loop device); needs root
+	./scripts/demo.sh
+
 install: build ## install binaries under $(PREFIX)
 	install -D -m 0755 bin/atrest $(DESTDIR)$(PREFIX)/bin/atrest
 

@@ -129,7 +129,11 @@ func (e *env) statusLong(sts []volume.Status) {
 		row("uuid", s.UUID)
 		row("state", s.State+" "+s.Mapper)
 		row("cipher", fmt.Sprintf("%s, %d-bit key, %d-byte sectors", s.Cipher, s.KeyBits, s.SectorSize))
-		row("flags", strings.Join(s.Flags, ", "))
+		flags := strings.Join(s.Flags, ", ")
+		if flags == "" {
+			flags = "(none)"
+		}
+		row("flags", flags)
 		for _, k := range s.Keyslots {
 			row(fmt.Sprintf("keyslot %d", k.ID), fmt.Sprintf("%s, %s, priority %s", k.Role, k.KDF, k.Priority))
 		}
