@@ -63,6 +63,9 @@ lint: ## gofmt, go vet, staticcheck
 vaultserver: ## build bin/vaultserver, the test Vault (cold: ~1 min download + ~8 min compile)
 	cd integration/vaultserver && CGO_ENABLED=0 $(GO) build -o $(VAULTSERVER) .
 
+demo: build ## the main job on the embedded default (local keystore, a loop device); needs root
+	./scripts/demo.sh
+
 install: build ## install binaries under $(PREFIX)
 	install -D -m 0755 bin/atrest $(DESTDIR)$(PREFIX)/bin/atrest
 

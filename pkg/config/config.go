@@ -65,6 +65,7 @@ type Vault struct {
 	Auth          VaultAuth     `yaml:"auth"`
 	Transit       VaultTransit  `yaml:"transit"`
 	KV            VaultKV       `yaml:"kv"`
+	Escrow        VaultEscrow   `yaml:"escrow"`
 	Timeout       time.Duration `yaml:"timeout"`  // per call
 	Deadline      time.Duration `yaml:"deadline"` // all retries of one operation
 }
@@ -102,6 +103,18 @@ type VaultKV struct {
 	Prefix string `yaml:"prefix"`
 	// Hostname overrides the node's host name in KV paths.
 	Hostname string `yaml:"hostname"`
+	// Version is the KV engine version, 2 (default) or 1.
+	Version int `yaml:"version"`
+}
+
+// VaultEscrow is where recovery keys are escrowed: a KV path the node may
+// create under but never read (docs/vault.md has the policy).
+type VaultEscrow struct {
+	// Mount defaults to the KV mount.
+	Mount string `yaml:"mount"`
+	// Prefix defaults to "atrest-escrow"; keys land at
+	// <mount>/<prefix>/<hostname>/<volume uuid>/<id>.
+	Prefix string `yaml:"prefix"`
 }
 
 // Recovery is the recovery-key policy.

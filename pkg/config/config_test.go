@@ -14,7 +14,7 @@ func TestDefaultsWithoutFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.KMS != BackendLocal || c.Local.Keystore != "/etc/atrest/keystore" || c.Recovery.Mode != RecoveryPrint {
+	if c.KMS != BackendLocal || c.Local.Keystore != "/var/lib/atrest/kek" || c.Recovery.Mode != RecoveryPrint {
 		t.Fatalf("defaults: kms=%q keystore=%q recovery=%q", c.KMS, c.Local.Keystore, c.Recovery.Mode)
 	}
 }

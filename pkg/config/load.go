@@ -137,7 +137,7 @@ func (c *Config) applyDefaults() {
 		c.KMS = BackendLocal
 	}
 	if c.Local.Keystore == "" {
-		c.Local.Keystore = "/etc/atrest/keystore"
+		c.Local.Keystore = "/var/lib/atrest/kek"
 	}
 	if c.StateDir == "" {
 		c.StateDir = "/var/lib/atrest"
@@ -154,6 +154,15 @@ func (c *Config) applyDefaults() {
 	}
 	if v.KV.Prefix == "" {
 		v.KV.Prefix = "atrest"
+	}
+	if v.KV.Version == 0 {
+		v.KV.Version = 2
+	}
+	if v.Escrow.Mount == "" {
+		v.Escrow.Mount = v.KV.Mount
+	}
+	if v.Escrow.Prefix == "" {
+		v.Escrow.Prefix = "atrest-escrow"
 	}
 	if v.Auth.Method == "" {
 		v.Auth.Method = "token"

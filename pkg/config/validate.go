@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 
@@ -26,7 +27,9 @@ func (c *Config) validate(root *yaml.Node) error {
 	}
 	v := c.Vault
 	usesVault := c.KMS != BackendLocal || c.Recovery.Mode == RecoveryEscrow
-	if usesVault && v.Address == "" {
+	// VAULT_ADDR supplies the address when the file does not (the vault
+	// package applies every VAULT_* variable on top of the file).
+	if usesVault && v.Address == "" && os.Getenv("VAULT_ADDR") == "" {
 		field := "kms"
 		if c.KMS == BackendLocal {
 			field = "recovery.mode"
@@ -44,6 +47,9 @@ func (c *Config) validate(root *yaml.Node) error {
 		}
 	default:
 		return bad("vault.auth.method", "unknown method %q (want token or approle)", v.Auth.Method)
+	}
+	if v.KV.Version != 1 && v.KV.Version != 2 {
+		return bad("vault.kv.version", "must be 1 or 2")
 	}
 	if v.Timeout < 0 {
 		return bad("vault.timeout", "must be positive")

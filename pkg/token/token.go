@@ -79,8 +79,8 @@ func (t *Token) Marshal() ([]byte, error) {
 		Type: Type, Keyslots: []string{strconv.Itoa(t.Keyslot)}, Version: Version,
 		Name: t.Name, KMS: t.KMS, Key: t.Key, KeyVersion: t.KeyVersion,
 		Ciphertext: t.Ciphertext,
-		Created:    t.Created.UTC().Format(time.RFC3339),
-		Rotated:    t.Rotated.UTC().Format(time.RFC3339),
+		Created:    t.Created.UTC().Format(time.RFC3339Nano),
+		Rotated:    t.Rotated.UTC().Format(time.RFC3339Nano),
 		Recovery:   t.Recovery,
 	})
 }

@@ -1,0 +1,134 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/atrest/atrest/pkg/volume"
+	ucli "github.com/urfave/cli/v2"
+)
+
+func openCommand(e *env) *ucli.Command {
+	return &ucli.Command{
+		Name:      "open",
+		Usage:     "unlock volumes through the KMS and map them at /dev/mapper/NAME",
+		ArgsUsage: "NAME|DEVICE|UUID... | --all",
+		Description: `Unwraps each volume's platform secret with the KMS (one round trip
+per key for all volumes), opens its keyslot and creates the dm-crypt
+mapping /dev/mapper/NAME. A volume that is already open is a success.
+
+EXAMPLES:
+   atrest open data1
+   atrest open --all
+   atrest -o json open /dev/nvme1n1
+
+` + exitCodeHelp(),
+		Flags: []ucli.Flag{
+			&ucli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "every atrest volume on this machine"},
+			&ucli.BoolFlag{Name: "read-only", Usage: "map read-only"},
+		},
+		Action: func(c *ucli.Context) error {
+			vols, err := e.find(c.Context, c.Args().Slice(), c.Bool("all"))
+			if err != nil {
+				return err
+			}
+			m, _ := e.manager()
+			res := m.Open(c.Context, vols, volume.OpenOptions{ReadOnly: c.Bool("read-only")})
+			var errs []error
+			out := make([]map[string]any, 0, len(res))
+			for _, r := range res {
+				j := map[string]any{"name": r.Name, "uuid": r.UUID, "device": r.Device, "mapper": r.Mapper, "already_open": r.AlreadyOpen}
+				switch {
+				case r.Err != nil:
+					errs = append(errs, fmt.Errorf("%s: %w", r.Name, r.Err))
+					j["error"] = r.Err.Error()
+					j["exit_code"] = classify(r.Err).code
+				case r.AlreadyOpen:
+					e.printf("%s: already open at %s\n", r.Name, r.Mapper)
+				default:
+					e.printf("%s: opened at %s\n", r.Name, r.Mapper)
+				}
+				out = append(out, j)
+			}
+			if e.json {
+				e.printJSON(map[string]any{"volumes": out})
+			}
+			return joinVolumeErrors(e, errs)
+		},
+	}
+}
+
+func closeCommand(e *env) *ucli.Command {
+	return &ucli.Command{
+		Name:      "close",
+		Usage:     "remove the mappings of volumes",
+		ArgsUsage: "NAME... | --all",
+		Description: `Removes /dev/mapper/NAME. A mounted (or otherwise used) mapping is
+refused and keeps working; a volume that is not open is a success.
+
+EXAMPLES:
+   atrest close data1
+   atrest close --all
+
+` + exitCodeHelp(),
+		Flags: []ucli.Flag{
+			&ucli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "every open atrest volume"},
+		},
+		Action: func(c *ucli.Context) error {
+			names := c.Args().Slice()
+			if c.Bool("all") {
+				vols, err := e.find(c.Context, names, true)
+				if err != nil {
+					return err
+				}
+				names = names[:0]
+				for _, v := range vols {
+					names = append(names, v.Name)
+				}
+			} else if len(names) == 0 {
+				return usagef("usage: atrest close NAME... or --all", "no volume given")
+			}
+			m, err := e.manager()
+			if err != nil {
+				return err
+			}
+			var errs []error
+			var out []map[string]any
+			for _, name := range names {
+				closed, err := m.Close(c.Context, name)
+				j := map[string]any{"name": name, "closed": closed}
+				switch {
+				case err != nil:
+					errs = append(errs, fmt.Errorf("%s: %w", name, err))
+					j["error"], j["exit_code"] = err.Error(), classify(err).code
+				case closed:
+					e.printf("%s: closed\n", name)
+				default:
+					e.printf("%s: not open\n", name)
+				}
+				out = append(out, j)
+			}
+			if e.json {
+				e.printJSON(map[string]any{"volumes": out})
+			}
+			return joinVolumeErrors(e, errs)
+		},
+	}
+}
+
+// joinVolumeErrors ends a multi-volume command whose output (text lines
+// or the JSON document) already covers every volume: each failure is
+// printed on stderr, and the exit code is the failures' common code, or
+// the generic error code when they differ.
+func joinVolumeErrors(e *env, errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	code := classify(errs[0]).code
+	for _, err := range errs {
+		if classify(err).code != code {
+			code = ExitError
+		}
+		e.printErr(err)
+	}
+	return exitCode(code)
+}

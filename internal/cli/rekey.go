@@ -1,0 +1,116 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/atrest/atrest/pkg/volume"
+	ucli "github.com/urfave/cli/v2"
+)
+
+func rekeyCommand(e *env) *ucli.Command {
+	return &ucli.Command{
+		Name:      "rekey",
+		Usage:     "give volumes a fresh platform secret (and optionally a new recovery key)",
+		ArgsUsage: "NAME|DEVICE|UUID... | --all",
+		Description: `Adds a new platform keyslot with a fresh secret protected by the
+configured KMS, verifies it opens the volume through the KMS, then removes
+the old keyslot and token. The volume key and the data do not change, so an
+open volume stays open. A rekey that was interrupted (power loss, kill) is
+detected and finished, or undone, by the next rekey of that volume.
+
+EXAMPLES:
+   atrest rekey data1
+   atrest rekey --all
+   atrest rekey data1 --recovery --recovery-mode escrow
+
+` + exitCodeHelp(),
+		Flags: []ucli.Flag{
+			&ucli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "every atrest volume"},
+			&ucli.BoolFlag{Name: "recovery", Usage: "also replace the recovery key"},
+			&ucli.StringFlag{Name: "recovery-mode", Usage: "with --recovery: escrow, print or none (default from the configuration)"},
+		},
+		Action: func(c *ucli.Context) error {
+			vols, err := e.find(c.Context, c.Args().Slice(), c.Bool("all"))
+			if err != nil {
+				return err
+			}
+			m, _ := e.manager()
+			var errs []error
+			var out []map[string]any
+			for _, v := range vols {
+				res, err := m.Rekey(c.Context, v, volume.RekeyOptions{Recovery: c.Bool("recovery"), RecoveryMode: c.String("recovery-mode")})
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", v.Name, err))
+					out = append(out, map[string]any{"name": v.Name, "uuid": v.UUID(), "error": err.Error(), "exit_code": classify(err).code})
+					continue
+				}
+				out = append(out, map[string]any{
+					"name": res.Name, "uuid": res.UUID, "old_keyslot": res.OldKeyslot, "new_keyslot": res.NewKeyslot,
+					"kms":      map[string]any{"backend": res.KMS, "key": res.Key, "key_version": res.KeyVersion},
+					"recovery": recoveryJSON(res.Recovery), "resumed": res.Resumed,
+				})
+				if res.Resumed != "" {
+					e.printf("%s: found an interrupted change and %s it\n", res.Name, res.Resumed)
+				}
+				if res.OldKeyslot >= 0 {
+					e.printf("%s: rekeyed, platform keyslot %d -> %d, %s\n", res.Name, res.OldKeyslot, res.NewKeyslot, kmsLine(res.KMS, res.Key, res.KeyVersion))
+				}
+				e.printRecovery(res.Recovery)
+				res.Recovery.Wipe()
+			}
+			if e.json {
+				e.printJSON(map[string]any{"volumes": out})
+			}
+			return joinVolumeErrors(e, errs)
+		},
+	}
+}
+
+func rewrapCommand(e *env) *ucli.Command {
+	return &ucli.Command{
+		Name:      "rewrap",
+		Usage:     "move volume tokens to the KEK's newest version (no keyslot or data change)",
+		ArgsUsage: "NAME|DEVICE|UUID... | --all",
+		Description: `After the KEK was rotated in the KMS, rewrap re-encrypts each platform
+secret under the newest key version inside the KMS (one round trip per
+key for all volumes), checks the result opens the keyslot, and replaces
+the token. Tokens already at the newest version are left alone unless
+--force.
+
+EXAMPLES:
+   atrest rewrap --all
+   atrest -o json rewrap data1
+
+` + exitCodeHelp(),
+		Flags: []ucli.Flag{
+			&ucli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "every atrest volume"},
+			&ucli.BoolFlag{Name: "force", Usage: "rewrap tokens already at the newest version too"},
+		},
+		Action: func(c *ucli.Context) error {
+			vols, err := e.find(c.Context, c.Args().Slice(), c.Bool("all"))
+			if err != nil {
+				return err
+			}
+			m, _ := e.manager()
+			var errs []error
+			var out []map[string]any
+			for _, r := range m.Rewrap(c.Context, vols, c.Bool("force")) {
+				j := map[string]any{"name": r.Name, "uuid": r.UUID, "kms": r.KMS, "key": r.Key, "from_version": r.From, "to_version": r.To, "skipped": r.Skipped}
+				switch {
+				case r.Err != nil:
+					errs = append(errs, fmt.Errorf("%s: %w", r.Name, r.Err))
+					j["error"], j["exit_code"] = r.Err.Error(), classify(r.Err).code
+				case r.Skipped:
+					e.printf("%s: already at %s version %d\n", r.Name, r.Key, r.To)
+				default:
+					e.printf("%s: rewrapped %s version %d -> %d\n", r.Name, r.Key, r.From, r.To)
+				}
+				out = append(out, j)
+			}
+			if e.json {
+				e.printJSON(map[string]any{"volumes": out})
+			}
+			return joinVolumeErrors(e, errs)
+		},
+	}
+}

@@ -1,0 +1,171 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/atrest/atrest/pkg/volume"
+	ucli "github.com/urfave/cli/v2"
+)
+
+// statusSchema versions the JSON document of `atrest status -o json`;
+// fields are only ever added within a version.
+const statusSchema = 1
+
+func statusCommand(e *env) *ucli.Command {
+	return &ucli.Command{
+		Name:      "status",
+		Usage:     "show what is encrypted, open, with which key version, and what needs attention",
+		ArgsUsage: "[NAME|DEVICE|UUID...]",
+		Description: `Without arguments: every atrest volume on this machine and every
+configured one. Exit code 0 means all are healthy, 3 that something needs
+attention (the problems are listed, each with the command that fixes it).
+
+The JSON form (-o json) is a stable, versioned schema (docs/cli.md).
+
+EXAMPLES:
+   atrest status
+   atrest status data1 --long
+   atrest -o json status | jq '.volumes[] | select(.healthy | not)'
+
+` + exitCodeHelp(),
+		Flags: []ucli.Flag{
+			&ucli.BoolFlag{Name: "long", Aliases: []string{"l"}, Usage: "every detail of each volume"},
+		},
+		Action: func(c *ucli.Context) error {
+			m, err := e.manager()
+			if err != nil {
+				return err
+			}
+			sts, errs := m.StatusOf(c.Context, c.Args().Slice())
+			if len(errs) > 0 && len(c.Args().Slice()) > 0 {
+				return errs[0]
+			}
+			for _, err := range errs {
+				e.warn("%v", err)
+			}
+			healthy := true
+			for _, s := range sts {
+				healthy = healthy && s.Healthy
+			}
+			if e.json {
+				if sts == nil {
+					sts = []volume.Status{}
+				}
+				e.printJSON(map[string]any{"schema": statusSchema, "healthy": healthy, "volumes": sts})
+			} else if c.Bool("long") {
+				e.statusLong(sts)
+			} else {
+				e.statusTable(sts)
+			}
+			if !healthy {
+				return exitCode(ExitAttention)
+			}
+			return nil
+		},
+	}
+}
+
+func (e *env) statusTable(sts []volume.Status) {
+	if len(sts) == 0 {
+		e.printf("no atrest volumes\n")
+		return
+	}
+	w := e.table()
+	fmt.Fprintln(w, "NAME\tDEVICE\tSTATE\tKMS\tKEY\tRECOVERY\tBACKUP\tHEALTH")
+	for _, s := range sts {
+		kms, key := "-", "-"
+		if s.KMS != nil {
+			kms = s.KMS.Backend
+			key = fmt.Sprintf("%s v%d", s.KMS.Key, s.KMS.KeyVersion)
+			if s.KMS.Stale {
+				key += fmt.Sprintf(" (v%d exists)", s.KMS.LatestVersion)
+			}
+			if s.KMS.Backend == "vault-kv" {
+				key = s.KMS.Key
+			}
+		}
+		rec := "none"
+		if s.Recovery.Present {
+			rec = "yes"
+			if s.Recovery.Escrow != "" {
+				rec = strings.SplitN(s.Recovery.Escrow, ":", 2)[0]
+			}
+		}
+		backup := "none"
+		if s.Backup.Present {
+			backup = "stale"
+			if s.Backup.Current {
+				backup = "current"
+			}
+		}
+		health := "ok"
+		if !s.Healthy {
+			health = fmt.Sprintf("%d problem(s)", len(s.Problems))
+		}
+		dev := s.Device
+		if dev == "" {
+			dev = "-"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, dev, s.State, kms, key, rec, backup, health)
+	}
+	w.Flush()
+	for _, s := range sts {
+		for _, p := range s.Problems {
+			e.printf("%s: %s\n", s.Name, p)
+		}
+	}
+}
+
+func (e *env) statusLong(sts []volume.Status) {
+	for i, s := range sts {
+		if i > 0 {
+			e.printf("\n")
+		}
+		e.printf("%s\n", s.Name)
+		w := e.table()
+		row := func(k, v string) { fmt.Fprintf(w, "  %s\t%s\n", k, v) }
+		row("device", s.Device)
+		row("uuid", s.UUID)
+		row("state", s.State+" "+s.Mapper)
+		row("cipher", fmt.Sprintf("%s, %d-bit key, %d-byte sectors", s.Cipher, s.KeyBits, s.SectorSize))
+		flags := strings.Join(s.Flags, ", ")
+		if flags == "" {
+			flags = "(none)"
+		}
+		row("flags", flags)
+		for _, k := range s.Keyslots {
+			row(fmt.Sprintf("keyslot %d", k.ID), fmt.Sprintf("%s, %s, priority %s", k.Role, k.KDF, k.Priority))
+		}
+		if s.KMS != nil {
+			v := kmsLine(s.KMS.Backend, s.KMS.Key, s.KMS.KeyVersion)
+			switch {
+			case s.KMS.Error != "":
+				v += " (kms: " + s.KMS.Error + ")"
+			case s.KMS.Stale:
+				v += fmt.Sprintf(" (stale: version %d exists)", s.KMS.LatestVersion)
+			case s.KMS.LatestVersion > 0:
+				v += " (current)"
+			}
+			row("kms", v)
+		}
+		rec := "none"
+		if s.Recovery.Present {
+			rec = fmt.Sprintf("keyslots %v", s.Recovery.Keyslots)
+			if s.Recovery.Escrow != "" {
+				rec += ", " + s.Recovery.Escrow
+			}
+		}
+		row("recovery", rec)
+		b := "none"
+		if s.Backup.Present {
+			b = s.Backup.Path + map[bool]string{true: " (current)", false: " (stale)"}[s.Backup.Current]
+		}
+		row("backup", b)
+		row("header", "primary "+s.Header.Primary+"; secondary "+s.Header.Secondary)
+		w.Flush()
+		for _, p := range s.Problems {
+			e.printf("  problem: %s\n", p)
+		}
+	}
+}

@@ -1,0 +1,311 @@
+// Package backends builds the KMS backends that atrest's configuration file
+// selects: the KEK that wraps new volumes' platform secrets, a registry that
+// finds the KEK for any existing token, the raw-secret store of the vault-kv
+// mode, and the recovery-key escrow. It is the only place that maps
+// pkg/config onto pkg/kms/local and pkg/kms/vault.
+//
+// Nothing here contacts a KMS: Vault is first reached by the first
+// operation, so backends can be built at boot before the network is up.
+// The local keystore file is created on first use by the operations that
+// need it, never by a read-only command.
+package backends
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/kms"
+	"github.com/atrest/atrest/pkg/kms/local"
+	"github.com/atrest/atrest/pkg/kms/vault"
+)
+
+// ErrNoEscrow means recovery mode escrow is configured without Vault.
+var ErrNoEscrow = errors.New("recovery escrow needs vault")
+
+// Set is the configured backends. Build one with Open; it is safe for
+// concurrent use.
+type Set struct {
+	cfg    *config.Config
+	getenv func(string) string
+
+	mu       sync.Mutex
+	reg      *kms.Registry
+	keystore *local.Keystore
+	client   *vault.Client
+	store    *vault.KV
+	escrow   *vault.KV
+}
+
+// Open prepares the backends for cfg; getenv supplies VAULT_* overrides
+// (os.Getenv in production).
+func Open(cfg *config.Config, getenv func(string) string) (*Set, error) {
+	s := &Set{cfg: cfg, getenv: getenv, reg: kms.NewRegistry()}
+	if s.usesVault() {
+		if _, err := s.vaultClient(); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (s *Set) usesVault() bool {
+	return s.cfg.KMS != config.BackendLocal || s.cfg.Recovery.Mode == config.RecoveryEscrow
+}
+
+// Backend names the backend that protects new volumes.
+func (s *Set) Backend() string { return s.cfg.KMS }
+
+// Vault returns the Vault client, or nil when no Vault is configured.
+func (s *Set) Vault() *vault.Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.client
+}
+
+func (s *Set) vaultClient() (*vault.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.client != nil {
+		return s.client, nil
+	}
+	v := s.cfg.Vault
+	vc := vault.Config{
+		Address:       v.Address,
+		Namespace:     v.Namespace,
+		CACert:        v.CAFile,
+		TLSServerName: v.TLSServerName,
+		Timeout:       v.Timeout,
+		Deadline:      v.Deadline,
+		Auth: vault.Auth{
+			Method:    v.Auth.Method,
+			TokenFile: v.Auth.TokenFile,
+			AppRole: vault.AppRole{
+				Mount:           v.Auth.Mount,
+				RoleID:          v.Auth.RoleID,
+				RoleIDFile:      v.Auth.RoleIDFile,
+				SecretIDFile:    v.Auth.SecretIDFile,
+				SecretIDWrapped: v.Auth.WrappedSecretID,
+			},
+		},
+	}
+	vc, err := vc.WithEnv(s.getenv)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := vault.New(vc)
+	if err != nil {
+		return nil, err
+	}
+	s.client = cl
+	return cl, nil
+}
+
+// Wrapper returns the KEK that wraps new platform secrets, or nil with no
+// error in vault-kv mode (where Store keeps the raw secret instead).
+func (s *Set) Wrapper() (kms.KEK, error) {
+	switch s.cfg.KMS {
+	case config.BackendLocal:
+		return s.localKEK()
+	case config.BackendVaultTransit:
+		return s.transit(s.cfg.Vault.Transit.Key)
+	default:
+		return nil, nil
+	}
+}
+
+func (s *Set) localKEK() (kms.KEK, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.keystore == nil {
+		ks, err := local.Open(s.cfg.Local.Keystore)
+		if err != nil {
+			return nil, err
+		}
+		s.keystore = ks
+		s.reg.Add(ks)
+	}
+	return s.keystore, nil
+}
+
+// transit returns the Transit KEK named key on the configured mount,
+// registering it on first use: tokens made under an earlier key name keep
+// unwrapping after the configuration moves to a new key.
+func (s *Set) transit(key string) (kms.KEK, error) {
+	if k, err := s.reg.Lookup(vault.BackendTransit, key); err == nil {
+		return k, nil
+	}
+	cl, err := s.vaultClient()
+	if err != nil {
+		return nil, err
+	}
+	t, err := vault.NewTransit(cl, vault.TransitConfig{Mount: s.cfg.Vault.Transit.Mount, Key: key})
+	if err != nil {
+		return nil, err
+	}
+	s.reg.Add(t)
+	return t, nil
+}
+
+// For returns the KEK that unwraps w: the local keystore or a Transit key
+// (by the name the token records).
+func (s *Set) For(w kms.Wrapped) (kms.KEK, error) {
+	switch w.Backend {
+	case local.Backend:
+		return s.localKEK()
+	case vault.BackendTransit:
+		return s.transit(w.Key)
+	default:
+		return nil, fmt.Errorf("%w: token names backend %q", kms.ErrUnknownBackend, w.Backend)
+	}
+}
+
+// Unwrap unwraps a batch of tokens that may belong to different KEKs, one
+// round trip per KEK. The result has one entry per request; the caller
+// wipes every Plaintext.
+func (s *Set) Unwrap(ctx context.Context, reqs []kms.UnwrapRequest) []kms.UnwrapResult {
+	if err := s.register(reqs); err != nil {
+		out := make([]kms.UnwrapResult, len(reqs))
+		for i := range out {
+			out[i].Err = err
+		}
+		return out
+	}
+	return s.reg.Unwrap(ctx, reqs)
+}
+
+// Rewrap rewraps a batch to each KEK's newest version.
+func (s *Set) Rewrap(ctx context.Context, reqs []kms.UnwrapRequest) []kms.WrapResult {
+	if err := s.register(reqs); err != nil {
+		out := make([]kms.WrapResult, len(reqs))
+		for i := range out {
+			out[i].Err = err
+		}
+		return out
+	}
+	return s.reg.Rewrap(ctx, reqs)
+}
+
+// register makes sure every KEK the batch names is in the registry, so
+// that the registry can route the batch. An unknown backend is left to the
+// registry, which fails only that item.
+func (s *Set) register(reqs []kms.UnwrapRequest) error {
+	for _, r := range reqs {
+		if _, err := s.For(r.Wrapped); err != nil && !errors.Is(err, kms.ErrUnknownBackend) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Store returns the KV store of raw platform secrets (vault-kv mode).
+func (s *Set) Store() (kms.SecretStore, error) {
+	s.mu.Lock()
+	have := s.store
+	s.mu.Unlock()
+	if have != nil {
+		return have, nil
+	}
+	cl, err := s.vaultClient()
+	if err != nil {
+		return nil, err
+	}
+	kv := s.cfg.Vault.KV
+	st, err := vault.NewKV(cl, vault.KVConfig{Mount: kv.Mount, Version: kv.Version, Prefix: kv.Prefix, Host: kv.Hostname})
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.store = st
+	s.mu.Unlock()
+	return st, nil
+}
+
+// StoreLocation says where Store keeps volume's secret, for tokens.
+func (s *Set) StoreLocation(volume string) (string, error) {
+	st, err := s.Store()
+	if err != nil {
+		return "", err
+	}
+	return st.(*vault.KV).Location(volume), nil
+}
+
+// Vaultlocker returns a read-only view of vaultlocker's KV layout
+// (<mount>/<hostname>/<uuid>, field dmcrypt_key), for adoption.
+func (s *Set) Vaultlocker(mount string, version int) (kms.SecretStore, error) {
+	cl, err := s.vaultClient()
+	if err != nil {
+		return nil, err
+	}
+	c := vault.Vaultlocker(mount, s.cfg.Vault.KV.Hostname)
+	if version != 0 {
+		c.Version = version
+	}
+	return vault.NewKV(cl, c)
+}
+
+// Escrow returns where recovery keys are escrowed.
+func (s *Set) Escrow() (kms.Escrow, error) {
+	s.mu.Lock()
+	have := s.escrow
+	s.mu.Unlock()
+	if have != nil {
+		return have, nil
+	}
+	if !s.usesVault() {
+		return nil, ErrNoEscrow
+	}
+	cl, err := s.vaultClient()
+	if err != nil {
+		return nil, err
+	}
+	v := s.cfg.Vault
+	e, err := vault.NewKV(cl, vault.KVConfig{Mount: v.Escrow.Mount, Version: v.KV.Version, Prefix: v.Escrow.Prefix, Host: v.KV.Hostname, Escrow: true})
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.escrow = e
+	s.mu.Unlock()
+	return e, nil
+}
+
+// Checkers returns what `atrest kms check` diagnoses: the wrapping backend
+// and, where configured, the raw-secret store and the escrow.
+func (s *Set) Checkers() ([]kms.Checker, error) {
+	var out []kms.Checker
+	add := func(x any, err error) error {
+		if err != nil {
+			return err
+		}
+		if c, ok := x.(kms.Checker); ok {
+			out = append(out, c)
+		}
+		return nil
+	}
+	if s.cfg.KMS == config.BackendVaultKV {
+		if err := add(s.Store()); err != nil {
+			return nil, err
+		}
+	} else if err := add(s.Wrapper()); err != nil {
+		return nil, err
+	}
+	if s.cfg.Recovery.Mode == config.RecoveryEscrow {
+		if err := add(s.Escrow()); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Close releases the local keystore.
+func (s *Set) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.keystore != nil {
+		return s.keystore.Close()
+	}
+	return nil
+}

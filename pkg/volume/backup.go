@@ -1,0 +1,148 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/atrest/atrest/pkg/luks2"
+)
+
+// Header backups live in <state_dir>/backups/<uuid>.luks2, in cryptsetup's
+// luksHeaderBackup format, root-only. Every use case that changes a header
+// makes sure a current backup exists before the change, and afterwards
+// keeps the previous one as <uuid>.luks2.prev and writes a new current one:
+// whatever happens, the state before the last change can be restored.
+
+// BackupInfo says whether a volume's header backup exists and matches the
+// header on the device.
+type BackupInfo struct {
+	Path    string `json:"path"`
+	Present bool   `json:"present"`
+	// Current: the backup's header is the device's (same sequence id).
+	Current bool `json:"current"`
+}
+
+func (m *Manager) backupPath(uuid string) string {
+	return filepath.Join(m.backupDir(), strings.ToLower(uuid)+".luks2")
+}
+
+// backupInfo compares the stored backup with h.
+func (m *Manager) backupInfo(ctx context.Context, h *luks2.Header) BackupInfo {
+	bi := BackupInfo{Path: m.backupPath(h.UUID)}
+	f, err := luks2.OpenFile(bi.Path, false)
+	if err != nil {
+		return bi
+	}
+	defer f.Close()
+	bi.Present = true
+	if bh, err := luks2.Read(ctx, f); err == nil {
+		bi.Current = bh.UUID == h.UUID && bh.SeqID == h.SeqID
+	}
+	return bi
+}
+
+// ensureBackup writes a backup of dev unless a current one exists: the
+// "before" backup of a change.
+func (m *Manager) ensureBackup(ctx context.Context, dev luks2.Reader, h *luks2.Header) error {
+	if m.backupInfo(ctx, h).Current {
+		return nil
+	}
+	return m.saveBackup(ctx, dev, h.UUID)
+}
+
+// saveBackup writes a fresh backup of dev, keeping the previous one as
+// .prev. The new file is complete and synced before it replaces the old.
+func (m *Manager) saveBackup(ctx context.Context, dev luks2.Reader, uuid string) error {
+	if err := os.MkdirAll(m.backupDir(), 0o700); err != nil {
+		return fmt.Errorf("header backup: %w", err)
+	}
+	path := m.backupPath(uuid)
+	tmp := path + ".new"
+	_ = os.Remove(tmp)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("header backup: %w", err)
+	}
+	_, err = luks2.Backup(ctx, dev, f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o400)
+	}
+	if err == nil {
+		if _, serr := os.Stat(path); serr == nil {
+			err = os.Rename(path, path+".prev")
+		}
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("header backup of %s: %w", uuid, err)
+	}
+	// Remember the device, so that a header damaged beyond repair (whose
+	// UUID cannot be read any more) still finds its backup.
+	if dev := devicePathOf(dev); dev != "" {
+		_ = os.WriteFile(path+".device", []byte(dev+"\n"), 0o600)
+	}
+	if d, err := os.Open(m.backupDir()); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// devicePathOf returns the path a device was opened with, when known.
+func devicePathOf(dev luks2.Reader) string {
+	switch d := dev.(type) {
+	case interface{ Path() string }:
+		return d.Path()
+	case interface{ Name() string }:
+		return d.Name()
+	}
+	return ""
+}
+
+// backupForDevice returns the stored backup last taken of device.
+func (m *Manager) backupForDevice(device string) string {
+	want, err := filepath.EvalSymlinks(device)
+	if err != nil {
+		return ""
+	}
+	marks, _ := filepath.Glob(filepath.Join(m.backupDir(), "*.luks2.device"))
+	for _, mark := range marks {
+		data, err := os.ReadFile(mark)
+		if err != nil {
+			continue
+		}
+		if got, err := filepath.EvalSymlinks(strings.TrimSpace(string(data))); err == nil && got == want {
+			backup := strings.TrimSuffix(mark, ".device")
+			if _, err := os.Stat(backup); err == nil {
+				return backup
+			}
+		}
+	}
+	return ""
+}
+
+// removeBackups deletes a volume's backups (they hold its keyslots), for
+// crypto-erase.
+func (m *Manager) removeBackups(uuid string) error {
+	var errs []error
+	for _, p := range []string{m.backupPath(uuid), m.backupPath(uuid) + ".prev", m.backupPath(uuid) + ".device"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

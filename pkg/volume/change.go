@@ -1,0 +1,338 @@
+package volume
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/luks2"
+	"github.com/atrest/atrest/pkg/recoverykey"
+	"github.com/atrest/atrest/pkg/secret"
+	"github.com/atrest/atrest/pkg/token"
+)
+
+// A platform change (rekey, reseal) runs in two header commits, each
+// crash-safe on its own (pkg/luks2):
+//
+//  1. add the new platform keyslot and token (and a new recovery keyslot);
+//     the volume now opens with old and new key material alike;
+//  2. after the new material was verified through the KMS, kill the old
+//     keyslots and remove their tokens.
+//
+// A journal names the old and new objects. A process that dies between the
+// commits leaves two atrest tokens in the header; finishInterrupted, run
+// by the next change of that volume (and reported by status), verifies the
+// newer one and completes the change, or removes it again when it does
+// not open.
+
+// change is one platform change in progress.
+type change struct {
+	m   *Manager
+	v   *Volume
+	dev *luks2.File
+	op  string
+}
+
+// reload reads the header again (under the volume lock, the header may
+// have changed since v was found).
+func (c *change) reload(ctx context.Context) error {
+	h, err := luks2.Read(ctx, c.dev)
+	if err != nil {
+		return err
+	}
+	v, err := c.m.fromHeader(c.v.Device, h)
+	if err != nil {
+		return err
+	}
+	c.v = v
+	return nil
+}
+
+// replacePlatform moves v to a new platform secret opened by vk, and when
+// rec is not nil to a new recovery key. The old platform keyslots (and,
+// with rec, the old recovery keyslots) are removed once the new secret has
+// been unwrapped by the KMS and has opened its keyslot.
+func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recovery) (slot int, tok *token.Token, err error) {
+	v := c.v
+	if err := c.m.ensureBackup(ctx, c.dev, v.Header); err != nil {
+		return 0, nil, err
+	}
+	ps, tok, err := c.m.protect(ctx, v.UUID(), v.Name)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer ps.Wipe()
+	if rec != nil {
+		tok.Recovery = rec.record()
+	} else if v.Managed() {
+		tok.Recovery = v.Platform.Recovery
+	}
+	j := &journal{Op: c.op, Started: c.m.now().UTC(), OldKeyslot: -1, OldToken: -1, NewKeyslot: -1, NewToken: -1}
+	if v.Managed() {
+		j.OldKeyslot, j.OldToken = v.Platform.Keyslot, v.TokenID
+	}
+	if rec != nil {
+		j.Recovery, j.RecoveryMode, j.OldRecovery = true, rec.Mode, v.Recovery
+	}
+	if err := c.m.writeJournal(v.UUID(), j); err != nil {
+		return 0, nil, err
+	}
+
+	u, err := v.Header.Begin()
+	if err != nil {
+		return 0, nil, err
+	}
+	slot, id, err := addPlatform(u, vk, ps, tok)
+	if err == nil && rec != nil {
+		err = rec.enroll(u, vk)
+	}
+	if err != nil {
+		_ = c.m.clearJournal(v.UUID())
+		return 0, nil, err
+	}
+	if _, err := u.Commit(ctx, c.dev); err != nil {
+		return 0, nil, c.afterFailedCommit(ctx, err)
+	}
+	failpoint(c.op + "-after-add")
+	j.NewKeyslot, j.NewToken = slot, id
+	if err := c.m.writeJournal(v.UUID(), j); err != nil {
+		return 0, nil, err
+	}
+	if err := c.reload(ctx); err != nil {
+		return 0, nil, err
+	}
+	err = c.verify(ctx, tok, vk)
+	if err == nil && rec != nil {
+		err = rec.verify(c.v.Header, c.dev)
+	}
+	if err != nil {
+		// Undo: the new key material does not open the volume.
+		added := []int{slot}
+		if rec != nil && rec.Keyslot >= 0 {
+			added = append(added, rec.Keyslot)
+		}
+		if rerr := c.remove(ctx, added); rerr != nil {
+			return 0, nil, fmt.Errorf("%w: %v; removing the new keyslots %v failed too: %v", ErrVerify, err, added, rerr)
+		}
+		_ = c.m.clearJournal(v.UUID())
+		return 0, nil, fmt.Errorf("%w: %v (the new keyslots were removed; the volume is unchanged)", ErrVerify, err)
+	}
+	failpoint(c.op + "-after-verify")
+
+	old := []int{}
+	if j.OldKeyslot >= 0 {
+		old = append(old, j.OldKeyslot)
+	}
+	for _, t := range v.Others {
+		old = append(old, t.Keyslot)
+	}
+	if rec != nil {
+		old = append(old, j.OldRecovery...)
+	}
+	if err := c.remove(ctx, old); err != nil {
+		return 0, nil, &StageError{Op: c.op, Device: v.Device, Err: err,
+			State: fmt.Sprintf("the new keyslot %d works; the old keyslots %v are still there: run atrest rekey %s again to finish", slot, old, v.Name)}
+	}
+	failpoint(c.op + "-after-remove")
+	c.destroyOldKV(ctx, v)
+	if err := c.m.clearJournal(v.UUID()); err != nil {
+		return 0, nil, err
+	}
+	return slot, tok, c.m.saveBackup(ctx, c.dev, v.UUID())
+}
+
+// verify unwraps tok's secret through the KMS, as the next boot will, and
+// checks that it opens tok's keyslot to the volume key vk (nil: any key
+// that passes the digest).
+func (c *change) verify(ctx context.Context, tok *token.Token, vk *secret.Key) error {
+	keys, errs := c.m.unwrapAll(ctx, []string{c.v.UUID()}, []*token.Token{tok})
+	defer wipeAll(keys)
+	if errs[0] != nil {
+		return errs[0]
+	}
+	got, err := c.v.Header.OpenKeyslot(c.dev, tok.Keyslot, keys[0])
+	if err != nil {
+		return err
+	}
+	defer got.Wipe()
+	if vk != nil && !got.Equal(vk) {
+		return luks2.ErrWrongVolumeKey
+	}
+	return nil
+}
+
+// remove kills keyslots and every atrest or systemd-recovery token bound
+// only to them, in one commit.
+func (c *change) remove(ctx context.Context, slots []int) error {
+	if err := c.reload(ctx); err != nil {
+		return err
+	}
+	h := c.v.Header
+	u, err := h.Begin()
+	if err != nil {
+		return err
+	}
+	gone := map[int]bool{}
+	for _, s := range slots {
+		if _, ok := h.Keyslots[s]; !ok {
+			continue
+		}
+		if err := u.KillKeyslot(s); err != nil {
+			return err
+		}
+		gone[s] = true
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	for _, id := range h.TokenIDs() {
+		t := h.Tokens[id]
+		if t.Type != token.Type && t.Type != recoverykey.TokenType {
+			continue
+		}
+		if !slices.ContainsFunc(t.Keyslots, func(s int) bool { return !gone[s] }) {
+			if err := u.RemoveToken(id); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := u.Commit(ctx, c.dev); err != nil {
+		return err
+	}
+	return c.reload(ctx)
+}
+
+// afterFailedCommit reports a commit that failed: the header on the device
+// is the old or the new one, and the next change sorts it out.
+func (c *change) afterFailedCommit(ctx context.Context, err error) error {
+	state := "the volume opens with its old key material"
+	if rerr := c.reload(ctx); rerr == nil && len(c.v.Others) > 0 {
+		state = "the new keyslot may be on the device next to the old one; run the command again to finish or undo it"
+	}
+	return &StageError{Op: c.op, Device: c.v.Device, State: state, Err: err}
+}
+
+// destroyOldKV removes vault-kv secrets that no token names any more.
+func (c *change) destroyOldKV(ctx context.Context, before *Volume) {
+	olds := []*token.Token{}
+	if before.Managed() {
+		olds = append(olds, before.Platform)
+	}
+	for _, t := range before.Others {
+		olds = append(olds, t)
+	}
+	for _, t := range olds {
+		if t.KMS != config.BackendVaultKV {
+			continue
+		}
+		store, err := c.m.kms.Store()
+		if err == nil {
+			err = store.Destroy(ctx, t.Key)
+		}
+		if err != nil {
+			c.m.log.Warn("old vault-kv secret not destroyed", "volume", c.v.UUID(), "id", t.Key, "error", err.Error())
+		}
+	}
+}
+
+// finishInterrupted completes or undoes a platform change that an earlier
+// process did not finish. It returns "completed", "rolled back" or "" when
+// there was nothing to do.
+func (c *change) finishInterrupted(ctx context.Context) (string, error) {
+	j, err := c.m.readJournal(c.v.UUID())
+	if err != nil {
+		return "", err
+	}
+	v := c.v
+	if len(v.Others) == 0 {
+		if j != nil {
+			// One platform token: the change either never reached the
+			// device or was completed; only recovery keyslots may remain.
+			if j.Recovery && j.NewKeyslot >= 0 && j.OldKeyslot >= 0 {
+				if _, ok := v.Header.Keyslots[j.OldKeyslot]; !ok {
+					if err := c.settleRecovery(ctx, j, true); err != nil {
+						return "", err
+					}
+				}
+			}
+			return "", c.m.clearJournal(v.UUID())
+		}
+		return "", nil
+	}
+	// Two or more platform tokens: the journal's new one, or else the
+	// newest, is the candidate.
+	var newTok *token.Token
+	if j != nil {
+		newTok = v.Others[j.NewToken]
+	}
+	if newTok == nil {
+		for _, t := range v.Others {
+			if newTok == nil || t.Created.After(newTok.Created) {
+				newTok = t
+			}
+		}
+	}
+	verr := c.verify(ctx, newTok, nil)
+	var old []int
+	result := "completed"
+	if verr == nil {
+		old = append(old, v.Platform.Keyslot)
+		for _, t := range v.Others {
+			if t != newTok {
+				old = append(old, t.Keyslot)
+			}
+		}
+	} else {
+		// The new one does not open; keep it unless an old one does.
+		if err := c.verify(ctx, v.Platform, nil); err != nil {
+			return "", fmt.Errorf("an interrupted %s left two platform keyslots and neither opens through the KMS (new: %v; old: %v); nothing was changed", opName(j), verr, err)
+		}
+		old, result = []int{newTok.Keyslot}, "rolled back"
+	}
+	if err := c.remove(ctx, old); err != nil {
+		return "", err
+	}
+	if j != nil && j.Recovery {
+		if err := c.settleRecovery(ctx, j, result == "completed"); err != nil {
+			return "", err
+		}
+	}
+	if err := c.m.clearJournal(c.v.UUID()); err != nil {
+		return "", err
+	}
+	if err := c.m.saveBackup(ctx, c.dev, c.v.UUID()); err != nil {
+		return "", err
+	}
+	c.m.audit(ctx, "resume-"+opName(j), c.v.UUID(), c.v.Name, c.v.Device, nil, slog.String("outcome", result))
+	return result, nil
+}
+
+// settleRecovery finishes the recovery part of an interrupted change:
+// with the platform change completed and the new recovery key escrowed,
+// the old recovery keyslots go; when the new key was only to be printed
+// (never shown: the process died first) or the change was rolled back, the
+// new recovery keyslots go.
+func (c *change) settleRecovery(ctx context.Context, j *journal, completed bool) error {
+	var newer []int
+	for _, s := range c.v.Recovery {
+		if !slices.Contains(j.OldRecovery, s) {
+			newer = append(newer, s)
+		}
+	}
+	if len(newer) == 0 {
+		return nil
+	}
+	if completed && j.RecoveryMode != config.RecoveryPrint {
+		return c.remove(ctx, j.OldRecovery)
+	}
+	return c.remove(ctx, newer)
+}
+
+func opName(j *journal) string {
+	if j == nil {
+		return "change"
+	}
+	return j.Op
+}

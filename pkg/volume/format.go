@@ -1,0 +1,186 @@
+package volume
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/atrest/atrest/pkg/blockdev/overwrite"
+	"github.com/atrest/atrest/pkg/blockdev/preflight"
+	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/dmcrypt"
+	"github.com/atrest/atrest/pkg/luks2"
+)
+
+// FormatOptions describe a new volume.
+type FormatOptions struct {
+	// Device is the block device or image file to format.
+	Device string
+	// Name is the mapping name (/dev/mapper/Name), recorded in the token.
+	Name string
+	// Force wipes existing signatures (never overrides "in use").
+	Force bool
+	// Recovery overrides the configured recovery policy.
+	Recovery string
+	// SectorSize is the encryption sector size; 0 means 4096.
+	SectorSize uint32
+	// Label is the LUKS2 label; defaults to Name.
+	Label string
+	// Discard persists allow-discards, so opened mappings pass TRIM down
+	// (which reveals which blocks are unused: off by default).
+	Discard bool
+	// Workqueues keeps dm-crypt's read/write workqueues on a non-rotational
+	// device; by default they are bypassed there (lower latency on
+	// SSD/NVMe), as the no-read/no-write-workqueue flags say.
+	Workqueues bool
+	// Progress receives the progress of a signature wipe.
+	Progress overwrite.Func
+}
+
+// FormatResult is a formatted volume.
+type FormatResult struct {
+	Device, Name, UUID string
+	PlatformKeyslot    int
+	KMS, Key           string
+	KeyVersion         int
+	SectorSize         uint32
+	Flags              []string
+	// Recovery is the recovery key arrangement; in mode print it holds the
+	// key, which the caller shows once and wipes.
+	Recovery *Recovery
+	// Wiped lists the signatures --force erased.
+	Wiped []string
+	// Backup is the header backup's path ("" when it failed: see Warnings).
+	Backup   string
+	Warnings []string
+}
+
+// Format turns a blank device into an atrest volume: preflight, a new
+// LUKS2 header with a platform keyslot whose secret the KMS protects, an
+// optional recovery keyslot, and a header backup. The KMS is asked before
+// anything is written, so an unreachable KMS leaves the device untouched.
+func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResult, err error) {
+	defer func() {
+		uuid := ""
+		if res != nil {
+			uuid = res.UUID
+		}
+		m.audit(ctx, "format", uuid, o.Name, o.Device, err)
+	}()
+	if err := config.CheckName(o.Name); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	}
+	mode := m.recoveryMode(o.Recovery)
+	switch mode {
+	case config.RecoveryEscrow, config.RecoveryPrint, config.RecoveryNone:
+	default:
+		return nil, fmt.Errorf("%w: unknown recovery mode %q (escrow, print or none)", ErrInvalidArgument, mode)
+	}
+	if err := m.checkNameFree(ctx, o.Name, "", o.Device); err != nil {
+		return nil, err
+	}
+
+	pf, err := preflight.Run(ctx, o.Device, preflight.Options{Force: o.Force, Progress: o.Progress})
+	if err != nil {
+		return nil, err
+	}
+	defer pf.Handle.Close()
+	res = &FormatResult{Device: pf.Device.Path, Name: o.Name, Warnings: pf.Warnings}
+	for _, s := range pf.Wiped {
+		res.Wiped = append(res.Wiped, s.String())
+	}
+	untouched := "nothing was written to the device"
+	if len(res.Wiped) > 0 {
+		untouched = "the signatures listed were wiped; nothing else was written"
+	}
+	fail := func(state string, err error) (*FormatResult, error) {
+		res.Recovery.Wipe()
+		return nil, &StageError{Op: "format", Device: o.Device, State: state, Err: err}
+	}
+
+	opts := luks2.FormatOptions{SectorSize: o.SectorSize, Label: o.Label, Subsystem: "atrest"}
+	if opts.SectorSize == 0 {
+		opts.SectorSize = 4096
+	}
+	if opts.Label == "" {
+		opts.Label = o.Name
+	}
+	if o.Discard {
+		opts.Flags = append(opts.Flags, luks2.FlagAllowDiscards)
+	}
+	if !pf.Device.Rotational && !o.Workqueues {
+		opts.Flags = append(opts.Flags, luks2.FlagNoReadWorkqueue, luks2.FlagNoWriteWorkqueue)
+	}
+	h, vk, err := luks2.New(opts)
+	if err != nil {
+		return fail(untouched, err)
+	}
+	defer vk.Wipe()
+	res.UUID, res.SectorSize, res.Flags = h.UUID, opts.SectorSize, opts.Flags
+
+	ps, tok, err := m.protect(ctx, h.UUID, o.Name)
+	if err != nil {
+		return fail(untouched, err)
+	}
+	defer ps.Wipe()
+	res.KMS, res.Key, res.KeyVersion = tok.KMS, tok.Key, tok.KeyVersion
+	if res.Recovery, err = m.newRecovery(ctx, h.UUID, mode); err != nil {
+		return fail(untouched, err)
+	}
+	tok.Recovery = res.Recovery.record()
+
+	u, err := h.Begin()
+	if err != nil {
+		return fail(untouched, err)
+	}
+	if res.PlatformKeyslot, _, err = addPlatform(u, vk, ps, tok); err != nil {
+		return fail(untouched, err)
+	}
+	if err := res.Recovery.enroll(u, vk); err != nil {
+		return fail(untouched, err)
+	}
+	dev := fileDevice{File: pf.Handle.File, size: pf.Device.Size}
+	written, err := u.Commit(ctx, dev)
+	if err != nil {
+		return fail("the device may hold a partial LUKS2 header and no data; run format again with --force", err)
+	}
+	// Prove the platform path before reporting success.
+	check, err := written.OpenKeyslot(dev, res.PlatformKeyslot, ps)
+	if err == nil && !check.Equal(vk) {
+		err = luks2.ErrWrongVolumeKey
+	}
+	check.Wipe()
+	if err == nil {
+		err = res.Recovery.verify(written, dev)
+	}
+	if err != nil {
+		return fail("formatted, but the new keyslots did not open; run format again with --force", err)
+	}
+	res.Recovery.settle()
+	if err := m.saveBackup(ctx, dev, h.UUID); err != nil {
+		res.Warnings = append(res.Warnings, err.Error()+"; run: atrest header backup "+o.Name)
+	} else {
+		res.Backup = m.backupPath(h.UUID)
+	}
+	return res, nil
+}
+
+// checkNameFree refuses a name that an open mapping or another atrest
+// volume already uses; the volume uuid, or any volume on device, may have
+// it.
+func (m *Manager) checkNameFree(ctx context.Context, name, uuid, device string) error {
+	own, _ := filepath.EvalSymlinks(device)
+	if st, err := dmcrypt.Inspect(name); err == nil {
+		if uuid == "" || !strings.Contains(strings.ReplaceAll(st.UUID, "-", ""), strings.ReplaceAll(uuid, "-", "")) {
+			return fmt.Errorf("%w: /dev/mapper/%s exists (%s)", ErrNameInUse, name, st.UUID)
+		}
+	}
+	vols, _ := m.Scan(ctx)
+	for _, v := range vols {
+		if v.Name == name && !strings.EqualFold(v.UUID(), uuid) && v.Device != own {
+			return fmt.Errorf("%w: %q is the name of the volume on %s (%s)", ErrNameInUse, name, v.Device, v.UUID())
+		}
+	}
+	return nil
+}

@@ -1,0 +1,93 @@
+package volume
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// journal records a multi-commit header change (rekey, reseal, recovery
+// rotation) in <state_dir>/journal/<uuid>.json, so that the next run
+// knows what was under way when a process died. The header itself stays
+// the truth: a second platform token in it means a change was cut short
+// even when the journal is lost, and the next rekey finishes or undoes it
+// (rekey.go).
+type journal struct {
+	Op      string    `json:"op"`
+	Started time.Time `json:"started"`
+	// OldKeyslot and OldToken are what the change replaces.
+	OldKeyslot int `json:"old_keyslot"`
+	OldToken   int `json:"old_token"`
+	// NewKeyslot and NewToken are set once the new key material is on
+	// the device (-1 before).
+	NewKeyslot int `json:"new_keyslot"`
+	NewToken   int `json:"new_token"`
+	// Recovery: the change also replaces the recovery keyslots listed.
+	Recovery     bool   `json:"recovery,omitempty"`
+	RecoveryMode string `json:"recovery_mode,omitempty"`
+	OldRecovery  []int  `json:"old_recovery,omitempty"`
+}
+
+func (m *Manager) journalPath(uuid string) string {
+	return filepath.Join(m.journalDir(), strings.ToLower(uuid)+".json")
+}
+
+// readJournal returns the journal of uuid, or nil when there is none.
+func (m *Manager) readJournal(uuid string) (*journal, error) {
+	data, err := os.ReadFile(m.journalPath(uuid))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	j := &journal{}
+	if err := json.Unmarshal(data, j); err != nil {
+		return nil, fmt.Errorf("journal %s: %w", m.journalPath(uuid), err)
+	}
+	return j, nil
+}
+
+// writeJournal replaces the journal atomically and durably.
+func (m *Manager) writeJournal(uuid string, j *journal) error {
+	if err := os.MkdirAll(m.journalDir(), 0o700); err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	data, err := json.MarshalIndent(j, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := m.journalPath(uuid)
+	tmp := path + ".new"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	return nil
+}
+
+func (m *Manager) clearJournal(uuid string) error {
+	err := os.Remove(m.journalPath(uuid))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("journal: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,257 @@
+package volume
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/dmcrypt"
+	"github.com/atrest/atrest/pkg/luks2"
+	"github.com/atrest/atrest/pkg/recoverykey"
+	"github.com/atrest/atrest/pkg/token"
+)
+
+// sysBlock is where the kernel lists block devices; a variable for tests.
+var sysBlock = "/sys/class/block"
+
+// Find resolves ref to a volume: a device path (/dev/..., or an image
+// file), a LUKS2 UUID (optionally written UUID=...), or a volume name — a
+// name from the configuration, an open mapping, or the name recorded in an
+// atrest token on any block device.
+func (m *Manager) Find(ctx context.Context, ref string) (*Volume, error) {
+	switch {
+	case ref == "":
+		return nil, fmt.Errorf("%w: empty volume reference", ErrNotFound)
+	case strings.HasPrefix(ref, "/"):
+		return m.load(ctx, ref)
+	case isUUID(strings.TrimPrefix(ref, "UUID=")):
+		return m.findBy(ctx, ref, func(v *Volume) bool {
+			return strings.EqualFold(v.UUID(), strings.TrimPrefix(ref, "UUID="))
+		})
+	}
+	for i := range m.cfg.Volumes {
+		c := &m.cfg.Volumes[i]
+		if c.Name != ref {
+			continue
+		}
+		if c.Device != "" {
+			return m.load(ctx, c.Device)
+		}
+		return m.Find(ctx, "UUID="+c.UUID)
+	}
+	if st, err := dmcrypt.Inspect(ref); err == nil && st.Crypt != nil {
+		if dev, err := devPath(st.Crypt.Device); err == nil {
+			if v, err := m.load(ctx, dev); err == nil {
+				return v, nil
+			}
+		}
+	}
+	return m.findBy(ctx, ref, func(v *Volume) bool { return v.Name == ref })
+}
+
+func (m *Manager) findBy(ctx context.Context, ref string, match func(*Volume) bool) (*Volume, error) {
+	vols, _ := m.Scan(ctx)
+	var found []*Volume
+	for _, v := range vols {
+		if match(v) {
+			found = append(found, v)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, fmt.Errorf("%w: no LUKS2 volume matches %q", ErrNotFound, ref)
+	case 1:
+		return found[0], nil
+	}
+	devs := make([]string, len(found))
+	for i, v := range found {
+		devs[i] = v.Device
+	}
+	return nil, fmt.Errorf("%w: %q matches %d volumes (%s); name a device instead", ErrNameInUse, ref, len(found), strings.Join(devs, ", "))
+}
+
+// Scan reads every block device that carries a LUKS2 header, plus the
+// devices of configured volumes. Devices that cannot be read are
+// reported in the error slice and skipped.
+func (m *Manager) Scan(ctx context.Context) ([]*Volume, []error) {
+	var vols []*Volume
+	var errs []error
+	seen := map[string]bool{}
+	add := func(path string) {
+		real, err := filepath.EvalSymlinks(path)
+		if err != nil || seen[real] {
+			return
+		}
+		seen[real] = true
+		if !hasLUKSMagic(real) {
+			return
+		}
+		v, err := m.load(ctx, real)
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		vols = append(vols, v)
+	}
+	for _, c := range m.cfg.Volumes {
+		if c.Device != "" {
+			add(c.Device)
+		}
+	}
+	for _, dev := range blockDevices() {
+		add(dev)
+	}
+	return vols, errs
+}
+
+// blockDevices lists /dev paths of the block devices worth probing: not
+// empty, not RAM disks or optical drives, and not atrest's or cryptsetup's
+// own crypt mappings.
+func blockDevices() []string {
+	entries, err := os.ReadDir(sysBlock)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, "ram") || strings.HasPrefix(name, "zram") || strings.HasPrefix(name, "sr") || strings.HasPrefix(name, "fd") {
+			continue
+		}
+		dir := filepath.Join(sysBlock, name)
+		if size, _ := os.ReadFile(filepath.Join(dir, "size")); strings.TrimSpace(string(size)) == "0" {
+			continue
+		}
+		if uuid, err := os.ReadFile(filepath.Join(dir, "dm", "uuid")); err == nil && bytes.HasPrefix(uuid, []byte("CRYPT-")) {
+			continue
+		}
+		out = append(out, "/dev/"+strings.ReplaceAll(name, "!", "/"))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// hasLUKSMagic cheaply checks for a LUKS magic at either LUKS2 header
+// location that a default-sized header uses, before the full read.
+func hasLUKSMagic(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	magic := make([]byte, 6)
+	for _, off := range []int64{0, 0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000, 0x400000} {
+		if n, _ := f.ReadAt(magic, off); n == 6 && (string(magic) == "LUKS\xba\xbe" || string(magic) == "SKUL\xba\xbe") {
+			return true
+		}
+	}
+	return false
+}
+
+// load reads the header of the device at path.
+func (m *Manager) load(ctx context.Context, path string) (*Volume, error) {
+	f, err := luks2.OpenFile(path, false)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s does not exist", ErrNotFound, path)
+		}
+		return nil, err
+	}
+	defer f.Close()
+	h, err := luks2.Read(ctx, f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m.fromHeader(path, h)
+}
+
+// fromHeader interprets the tokens of h.
+func (m *Manager) fromHeader(path string, h *luks2.Header) (*Volume, error) {
+	v := &Volume{Device: path, Header: h, TokenID: -1, Others: map[int]*token.Token{}}
+	for _, id := range h.TokenIDs() {
+		t := h.Tokens[id]
+		switch t.Type {
+		case token.Type:
+			tok, err := token.Parse(t.JSON())
+			if err != nil {
+				return nil, fmt.Errorf("%s: token %d: %w", path, id, err)
+			}
+			if v.Platform == nil || tok.Created.Before(v.Platform.Created) ||
+				(tok.Created.Equal(v.Platform.Created) && tok.Keyslot < v.Platform.Keyslot) {
+				if v.Platform != nil {
+					v.Others[v.TokenID] = v.Platform
+				}
+				v.Platform, v.TokenID = tok, id
+			} else {
+				v.Others[id] = tok
+			}
+		case recoverykey.TokenType:
+			v.Recovery = append(v.Recovery, t.Keyslots...)
+		}
+	}
+	slices.Sort(v.Recovery)
+	if v.Platform != nil {
+		v.Name = v.Platform.Name
+	}
+	v.Config = m.configFor(path, h.UUID)
+	if v.Name == "" && v.Config != nil {
+		v.Name = v.Config.Name
+	}
+	return v, nil
+}
+
+func (m *Manager) configFor(path, uuid string) *config.Volume {
+	real, _ := filepath.EvalSymlinks(path)
+	for i := range m.cfg.Volumes {
+		c := &m.cfg.Volumes[i]
+		if c.UUID != "" && strings.EqualFold(c.UUID, uuid) {
+			return c
+		}
+		if c.Device != "" {
+			if r, err := filepath.EvalSymlinks(c.Device); err == nil && r == real {
+				return c
+			}
+		}
+	}
+	return nil
+}
+
+// devPath turns "major:minor" into the device's /dev path.
+func devPath(majmin string) (string, error) {
+	uevent, err := os.ReadFile("/sys/dev/block/" + majmin + "/uevent")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(uevent), "\n") {
+		if name, ok := strings.CutPrefix(line, "DEVNAME="); ok {
+			return "/dev/" + name, nil
+		}
+	}
+	return "", fmt.Errorf("no DEVNAME for block device %s", majmin)
+}
+
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, c := range s {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			if c != '-' {
+				return false
+			}
+			continue
+		}
+		if _, err := strconv.ParseUint(string(c), 16, 8); err != nil {
+			return false
+		}
+	}
+	return true
+}

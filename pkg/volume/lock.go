@@ -1,0 +1,64 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// lockWait bounds how long a use case waits for another atrest process to
+// finish with the same volume before it gives up with ErrLocked.
+const lockWait = 30 * time.Second
+
+// lock takes the volume's exclusive lock, /run/atrest/<uuid>.lock, held
+// for the whole use case (which may write the header several times). Each
+// single header write also takes cryptsetup's own device lock inside
+// pkg/luks2, so cryptsetup never interleaves with atrest either. The lock
+// file records the holder's PID for the error message of whoever waits.
+func (m *Manager) lock(ctx context.Context, uuid string) (release func(), err error) {
+	if err := os.MkdirAll(m.runDir, 0o700); err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	path := filepath.Join(m.runDir, strings.ToLower(uuid)+".lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, lockWait)
+	defer cancel()
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			holder, _ := os.ReadFile(path)
+			f.Close()
+			pid := strings.TrimSpace(string(holder))
+			if pid == "" {
+				pid = "unknown"
+			}
+			return nil, fmt.Errorf("%w: volume %s (holder pid %s, waited %s)", ErrLocked, uuid, pid, lockWait)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return func() {
+		_ = f.Truncate(0)
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		f.Close()
+	}, nil
+}

@@ -1,0 +1,201 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/atrest/atrest/pkg/dmcrypt"
+	"github.com/atrest/atrest/pkg/luks2"
+	"github.com/atrest/atrest/pkg/secret"
+	"github.com/atrest/atrest/pkg/token"
+)
+
+// OpenOptions tune Open.
+type OpenOptions struct {
+	// ReadOnly maps the volumes read-only.
+	ReadOnly bool
+}
+
+// OpenResult is the outcome for one volume.
+type OpenResult struct {
+	Name, UUID, Device string
+	// Mapper is /dev/mapper/Name.
+	Mapper string
+	// AlreadyOpen: the mapping existed; nothing was done.
+	AlreadyOpen bool
+	// Duration is the unlock time for this volume (KMS share excluded).
+	Duration time.Duration
+	Err      error
+}
+
+// Open unlocks vols: one KMS round trip per KEK for all their platform
+// secrets, then each keyslot opened and mapped, several at a time. A
+// volume already open under its name is a success. Every volume gets a
+// result; one failure does not stop the others.
+func (m *Manager) Open(ctx context.Context, vols []*Volume, o OpenOptions) []OpenResult {
+	res := make([]OpenResult, len(vols))
+	for i, v := range vols {
+		res[i] = OpenResult{Name: v.Name, UUID: v.UUID(), Device: v.Device, Mapper: dmcrypt.NodePath(v.Name)}
+	}
+	if err := dmcrypt.Available(); err != nil {
+		for i := range res {
+			res[i].Err = err
+		}
+		return res
+	}
+	// Work out which volumes need unlocking.
+	var todo []int
+	for i, v := range vols {
+		switch open, err := m.isOpen(v); {
+		case err != nil:
+			res[i].Err = err
+		case open:
+			res[i].AlreadyOpen = true
+		case !v.Managed():
+			res[i].Err = fmt.Errorf("%s: %w", v.Device, ErrNotManaged)
+		default:
+			todo = append(todo, i)
+		}
+	}
+	uuids := make([]string, len(todo))
+	toks := make([]*token.Token, len(todo))
+	for j, i := range todo {
+		uuids[j], toks[j] = vols[i].UUID(), vols[i].Platform
+	}
+	keys, errs := m.unwrapAll(ctx, uuids, toks)
+	defer wipeAll(keys)
+
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for j, i := range todo {
+		if errs[j] != nil {
+			// The platform token's KMS failed; an interrupted rekey may
+			// have left another token that still works.
+			if len(vols[i].Others) == 0 {
+				res[i].Err = errs[j]
+				m.audit(ctx, "open", vols[i].UUID(), vols[i].Name, vols[i].Device, errs[j])
+				continue
+			}
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(v *Volume, ps *secret.Key, r *OpenResult) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			start := time.Now()
+			r.Err = m.openOne(ctx, v, ps, o)
+			r.Duration = time.Since(start)
+			m.audit(ctx, "open", v.UUID(), v.Name, v.Device, r.Err)
+		}(vols[i], keys[j], &res[i])
+	}
+	wg.Wait()
+	return res
+}
+
+// openOne opens one volume's keyslot with ps (or, when ps is nil, through
+// every platform token) and creates its mapping.
+func (m *Manager) openOne(ctx context.Context, v *Volume, ps *secret.Key, o OpenOptions) error {
+	f, err := luks2.OpenFile(v.Device, false)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var vk *secret.Key
+	if ps != nil {
+		vk, err = v.Header.OpenKeyslot(f, v.Platform.Keyslot, ps)
+	}
+	if ps == nil || (err != nil && len(v.Others) > 0) {
+		vk, err = m.platformKey(ctx, v, f)
+	}
+	if err != nil {
+		return err
+	}
+	defer vk.Wipe()
+	return m.mapVolume(ctx, v, vk, o.ReadOnly)
+}
+
+// mapVolume creates the dm-crypt mapping of v with volume key vk.
+func (m *Manager) mapVolume(ctx context.Context, v *Volume, vk *secret.Key, readOnly bool) error {
+	a, err := v.Header.Activation()
+	if err != nil {
+		return err
+	}
+	dev, release, err := blockDevice(ctx, v.Device)
+	if err != nil {
+		return err
+	}
+	defer release()
+	p := dmcrypt.Params{
+		Name: v.Name, UUID: v.UUID(), Device: dev,
+		OffsetSectors: a.Offset / 512, SizeSectors: a.Size / 512,
+		Cipher: a.Cipher, Key: vk, SectorSize: a.SectorSize, ReadOnly: readOnly,
+	}
+	for _, f := range a.Flags {
+		switch f {
+		case luks2.FlagAllowDiscards:
+			p.Flags |= dmcrypt.AllowDiscards
+		case luks2.FlagNoReadWorkqueue:
+			p.Flags |= dmcrypt.NoReadWorkqueue
+		case luks2.FlagNoWriteWorkqueue:
+			p.Flags |= dmcrypt.NoWriteWorkqueue
+		}
+	}
+	_, err = dmcrypt.Open(p)
+	return err
+}
+
+// isOpen reports whether v's mapping exists. A mapping of that name that
+// belongs to another volume is ErrNameInUse.
+func (m *Manager) isOpen(v *Volume) (bool, error) {
+	if v.Name == "" {
+		return false, fmt.Errorf("%s: %w: no name in its token or the configuration", v.Device, ErrNotManaged)
+	}
+	st, err := dmcrypt.Inspect(v.Name)
+	if errors.Is(err, dmcrypt.ErrNotFound) || errors.Is(err, dmcrypt.ErrNoDeviceMapper) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	want, err := dmcrypt.DMUUID(v.UUID(), v.Name)
+	if err != nil {
+		return false, err
+	}
+	if st.UUID != want {
+		return false, fmt.Errorf("%w: /dev/mapper/%s is another device (%s)", ErrNameInUse, v.Name, st.UUID)
+	}
+	return true, nil
+}
+
+// Close removes the mapping called name. A mapping that is not there is
+// a success (already closed); one in use fails with dmcrypt's BusyError
+// and keeps working.
+func (m *Manager) Close(ctx context.Context, name string) (closed bool, err error) {
+	st, err := dmcrypt.Inspect(name)
+	if errors.Is(err, dmcrypt.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	// Only LUKS2 crypt mappings: never tear down an LVM volume or a
+	// plain dm-crypt device someone else made under that name.
+	if !strings.HasPrefix(st.UUID, "CRYPT-LUKS2-") {
+		return false, fmt.Errorf("%w: /dev/mapper/%s is not a LUKS2 mapping (%q)", ErrNotManaged, name, st.UUID)
+	}
+	uuid := ""
+	if parts := strings.SplitN(st.UUID, "-", 4); len(parts) == 4 {
+		uuid = parts[2]
+	}
+	defer func() { m.audit(ctx, "close", uuid, name, "", err) }()
+	err = dmcrypt.Close(ctx, name)
+	if errors.Is(err, dmcrypt.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}

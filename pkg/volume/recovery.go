@@ -1,0 +1,165 @@
+package volume
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/dmcrypt"
+	"github.com/atrest/atrest/pkg/recoverykey"
+	"github.com/atrest/atrest/pkg/secret"
+)
+
+// passphrase turns what an operator typed into the keyslot passphrase: a
+// recovery key in canonical form when it looks like one (so dashes and case
+// do not matter), else the bytes as given (a cryptsetup passphrase). The
+// caller wipes the result.
+func passphrase(in *secret.Key) (*secret.Key, error) {
+	if recoverykey.Looks(in.Bytes()) {
+		return recoverykey.Normalize(in)
+	}
+	return in.Clone()
+}
+
+// RecoveryUnlock opens v with a recovery key (or any passphrase of one of
+// its keyslots) when the KMS cannot: no KMS is contacted. The key stays
+// the caller's to wipe.
+func (m *Manager) RecoveryUnlock(ctx context.Context, v *Volume, key *secret.Key, readOnly bool) (res OpenResult, err error) {
+	defer func() { m.audit(ctx, "recovery-unlock", v.UUID(), v.Name, v.Device, err) }()
+	res = OpenResult{Name: v.Name, UUID: v.UUID(), Device: v.Device}
+	if err := dmcrypt.Available(); err != nil {
+		return res, err
+	}
+	if open, err := m.isOpen(v); err != nil {
+		return res, err
+	} else if open {
+		res.AlreadyOpen = true
+		return res, nil
+	}
+	vk, err := m.openWith(v, key)
+	if err != nil {
+		return res, err
+	}
+	defer vk.Wipe()
+	return res, m.mapVolume(ctx, v, vk, readOnly)
+}
+
+// openWith opens v's volume key with a typed key, trying every keyslot.
+func (m *Manager) openWith(v *Volume, key *secret.Key) (*secret.Key, error) {
+	pass, err := passphrase(key)
+	if err != nil {
+		return nil, err
+	}
+	defer pass.Wipe()
+	f, err := openReader(v.Device)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	vk, _, err := v.Header.Open(f, pass)
+	return vk, err
+}
+
+// RecoveryRotate replaces the recovery key: a new one under mode (the
+// configured policy when empty), escrowed or to be printed, enrolled and
+// verified, then the old recovery keyslots removed. The platform keyslot
+// opens the volume key, so the KMS must be reachable.
+func (m *Manager) RecoveryRotate(ctx context.Context, v *Volume, mode string) (rec *Recovery, err error) {
+	defer func() { m.audit(ctx, "recovery-rotate", v.UUID(), v.Name, v.Device, err) }()
+	mode = m.recoveryMode(mode)
+	if mode == config.RecoveryNone {
+		return nil, fmt.Errorf("%w: recovery rotate needs mode escrow or print (to remove the recovery key, use rekey --recovery --recovery-mode none)", ErrInvalidArgument)
+	}
+	c, release, err := m.begin(ctx, v, "recovery-rotate")
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if _, err := c.finishInterrupted(ctx); err != nil {
+		return nil, err
+	}
+	if !c.v.Managed() {
+		return nil, fmt.Errorf("%s: %w", v.Device, ErrNotManaged)
+	}
+	vk, err := m.platformKey(ctx, c.v, c.dev)
+	if err != nil {
+		return nil, err
+	}
+	defer vk.Wipe()
+	if err := m.ensureBackup(ctx, c.dev, c.v.Header); err != nil {
+		return nil, err
+	}
+	if rec, err = m.newRecovery(ctx, c.v.UUID(), mode); err != nil {
+		return nil, err
+	}
+	old := c.v.Recovery
+	u, err := c.v.Header.Begin()
+	if err == nil {
+		err = rec.enroll(u, vk)
+	}
+	if err == nil {
+		next := *c.v.Platform
+		next.Recovery = rec.record()
+		var data []byte
+		if data, err = next.Marshal(); err == nil {
+			_, err = u.SetToken(c.v.TokenID, data)
+		}
+	}
+	if err == nil {
+		_, err = u.Commit(ctx, c.dev)
+	}
+	if err == nil {
+		err = c.reload(ctx)
+	}
+	if err == nil {
+		err = rec.verify(c.v.Header, c.dev)
+		if err != nil {
+			if rerr := c.remove(ctx, []int{rec.Keyslot}); rerr != nil {
+				err = fmt.Errorf("%w; removing it failed too: %v", err, rerr)
+			}
+			err = fmt.Errorf("%w: new recovery keyslot %d did not open: %v", ErrVerify, rec.Keyslot, err)
+		}
+	}
+	if err != nil {
+		rec.Wipe()
+		return nil, err
+	}
+	if err := c.remove(ctx, old); err != nil {
+		rec.Wipe()
+		return nil, &StageError{Op: "recovery rotate", Device: v.Device, Err: err,
+			State: fmt.Sprintf("the new recovery keyslot %d works; the old ones %v are still there", rec.Keyslot, old)}
+	}
+	rec.settle()
+	return rec, m.saveBackup(ctx, c.dev, c.v.UUID())
+}
+
+// Reseal gives v a new platform keyslot under the KMS configured now,
+// opening the volume with key (the recovery key, or another passphrase of
+// the volume): for a KMS that lost its KEK, or a node that moved to another
+// KMS. The old platform keyslots are removed once the new one is verified.
+func (m *Manager) Reseal(ctx context.Context, v *Volume, key *secret.Key) (res *RekeyResult, err error) {
+	defer func() { m.audit(ctx, "recovery-reseal", v.UUID(), v.Name, v.Device, err) }()
+	c, release, err := m.begin(ctx, v, "reseal")
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	res = &RekeyResult{Name: c.v.Name, UUID: c.v.UUID(), Device: c.v.Device, OldKeyslot: -1}
+	if c.v.Name == "" {
+		return nil, fmt.Errorf("%w: %s has no name; adopt it with a name instead", ErrInvalidArgument, v.Device)
+	}
+	vk, err := m.openWith(c.v, key)
+	if err != nil {
+		return nil, err
+	}
+	defer vk.Wipe()
+	if c.v.Managed() {
+		res.OldKeyslot = c.v.Platform.Keyslot
+	}
+	slot, tok, err := c.replacePlatform(ctx, vk, nil)
+	if err != nil {
+		return nil, err
+	}
+	res.NewKeyslot, res.KMS, res.Key, res.KeyVersion = slot, tok.KMS, tok.Key, tok.KeyVersion
+	return res, nil
+}

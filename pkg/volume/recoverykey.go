@@ -1,0 +1,114 @@
+package volume
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/luks2"
+	"github.com/atrest/atrest/pkg/luks2/kdf"
+	"github.com/atrest/atrest/pkg/recoverykey"
+	"github.com/atrest/atrest/pkg/secret"
+)
+
+// Recovery is a recovery key made by format, rekey --recovery or recovery
+// rotate.
+type Recovery struct {
+	// Mode is the policy applied: escrow, print or none.
+	Mode string
+	// Keyslot holds the recovery key (-1 with mode none).
+	Keyslot int
+	// Location is where an escrowed key went.
+	Location string
+	// Key is the recovery key itself in mode print, for the caller to show
+	// once and then Wipe; nil otherwise.
+	Key *secret.Key
+}
+
+// Wipe forgets the recovery key.
+func (r *Recovery) Wipe() {
+	if r != nil {
+		r.Key.Wipe()
+	}
+}
+
+// newRecovery makes a recovery key and escrows it when the policy says so.
+// It runs before anything is written, so a failed escrow changes nothing.
+// The caller enrolls it with enroll, then wipes it.
+func (m *Manager) newRecovery(ctx context.Context, uuid, mode string) (*Recovery, error) {
+	r := &Recovery{Mode: mode, Keyslot: -1}
+	if mode == config.RecoveryNone {
+		return r, nil
+	}
+	rk, err := recoverykey.Generate()
+	if err != nil {
+		return nil, err
+	}
+	r.Key = rk
+	if mode == config.RecoveryEscrow {
+		esc, err := m.kms.Escrow()
+		if err != nil {
+			r.Wipe()
+			return nil, err
+		}
+		id := strconv.FormatInt(m.now().UTC().UnixNano(), 36)
+		if r.Location, err = esc.Deposit(ctx, uuid, id, rk); err != nil {
+			r.Wipe()
+			return nil, fmt.Errorf("escrow recovery key: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// enroll adds the recovery keyslot and its systemd-recovery token to u.
+// The keyslot uses the same minimal PBKDF as systemd-cryptenroll
+// --recovery-key: the key has 256 bits of entropy.
+func (r *Recovery) enroll(u *luks2.Update, vk *secret.Key) error {
+	if r.Mode == config.RecoveryNone {
+		return nil
+	}
+	var err error
+	r.Keyslot, err = u.AddKeyslot(vk, r.Key, luks2.KeyslotOptions{Slot: luks2.AnySlot, KDF: kdf.Platform(), Priority: luks2.PriorityNormal})
+	if err != nil {
+		return fmt.Errorf("add recovery keyslot: %w", err)
+	}
+	tok := fmt.Sprintf(`{"type":%q,"keyslots":["%d"]}`, recoverykey.TokenType, r.Keyslot)
+	if _, err := u.SetToken(luks2.AnyToken, []byte(tok)); err != nil {
+		return fmt.Errorf("add recovery token: %w", err)
+	}
+	return nil
+}
+
+// verify checks that the enrolled recovery key opens its keyslot in h.
+func (r *Recovery) verify(h *luks2.Header, dev luks2.Reader) error {
+	if r.Mode == config.RecoveryNone {
+		return nil
+	}
+	vk, err := h.OpenKeyslot(dev, r.Keyslot, r.Key)
+	vk.Wipe()
+	return err
+}
+
+// settle forgets the key once it is enrolled and verified, unless the
+// policy is print (the caller shows it, then wipes it): nobody needs an
+// escrowed key on this node.
+func (r *Recovery) settle() {
+	if r != nil && r.Mode != config.RecoveryPrint {
+		r.Key.Wipe()
+		r.Key = nil
+	}
+}
+
+// record is what the atrest token says about the recovery key: "",
+// "print", or "escrow:<location>".
+func (r *Recovery) record() string {
+	switch {
+	case r == nil || r.Mode == config.RecoveryNone:
+		return ""
+	case r.Location != "":
+		return "escrow:" + r.Location
+	default:
+		return r.Mode
+	}
+}

@@ -1,0 +1,121 @@
+package volume
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/kms"
+	"github.com/atrest/atrest/pkg/token"
+)
+
+// RewrapResult is one volume's rewrap.
+type RewrapResult struct {
+	Name, UUID string
+	KMS, Key   string
+	// From and To are the key versions before and after.
+	From, To int
+	// Skipped: the token already used the newest version, or the volume
+	// keeps its secret in vault-kv (nothing to rewrap).
+	Skipped bool
+	Err     error
+}
+
+// Rewrap moves the platform tokens of vols to their KEK's newest version:
+// one KMS rewrap round trip per KEK for all of them, each new ciphertext
+// unwrapped and checked against its keyslot, then each token replaced in
+// one header commit. No keyslot and no data change. With force, tokens
+// already at the newest version are rewrapped too.
+func (m *Manager) Rewrap(ctx context.Context, vols []*Volume, force bool) []RewrapResult {
+	res := make([]RewrapResult, len(vols))
+	infos := m.describeKEKs(ctx, vols)
+	var reqs []kms.UnwrapRequest
+	var idx []int
+	for i, v := range vols {
+		r := &res[i]
+		r.Name, r.UUID = v.Name, v.UUID()
+		if !v.Managed() {
+			r.Err = fmt.Errorf("%s: %w", v.Device, ErrNotManaged)
+			continue
+		}
+		t := v.Platform
+		r.KMS, r.Key, r.From, r.To = t.KMS, t.Key, t.KeyVersion, t.KeyVersion
+		if t.KMS == config.BackendVaultKV {
+			r.Skipped = true
+			continue
+		}
+		ki := infos[[2]string{t.KMS, t.Key}]
+		if ki.err != nil {
+			r.Err = ki.err
+			continue
+		}
+		if !force && !ki.info.Stale(wrapped(t)) {
+			r.Skipped = true
+			continue
+		}
+		reqs = append(reqs, kms.UnwrapRequest{Context: v.UUID(), Wrapped: wrapped(t)})
+		idx = append(idx, i)
+	}
+	if len(reqs) == 0 {
+		return res
+	}
+	for j, w := range m.kms.Rewrap(ctx, reqs) {
+		i := idx[j]
+		if w.Err != nil {
+			res[i].Err = w.Err
+			continue
+		}
+		res[i].Err = m.replaceToken(ctx, vols[i], w.Wrapped)
+		if res[i].Err == nil {
+			res[i].To = w.Wrapped.KeyVersion
+		}
+		m.audit(ctx, "rewrap", vols[i].UUID(), vols[i].Name, vols[i].Device, res[i].Err)
+	}
+	return res
+}
+
+// replaceToken swaps the platform token's ciphertext for w, after checking
+// that w unwraps to a secret that opens the keyslot.
+func (m *Manager) replaceToken(ctx context.Context, v *Volume, w kms.Wrapped) error {
+	c, release, err := m.begin(ctx, v, "rewrap")
+	if err != nil {
+		return err
+	}
+	defer release()
+	old := c.v.Platform
+	if old == nil || old.Ciphertext != v.Platform.Ciphertext {
+		return fmt.Errorf("%s: the platform token changed while rewrapping; run rewrap again", v.Device)
+	}
+	next := *old
+	next.KMS, next.Key, next.KeyVersion, next.Ciphertext, next.Rotated = w.Backend, w.Key, w.KeyVersion, w.Ciphertext, m.now().UTC()
+	if err := c.verify(ctx, &next, nil); err != nil {
+		return fmt.Errorf("rewrapped secret does not open keyslot %d, token left as it was: %w", old.Keyslot, err)
+	}
+	if err := m.ensureBackup(ctx, c.dev, c.v.Header); err != nil {
+		return err
+	}
+	return c.setToken(ctx, c.v.TokenID, &next)
+}
+
+// setToken replaces token id with t in one commit, and refreshes the
+// header backup.
+func (c *change) setToken(ctx context.Context, id int, t *token.Token) error {
+	data, err := t.Marshal()
+	if err != nil {
+		return err
+	}
+	u, err := c.v.Header.Begin()
+	if err != nil {
+		return err
+	}
+	if _, err := u.SetToken(id, data); err != nil {
+		return err
+	}
+	if _, err := u.Commit(ctx, c.dev); err != nil {
+		return err
+	}
+	if err := c.reload(ctx); err != nil {
+		return err
+	}
+	return c.m.saveBackup(ctx, c.dev, c.v.UUID())
+}

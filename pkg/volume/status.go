@@ -1,0 +1,266 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+
+	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/dmcrypt"
+	"github.com/atrest/atrest/pkg/kms"
+	"github.com/atrest/atrest/pkg/luks2"
+)
+
+// Volume states in Status.
+const (
+	StateOpen    = "open"
+	StateClosed  = "closed"
+	StateMissing = "missing" // configured, but no device carries it
+)
+
+// Keyslot roles in Status.
+const (
+	RolePlatform = "platform"
+	RolePending  = "platform-pending" // a second platform keyslot: a rekey under way or interrupted
+	RoleRecovery = "recovery"
+	RoleOther    = "other" // passphrases and keys atrest did not make
+)
+
+// Status is one volume's state. Its JSON form is the stable schema of
+// `atrest status -o json` (docs/cli.md).
+type Status struct {
+	Name       string          `json:"name"`
+	Device     string          `json:"device,omitempty"`
+	UUID       string          `json:"uuid,omitempty"`
+	State      string          `json:"state"`
+	Mapper     string          `json:"mapper,omitempty"`
+	Cipher     string          `json:"cipher,omitempty"`
+	KeyBits    int             `json:"key_bits,omitempty"`
+	SectorSize uint32          `json:"sector_size,omitempty"`
+	Flags      []string        `json:"flags"`
+	Keyslots   []KeyslotStatus `json:"keyslots"`
+	KMS        *KMSStatus      `json:"kms,omitempty"`
+	Recovery   RecoveryStatus  `json:"recovery"`
+	Backup     BackupInfo      `json:"backup"`
+	Header     HeaderStatus    `json:"header"`
+	// Problems lists what needs attention; empty when healthy.
+	Problems []string `json:"problems"`
+	Healthy  bool     `json:"healthy"`
+}
+
+// KeyslotStatus is one keyslot.
+type KeyslotStatus struct {
+	ID       int    `json:"id"`
+	Role     string `json:"role"`
+	KDF      string `json:"kdf"`
+	Priority string `json:"priority"`
+}
+
+// KMSStatus compares the platform token with the KMS.
+type KMSStatus struct {
+	Backend       string `json:"backend"`
+	Key           string `json:"key"`
+	KeyVersion    int    `json:"key_version"`
+	LatestVersion int    `json:"latest_version,omitempty"`
+	// Stale: a newer KEK version exists; `atrest rewrap` moves the token.
+	Stale bool `json:"stale"`
+	// Error is why the KMS could not be asked ("" when it answered).
+	Error string `json:"error,omitempty"`
+}
+
+// RecoveryStatus says whether a recovery key exists and where it went.
+type RecoveryStatus struct {
+	Present  bool   `json:"present"`
+	Keyslots []int  `json:"keyslots"`
+	Escrow   string `json:"escrow,omitempty"`
+}
+
+// HeaderStatus says how each header copy looked.
+type HeaderStatus struct {
+	Primary   string `json:"primary"`
+	Secondary string `json:"secondary"`
+}
+
+// StatusOf describes the named volumes (refs as Find takes them), or when
+// refs is empty every atrest volume found plus every configured one.
+// Errors that stop a volume from being described at all are returned per
+// ref in the error slice.
+func (m *Manager) StatusOf(ctx context.Context, refs []string) ([]Status, []error) {
+	var vols []*Volume
+	var errs []error
+	var missing []string
+	if len(refs) == 0 {
+		all, scanErrs := m.Scan(ctx)
+		errs = append(errs, scanErrs...)
+		found := map[string]bool{}
+		for _, v := range all {
+			if v.Managed() || v.Config != nil {
+				vols = append(vols, v)
+				found[v.Name] = true
+			}
+		}
+		for _, c := range m.cfg.Volumes {
+			if !found[c.Name] {
+				missing = append(missing, c.Name)
+			}
+		}
+	} else {
+		for _, r := range refs {
+			v, err := m.Find(ctx, r)
+			if errors.Is(err, ErrNotFound) && m.configured(r) {
+				missing = append(missing, r)
+				continue
+			}
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			vols = append(vols, v)
+		}
+	}
+	infos := m.describeKEKs(ctx, vols)
+	out := make([]Status, 0, len(vols)+len(missing))
+	for _, v := range vols {
+		out = append(out, m.status(ctx, v, infos))
+	}
+	for _, name := range missing {
+		out = append(out, Status{Name: name, State: StateMissing, Flags: []string{}, Keyslots: []KeyslotStatus{},
+			Recovery: RecoveryStatus{Keyslots: []int{}},
+			Problems: []string{"configured volume not found on any device"}})
+	}
+	return out, errs
+}
+
+func (m *Manager) configured(name string) bool {
+	return slices.ContainsFunc(m.cfg.Volumes, func(c config.Volume) bool { return c.Name == name })
+}
+
+type kekInfo struct {
+	info kms.KeyInfo
+	err  error
+}
+
+// describeKEKs asks each KEK the volumes use for its versions, once.
+func (m *Manager) describeKEKs(ctx context.Context, vols []*Volume) map[[2]string]kekInfo {
+	out := map[[2]string]kekInfo{}
+	for _, v := range vols {
+		if !v.Managed() || v.Platform.KMS == config.BackendVaultKV {
+			continue
+		}
+		id := [2]string{v.Platform.KMS, v.Platform.Key}
+		if _, ok := out[id]; ok {
+			continue
+		}
+		k, err := m.kms.For(wrapped(v.Platform))
+		if err != nil {
+			out[id] = kekInfo{err: err}
+			continue
+		}
+		info, err := k.Describe(ctx)
+		out[id] = kekInfo{info, err}
+	}
+	return out
+}
+
+func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kekInfo) Status {
+	h := v.Header
+	s := Status{Name: v.Name, Device: v.Device, UUID: h.UUID, State: StateClosed, Flags: h.Config.Flags,
+		Keyslots: []KeyslotStatus{}, Recovery: RecoveryStatus{Keyslots: v.Recovery}}
+	if s.Flags == nil {
+		s.Flags = []string{}
+	}
+	if s.Recovery.Keyslots == nil {
+		s.Recovery.Keyslots = []int{}
+	}
+	problem := func(format string, args ...any) { s.Problems = append(s.Problems, fmt.Sprintf(format, args...)) }
+
+	if a, err := h.Activation(); err == nil {
+		s.Cipher, s.KeyBits, s.SectorSize = a.Cipher, a.KeySize*8, a.SectorSize
+	} else {
+		problem("cannot be opened by atrest: %v", err)
+	}
+	if open, err := m.isOpen(v); err != nil {
+		problem("%v", err)
+	} else if open {
+		s.State, s.Mapper = StateOpen, dmcrypt.NodePath(v.Name)
+	}
+
+	roles := map[int]string{}
+	if v.Managed() {
+		roles[v.Platform.Keyslot] = RolePlatform
+		for _, t := range v.Others {
+			roles[t.Keyslot] = RolePending
+		}
+		if len(v.Others) > 0 {
+			problem("%d extra platform keyslot(s): a rekey is under way or was interrupted; run: atrest rekey %s", len(v.Others), v.Name)
+		}
+	} else {
+		problem("no atrest token: not managed by atrest (atrest adopt takes it over)")
+	}
+	for _, id := range v.Recovery {
+		roles[id] = RoleRecovery
+	}
+	for _, ks := range h.ListKeyslots() {
+		role := roles[ks.ID]
+		if role == "" {
+			role = RoleOther
+		}
+		s.Keyslots = append(s.Keyslots, KeyslotStatus{ID: ks.ID, Role: role, KDF: ks.KDF, Priority: ks.Priority.String()})
+	}
+
+	if v.Managed() {
+		t := v.Platform
+		k := &KMSStatus{Backend: t.KMS, Key: t.Key, KeyVersion: t.KeyVersion}
+		if t.KMS != config.BackendVaultKV {
+			ki := infos[[2]string{t.KMS, t.Key}]
+			if ki.err != nil {
+				k.Error = ki.err.Error()
+				problem("kms: %v", ki.err)
+			} else {
+				k.LatestVersion = ki.info.LatestVersion
+				k.Stale = ki.info.Stale(wrapped(t))
+				if k.Stale {
+					problem("token wrapped with key version %d, latest is %d; run: atrest rewrap %s", t.KeyVersion, k.LatestVersion, v.Name)
+				}
+				if t.KeyVersion < ki.info.MinDecryptionVersion {
+					problem("token key version %d is below the minimum decryption version %d: the KMS will refuse it; use the recovery key (atrest recovery reseal %s)", t.KeyVersion, ki.info.MinDecryptionVersion, v.Name)
+				}
+			}
+		}
+		s.KMS = k
+		if t.Recovery != "" {
+			s.Recovery.Escrow = t.Recovery
+		}
+	}
+	s.Recovery.Present = len(v.Recovery) > 0
+
+	s.Backup = m.backupInfo(ctx, h)
+	switch {
+	case !s.Backup.Present:
+		problem("no header backup; run: atrest header backup %s", v.Name)
+	case !s.Backup.Current:
+		problem("header backup is older than the header; run: atrest header backup %s", v.Name)
+	}
+
+	s.Header.Primary, s.Header.Secondary = copyState(h.Copies[0]), copyState(h.Copies[1])
+	if h.NeedsRepair() {
+		problem("a header copy is damaged or outdated; run: atrest header check --repair %s", v.Name)
+	}
+	s.Healthy = len(s.Problems) == 0
+	if s.Problems == nil {
+		s.Problems = []string{}
+	}
+	return s
+}
+
+func copyState(c luks2.CopyStatus) string {
+	if c.Valid {
+		return "ok (seqid " + strconv.FormatUint(c.SeqID, 10) + ")"
+	}
+	if c.Err != nil {
+		return "damaged: " + c.Err.Error()
+	}
+	return "damaged"
+}
