@@ -1,7 +1,8 @@
 # atrest — `make help` lists the targets.
 #
-# `make test` is the one command CI runs (.ci/run): lint, then every test tier
-# in strict mode, where a tier that cannot run fails instead of skipping.
+# `make test` is the one command CI runs (.ci/run): Debian packages, lint, then
+# every test tier in strict mode, where a tier that cannot run fails instead of
+# skipping.
 
 GO          ?= go
 PREFIX      ?= /usr/local
@@ -16,7 +17,7 @@ FUZZTIME    ?= 30s
 VAULTSERVER := $(CURDIR)/bin/vaultserver
 export ATREST_VAULTSERVER := $(VAULTSERVER)
 
-.PHONY: help build test test-unit integration vm boot fuzz bench lint demo install clean vaultserver
+.PHONY: help build deps test test-unit integration vm boot fuzz bench lint demo install clean vaultserver
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,7 +25,10 @@ help: ## list the targets
 build: ## build bin/atrest
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
 
-test: lint vaultserver ## every tier, strict (needs root; what CI runs)
+deps: ## install the Debian packages the test tiers need (root)
+	./scripts/deps.sh
+
+test: deps lint vaultserver ## every tier, strict (needs root; what CI runs)
 	ATREST_TEST_STRICT=1 $(GO) test -count=1 -timeout 60m ./...
 	$(MAKE) fuzz
 
