@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/atrest/atrest/pkg/blockdev/preflight"
+	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/dmcrypt"
+	"github.com/atrest/atrest/pkg/kms"
+	"github.com/atrest/atrest/pkg/luks2"
+	"github.com/atrest/atrest/pkg/volume"
+)
+
+// Each failure a script can meet has its own documented code, however
+// deeply the layers below wrapped it.
+func TestClassify(t *testing.T) {
+	wrap := func(err error) error { return fmt.Errorf("data1: %w", fmt.Errorf("inner: %w", err)) }
+	for _, tc := range []struct {
+		err  error
+		code int
+	}{
+		{wrap(preflight.ErrSignatures), ExitRefused},
+		{wrap(volume.ErrNotFound), ExitNotFound},
+		{wrap(luks2.ErrLUKS1), ExitNotLUKS2},
+		{wrap(luks2.ErrNotLUKS), ExitNotLUKS2},
+		{wrap(volume.ErrNotManaged), ExitNotLUKS2},
+		{wrap(luks2.ErrHeaderDamaged), ExitDamaged},
+		{wrap(luks2.ErrKeyRejected), ExitKeyRejected},
+		{wrap(kms.ErrUnavailable), ExitKMSUnavailable},
+		{wrap(kms.ErrAuth), ExitKMSDenied},
+		{wrap(kms.ErrPermissionDenied), ExitKMSDenied},
+		{wrap(kms.ErrKeyNotFound), ExitKMSKey},
+		{wrap(kms.ErrCiphertextRejected), ExitKMSKey},
+		{wrap(config.ErrInsecure), ExitConfig},
+		{&config.Error{Path: "/etc/atrest/atrest.yaml", Line: 3, Field: "kms", Msg: "unknown"}, ExitConfig},
+		{wrap(dmcrypt.ErrBusy), ExitBusy},
+		{wrap(volume.ErrLocked), ExitBusy},
+		{wrap(dmcrypt.ErrNoDeviceMapper), ExitNoDM},
+		{wrap(volume.ErrNotConfirmed), ExitUsage},
+		{usagef("", "bad"), ExitUsage},
+		{&volume.StageError{Op: "rekey", Err: errors.New("disk gone"), State: "old keyslot kept"}, ExitPartial},
+		// A KMS failure part-way keeps its KMS code: the KMS is what to fix.
+		{&volume.StageError{Op: "format", Err: kms.ErrUnavailable, State: "nothing was written"}, ExitKMSUnavailable},
+		{errors.New("something else"), ExitError},
+	} {
+		if got := classify(tc.err).code; got != tc.code {
+			t.Errorf("%v: exit %d, want %d", tc.err, got, tc.code)
+		}
+	}
+}
+
+// Every code is documented, in --help and docs/cli.md.
+func TestExitCodesDocumented(t *testing.T) {
+	seen := map[int]bool{}
+	for _, c := range ExitCodes {
+		if seen[c.Code] || c.Text == "" {
+			t.Fatalf("exit code %d listed twice or without text", c.Code)
+		}
+		seen[c.Code] = true
+	}
+	for code := ExitOK; code <= ExitPartial; code++ {
+		if !seen[code] {
+			t.Errorf("exit code %d is not documented", code)
+		}
+	}
+}
+
+// With -o json a failure is also a JSON document on stdout, with the same
+// code the process exits with.
+func TestJSONError(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := Main([]string{"atrest", "-o", "json", "-c", "/nonexistent/atrest.yaml", "status"}, strings.NewReader(""), &stdout, &stderr)
+	var doc struct {
+		Error struct {
+			Message  string `json:"message"`
+			Kind     string `json:"kind"`
+			ExitCode int    `json:"exit_code"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
+		t.Fatalf("stdout is not a JSON document: %v\n%s", err, stdout.String())
+	}
+	if code == 0 || doc.Error.ExitCode != code || doc.Error.Message == "" {
+		t.Fatalf("exit %d, JSON %+v", code, doc.Error)
+	}
+	if !strings.HasPrefix(stderr.String(), "atrest: error: ") {
+		t.Fatalf("stderr %q lacks the error line", stderr.String())
+	}
+}
