@@ -97,8 +97,9 @@ type CheckResult struct {
 
 // HeaderCheck validates both header copies of device; with repair, a
 // damaged or outdated copy is rewritten from the good one. When both are
-// damaged it fails with luks2.ErrHeaderDamaged and names the backup to
-// restore, if the state directory has one.
+// damaged (luks2.ErrHeaderDamaged) or gone (luks2.ErrNotLUKS), the error
+// names the backup to restore if the state directory has one of this
+// device.
 func (m *Manager) HeaderCheck(ctx context.Context, device string, repair bool) (res *CheckResult, err error) {
 	res = &CheckResult{Device: device}
 	defer func() { m.audit(ctx, "header-check", res.UUID, "", device, err) }()
@@ -108,7 +109,7 @@ func (m *Manager) HeaderCheck(ctx context.Context, device string, repair bool) (
 	}
 	defer f.Close()
 	h, err := luks2.Read(ctx, f)
-	if errors.Is(err, luks2.ErrHeaderDamaged) {
+	if errors.Is(err, luks2.ErrHeaderDamaged) || errors.Is(err, luks2.ErrNotLUKS) {
 		if b := m.backupForDevice(device); b != "" {
 			res.Backup = b
 			return res, fmt.Errorf("%w; restore it: atrest header restore %s --backup %s", err, device, b)

@@ -1,0 +1,56 @@
+package cli
+
+import (
+	"strings"
+	"testing"
+)
+
+// A rekey killed half-way: the volume keeps opening, status reports the
+// half-done change, and the next rekey finishes it.
+func TestRekeyKilledHalfWay(t *testing.T) {
+	for _, point := range []string{"rekey-after-add", "rekey-after-verify"} {
+		t.Run(point, func(t *testing.T) {
+			n := localNode(t, "print")
+			dev := disk(t, 64)
+			f := jsonOf[formatJSON](t, n.ok("-o", "json", "format", dev, "--name", "cut1"))
+
+			n.env = []string{"ATREST_FAILPOINT=" + point}
+			if r := n.run(nil, "rekey", "cut1"); r.code != 137 {
+				t.Fatalf("the failpoint did not end the rekey: %s", r)
+			}
+			n.env = nil
+
+			// Two platform keyslots now; status says so and how to finish.
+			s := jsonOf[statusJSON](t, n.expect(3, nil, "-o", "json", "status", "cut1"))
+			r := roles(s)
+			pending := 0
+			for _, role := range r {
+				if role == "platform-pending" {
+					pending++
+				}
+			}
+			if pending != 1 || r[f.PlatformKeyslot] != "platform" || !strings.Contains(strings.Join(s.Volumes[0].Problems, " "), "atrest rekey cut1") {
+				t.Fatalf("status after the cut: roles %v problems %v", r, s.Volumes[0].Problems)
+			}
+			// The volume opens meanwhile: the recovery key, and the KMS path
+			// (rewrap must unwrap and open the platform keyslot).
+			if !cryptsetupAccepts(t, dev, f.Recovery.Key) {
+				t.Fatal("the recovery key stopped working after the cut")
+			}
+			n.ok("rewrap", "--force", "cut1")
+
+			out := n.ok("rekey", "cut1").stdout
+			if !strings.Contains(out, "found an interrupted change and completed it") {
+				t.Fatalf("the next rekey does not report finishing the cut one: %s", out)
+			}
+			s = jsonOf[statusJSON](t, n.ok("-o", "json", "status", "cut1"))
+			r = roles(s)
+			if !s.Healthy || len(r) != 2 || r[f.PlatformKeyslot] == "platform" {
+				t.Fatalf("status after finishing: roles %v %+v", r, s)
+			}
+			// And a fresh rekey works as usual afterwards.
+			n.ok("rekey", "cut1")
+			n.ok("status", "cut1")
+		})
+	}
+}
