@@ -322,3 +322,55 @@ func roles(s statusJSON) map[int]string {
 	}
 	return out
 }
+
+// benchNode is localNode or vaultNode for a benchmark.
+func benchNode(b *testing.B, srv *vaulttest.Server) *node {
+	b.Helper()
+	t := &testing.T{}
+	if srv == nil {
+		dir := b.TempDir()
+		n := &node{t: t, dir: dir, config: filepath.Join(dir, "atrest.yaml")}
+		doc := fmt.Sprintf("kms: local\nlocal:\n  keystore: %s/kek\nstate_dir: %s/state\nrecovery:\n  mode: none\n", dir, dir)
+		if err := os.WriteFile(n.config, []byte(doc), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		return n
+	}
+	vn := vaulttest.Provision(b, srv, "benchnode", nil)
+	dir := b.TempDir()
+	n := &node{t: t, dir: dir, config: filepath.Join(dir, "atrest.yaml")}
+	doc := fmt.Sprintf("kms: vault-transit\nvault:\n  address: %s\n  ca_file: %s\n  auth:\n    method: approle\n    role_id: %s\n    secret_id_file: %s\n  transit:\n    key: %s\n  kv:\n    hostname: benchnode\nrecovery:\n  mode: escrow\nstate_dir: %s/state\n",
+		srv.Address, srv.CAFile, vn.RoleID, vn.SecretIDFile, vn.Key, dir)
+	if err := os.WriteFile(n.config, []byte(doc), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
+
+func benchDisk(b *testing.B) string {
+	b.Helper()
+	img := filepath.Join(b.TempDir(), "disk.img")
+	f, err := os.Create(img)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Truncate(1 << 30); err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	d, err := loop.Attach(img, loop.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = d.Detach() })
+	return d.Path
+}
+
+func benchKeyFile(b *testing.B) string {
+	b.Helper()
+	p := filepath.Join(b.TempDir(), "key")
+	if err := os.WriteFile(p, []byte("benchmark passphrase"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return p
+}

@@ -62,47 +62,64 @@ func (m *Manager) Open(ctx context.Context, vols []*Volume, o OpenOptions) []Ope
 			todo = append(todo, i)
 		}
 	}
-	uuids := make([]string, len(todo))
-	toks := make([]*token.Token, len(todo))
+	sel := make([]*Volume, len(todo))
 	for j, i := range todo {
-		uuids[j], toks[j] = vols[i].UUID(), vols[i].Platform
+		sel[j] = vols[i]
 	}
-	keys, errs := m.unwrapAll(ctx, uuids, toks)
+	keys, errs := m.unlock(ctx, sel)
 	defer wipeAll(keys)
-
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	for j, i := range todo {
-		if errs[j] != nil {
-			// The platform token's KMS failed; an interrupted rekey may
-			// have left another token that still works.
-			if len(vols[i].Others) == 0 {
-				res[i].Err = errs[j]
-				m.audit(ctx, "open", vols[i].UUID(), vols[i].Name, vols[i].Device, errs[j])
-				continue
-			}
-		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(v *Volume, ps *secret.Key, r *OpenResult) {
-			defer wg.Done()
-			defer func() { <-sem }()
+		v := vols[i]
+		if errs[j] == nil {
 			start := time.Now()
-			r.Err = m.openOne(ctx, v, ps, o)
-			r.Duration = time.Since(start)
-			m.audit(ctx, "open", v.UUID(), v.Name, v.Device, r.Err)
-		}(vols[i], keys[j], &res[i])
+			errs[j] = m.mapVolume(ctx, v, keys[j], o.ReadOnly)
+			res[i].Duration = time.Since(start)
+		}
+		res[i].Err = errs[j]
+		m.audit(ctx, "open", v.UUID(), v.Name, v.Device, errs[j])
 	}
-	wg.Wait()
 	return res
 }
 
-// openOne opens one volume's keyslot with ps (or, when ps is nil, through
-// every platform token) and creates its mapping.
-func (m *Manager) openOne(ctx context.Context, v *Volume, ps *secret.Key, o OpenOptions) error {
+// unlock recovers the volume keys of vols, the part of opening that needs
+// no kernel: one KMS round trip per KEK for every platform secret, then the
+// keyslots opened several at a time. A volume whose platform token fails
+// but which has another (an interrupted rekey) is tried through that one.
+// The caller wipes every key.
+func (m *Manager) unlock(ctx context.Context, vols []*Volume) ([]*secret.Key, []error) {
+	uuids := make([]string, len(vols))
+	toks := make([]*token.Token, len(vols))
+	for i, v := range vols {
+		uuids[i], toks[i] = v.UUID(), v.Platform
+	}
+	secrets, errs := m.unwrapAll(ctx, uuids, toks)
+	defer wipeAll(secrets)
+	keys := make([]*secret.Key, len(vols))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for i, v := range vols {
+		if errs[i] != nil && len(v.Others) == 0 {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int, v *Volume, ps *secret.Key) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			keys[i], errs[i] = m.openKeyslot(ctx, v, ps)
+		}(i, v, secrets[i])
+	}
+	wg.Wait()
+	return keys, errs
+}
+
+// openKeyslot opens v's platform keyslot with ps (or, when ps is nil or
+// does not open it and a rekey left other tokens, through every platform
+// token) and returns the volume key.
+func (m *Manager) openKeyslot(ctx context.Context, v *Volume, ps *secret.Key) (*secret.Key, error) {
 	f, err := luks2.OpenFile(v.Device, false)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer f.Close()
 	var vk *secret.Key
@@ -112,11 +129,7 @@ func (m *Manager) openOne(ctx context.Context, v *Volume, ps *secret.Key, o Open
 	if ps == nil || (err != nil && len(v.Others) > 0) {
 		vk, err = m.platformKey(ctx, v, f)
 	}
-	if err != nil {
-		return err
-	}
-	defer vk.Wipe()
-	return m.mapVolume(ctx, v, vk, o.ReadOnly)
+	return vk, err
 }
 
 // mapVolume creates the dm-crypt mapping of v with volume key vk.
