@@ -45,9 +45,44 @@ type Config struct {
 	// Volumes are the volumes atrestd manages by name, in addition to
 	// every device whose header carries an atrest token.
 	Volumes []Volume `yaml:"volumes"`
+	// Daemon tunes atrestd.
+	Daemon Daemon `yaml:"daemon"`
 
 	// Path is the file the configuration was read from ("" for defaults).
 	Path string `yaml:"-"`
+}
+
+// Daemon tunes atrestd: how long boot waits, how it retries and what it
+// does in the background.
+type Daemon struct {
+	// ReadyTimeout bounds how long atrestd holds READY=1 back while
+	// required volumes are still locked (an unreachable KMS). After it,
+	// atrestd reports ready with a degraded status, so boot goes on, and
+	// keeps retrying in the background.
+	ReadyTimeout time.Duration `yaml:"ready_timeout"`
+	// RetryMin and RetryMax bound the jittered exponential backoff between
+	// unlock attempts of a locked volume.
+	RetryMin time.Duration `yaml:"retry_min"`
+	RetryMax time.Duration `yaml:"retry_max"`
+	// Rescan is how often atrestd looks for new devices besides the
+	// kernel's hotplug events.
+	Rescan time.Duration `yaml:"rescan"`
+	// Rewrap is how often atrestd compares token key versions with the KMS
+	// and rewraps stale tokens.
+	Rewrap time.Duration `yaml:"rewrap"`
+	// RequireDiscovered makes every volume found by its atrest token at
+	// start-up hold readiness like a configured volume (default true).
+	RequireDiscovered *bool `yaml:"require_discovered"`
+	// Metrics is where the Prometheus endpoint listens:
+	// "unix:/run/atrest/metrics.sock" (default), "127.0.0.1:PORT", or
+	// "off".
+	Metrics string `yaml:"metrics"`
+}
+
+// RequiresDiscovered reports whether volumes found by their token hold
+// readiness (default true).
+func (d Daemon) RequiresDiscovered() bool {
+	return d.RequireDiscovered == nil || *d.RequireDiscovered
 }
 
 // Local is the local keystore backend.

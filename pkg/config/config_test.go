@@ -17,6 +17,9 @@ func TestDefaultsWithoutFile(t *testing.T) {
 	if c.KMS != BackendLocal || c.Local.Keystore != "/var/lib/atrest/kek" || c.Recovery.Mode != RecoveryPrint {
 		t.Fatalf("defaults: kms=%q keystore=%q recovery=%q", c.KMS, c.Local.Keystore, c.Recovery.Mode)
 	}
+	if d := c.Daemon; d.ReadyTimeout != time.Minute || d.Metrics != "unix:/run/atrest/metrics.sock" || !d.RequiresDiscovered() || d.RetryMin != time.Second || d.RetryMax != 30*time.Second {
+		t.Fatalf("daemon defaults: %+v", d)
+	}
 }
 
 func TestVaultExample(t *testing.T) {
@@ -60,6 +63,10 @@ func TestErrorsNameLineAndField(t *testing.T) {
 		{"approle without secret", "vault:\n  address: http://v\n  auth:\n    role_id: r\n", "bad.yaml:3: vault.auth: approle needs secret_id_file"},
 		{"bad recovery", "recovery:\n  mode: email\n", "bad.yaml:2: recovery.mode: unknown mode \"email\""},
 		{"not yaml", "kms: [\n", "bad.yaml:"},
+		{"metrics on the network", "daemon:\n  metrics: 0.0.0.0:9100\n", "bad.yaml:2: daemon.metrics: \"0.0.0.0:9100\": metrics listen on loopback only"},
+		{"relative metrics socket", "daemon:\n  metrics: unix:m.sock\n", "bad.yaml:2: daemon.metrics: \"unix:m.sock\": the socket path must be absolute"},
+		{"negative retry", "daemon:\n  retry_min: -1s\n", "bad.yaml:2: daemon.retry_min: must be a positive duration"},
+		{"retry bounds", "daemon:\n  retry_min: 1m\n  retry_max: 10s\n", "bad.yaml:3: daemon.retry_max: 10s is shorter than daemon.retry_min 1m0s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.doc), "bad.yaml")

@@ -179,6 +179,25 @@ func (c *Config) applyDefaults() {
 	if v.Deadline == 0 {
 		v.Deadline = 60 * time.Second
 	}
+	d := &c.Daemon
+	if d.ReadyTimeout == 0 {
+		d.ReadyTimeout = 60 * time.Second
+	}
+	if d.RetryMin == 0 {
+		d.RetryMin = time.Second
+	}
+	if d.RetryMax == 0 {
+		d.RetryMax = 30 * time.Second
+	}
+	if d.Rescan == 0 {
+		d.Rescan = time.Minute
+	}
+	if d.Rewrap == 0 {
+		d.Rewrap = 6 * time.Hour
+	}
+	if d.Metrics == "" {
+		d.Metrics = "unix:/run/atrest/metrics.sock"
+	}
 	if c.Recovery.Mode == "" {
 		// Escrow where a Vault exists to hold it; otherwise print once,
 		// because a local keystore lost with its machine takes every

@@ -2,9 +2,11 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -57,6 +59,21 @@ func (c *Config) validate(root *yaml.Node) error {
 	if v.Deadline < v.Timeout {
 		return bad("vault.deadline", "%s is shorter than vault.timeout %s", v.Deadline, v.Timeout)
 	}
+	d := c.Daemon
+	for _, f := range []struct {
+		field string
+		dur   time.Duration
+	}{{"daemon.ready_timeout", d.ReadyTimeout}, {"daemon.retry_min", d.RetryMin}, {"daemon.retry_max", d.RetryMax}, {"daemon.rescan", d.Rescan}, {"daemon.rewrap", d.Rewrap}} {
+		if f.dur < 0 {
+			return bad(f.field, "must be a positive duration such as 30s (leave it out for the default)")
+		}
+	}
+	if d.RetryMax < d.RetryMin {
+		return bad("daemon.retry_max", "%s is shorter than daemon.retry_min %s", d.RetryMax, d.RetryMin)
+	}
+	if err := checkListen(d.Metrics); err != nil {
+		return bad("daemon.metrics", "%v", err)
+	}
 	if !strings.HasPrefix(c.StateDir, "/") {
 		return bad("state_dir", "must be an absolute path")
 	}
@@ -79,6 +96,32 @@ func (c *Config) validate(root *yaml.Node) error {
 		if vol.Format && vol.Device == "" {
 			return bad(at+".format", "needs device: a blank disk has no uuid yet")
 		}
+	}
+	return nil
+}
+
+// checkListen validates a metrics address: off, unix:/ABSOLUTE/PATH or
+// HOST:PORT on a loopback address (the metrics carry volume names and
+// UUIDs, which are not for the network).
+func checkListen(addr string) error {
+	switch {
+	case addr == "off":
+		return nil
+	case strings.HasPrefix(addr, "unix:"):
+		if !strings.HasPrefix(addr[5:], "/") {
+			return fmt.Errorf("%q: the socket path must be absolute", addr)
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: want off, unix:/PATH or 127.0.0.1:PORT", addr)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: bad port", addr)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("%q: metrics listen on loopback only (127.0.0.1, ::1 or localhost)", addr)
 	}
 	return nil
 }

@@ -14,33 +14,36 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(vaulttest.Main(m)) }
 
-// BenchmarkUnlock64 is the work `atrest open --all` and atrestd do for 64
-// volumes, without the kernel part (Manager.unlock, which Open calls): one
-// batched KMS unwrap for all platform secrets, then 64 platform keyslots
-// opened, as many at a time as there are CPUs. The local keystore and Vault
-// Transit (a real server on loopback) are measured in the same run.
-func BenchmarkUnlock64(b *testing.B) {
-	b.Run("local", func(b *testing.B) {
-		dir := b.TempDir()
-		cfg := &config.Config{KMS: config.BackendLocal, Local: config.Local{Keystore: filepath.Join(dir, "kek")},
-			StateDir: filepath.Join(dir, "state"), Recovery: config.Recovery{Mode: config.RecoveryNone}}
-		benchUnlock(b, cfg)
-	})
-	b.Run("vault-transit", func(b *testing.B) {
-		srv := vaulttest.Shared(b)
-		vn := vaulttest.Provision(b, srv, "bench64", nil)
-		dir := b.TempDir()
-		cfg := &config.Config{KMS: config.BackendVaultTransit, StateDir: filepath.Join(dir, "state"),
-			Recovery: config.Recovery{Mode: config.RecoveryNone},
-			Vault: config.Vault{Address: srv.Address, CAFile: srv.CAFile,
-				Auth:    config.VaultAuth{Method: "approle", Mount: "approle", RoleID: vn.RoleID, SecretIDFile: vn.SecretIDFile},
-				Transit: config.VaultTransit{Mount: "transit", Key: vn.Key}}}
-		benchUnlock(b, cfg)
-	})
+// BenchmarkUnlock is the work `atrest open --all` and atrestd do for 32
+// and 64 volumes, without the kernel part (Manager.unlock, which Open
+// calls): one batched KMS unwrap for all platform secrets, then the
+// platform keyslots opened, as many at a time as there are CPUs. The local
+// keystore and Vault Transit (a real server on loopback) are measured in
+// the same run. scripts/bench-unlock.sh compares the 32-volume figures
+// with clevis and tang.
+func BenchmarkUnlock(b *testing.B) {
+	for _, n := range []int{32, 64} {
+		b.Run(fmt.Sprintf("local/%d", n), func(b *testing.B) {
+			dir := b.TempDir()
+			cfg := &config.Config{KMS: config.BackendLocal, Local: config.Local{Keystore: filepath.Join(dir, "kek")},
+				StateDir: filepath.Join(dir, "state"), Recovery: config.Recovery{Mode: config.RecoveryNone}}
+			benchUnlock(b, cfg, n)
+		})
+		b.Run(fmt.Sprintf("vault-transit/%d", n), func(b *testing.B) {
+			srv := vaulttest.Shared(b)
+			vn := vaulttest.Provision(b, srv, fmt.Sprintf("bench%d", n), nil)
+			dir := b.TempDir()
+			cfg := &config.Config{KMS: config.BackendVaultTransit, StateDir: filepath.Join(dir, "state"),
+				Recovery: config.Recovery{Mode: config.RecoveryNone},
+				Vault: config.Vault{Address: srv.Address, CAFile: srv.CAFile,
+					Auth:    config.VaultAuth{Method: "approle", Mount: "approle", RoleID: vn.RoleID, SecretIDFile: vn.SecretIDFile},
+					Transit: config.VaultTransit{Mount: "transit", Key: vn.Key}}}
+			benchUnlock(b, cfg, n)
+		})
+	}
 }
 
-func benchUnlock(b *testing.B, cfg *config.Config) {
-	const n = 64
+func benchUnlock(b *testing.B, cfg *config.Config, n int) {
 	ctx := context.Background()
 	set, err := backends.Open(cfg, func(string) string { return "" })
 	if err != nil {

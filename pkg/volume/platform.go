@@ -84,7 +84,9 @@ func (m *Manager) unwrapAll(ctx context.Context, uuids []string, toks []*token.T
 		idx = append(idx, i)
 	}
 	if len(reqs) > 0 {
-		for j, r := range m.kms.Unwrap(ctx, reqs) {
+		res := observed(m, "unwrap", func() []kms.UnwrapResult { return m.kms.Unwrap(ctx, reqs) },
+			func(r kms.UnwrapResult) error { return r.Err })
+		for j, r := range res {
 			keys[idx[j]], errs[idx[j]] = r.Plaintext, r.Err
 		}
 	}

@@ -59,7 +59,9 @@ func (m *Manager) Rewrap(ctx context.Context, vols []*Volume, force bool) []Rewr
 	if len(reqs) == 0 {
 		return res
 	}
-	for j, w := range m.kms.Rewrap(ctx, reqs) {
+	rewrapped := observed(m, "rewrap", func() []kms.WrapResult { return m.kms.Rewrap(ctx, reqs) },
+		func(r kms.WrapResult) error { return r.Err })
+	for j, w := range rewrapped {
 		i := idx[j]
 		if w.Err != nil {
 			res[i].Err = w.Err

@@ -30,6 +30,9 @@ type Manager struct {
 	log    *slog.Logger
 	now    func() time.Time
 	runDir string
+	// observe, when set, is told the duration and outcome of every batched
+	// KMS call (op "unwrap" or "rewrap").
+	observe func(op string, took time.Duration, err error)
 }
 
 // Option tunes a Manager.
@@ -44,6 +47,12 @@ func WithClock(now func() time.Time) Option { return func(m *Manager) { m.now = 
 
 // WithRunDir moves the lock directory from /run/atrest, for tests.
 func WithRunDir(dir string) Option { return func(m *Manager) { m.runDir = dir } }
+
+// WithKMSObserver has f told how long each batched KMS call took and its
+// first error (nil when every item succeeded): atrestd's latency metric.
+func WithKMSObserver(f func(op string, took time.Duration, err error)) Option {
+	return func(m *Manager) { m.observe = f }
+}
 
 // New returns a Manager for cfg and its backends.
 func New(cfg *config.Config, set *backends.Set, opts ...Option) *Manager {
@@ -65,6 +74,24 @@ func (m *Manager) Config() *config.Config { return m.cfg }
 
 // KMS returns the configured backends.
 func (m *Manager) KMS() *backends.Set { return m.kms }
+
+// observed runs call, the batched KMS call op, and reports it to the
+// observer, if any.
+func observed[T any](m *Manager, op string, call func() []T, errOf func(T) error) []T {
+	start := time.Now()
+	out := call()
+	if m.observe != nil {
+		var first error
+		for _, r := range out {
+			if err := errOf(r); err != nil {
+				first = err
+				break
+			}
+		}
+		m.observe(op, time.Since(start), first)
+	}
+	return out
+}
 
 func (m *Manager) backupDir() string  { return filepath.Join(m.cfg.StateDir, "backups") }
 func (m *Manager) journalDir() string { return filepath.Join(m.cfg.StateDir, "journal") }

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 
 	"github.com/atrest/atrest/pkg/config"
@@ -108,7 +109,7 @@ func (s *Set) vaultClient() (*vault.Client, error) {
 func (s *Set) Wrapper() (kms.KEK, error) {
 	switch s.cfg.KMS {
 	case config.BackendLocal:
-		return s.localKEK()
+		return s.localKEK(true)
 	case config.BackendVaultTransit:
 		return s.transit(s.cfg.Vault.Transit.Key)
 	default:
@@ -116,10 +117,17 @@ func (s *Set) Wrapper() (kms.KEK, error) {
 	}
 }
 
-func (s *Set) localKEK() (kms.KEK, error) {
+// localKEK opens the local keystore. Only create (wrapping a new secret)
+// makes the file when it does not exist: unwrapping through a keystore
+// that is missing is ErrKeyNotFound, and a later call looks again, so a
+// keystore restored from backup is picked up without a restart.
+func (s *Set) localKEK(create bool) (kms.KEK, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.keystore == nil {
+		if _, err := os.Lstat(s.cfg.Local.Keystore); !create && errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w: the local keystore %s does not exist", kms.ErrKeyNotFound, s.cfg.Local.Keystore)
+		}
 		ks, err := local.Open(s.cfg.Local.Keystore)
 		if err != nil {
 			return nil, err
@@ -154,7 +162,7 @@ func (s *Set) transit(key string) (kms.KEK, error) {
 func (s *Set) For(w kms.Wrapped) (kms.KEK, error) {
 	switch w.Backend {
 	case local.Backend:
-		return s.localKEK()
+		return s.localKEK(false)
 	case vault.BackendTransit:
 		return s.transit(w.Key)
 	default:
