@@ -7,6 +7,7 @@
 GO          ?= go
 PREFIX      ?= /usr/local
 DESTDIR     ?=
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
 VERSION     := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -s -w -X github.com/atrest/atrest/internal/version.Version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -22,7 +23,7 @@ export ATREST_VAULTSERVER := $(VAULTSERVER)
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## build bin/atrest
+build: ## build bin/atrest and bin/atrestd
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
 
 deps: ## install the Debian packages the test tiers need (root)
@@ -52,9 +53,10 @@ fuzz: ## bounded fuzzing of every Fuzz target ($(FUZZTIME) each)
 	  done; \
 	done
 
-bench: vaultserver ## benchmarks, with the cryptsetup comparisons in the same run
+bench: deps vaultserver ## benchmarks, with the cryptsetup and clevis comparisons in the same run
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./...
 	./scripts/bench-luks2.sh
+	./scripts/bench-unlock.sh
 
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -70,8 +72,19 @@ vaultserver: ## build bin/vaultserver, the test Vault (cold: ~1 min download + ~
 demo: build ## the main job on the embedded default (local keystore, a loop device); needs root
 	./scripts/demo.sh
 
-install: build ## install binaries under $(PREFIX)
-	install -D -m 0755 bin/atrest $(DESTDIR)$(PREFIX)/bin/atrest
+install: build ## install atrest, atrestd, the unit, man page and completions under $(DESTDIR)$(PREFIX)
+	install -D -m 0755 bin/atrest $(DESTDIR)$(PREFIX)/sbin/atrest
+	install -D -m 0755 bin/atrestd $(DESTDIR)$(PREFIX)/sbin/atrestd
+	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/man/man8 \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	sed 's|/usr/local/sbin/atrestd|$(PREFIX)/sbin/atrestd|' systemd/atrestd.service > $(DESTDIR)$(UNITDIR)/atrestd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/atrestd.service
+	bin/atrest man > $(DESTDIR)$(PREFIX)/share/man/man8/atrest.8
+	bin/atrest completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/atrest
+	bin/atrest completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_atrest
+	bin/atrest completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/atrest.fish
+	install -d -m 0700 $(DESTDIR)/etc/atrest
 
 clean: ## remove build output
 	rm -rf bin

@@ -1,0 +1,363 @@
+// Package daemon is atrestd: the service that opens atrest volumes at boot
+// without a person, and looks after them while the machine runs.
+//
+// At start it loads the configuration, formats configured blank devices
+// that ask for it (provision.go), finds its volumes (the configured ones
+// and every block device whose LUKS2 header carries an atrest token) and
+// opens them all through the volume use cases: one batched KMS call per
+// KEK, keyslots opened in parallel. Required volumes hold READY=1 back; an
+// unreachable KMS is retried with jittered exponential backoff, and when
+// the configured ready timeout passes atrestd reports ready anyway with a
+// degraded status, so boot is never held forever, and keeps retrying.
+// While it runs it picks up devices that appear (kernel uevents, plus a
+// periodic rescan), reloads its configuration on SIGHUP, rewraps tokens
+// whose KEK has a newer version, keeps its Vault token renewed, pings
+// systemd's watchdog and serves Prometheus metrics. SIGTERM ends it
+// without closing any volume: mounted file systems must not lose their
+// devices because the service stopped.
+//
+// Every format, open and rewrap it runs is audited by pkg/volume into the
+// journal, never with key material.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/kms/backends"
+	"github.com/atrest/atrest/pkg/volume"
+)
+
+// Volume states as atrestd reports them.
+const (
+	StateOpen    = "open"    // mapped
+	StateLocked  = "locked"  // present, not open yet; being retried
+	StateMissing = "missing" // configured, no device found yet
+	StateFailed  = "failed"  // present but cannot be opened by retrying (not an atrest volume, bad header)
+)
+
+// Options configure a Daemon.
+type Options struct {
+	// ConfigPath is the configuration file (config.DefaultPath if empty).
+	ConfigPath string
+	// Logger receives progress and, through pkg/volume, the audit trail.
+	Logger *slog.Logger
+	// Getenv supplies VAULT_* overrides (os.Getenv if nil).
+	Getenv func(string) string
+	// RunDir moves the volume locks from /run/atrest (tests).
+	RunDir string
+	// NoHotplug turns off the kernel uevent listener (the periodic rescan
+	// remains).
+	NoHotplug bool
+}
+
+// VolumeState is one tracked volume, as Snapshot reports it.
+type VolumeState struct {
+	// Key identifies the volume: its UUID, or "name:NAME" for a configured
+	// volume not found yet.
+	Key, UUID, Name, Device string
+	State                   string
+	// Required volumes hold readiness back.
+	Required bool
+	// Error is the last failure ("" when none).
+	Error string
+	// Reason classifies Error for metrics.
+	Reason string
+	// Attempts counts unlock attempts.
+	Attempts int
+	// Rekeyed is when the platform keyslot was made or last rekeyed.
+	Rekeyed time.Time
+}
+
+// Daemon is one atrestd run.
+type Daemon struct {
+	opts    Options
+	log     *slog.Logger
+	notify  *notifier
+	metrics *metrics
+
+	cfg *config.Config
+	kms *backends.Set
+	mgr *volume.Manager
+
+	mu    sync.Mutex
+	vols  map[string]*VolumeState
+	ready bool
+
+	retry     *backoff
+	nextTry   time.Time
+	formatted map[string]bool // provisioning done or refused, by device
+	stale     int             // volumes still stale after the last rewrap check
+}
+
+// New prepares a Daemon; Run starts it.
+func New(opts Options) *Daemon {
+	if opts.ConfigPath == "" {
+		opts.ConfigPath = config.DefaultPath
+	}
+	if opts.Getenv == nil {
+		opts.Getenv = os.Getenv
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	d := &Daemon{opts: opts, log: opts.Logger, vols: map[string]*VolumeState{}, formatted: map[string]bool{}}
+	d.notify = &notifier{log: d.log}
+	d.metrics = newMetrics(d)
+	return d
+}
+
+// load reads the configuration and builds the backends and the Manager.
+func (d *Daemon) load() error {
+	cfg, err := config.Load(d.opts.ConfigPath)
+	if err != nil {
+		return err
+	}
+	set, err := backends.Open(cfg, d.opts.Getenv)
+	if err != nil {
+		return err
+	}
+	mopts := []volume.Option{volume.WithLogger(d.log), volume.WithKMSObserver(d.metrics.observeKMS)}
+	if d.opts.RunDir != "" {
+		mopts = append(mopts, volume.WithRunDir(d.opts.RunDir))
+	}
+	d.cfg, d.kms, d.mgr = cfg, set, volume.New(cfg, set, mopts...)
+	d.retry = newBackoff(cfg.Daemon.RetryMin, cfg.Daemon.RetryMax)
+	return nil
+}
+
+// Snapshot returns the tracked volumes, sorted by name.
+func (d *Daemon) Snapshot() []VolumeState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]VolumeState, 0, len(d.vols))
+	for _, v := range d.vols {
+		out = append(out, *v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Run is atrestd's life: it returns nil when ctx ends (SIGTERM), leaving
+// every volume open, or an error if it cannot start (a bad
+// configuration). reload delivers SIGHUP.
+func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
+	d.notify.Status("starting")
+	if err := d.load(); err != nil {
+		d.notify.Status("cannot start: " + err.Error())
+		return err
+	}
+	d.log.Info("atrestd starting", "config", d.opts.ConfigPath, "kms", d.cfg.KMS)
+	if d.cfg.Daemon.Metrics != "off" {
+		ln, err := serveMetrics(ctx, d.cfg.Daemon.Metrics, d.metrics.reg)
+		if err != nil {
+			return fmt.Errorf("metrics on %s: %w", d.cfg.Daemon.Metrics, err)
+		}
+		d.log.Info("metrics listening", "address", ln.Addr().String())
+	}
+	var hotplug <-chan struct{}
+	if !d.opts.NoHotplug {
+		ch, err := blockEvents(ctx)
+		if err != nil {
+			d.log.Warn("no hotplug events; relying on the periodic rescan", "error", err)
+		}
+		hotplug = ch
+	}
+	keepAliveCtx, stopKeepAlive := context.WithCancel(ctx)
+	d.keepAlive(keepAliveCtx)
+
+	readyBy := time.Now().Add(d.cfg.Daemon.ReadyTimeout)
+	d.rescan(ctx, true)
+	d.attempt(ctx)
+
+	var watchdog <-chan time.Time
+	if iv, err := sd.SdWatchdogEnabled(false); err == nil && iv > 0 {
+		t := time.NewTicker(iv / 2)
+		defer t.Stop()
+		watchdog = t.C
+	}
+	rescan := time.NewTicker(d.cfg.Daemon.Rescan)
+	defer rescan.Stop()
+	rewrap := time.NewTicker(d.cfg.Daemon.Rewrap)
+	defer rewrap.Stop()
+	// A first rewrap check soon after start, once boot is over.
+	firstRewrap := time.After(min(time.Minute, d.cfg.Daemon.Rewrap))
+
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		d.report(readyBy)
+		wake := d.nextTry
+		if !d.ready && (wake.IsZero() || readyBy.Before(wake)) {
+			wake = readyBy
+		}
+		timer.Stop()
+		if !wake.IsZero() {
+			timer.Reset(time.Until(wake))
+		}
+		select {
+		case <-ctx.Done():
+			stopKeepAlive()
+			d.notify.Stopping()
+			d.log.Info("atrestd stopping; volumes stay open")
+			return nil
+		case <-reload:
+			d.reload(ctx)
+			stopKeepAlive()
+			keepAliveCtx, stopKeepAlive = context.WithCancel(ctx)
+			d.keepAlive(keepAliveCtx)
+		case <-hotplug:
+			// Give the burst of events of one plug time to settle.
+			time.Sleep(200 * time.Millisecond)
+			d.rescan(ctx, false)
+			d.attempt(ctx)
+		case <-rescan.C:
+			d.rescan(ctx, false)
+			d.attempt(ctx)
+		case <-timer.C:
+			if !d.nextTry.IsZero() && !time.Now().Before(d.nextTry) {
+				d.attempt(ctx)
+			}
+		case <-watchdog:
+			d.notify.Watchdog()
+		case <-firstRewrap:
+			d.rewrapStale(ctx)
+		case <-rewrap.C:
+			d.rewrapStale(ctx)
+		}
+	}
+}
+
+// keepAlive renews the Vault token in the background, when Vault is used.
+func (d *Daemon) keepAlive(ctx context.Context) {
+	vc := d.kms.Vault()
+	if vc == nil {
+		return
+	}
+	go func() {
+		if err := vc.KeepAlive(ctx); err != nil && ctx.Err() == nil {
+			d.log.Error("vault token renewal stopped", "error", err)
+		}
+	}()
+}
+
+// reload rereads the configuration (SIGHUP). A bad file is reported and
+// the running configuration kept.
+func (d *Daemon) reload(ctx context.Context) {
+	d.notify.Reloading()
+	defer d.notify.Reloaded()
+	cfg, set, mgr, retry := d.cfg, d.kms, d.mgr, d.retry
+	if err := d.load(); err != nil {
+		d.cfg, d.kms, d.mgr, d.retry = cfg, set, mgr, retry
+		d.log.Error("reload failed; keeping the running configuration", "error", err)
+		return
+	}
+	_ = set.Close()
+	d.log.Info("configuration reloaded", "config", d.opts.ConfigPath)
+	d.mu.Lock()
+	for k, v := range d.vols {
+		if v.State == StateMissing {
+			delete(d.vols, k) // configured names may have changed
+		}
+	}
+	d.mu.Unlock()
+	d.nextTry = time.Time{}
+	d.rescan(ctx, false)
+	d.attempt(ctx)
+}
+
+// locked lists the volumes still to open.
+func (d *Daemon) locked() []VolumeState {
+	var out []VolumeState
+	for _, v := range d.Snapshot() {
+		if v.State == StateLocked {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// attempt opens every locked volume in one batch. On any failure the next
+// attempt is scheduled by the backoff; on full success the backoff resets.
+func (d *Daemon) attempt(ctx context.Context) {
+	todo := d.locked()
+	if len(todo) == 0 {
+		d.nextTry = time.Time{}
+		d.retry.Reset()
+		return
+	}
+	var vols []*volume.Volume
+	var keys []string
+	for _, s := range todo {
+		// Read the header afresh: a rekey may have changed it.
+		v, err := d.mgr.Find(ctx, s.Device)
+		if err != nil {
+			d.fail(s.Key, err)
+			continue
+		}
+		vols = append(vols, v)
+		keys = append(keys, s.Key)
+	}
+	// One attempt may not outlast a KMS call's timeout: retries are ours.
+	actx, cancel := context.WithTimeout(ctx, max(d.cfg.Vault.Timeout, 5*time.Second))
+	defer cancel()
+	failed := 0
+	if len(vols) > 0 {
+		d.notify.Status(fmt.Sprintf("unlocking %d volume(s)", len(vols)))
+		for i, r := range d.mgr.Open(actx, vols, volume.OpenOptions{}) {
+			d.metrics.unlockAttempts.Inc()
+			if r.Err != nil {
+				failed++
+				d.fail(keys[i], r.Err)
+				continue
+			}
+			if !r.AlreadyOpen {
+				d.metrics.unlockSeconds.Observe(r.Duration.Seconds())
+				d.log.Info("volume opened", "volume", r.UUID, "name", r.Name, "mapper", r.Mapper)
+			}
+			d.set(keys[i], func(s *VolumeState) { s.State, s.Error, s.Reason = StateOpen, "", ""; s.Attempts++ })
+		}
+	}
+	if failed == 0 && len(d.locked()) == 0 {
+		d.nextTry = time.Time{}
+		d.retry.Reset()
+		return
+	}
+	delay := d.retry.Delay()
+	d.nextTry = time.Now().Add(delay)
+	d.log.Debug("next unlock attempt", "in", delay.Round(time.Millisecond))
+}
+
+// fail records err for the volume at key. Errors that retrying may cure
+// (the KMS) keep the volume locked; the others mark it failed.
+func (d *Daemon) fail(key string, err error) {
+	reason := classify(err)
+	d.metrics.unlockFailures.WithLabelValues(reason).Inc()
+	d.set(key, func(s *VolumeState) {
+		s.Attempts++
+		if s.Error != err.Error() {
+			d.log.Error("volume not opened", "volume", s.UUID, "name", s.Name, "device", s.Device, "reason", reason, "error", err)
+		}
+		s.Error, s.Reason = err.Error(), reason
+		if reason == reasonDevice && errors.Is(err, volume.ErrNotFound) {
+			s.State = StateMissing
+		}
+	})
+}
+
+func (d *Daemon) set(key string, f func(*VolumeState)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s := d.vols[key]; s != nil {
+		f(s)
+	}
+}

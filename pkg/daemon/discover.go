@@ -1,0 +1,149 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/volume"
+)
+
+// rescan brings the tracked volumes up to date with the devices present:
+// every configured volume (missing until its device appears) and every
+// device whose LUKS2 header carries an atrest token. Configured blank
+// devices with format: true are provisioned first. At start, volumes found
+// by their token are required when daemon.require_discovered says so;
+// volumes that appear later never hold readiness (it was given already).
+func (d *Daemon) rescan(ctx context.Context, atStart bool) {
+	d.provision(ctx)
+	found, errs := d.mgr.Scan(ctx)
+	for _, err := range errs {
+		d.log.Warn("device skipped", "error", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	present := map[string]bool{}
+	for _, v := range found {
+		if !v.Managed() && v.Config == nil {
+			continue // a LUKS2 volume of someone else's
+		}
+		present[v.UUID()] = true
+		s := d.vols[v.UUID()]
+		if s == nil {
+			s = &VolumeState{Key: v.UUID(), UUID: v.UUID(), State: StateLocked}
+			d.vols[s.Key] = s
+			// A configured volume tracked as missing has turned up.
+			if v.Config != nil {
+				delete(d.vols, "name:"+v.Config.Name)
+			}
+			switch {
+			case v.Config != nil:
+				s.Required = v.Config.IsRequired()
+			case atStart:
+				s.Required = d.cfg.Daemon.RequiresDiscovered()
+			}
+			d.log.Info("volume found", "volume", s.UUID, "name", v.Name, "device", v.Device, "required", s.Required)
+		}
+		s.Name, s.Device = v.Name, v.Device
+		if v.Platform != nil {
+			s.Rekeyed = v.Platform.Created
+			if v.Platform.Rotated.After(s.Rekeyed) {
+				s.Rekeyed = v.Platform.Rotated
+			}
+		}
+		switch {
+		case !v.Managed():
+			s.State, s.Reason = StateFailed, reasonNotManaged
+			s.Error = v.Device + ": " + volume.ErrNotManaged.Error() + "; take it over with: atrest adopt " + v.Device + " --name " + v.Name
+		case s.State == StateMissing || s.State == StateFailed:
+			s.State = StateLocked
+		}
+	}
+	// Volumes whose device went away.
+	for k, s := range d.vols {
+		if s.UUID != "" && !present[s.UUID] && s.State != StateOpen {
+			s.State = StateMissing
+		}
+		_ = k
+	}
+	// Configured volumes not found yet.
+	for _, c := range d.cfg.Volumes {
+		tracked := false
+		for _, s := range d.vols {
+			if s.Name == c.Name && s.UUID != "" {
+				tracked = true
+			}
+		}
+		if !tracked && d.vols["name:"+c.Name] == nil {
+			d.vols["name:"+c.Name] = &VolumeState{Key: "name:" + c.Name, Name: c.Name, Device: c.Device, UUID: c.UUID,
+				State: StateMissing, Required: c.IsRequired(), Error: "configured volume not found on any device"}
+		}
+	}
+}
+
+// provision formats configured devices marked format: true that are
+// present and blank. Format's preflight refuses any device that carries a
+// signature or is in use, so a disk with data is never touched; each
+// device is tried once per start (a refusal is logged, not repeated).
+// A recovery key cannot be shown to anyone here: with recovery.mode
+// escrow it is escrowed, otherwise the volume gets none and the log says
+// how to add one.
+func (d *Daemon) provision(ctx context.Context) {
+	for _, c := range d.cfg.Volumes {
+		if !c.Format || c.Device == "" || d.formatted[c.Device] {
+			continue
+		}
+		if _, err := d.mgr.Find(ctx, c.Device); err == nil {
+			d.formatted[c.Device] = true // already LUKS2
+			continue
+		} else if errors.Is(err, volume.ErrNotFound) && !exists(c.Device) {
+			continue // not plugged in yet
+		}
+		d.formatted[c.Device] = true
+		mode := "none"
+		if d.cfg.Recovery.Mode == config.RecoveryEscrow {
+			mode = "escrow"
+		}
+		res, err := d.mgr.Format(ctx, volume.FormatOptions{Device: c.Device, Name: c.Name, Recovery: mode, Discard: c.Discard})
+		if err != nil {
+			d.log.Error("provisioning refused", "name", c.Name, "device", c.Device, "error", err)
+			continue
+		}
+		if res.Recovery != nil {
+			res.Recovery.Wipe()
+		}
+		d.log.Info("provisioned a blank device", "volume", res.UUID, "name", c.Name, "device", c.Device, "recovery", mode)
+		if mode == "none" {
+			d.log.Warn("volume has no recovery key; add one with: atrest recovery rotate "+c.Name, "volume", res.UUID)
+		}
+	}
+}
+
+// report sends systemd the status line and, once every required volume is
+// open or the ready timeout has passed, READY=1.
+func (d *Daemon) report(readyBy time.Time) {
+	st := summarize(d.Snapshot(), d.nextTry)
+	d.metrics.stale.Set(float64(d.stale))
+	if !d.ready {
+		switch {
+		case st.requiredWaiting == 0:
+			d.ready = true
+			d.metrics.ready.Set(1)
+			d.notify.Ready(st.line)
+			d.log.Info("ready", "status", st.line)
+			return
+		case !time.Now().Before(readyBy):
+			d.ready = true
+			d.metrics.ready.Set(1)
+			line := "degraded: " + st.line
+			d.notify.Ready(line)
+			d.log.Error("ready timeout passed with required volumes locked; boot goes on, retrying in the background", "status", st.line, "timeout", d.cfg.Daemon.ReadyTimeout)
+			return
+		}
+	}
+	if d.ready && st.requiredWaiting > 0 {
+		st.line = "degraded: " + st.line
+	}
+	d.notify.Status(st.line)
+}

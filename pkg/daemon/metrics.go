@@ -1,0 +1,136 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are atrestd's Prometheus series. Counters and histograms are
+// updated as work happens; the per-volume gauges are read from the
+// daemon's state at scrape time (stateCollector).
+type metrics struct {
+	reg            *prometheus.Registry
+	unlockAttempts prometheus.Counter
+	unlockFailures *prometheus.CounterVec
+	unlockSeconds  prometheus.Histogram
+	kmsSeconds     *prometheus.HistogramVec
+	stale          prometheus.Gauge
+	ready          prometheus.Gauge
+}
+
+func newMetrics(d *Daemon) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		unlockAttempts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "atrest_unlock_attempts_total",
+			Help: "Unlock attempts, one per volume per try.",
+		}),
+		unlockFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "atrest_unlock_failures_total",
+			Help: "Failed unlock attempts by reason: kms_unavailable, kms_auth, kms_config, kms_key, keyslot, device, not_managed, other.",
+		}, []string{"reason"}),
+		unlockSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "atrest_unlock_duration_seconds",
+			Help:    "Time to open one volume's keyslot and map it, once its platform secret is known.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		kmsSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "atrest_kms_request_duration_seconds",
+			Help:    "Duration of batched KMS calls by operation (unwrap, rewrap) and result (ok, error).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}, []string{"op", "result"}),
+		stale: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "atrest_stale_key_versions",
+			Help: "Volumes whose token is wrapped under an older KEK version than the KMS's newest, at the last check.",
+		}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "atrest_ready",
+			Help: "1 once atrestd reported readiness to systemd.",
+		}),
+	}
+	m.reg.MustRegister(m.unlockAttempts, m.unlockFailures, m.unlockSeconds, m.kmsSeconds, m.stale, m.ready,
+		stateCollector{d}, collectors.NewGoCollector())
+	for _, r := range reasons {
+		m.unlockFailures.WithLabelValues(r)
+	}
+	return m
+}
+
+// observeKMS is the volume.Manager's KMS observer.
+func (m *metrics) observeKMS(op string, took time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.kmsSeconds.WithLabelValues(op, result).Observe(took.Seconds())
+}
+
+var (
+	volumesDesc = prometheus.NewDesc("atrest_volumes", "Volumes atrestd tracks, by state (open, locked, missing, failed).", []string{"state"}, nil)
+	rekeyDesc   = prometheus.NewDesc("atrest_last_rekey_age_seconds", "Time since the volume's platform keyslot was made or last rekeyed.", []string{"volume", "name"}, nil)
+)
+
+// stateCollector reports the tracked volumes at scrape time.
+type stateCollector struct{ d *Daemon }
+
+func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- volumesDesc
+	ch <- rekeyDesc
+}
+
+func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := map[string]int{StateOpen: 0, StateLocked: 0, StateMissing: 0, StateFailed: 0}
+	now := time.Now()
+	for _, v := range c.d.Snapshot() {
+		counts[v.State]++
+		if !v.Rekeyed.IsZero() {
+			ch <- prometheus.MustNewConstMetric(rekeyDesc, prometheus.GaugeValue, now.Sub(v.Rekeyed).Seconds(), v.UUID, v.Name)
+		}
+	}
+	for state, n := range counts {
+		ch <- prometheus.MustNewConstMetric(volumesDesc, prometheus.GaugeValue, float64(n), state)
+	}
+}
+
+// serveMetrics serves /metrics on addr (unix:/PATH or HOST:PORT) until
+// ctx ends. A stale socket file left by a previous run is replaced.
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry) (net.Listener, error) {
+	var ln net.Listener
+	var err error
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		ln, err = net.Listen("unix", path)
+		if err == nil {
+			err = os.Chmod(path, 0o660)
+		}
+	} else {
+		ln, err = net.Listen("tcp", addr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	return ln, nil
+}

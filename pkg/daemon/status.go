@@ -1,0 +1,119 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/atrest/atrest/pkg/dmcrypt"
+	"github.com/atrest/atrest/pkg/kms"
+	"github.com/atrest/atrest/pkg/luks2"
+	"github.com/atrest/atrest/pkg/volume"
+)
+
+// Failure reasons, the label of atrest_unlock_failures_total.
+const (
+	reasonKMSUnavailable = "kms_unavailable"
+	reasonKMSAuth        = "kms_auth"
+	reasonKMSConfig      = "kms_config"
+	reasonKMSKey         = "kms_key"
+	reasonKeyslot        = "keyslot"
+	reasonDevice         = "device"
+	reasonNotManaged     = "not_managed"
+	reasonOther          = "other"
+)
+
+var reasons = []string{reasonKMSUnavailable, reasonKMSAuth, reasonKMSConfig, reasonKMSKey, reasonKeyslot, reasonDevice, reasonNotManaged, reasonOther}
+
+// classify names the part that failed, for metrics and the status line.
+func classify(err error) string {
+	switch {
+	case errors.Is(err, kms.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return reasonKMSUnavailable
+	case errors.Is(err, kms.ErrAuth), errors.Is(err, kms.ErrPermissionDenied):
+		return reasonKMSAuth
+	case errors.Is(err, kms.ErrConfig):
+		return reasonKMSConfig
+	case errors.Is(err, kms.ErrKeyNotFound), errors.Is(err, kms.ErrCiphertextRejected), errors.Is(err, kms.ErrSecretNotFound), errors.Is(err, kms.ErrUnknownBackend):
+		return reasonKMSKey
+	case errors.Is(err, luks2.ErrKeyRejected):
+		return reasonKeyslot
+	case errors.Is(err, volume.ErrNotFound), errors.Is(err, dmcrypt.ErrNoDeviceMapper), errors.Is(err, os.ErrNotExist):
+		return reasonDevice
+	case errors.Is(err, volume.ErrNotManaged):
+		return reasonNotManaged
+	}
+	return reasonOther
+}
+
+type summary struct {
+	line            string
+	requiredWaiting int
+}
+
+// summarize makes the one-line status: how many volumes are open and,
+// for the others, what they wait for.
+func summarize(vols []VolumeState, nextTry time.Time) summary {
+	var s summary
+	open := 0
+	var waiting []string
+	for _, v := range vols {
+		if v.State == StateOpen {
+			open++
+			continue
+		}
+		if v.Required {
+			s.requiredWaiting++
+		}
+		what := v.State
+		if v.Reason != "" {
+			what += ", " + strings.ReplaceAll(v.Reason, "_", " ")
+		}
+		waiting = append(waiting, fmt.Sprintf("%s (%s)", v.Name, what))
+	}
+	switch {
+	case len(vols) == 0:
+		s.line = "no atrest volumes found"
+	case len(waiting) == 0:
+		s.line = fmt.Sprintf("%d/%d volumes open", open, len(vols))
+	default:
+		s.line = fmt.Sprintf("%d/%d volumes open; not open: %s", open, len(vols), strings.Join(waiting, ", "))
+		if wait := time.Until(nextTry); !nextTry.IsZero() && wait >= time.Second {
+			s.line += fmt.Sprintf("; next try in %s", wait.Round(time.Second))
+		}
+	}
+	return s
+}
+
+// rewrapStale moves tokens wrapped under an older KEK version to the
+// newest one (pkg/volume's Rewrap: no keyslot or data change), and counts
+// the volumes still stale for the metric.
+func (d *Daemon) rewrapStale(ctx context.Context) {
+	vols, errs := d.mgr.Managed(ctx)
+	for _, err := range errs {
+		d.log.Warn("device skipped", "error", err)
+	}
+	if len(vols) == 0 {
+		d.stale = 0
+		return
+	}
+	stale := 0
+	for _, r := range d.mgr.Rewrap(ctx, vols, false) {
+		switch {
+		case r.Err != nil:
+			stale++
+			d.log.Error("rewrap failed; will retry", "volume", r.UUID, "name", r.Name, "error", r.Err)
+		case !r.Skipped:
+			d.log.Info("token rewrapped to the KEK's newest version", "volume", r.UUID, "name", r.Name, "from", r.From, "to", r.To)
+		}
+	}
+	d.stale = stale
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}

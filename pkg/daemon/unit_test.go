@@ -1,0 +1,111 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/atrest/atrest/pkg/dmcrypt"
+	"github.com/atrest/atrest/pkg/kms"
+	"github.com/atrest/atrest/pkg/luks2"
+	"github.com/atrest/atrest/pkg/volume"
+)
+
+// Delays double from min to max, each drawn from the upper half of the
+// nominal delay, so a fleet does not retry in lock step; a success starts
+// over from min.
+func TestBackoffGrowsWithJitterAndResets(t *testing.T) {
+	b := newBackoff(time.Second, 8*time.Second)
+	for _, r := range []float64{0, 0.999} {
+		b.Reset()
+		b.rand = func() float64 { return r }
+		var got []time.Duration
+		for range 6 {
+			got = append(got, b.Delay().Round(time.Millisecond))
+		}
+		want := []time.Duration{500, 1000, 2000, 4000, 4000, 4000}
+		if r > 0.5 {
+			want = []time.Duration{1000, 1999, 3998, 7996, 7996, 7996}
+		}
+		for i := range want {
+			want[i] *= time.Millisecond
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("rand=%v: delays %v, want %v", r, got, want)
+		}
+	}
+	b.Reset()
+	b.rand = func() float64 { return 1 }
+	if d := b.Delay(); d != time.Second {
+		t.Errorf("after Reset the first delay is %s, want 1s", d)
+	}
+}
+
+// Only block devices that are added or change trigger a rescan.
+func TestBlockUeventParsing(t *testing.T) {
+	msg := func(fields ...string) []byte { return []byte(strings.Join(fields, "\x00") + "\x00") }
+	for _, tc := range []struct {
+		msg  []byte
+		want bool
+	}{
+		{msg("add@/devices/virtual/block/loop7", "ACTION=add", "DEVPATH=/devices/virtual/block/loop7", "SUBSYSTEM=block", "DEVNAME=loop7"), true},
+		{msg("change@/devices/pci0000:00/virtio3/block/vdb", "ACTION=change", "SUBSYSTEM=block"), true},
+		{msg("remove@/devices/virtual/block/loop7", "ACTION=remove", "SUBSYSTEM=block"), false},
+		{msg("add@/devices/virtual/net/tap0", "ACTION=add", "SUBSYSTEM=net"), false},
+		{msg("add@/module/dm_crypt", "ACTION=add", "SUBSYSTEM=module"), false},
+		{[]byte("garbage"), false},
+	} {
+		if got := isBlockChange(tc.msg); got != tc.want {
+			t.Errorf("%q: %v, want %v", tc.msg, got, tc.want)
+		}
+	}
+}
+
+// Failures are named by the part that failed: what the metric's reason
+// label and the status line show.
+func TestClassify(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("unwrap: %w: dial tcp 127.0.0.1:8200: connection refused", kms.ErrUnavailable), "kms_unavailable"},
+		{fmt.Errorf("x: %w", kms.ErrAuth), "kms_auth"},
+		{fmt.Errorf("x: %w", kms.ErrPermissionDenied), "kms_auth"},
+		{fmt.Errorf("x: %w", kms.ErrConfig), "kms_config"},
+		{fmt.Errorf("x: %w", kms.ErrKeyNotFound), "kms_key"},
+		{fmt.Errorf("x: %w", kms.ErrCiphertextRejected), "kms_key"},
+		{fmt.Errorf("x: %w", luks2.ErrKeyRejected), "keyslot"},
+		{fmt.Errorf("x: %w", dmcrypt.ErrNoDeviceMapper), "device"},
+		{fmt.Errorf("x: %w", volume.ErrNotManaged), "not_managed"},
+		{errors.New("something else"), "other"},
+	} {
+		if got := classify(tc.err); got != tc.want {
+			t.Errorf("classify(%v) = %s, want %s", tc.err, got, tc.want)
+		}
+	}
+}
+
+// The status line says how many volumes are open and what each of the
+// others waits for; only required ones hold readiness.
+func TestSummary(t *testing.T) {
+	vols := []VolumeState{
+		{Name: "a", State: StateOpen, Required: true},
+		{Name: "b", State: StateLocked, Reason: reasonKMSUnavailable, Required: true},
+		{Name: "c", State: StateMissing, Required: false},
+	}
+	s := summarize(vols, time.Time{})
+	if s.line != "1/3 volumes open; not open: b (locked, kms unavailable), c (missing)" || s.requiredWaiting != 1 {
+		t.Errorf("summary %q waiting %d", s.line, s.requiredWaiting)
+	}
+	if s := summarize(vols[:1], time.Time{}); s.line != "1/1 volumes open" || s.requiredWaiting != 0 {
+		t.Errorf("all open: %+v", s)
+	}
+	if s := summarize(nil, time.Time{}); s.line != "no atrest volumes found" {
+		t.Errorf("none: %+v", s)
+	}
+	if s := summarize(vols[1:2], time.Now().Add(3*time.Second)); !strings.HasSuffix(s.line, "; next try in 3s") {
+		t.Errorf("with a retry scheduled: %q", s.line)
+	}
+}
