@@ -24,7 +24,7 @@ import (
 // debugfs, so nothing is mounted on the host. A queued change that cannot
 // be applied fails the test at that point.
 type Machine struct {
-	t      *testing.T
+	t      testing.TB
 	img    *Image
 	work   string
 	logs   string
@@ -40,7 +40,7 @@ type Machine struct {
 // image (debootstrap on the first run on a machine, about 2 minutes) and
 // gives the test its own copy of it. Under -short it skips; missing
 // tools skip, or fail in strict mode (make test).
-func New(t *testing.T) *Machine {
+func New(t testing.TB) *Machine {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("booted-Debian tier; not part of the unit tier (-short)")

@@ -55,16 +55,17 @@ type Info struct {
 func main() {
 	dir := flag.String("dir", "", "directory for the server's files (default: a new temporary directory, removed on exit)")
 	listen := flag.String("listen", "", "fixed listen address 127.0.0.1:PORT (default: a free port)")
+	state := flag.String("state", "", "keep Vault's storage, unseal keys and root token in `dir` across restarts (default: in memory, gone on exit)")
 	exitOnEOF := flag.Bool("exit-on-eof", false, "stop when standard input reaches end of file")
 	verbose := flag.Bool("v", false, "log Vault's messages to standard error")
 	flag.Parse()
-	if err := run(*dir, *listen, *exitOnEOF, *verbose); err != nil {
+	if err := run(*dir, *listen, *state, *exitOnEOF, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "vaultserver:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir, listen string, exitOnEOF, verbose bool) error {
+func run(dir, listen, state string, exitOnEOF, verbose bool) error {
 	if listen != "" {
 		if _, _, err := net.SplitHostPort(listen); err != nil {
 			return fmt.Errorf("-listen: %w", err)
@@ -92,7 +93,7 @@ func run(dir, listen string, exitOnEOF, verbose bool) error {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
 
-	cluster := vault.NewTestCluster(t, &vault.CoreConfig{
+	coreConfig := &vault.CoreConfig{
 		LogicalBackends: map[string]logical.Factory{
 			"transit": transit.Factory,
 			"kv":      kv.Factory,
@@ -100,7 +101,16 @@ func run(dir, listen string, exitOnEOF, verbose bool) error {
 		CredentialBackends: map[string]logical.Factory{
 			"approle": approle.Factory,
 		},
-	}, &vault.TestClusterOptions{
+	}
+	var saved *persisted
+	if state != "" {
+		var err error
+		if saved, err = persistentStorage(coreConfig, state, logger); err != nil {
+			return err
+		}
+	}
+	opts := &vault.TestClusterOptions{
+		SkipInit:          saved != nil,
 		HandlerFunc:       vaulthttp.Handler,
 		NumCores:          1,
 		KVVersion:         "2",
@@ -108,10 +118,26 @@ func run(dir, listen string, exitOnEOF, verbose bool) error {
 		Logger:            logger,
 		BaseListenAddress: listen,
 		NoDefaultQuotas:   true,
-	})
+	}
+	if saved != nil {
+		if err := saved.tls(opts); err != nil {
+			return err
+		}
+	}
+	cluster := vault.NewTestCluster(t, coreConfig, opts)
 	defer cluster.Cleanup()
 	core := cluster.Cores[0]
+	if saved != nil {
+		if err := saved.unseal(cluster); err != nil {
+			return err
+		}
+	}
 	vault.TestWaitActive(t, core.Core)
+	if state != "" {
+		if err := persist(cluster, state); err != nil {
+			return err
+		}
+	}
 
 	info := Info{
 		Address:   core.Client.Address(),
