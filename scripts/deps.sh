@@ -19,6 +19,8 @@ pkgs=(cryptsetup-bin e2fsprogs util-linux qemu-system-x86 busybox-static kmod dm
 #   blkid, wipefs, unshare come with util-linux)
 pkgs+=(xfsprogs btrfs-progs dosfstools ntfs-3g exfatprogs f2fs-tools fdisk gdisk
   lvm2 mdadm bcache-tools xorriso)
+#   make bench's comparison with clevis and tang (scripts/bench-unlock.sh)
+pkgs+=(clevis clevis-luks tang socat curl)
 
 missing=()
 for p in "${pkgs[@]}"; do
