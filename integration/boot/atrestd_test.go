@@ -230,9 +230,11 @@ atrest open data
 mount /srv/data
 test "$(sha256sum /srv/data/file | cut -d' ' -f1)" = "$(cat /root/file.sha256)" && echo "intact after close, rekey, open"`),
 		boot.Collect("audit", "journalctl -o json --no-pager ATREST_AUDIT=true"),
+		boot.Collect("security", "systemd-analyze security --no-pager atrestd.service | tail -1"),
 		boot.Journal("atrestd.service"),
 		boot.Analyze(),
 	}})
+	t.Logf("boot 2: systemd-analyze security atrestd.service: %s", strings.TrimSpace(second.Output("security")))
 	if got := second.Output("mounted"); got != "/dev/mapper/data ext4\nfile intact\n" {
 		t.Errorf("boot 2: /srv/data: %q", got)
 	}
@@ -273,8 +275,10 @@ test "$(sha256sum /srv/data/file | cut -d' ' -f1)" = "$(cat /root/file.sha256)" 
 for i in $(seq 240); do [ -e /dev/mapper/data ] && break; sleep 0.5; done
 test -e /dev/mapper/data && echo "opened after the KMS came back"
 systemctl show -p StatusText atrestd.service`),
+		boot.Collect("late-mount", "sleep 3; findmnt -n -o SOURCE /srv/data || echo not mounted"),
 		boot.Journal("atrestd.service"),
 	}})
+	t.Logf("boot 3: /srv/data after the late unlock: %s", strings.TrimSpace(third.Output("late-mount")))
 	if third.SystemState != "running" && third.SystemState != "degraded" {
 		t.Errorf("boot 3 finished %q", third.SystemState)
 	}

@@ -95,8 +95,9 @@ type Daemon struct {
 
 	retry     *backoff
 	nextTry   time.Time
-	formatted map[string]bool // provisioning done or refused, by device
-	stale     int             // volumes still stale after the last rewrap check
+	formatted map[string]bool   // provisioning done or refused, by device
+	refused   map[string]string // why provisioning refused a device
+	stale     int               // volumes still stale after the last rewrap check
 }
 
 // New prepares a Daemon; Run starts it.
@@ -110,7 +111,7 @@ func New(opts Options) *Daemon {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	d := &Daemon{opts: opts, log: opts.Logger, vols: map[string]*VolumeState{}, formatted: map[string]bool{}}
+	d := &Daemon{opts: opts, log: opts.Logger, vols: map[string]*VolumeState{}, formatted: map[string]bool{}, refused: map[string]string{}}
 	d.notify = &notifier{log: d.log}
 	d.metrics = newMetrics(d)
 	return d
@@ -312,7 +313,10 @@ func (d *Daemon) attempt(ctx context.Context) {
 	defer cancel()
 	failed := 0
 	if len(vols) > 0 {
-		d.notify.Status(fmt.Sprintf("unlocking %d volume(s)", len(vols)))
+		if !d.ready {
+			// After READY the status line keeps saying what is wrong.
+			d.notify.Status(fmt.Sprintf("unlocking %d volume(s)", len(vols)))
+		}
 		for i, r := range d.mgr.Open(actx, vols, volume.OpenOptions{}) {
 			d.metrics.unlockAttempts.Inc()
 			if r.Err != nil {

@@ -3,11 +3,15 @@ package daemon
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,6 +21,7 @@ import (
 	"github.com/atrest/atrest/internal/testutil"
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/dmcrypt"
+	"github.com/atrest/atrest/pkg/kms"
 	"github.com/atrest/atrest/pkg/kms/backends"
 	"github.com/atrest/atrest/pkg/loop"
 	"github.com/atrest/atrest/pkg/volume"
@@ -323,5 +328,124 @@ func TestRetriesUntilTheKEKComesBack(t *testing.T) {
 	n.await(10*time.Second, "STATUS=1/1 volumes open")
 	if _, err := os.Stat(dmcrypt.NodePath("dtk")); err != nil {
 		t.Fatalf("not mapped after the KEK came back: %v (%+v)", err, d.Snapshot())
+	}
+}
+
+// blankLoop attaches a loop device over a fresh sparse image.
+func (n *node) blankLoop(sizeMiB int64) *loop.Device {
+	n.t.Helper()
+	img := filepath.Join(n.t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		n.t.Fatal(err)
+	}
+	if err := os.Truncate(img, sizeMiB<<20); err != nil {
+		n.t.Fatal(err)
+	}
+	dev, err := loop.Attach(img, loop.Options{})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	n.t.Cleanup(func() { _ = dev.Detach() })
+	return dev
+}
+
+func sha(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Provisioning: a configured blank device with format: true becomes an
+// atrest volume when atrestd starts; a configured device that carries a
+// file system is refused, named in the log, and left byte for byte as it
+// was.
+func TestProvisionsBlankDevicesOnly(t *testing.T) {
+	n := newNode(t, "")
+	testutil.RequireCommand(t, "mkfs.ext4", "e2fsprogs")
+	blank := n.blankLoop(32)
+	used := n.blankLoop(32)
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", used.Path).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	before := sha(t, used.Path)
+	n.write(fmt.Sprintf("  ready_timeout: 2s\n  rescan: 1h\n  require_discovered: false\nvolumes:\n  - name: fresh\n    device: %s\n    format: true\n    required: false\n  - name: taken\n    device: %s\n    format: true\n    required: false\n", blank.Path, used.Path))
+	d, _, stop := n.start()
+	n.await(30*time.Second, "READY=1")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	v, err := n.manager().Find(context.Background(), blank.Path)
+	if err != nil || !v.Managed() || v.Name != "fresh" {
+		t.Fatalf("the blank device after atrestd started: %v %+v", err, v)
+	}
+	if len(v.Recovery) != 0 {
+		t.Errorf("recovery mode none: the provisioned volume has recovery keyslots %v", v.Recovery)
+	}
+	if got := sha(t, used.Path); got != before {
+		t.Fatal("atrestd changed a device that carries a file system")
+	}
+	found := false
+	for _, s := range d.Snapshot() {
+		if s.Name == "taken" {
+			found = true
+			if s.State != StateFailed || !strings.Contains(s.Error, "not formatted: "+used.Path+" already holds ext4") {
+				t.Errorf("the refused device: %+v", s)
+			}
+		}
+	}
+	if !found {
+		t.Error("the refused device is not tracked")
+	}
+}
+
+// A token wrapped under an older KEK version is rewrapped to the newest by
+// the periodic check (a second after start here), with the same keyslot.
+func TestRewrapsStaleTokens(t *testing.T) {
+	n := newNode(t, "  ready_timeout: 1s\n  rescan: 1h\n  rewrap: 1s\n  require_discovered: false\n")
+	dev := n.format("dtr")
+	ctx := context.Background()
+	old, err := n.manager().Find(ctx, dev.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kek, err := n.manager().KMS().Wrapper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := kek.(kms.Rotator).Rotate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.Platform.KeyVersion >= info.LatestVersion {
+		t.Fatalf("rotation: token version %d, latest %d", old.Platform.KeyVersion, info.LatestVersion)
+	}
+	_, _, stop := n.start()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		v, err := n.manager().Find(ctx, dev.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Platform.KeyVersion == info.LatestVersion {
+			if v.Platform.Keyslot != old.Platform.Keyslot {
+				t.Errorf("rewrap moved the platform keyslot %d → %d", old.Platform.Keyslot, v.Platform.Keyslot)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("token still at version %d 30s after start", v.Platform.KeyVersion)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -75,9 +75,23 @@ func (d *Daemon) rescan(ctx context.Context, atStart bool) {
 				tracked = true
 			}
 		}
-		if !tracked && d.vols["name:"+c.Name] == nil {
-			d.vols["name:"+c.Name] = &VolumeState{Key: "name:" + c.Name, Name: c.Name, Device: c.Device, UUID: c.UUID,
-				State: StateMissing, Required: c.IsRequired(), Error: "configured volume not found on any device"}
+		if tracked {
+			continue
+		}
+		s := d.vols["name:"+c.Name]
+		if s == nil {
+			s = &VolumeState{Key: "name:" + c.Name, Name: c.Name, Device: c.Device, UUID: c.UUID, Required: c.IsRequired()}
+			d.vols[s.Key] = s
+		}
+		s.State, s.Reason, s.Error = StateMissing, "", "configured volume not found on any device"
+		if c.Device != "" && exists(c.Device) {
+			// Present, but no LUKS2 header: not formatted, or provisioning
+			// refused it.
+			s.State, s.Reason = StateFailed, reasonDevice
+			s.Error = c.Device + " holds no LUKS2 volume"
+			if why := d.refused[c.Device]; why != "" {
+				s.Error += "; not formatted: " + why
+			}
 		}
 	}
 }
@@ -107,6 +121,7 @@ func (d *Daemon) provision(ctx context.Context) {
 		}
 		res, err := d.mgr.Format(ctx, volume.FormatOptions{Device: c.Device, Name: c.Name, Recovery: mode, Discard: c.Discard})
 		if err != nil {
+			d.refused[c.Device] = err.Error()
 			d.log.Error("provisioning refused", "name", c.Name, "device", c.Device, "error", err)
 			continue
 		}

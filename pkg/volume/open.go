@@ -201,11 +201,18 @@ func (m *Manager) Close(ctx context.Context, name string) (closed bool, err erro
 	if !strings.HasPrefix(st.UUID, "CRYPT-LUKS2-") {
 		return false, fmt.Errorf("%w: /dev/mapper/%s is not a LUKS2 mapping (%q)", ErrNotManaged, name, st.UUID)
 	}
+	// The dm UUID is CRYPT-LUKS2-<uuid without dashes>-<name>; the audit
+	// trail names volumes by their LUKS2 UUID as everywhere else.
 	uuid := ""
-	if parts := strings.SplitN(st.UUID, "-", 4); len(parts) == 4 {
-		uuid = parts[2]
+	if parts := strings.SplitN(st.UUID, "-", 4); len(parts) == 4 && len(parts[2]) == 32 {
+		h := parts[2]
+		uuid = h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 	}
-	defer func() { m.audit(ctx, "close", uuid, name, "", err) }()
+	device := ""
+	if st.Crypt != nil {
+		device, _ = devPath(st.Crypt.Device)
+	}
+	defer func() { m.audit(ctx, "close", uuid, name, device, err) }()
 	err = dmcrypt.Close(ctx, name)
 	if errors.Is(err, dmcrypt.ErrNotFound) {
 		return false, nil

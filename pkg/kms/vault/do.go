@@ -131,8 +131,13 @@ func (cl *Client) attempt(ctx context.Context, c call) (*reply, failure, bool) {
 			err = errors.New("no response")
 		}
 		if actx.Err() != nil && !errors.Is(ctx.Err(), context.Canceled) {
-			return nil, failure{kind: kms.ErrUnavailable, transient: true, atDeadline: ctx.Err() != nil,
-				reason: fmt.Sprintf("timeout: no response within %s", time.Since(t0).Round(100*time.Millisecond))}, false
+			reason := fmt.Sprintf("timeout: no response within %s", time.Since(t0).Round(100*time.Millisecond))
+			if ctx.Err() != nil {
+				// The caller's deadline, not the per-call timeout, cut
+				// the call short (possibly before it started).
+				reason = "timeout: no response before the deadline"
+			}
+			return nil, failure{kind: kms.ErrUnavailable, transient: true, atDeadline: ctx.Err() != nil, reason: reason}, false
 		}
 		return nil, classifyTransport(err), false
 	}
