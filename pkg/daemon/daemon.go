@@ -298,6 +298,7 @@ func (d *Daemon) attempt(ctx context.Context) {
 	}
 	var vols []*volume.Volume
 	var keys []string
+	t0 := time.Now()
 	for _, s := range todo {
 		// Read the header afresh: a rekey may have changed it.
 		v, err := d.mgr.Find(ctx, s.Device)
@@ -317,7 +318,15 @@ func (d *Daemon) attempt(ctx context.Context) {
 			// After READY the status line keeps saying what is wrong.
 			d.notify.Status(fmt.Sprintf("unlocking %d volume(s)", len(vols)))
 		}
-		for i, r := range d.mgr.Open(actx, vols, volume.OpenOptions{}) {
+		t1 := time.Now()
+		results := d.mgr.Open(actx, vols, volume.OpenOptions{})
+		var mapMax time.Duration
+		for _, r := range results {
+			mapMax = max(mapMax, r.Duration)
+		}
+		d.log.Debug("unlock batch", "volumes", len(vols), "read_headers", t1.Sub(t0).Round(time.Millisecond),
+			"open", time.Since(t1).Round(time.Millisecond), "longest_mapping", mapMax.Round(time.Millisecond))
+		for i, r := range results {
 			d.metrics.unlockAttempts.Inc()
 			if r.Err != nil {
 				failed++

@@ -68,18 +68,35 @@ func (m *Manager) Open(ctx context.Context, vols []*Volume, o OpenOptions) []Ope
 	}
 	keys, errs := m.unlock(ctx, sel)
 	defer wipeAll(keys)
+	// Map several at a time: creating a mapping is quick, but waiting for
+	// udev to make /dev/mapper/NAME is not, and the waits overlap.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, mapParallel)
+	for j, i := range todo {
+		if errs[j] != nil {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(j, i int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			start := time.Now()
+			errs[j] = m.mapVolume(ctx, vols[i], keys[j], o.ReadOnly)
+			res[i].Duration = time.Since(start)
+		}(j, i)
+	}
+	wg.Wait()
 	for j, i := range todo {
 		v := vols[i]
-		if errs[j] == nil {
-			start := time.Now()
-			errs[j] = m.mapVolume(ctx, v, keys[j], o.ReadOnly)
-			res[i].Duration = time.Since(start)
-		}
 		res[i].Err = errs[j]
 		m.audit(ctx, "open", v.UUID(), v.Name, v.Device, errs[j])
 	}
 	return res
 }
+
+// mapParallel bounds the mappings Open creates at once.
+const mapParallel = 16
 
 // unlock recovers the volume keys of vols, the part of opening that needs
 // no kernel: one KMS round trip per KEK for every platform secret, then the
