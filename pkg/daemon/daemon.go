@@ -68,6 +68,8 @@ type VolumeState struct {
 	State                   string
 	// Required volumes hold readiness back.
 	Required bool
+	// Configured volumes have an entry in the configuration.
+	Configured bool
 	// Error is the last failure ("" when none).
 	Error string
 	// Reason classifies Error for metrics.

@@ -116,9 +116,12 @@ func (n *node) manager() *volume.Manager {
 
 // start runs a daemon until the test ends; it returns the daemon, the
 // reload channel and a function that stops it and waits for Run's result.
+// On the host, where other test packages attach and detach loop devices
+// all the time, the hotplug listener stays off; the real-kernel guest runs
+// one test at a time and keeps it on.
 func (n *node) start() (*Daemon, chan struct{}, func() error) {
 	n.t.Helper()
-	d := New(Options{ConfigPath: n.config, RunDir: filepath.Join(n.dir, "run"), Logger: testLogger(n.t)})
+	d := New(Options{ConfigPath: n.config, RunDir: filepath.Join(n.dir, "run"), Logger: testLogger(n.t), NoHotplug: !testutil.InGuest()})
 	ctx, cancel := context.WithCancel(context.Background())
 	reload := make(chan struct{}, 1)
 	done := make(chan error, 1)

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/atrest/atrest/pkg/config"
@@ -39,7 +40,7 @@ func (d *Daemon) rescan(ctx context.Context, atStart bool) {
 			}
 			switch {
 			case v.Config != nil:
-				s.Required = v.Config.IsRequired()
+				s.Required, s.Configured = v.Config.IsRequired(), true
 			case atStart:
 				s.Required = d.cfg.Daemon.RequiresDiscovered()
 			}
@@ -60,12 +61,18 @@ func (d *Daemon) rescan(ctx context.Context, atStart bool) {
 			s.State = StateLocked
 		}
 	}
-	// Volumes whose device went away.
+	// Volumes whose device went away: a configured one is missing; one
+	// that was only found by its token is forgotten (a disk unplugged).
 	for k, s := range d.vols {
-		if s.UUID != "" && !present[s.UUID] && s.State != StateOpen {
-			s.State = StateMissing
+		if s.UUID == "" || present[s.UUID] || s.State == StateOpen || strings.HasPrefix(k, "name:") {
+			continue
 		}
-		_ = k
+		if s.Configured {
+			s.State, s.Reason = StateMissing, ""
+		} else {
+			d.log.Info("volume gone", "volume", s.UUID, "name", s.Name, "device", s.Device)
+			delete(d.vols, k)
+		}
 	}
 	// Configured volumes not found yet.
 	for _, c := range d.cfg.Volumes {

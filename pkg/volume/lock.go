@@ -33,6 +33,7 @@ func (m *Manager) lock(ctx context.Context, uuid string) (release func(), err er
 	}
 	ctx, cancel := context.WithTimeout(ctx, lockWait)
 	defer cancel()
+	start := time.Now()
 	for {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
@@ -50,7 +51,7 @@ func (m *Manager) lock(ctx context.Context, uuid string) (release func(), err er
 			if pid == "" {
 				pid = "unknown"
 			}
-			return nil, fmt.Errorf("%w: volume %s (holder pid %s, waited %s)", ErrLocked, uuid, pid, lockWait)
+			return nil, fmt.Errorf("%w: volume %s (holder pid %s, waited %s)", ErrLocked, uuid, pid, time.Since(start).Round(100*time.Millisecond))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
