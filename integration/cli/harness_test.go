@@ -2,8 +2,6 @@ package cli
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -210,21 +208,6 @@ func disk(t *testing.T, sizeMiB int64) string {
 	}
 	t.Cleanup(func() { _ = d.Detach() })
 	return d.Path
-}
-
-// digest is the sha256 of the whole device: a refusal must leave it equal.
-func digest(t *testing.T, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // sh runs a command that must succeed and returns its output.

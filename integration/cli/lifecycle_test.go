@@ -4,6 +4,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/atrest/atrest/internal/testutil"
 )
 
 // The embedded default end to end, as a provisioning script drives it:
@@ -204,10 +206,10 @@ func TestErase(t *testing.T) {
 	n := localNode(t, "print")
 	dev := disk(t, 64)
 	f := jsonOf[formatJSON](t, n.ok("-o", "json", "format", dev, "--name", "gone1"))
-	before := digest(t, dev)
+	before := testutil.SHA256(t, dev)
 	n.expect(2, []string{"needs --yes", "hint: run: atrest erase gone1 --yes --confirm gone1"}, "erase", "gone1")
 	n.expect(2, []string{"confirm with the volume's name"}, "erase", "gone1", "--yes", "--confirm", "other")
-	if digest(t, dev) != before {
+	if testutil.SHA256(t, dev) != before {
 		t.Fatal("an unconfirmed erase changed the device")
 	}
 	n.ok("erase", "gone1", "--yes", "--confirm", "gone1")

@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/atrest/atrest/internal/testutil"
 )
 
 // Bad input gets its own message and exit code, and the device is left
@@ -20,9 +22,9 @@ func TestRefusalsLeaveDevicesUnchanged(t *testing.T) {
 		n.t = t
 		dev := disk(t, 64)
 		sh(t, "mkfs.ext4", "-q", dev)
-		before := digest(t, dev)
+		before := testutil.SHA256(t, dev)
 		n.expect(4, []string{"already holds ext4", "hint: if the data may be destroyed, run again with --force"}, "format", dev, "--name", "x")
-		if digest(t, dev) != before {
+		if testutil.SHA256(t, dev) != before {
 			t.Fatal("a refused format changed the device")
 		}
 		// With --force the same device is formatted, and says what it wiped.
@@ -38,10 +40,10 @@ func TestRefusalsLeaveDevicesUnchanged(t *testing.T) {
 		mnt := t.TempDir()
 		sh(t, "mount", dev, mnt)
 		t.Cleanup(func() { _ = exec.Command("umount", mnt).Run() })
-		before := digest(t, dev)
+		before := testutil.SHA256(t, dev)
 		// --force never overrides a device in use.
 		n.expect(4, []string{"mounted on " + mnt}, "format", dev, "--name", "x", "--force")
-		if digest(t, dev) != before {
+		if testutil.SHA256(t, dev) != before {
 			t.Fatal("a refused format changed a mounted device")
 		}
 	})
@@ -49,11 +51,11 @@ func TestRefusalsLeaveDevicesUnchanged(t *testing.T) {
 		n.t = t
 		dev := disk(t, 64)
 		sh(t, "cryptsetup", "luksFormat", "--batch-mode", "--type", "luks1", "--pbkdf-force-iterations", "1000", "--key-file", keyFile(t, "pass"), dev)
-		before := digest(t, dev)
+		before := testutil.SHA256(t, dev)
 		for _, args := range [][]string{{"rekey", dev}, {"adopt", dev, "--name", "x", "--key-file", keyFile(t, "pass")}} {
 			n.expect(6, []string{"LUKS1", "hint: convert it first: cryptsetup convert --type luks2"}, args...)
 		}
-		if digest(t, dev) != before {
+		if testutil.SHA256(t, dev) != before {
 			t.Fatal("a refused command changed a LUKS1 device")
 		}
 	})
@@ -67,12 +69,12 @@ func TestRefusalsLeaveDevicesUnchanged(t *testing.T) {
 		m := localNode(t, "print")
 		dev := disk(t, 64)
 		m.ok("format", dev, "--name", "rk1")
-		before := digest(t, dev)
+		before := testutil.SHA256(t, dev)
 		r := m.run(strings.NewReader("cbcbcbcb-cbcbcbcb-cbcbcbcb-cbcbcbcb-cbcbcbcb-cbcbcbcb-cbcbcbcb-cbcbcbcb\n"), "recovery", "reseal", "rk1")
 		if r.code != 8 || !strings.Contains(r.stderr, "no keyslot accepts this passphrase") {
 			t.Fatalf("reseal with a wrong recovery key: %s", r)
 		}
-		if digest(t, dev) != before {
+		if testutil.SHA256(t, dev) != before {
 			t.Fatal("a refused reseal changed the device")
 		}
 	})

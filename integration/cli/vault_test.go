@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/atrest/atrest/internal/testutil"
 	"github.com/atrest/atrest/internal/testutil/vaulttest"
 )
 
@@ -71,15 +72,15 @@ func TestVaultFailures(t *testing.T) {
 		dev := disk(t, 64)
 		n.ok("format", dev, "--name", "down1")
 		srv.Stop(t)
-		before := digest(t, dev)
+		before := testutil.SHA256(t, dev)
 		n.expect(9, []string{"kms unavailable", "connection refused", "hint: check the network and the KMS"}, "rekey", "down1")
-		if digest(t, dev) != before {
+		if testutil.SHA256(t, dev) != before {
 			t.Fatal("a rekey with the KMS down changed the device")
 		}
 		blank := disk(t, 64)
-		blankBefore := digest(t, blank)
+		blankBefore := testutil.SHA256(t, blank)
 		n.expect(9, []string{"kms unavailable"}, "format", blank, "--name", "down2")
-		if digest(t, blank) != blankBefore {
+		if testutil.SHA256(t, blank) != blankBefore {
 			t.Fatal("a format with the KMS down wrote to the device")
 		}
 		s := jsonOf[statusJSON](t, n.expect(3, nil, "-o", "json", "status", "down1"))
@@ -99,9 +100,9 @@ func TestVaultFailures(t *testing.T) {
 		if _, err := admin.Logical().Delete("transit/keys/" + vn.Key); err != nil {
 			t.Fatal(err)
 		}
-		before := digest(t, dev)
+		before := testutil.SHA256(t, dev)
 		n.expect(11, []string{"hint: if the KEK is gone for good, reseal with the recovery key"}, "rekey", "gone1")
-		if digest(t, dev) != before {
+		if testutil.SHA256(t, dev) != before {
 			t.Fatal("a failed rekey changed the device")
 		}
 	})
@@ -119,9 +120,9 @@ func TestVaultFailures(t *testing.T) {
 		}
 		sh(t, "cryptsetup", "token", "remove", "--token-id", "0", b)
 		sh(t, "cryptsetup", "token", "import", "--token-id", "0", "--json-file", keyFile(t, strings.Replace(tokA, `"ctxa"`, `"ctxb"`, 1)), b)
-		before := digest(t, b)
+		before := testutil.SHA256(t, b)
 		n.expect(11, []string{"rejected"}, "rekey", b)
-		if digest(t, b) != before {
+		if testutil.SHA256(t, b) != before {
 			t.Fatal("a rejected token led to a change on the device")
 		}
 	})

@@ -3,10 +3,7 @@ package daemon
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -352,20 +349,6 @@ func (n *node) blankLoop(sizeMiB int64) *loop.Device {
 	return dev
 }
 
-func sha(t *testing.T, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
 // Provisioning: a configured blank device with format: true becomes an
 // atrest volume when atrestd starts; a configured device that carries a
 // file system is refused, named in the log, and left byte for byte as it
@@ -378,7 +361,7 @@ func TestProvisionsBlankDevicesOnly(t *testing.T) {
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", used.Path).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
 	}
-	before := sha(t, used.Path)
+	before := testutil.SHA256(t, used.Path)
 	n.write(fmt.Sprintf("  ready_timeout: 2s\n  rescan: 1h\n  require_discovered: false\nvolumes:\n  - name: fresh\n    device: %s\n    format: true\n    required: false\n  - name: taken\n    device: %s\n    format: true\n    required: false\n", blank.Path, used.Path))
 	d, _, stop := n.start()
 	n.await(30*time.Second, "READY=1")
@@ -392,7 +375,7 @@ func TestProvisionsBlankDevicesOnly(t *testing.T) {
 	if len(v.Recovery) != 0 {
 		t.Errorf("recovery mode none: the provisioned volume has recovery keyslots %v", v.Recovery)
 	}
-	if got := sha(t, used.Path); got != before {
+	if got := testutil.SHA256(t, used.Path); got != before {
 		t.Fatal("atrestd changed a device that carries a file system")
 	}
 	found := false

@@ -44,7 +44,7 @@ func TestSignatureRefusedAndDeviceUntouched(t *testing.T) {
 	dev := devtest.Loop(t, 32*mib)
 	devtest.Run(t, "mkfs.ext4", "-q", "-F", dev.Path)
 	uuid := strings.TrimSpace(devtest.Run(t, "blkid", "-p", "-s", "UUID", "-o", "value", dev.Path))
-	sum := devtest.SHA256(t, dev.Path)
+	sum := testutil.SHA256(t, dev.Path)
 
 	_, err := preflight.Run(context.Background(), dev.Path, preflight.Options{})
 	var se *preflight.SignaturesError
@@ -55,7 +55,7 @@ func TestSignatureRefusedAndDeviceUntouched(t *testing.T) {
 	if err.Error() != want {
 		t.Fatalf("message %q\nwant    %q", err, want)
 	}
-	if devtest.SHA256(t, dev.Path) != sum {
+	if testutil.SHA256(t, dev.Path) != sum {
 		t.Fatal("a refused preflight changed the device")
 	}
 	// Refusing released the device.
@@ -117,14 +117,14 @@ func TestNonZeroDataWithoutSignature(t *testing.T) {
 	clear(noise[0x1fe:0x200]) // no accidental boot signature
 	devtest.WriteAt(t, img, noise, 1*mib-4096)
 	dev := devtest.Attach(t, img, loop.Options{})
-	sum := devtest.SHA256(t, dev.Path)
+	sum := testutil.SHA256(t, dev.Path)
 
 	_, err := preflight.Run(context.Background(), dev.Path, preflight.Options{})
 	var nz *preflight.NonZeroError
 	if !errors.As(err, &nz) || !errors.Is(err, preflight.ErrNonZero) || nz.NonZero.Offset < 1*mib-4096 {
 		t.Fatalf("got %v, want a NonZeroError in the last 4 KiB of the first MiB", err)
 	}
-	if devtest.SHA256(t, dev.Path) != sum {
+	if testutil.SHA256(t, dev.Path) != sum {
 		t.Fatal("a refused preflight changed the device")
 	}
 	for _, opts := range []preflight.Options{{NonZero: preflight.AllowNonZero}, {Force: true}} {
@@ -137,7 +137,7 @@ func TestNonZeroDataWithoutSignature(t *testing.T) {
 		}
 		res.Handle.Close()
 	}
-	if devtest.SHA256(t, dev.Path) != sum {
+	if testutil.SHA256(t, dev.Path) != sum {
 		t.Fatal("data with no signature was changed; there was nothing to wipe")
 	}
 }
@@ -146,12 +146,12 @@ func TestForceNeverOverridesInUse(t *testing.T) {
 	dev := devtest.Loop(t, 32*mib)
 	devtest.Run(t, "mkfs.ext4", "-q", "-F", dev.Path)
 	dir := devtest.Mount(t, dev.Path, "ext4")
-	sum := devtest.SHA256(t, dev.Path)
+	sum := testutil.SHA256(t, dev.Path)
 	_, err := preflight.Run(context.Background(), dev.Path, preflight.Options{Force: true})
 	if !errors.Is(err, blockdev.ErrMounted) || !strings.Contains(err.Error(), "mounted on "+dir) {
 		t.Fatalf("got %v, want the mount refused", err)
 	}
-	if devtest.SHA256(t, dev.Path) != sum {
+	if testutil.SHA256(t, dev.Path) != sum {
 		t.Fatal("--force changed a mounted device")
 	}
 }

@@ -6,8 +6,6 @@ package devtest
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"io"
 	"os"
@@ -175,21 +173,6 @@ func swapCall(trap uintptr, path string) error {
 		return e
 	}
 	return nil
-}
-
-// SHA256 hashes the whole content of a file or device.
-func SHA256(t testing.TB, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // ReadAll reads a whole file or device.
