@@ -38,7 +38,9 @@ func TestRefusalsLeaveDevicesUnchanged(t *testing.T) {
 		dev := disk(t, 64)
 		sh(t, "mkfs.ext4", "-q", dev)
 		mnt := t.TempDir()
-		sh(t, "mount", dev, mnt)
+		// Read-only: a read-write ext4 keeps writing by itself (lazy inode
+		// table init, journal), which would hide what atrest did or not.
+		sh(t, "mount", "-o", "ro", dev, mnt)
 		t.Cleanup(func() { _ = exec.Command("umount", mnt).Run() })
 		before := testutil.SHA256(t, dev)
 		// --force never overrides a device in use.
