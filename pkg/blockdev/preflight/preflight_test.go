@@ -145,7 +145,7 @@ func TestNonZeroDataWithoutSignature(t *testing.T) {
 func TestForceNeverOverridesInUse(t *testing.T) {
 	dev := devtest.Loop(t, 32*mib)
 	devtest.Run(t, "mkfs.ext4", "-q", "-F", dev.Path)
-	dir := devtest.Mount(t, dev.Path, "ext4")
+	dir := devtest.MountReadOnly(t, dev.Path, "ext4")
 	sum := testutil.SHA256(t, dev.Path)
 	_, err := preflight.Run(context.Background(), dev.Path, preflight.Options{Force: true})
 	if !errors.Is(err, blockdev.ErrMounted) || !strings.Contains(err.Error(), "mounted on "+dir) {

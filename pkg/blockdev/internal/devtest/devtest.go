@@ -143,11 +143,24 @@ func Mount(t testing.TB, dev, fstype string) string {
 	return MountData(t, dev, fstype, "")
 }
 
+// MountReadOnly is Mount read-only: the file system then writes nothing
+// to the device by itself (ext4's lazy inode-table init and journal do),
+// for tests that compare the device's bytes before and after.
+func MountReadOnly(t testing.TB, dev, fstype string) string {
+	t.Helper()
+	return mount(t, dev, fstype, unix.MS_RDONLY, "")
+}
+
 // MountData is Mount with filesystem options (e.g. btrfs "device=...").
 func MountData(t testing.TB, dev, fstype, data string) string {
 	t.Helper()
+	return mount(t, dev, fstype, 0, data)
+}
+
+func mount(t testing.TB, dev, fstype string, flags uintptr, data string) string {
+	t.Helper()
 	dir := t.TempDir()
-	if err := unix.Mount(dev, dir, fstype, 0, data); err != nil {
+	if err := unix.Mount(dev, dir, fstype, flags, data); err != nil {
 		t.Fatalf("mount %s on %s: %v", dev, dir, err)
 	}
 	t.Cleanup(func() { unix.Unmount(dir, 0) })
