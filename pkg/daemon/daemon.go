@@ -215,6 +215,8 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 			return nil
 		case <-reload:
 			d.reload(ctx)
+			rescan.Reset(d.cfg.Daemon.Rescan)
+			rewrap.Reset(d.cfg.Daemon.Rewrap)
 			stopKeepAlive()
 			keepAliveCtx, stopKeepAlive = context.WithCancel(ctx)
 			d.keepAlive(keepAliveCtx)
@@ -238,6 +240,13 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 			d.rewrapStale(ctx)
 		}
 	}
+}
+
+// bounded bounds KMS work done from the main loop to n KMS call timeouts
+// (at least 5 s each): retries are the loop's business, and a loop stuck
+// in a hung KMS call would miss the watchdog.
+func (d *Daemon) bounded(ctx context.Context, n int) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, time.Duration(n)*max(d.cfg.Vault.Timeout, 5*time.Second))
 }
 
 // keepAlive renews the Vault token in the background, when Vault is used.
@@ -311,8 +320,7 @@ func (d *Daemon) attempt(ctx context.Context) {
 		vols = append(vols, v)
 		keys = append(keys, s.Key)
 	}
-	// One attempt may not outlast a KMS call's timeout: retries are ours.
-	actx, cancel := context.WithTimeout(ctx, max(d.cfg.Vault.Timeout, 5*time.Second))
+	actx, cancel := d.bounded(ctx, 1)
 	defer cancel()
 	failed := 0
 	if len(vols) > 0 {

@@ -126,7 +126,9 @@ func (d *Daemon) provision(ctx context.Context) {
 		if d.cfg.Recovery.Mode == config.RecoveryEscrow {
 			mode = "escrow"
 		}
-		res, err := d.mgr.Format(ctx, volume.FormatOptions{Device: c.Device, Name: c.Name, Recovery: mode, Discard: c.Discard})
+		fctx, cancel := d.bounded(ctx, 2) // wrap, and escrow the recovery key
+		res, err := d.mgr.Format(fctx, volume.FormatOptions{Device: c.Device, Name: c.Name, Recovery: mode, Discard: c.Discard})
+		cancel()
 		if err != nil {
 			d.refused[c.Device] = err.Error()
 			d.log.Error("provisioning refused", "name", c.Name, "device", c.Device, "error", err)

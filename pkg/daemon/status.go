@@ -92,6 +92,8 @@ func summarize(vols []VolumeState, nextTry time.Time) summary {
 // newest one (pkg/volume's Rewrap: no keyslot or data change), and counts
 // the volumes still stale for the metric.
 func (d *Daemon) rewrapStale(ctx context.Context) {
+	ctx, cancel := d.bounded(ctx, 2) // describe the KEKs, then rewrap
+	defer cancel()
 	vols, errs := d.mgr.Managed(ctx)
 	for _, err := range errs {
 		d.log.Warn("device skipped", "error", err)
