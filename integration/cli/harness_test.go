@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/atrest/atrest/internal/testutil"
+	"github.com/atrest/atrest/internal/testutil/looptest"
 	"github.com/atrest/atrest/internal/testutil/vaulttest"
 	"github.com/atrest/atrest/pkg/loop"
 )
@@ -191,23 +192,12 @@ func jsonOf[T any](t *testing.T, r result) T {
 }
 
 // disk is an image file on a loop device, detached when the test ends.
+// Commands that would cover every atrest volume on the machine (status
+// without a name, rewrap --all) name the test's volume instead: other test
+// packages make atrest volumes on loop devices at the same time.
 func disk(t *testing.T, sizeMiB int64) string {
 	t.Helper()
-	img := filepath.Join(t.TempDir(), "disk.img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(sizeMiB << 20); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	d, err := loop.Attach(img, loop.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = d.Detach() })
-	return d.Path
+	return looptest.Disk(t, sizeMiB).Path
 }
 
 // sh runs a command that must succeed and returns its output.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/atrest/atrest/internal/testutil"
+	"github.com/atrest/atrest/internal/testutil/looptest"
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/dmcrypt"
 	"github.com/atrest/atrest/pkg/kms"
@@ -331,24 +332,6 @@ func TestRetriesUntilTheKEKComesBack(t *testing.T) {
 	}
 }
 
-// blankLoop attaches a loop device over a fresh sparse image.
-func (n *node) blankLoop(sizeMiB int64) *loop.Device {
-	n.t.Helper()
-	img := filepath.Join(n.t.TempDir(), "disk.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		n.t.Fatal(err)
-	}
-	if err := os.Truncate(img, sizeMiB<<20); err != nil {
-		n.t.Fatal(err)
-	}
-	dev, err := loop.Attach(img, loop.Options{})
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	n.t.Cleanup(func() { _ = dev.Detach() })
-	return dev
-}
-
 // Provisioning: a configured blank device with format: true becomes an
 // atrest volume when atrestd starts; a configured device that carries a
 // file system is refused, named in the log, and left byte for byte as it
@@ -356,8 +339,8 @@ func (n *node) blankLoop(sizeMiB int64) *loop.Device {
 func TestProvisionsBlankDevicesOnly(t *testing.T) {
 	n := newNode(t, "")
 	testutil.RequireCommand(t, "mkfs.ext4", "e2fsprogs")
-	blank := n.blankLoop(32)
-	used := n.blankLoop(32)
+	blank := looptest.Disk(t, 32)
+	used := looptest.Disk(t, 32)
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", used.Path).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/atrest/atrest/internal/testutil/looptest"
 	"github.com/atrest/atrest/pkg/loop"
 	"github.com/atrest/atrest/pkg/secret"
 )
@@ -26,21 +27,7 @@ import (
 // Disk returns a loop device over a fresh sparse file of sizeMiB.
 func Disk(t testing.TB, sizeMiB int64) *loop.Device {
 	t.Helper()
-	img := filepath.Join(t.TempDir(), "disk.img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(sizeMiB << 20); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	d, err := loop.Attach(img, loop.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = d.Detach() })
-	return d
+	return looptest.Disk(t, sizeMiB)
 }
 
 // Run runs a program with no standard input and returns its standard
