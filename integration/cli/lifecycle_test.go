@@ -40,7 +40,7 @@ func TestLifecycleLocalKeystore(t *testing.T) {
 		t.Fatal("cryptsetup does not accept exactly the printed recovery key")
 	}
 
-	s := jsonOf[statusJSON](t, n.ok("-o", "json", "status"))
+	s := jsonOf[statusJSON](t, n.ok("-o", "json", "status", "data1"))
 	v := s.Volumes
 	if s.Schema != 1 || !s.Healthy || len(v) != 1 || v[0].Name != "data1" || v[0].State != "closed" || v[0].KeyBits != 512 || !v[0].Backup.Current || !v[0].Recovery.Present {
 		t.Fatalf("status after format: %+v", s)
@@ -77,7 +77,7 @@ func TestLifecycleLocalKeystore(t *testing.T) {
 	}
 
 	// Text status: one line per volume, healthy.
-	text := n.ok("status").stdout
+	text := n.ok("status", "data1").stdout
 	if !strings.Contains(text, "data1") || !strings.Contains(text, "closed") || !strings.Contains(text, "ok") {
 		t.Fatalf("text status:\n%s", text)
 	}
@@ -104,7 +104,7 @@ func TestRotateRewrapRetireLocal(t *testing.T) {
 	f := jsonOf[formatJSON](t, n.ok("-o", "json", "format", dev, "--name", "kek1"))
 
 	n.ok("kms", "rotate")
-	s := jsonOf[statusJSON](t, n.expect(3, nil, "-o", "json", "status"))
+	s := jsonOf[statusJSON](t, n.expect(3, nil, "-o", "json", "status", "kek1"))
 	k := s.Volumes[0].KMS
 	if s.Healthy || k == nil || !k.Stale || k.KeyVersion != 1 || k.LatestVersion != 2 {
 		t.Fatalf("status after rotate: %+v", s)
@@ -113,7 +113,7 @@ func TestRotateRewrapRetireLocal(t *testing.T) {
 		t.Fatalf("the problem does not say how to fix it: %q", p)
 	}
 	before := sh(t, "cryptsetup", "luksDump", dev)
-	out := n.ok("rewrap", "--all").stdout
+	out := n.ok("rewrap", "kek1").stdout
 	if !strings.Contains(out, "version 1 -> 2") {
 		t.Fatalf("rewrap output: %s", out)
 	}
@@ -121,7 +121,7 @@ func TestRotateRewrapRetireLocal(t *testing.T) {
 	if keyslotSection(before) != keyslotSection(after) {
 		t.Fatal("rewrap changed keyslots")
 	}
-	s = jsonOf[statusJSON](t, n.ok("-o", "json", "status"))
+	s = jsonOf[statusJSON](t, n.ok("-o", "json", "status", "kek1"))
 	if !s.Healthy || s.Volumes[0].KMS.KeyVersion != 2 {
 		t.Fatalf("status after rewrap: %+v", s)
 	}

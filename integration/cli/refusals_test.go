@@ -115,10 +115,10 @@ func TestStatusNeedsAttention(t *testing.T) {
 	if err := os.Remove(f.Backup); err != nil {
 		t.Fatal(err)
 	}
-	r := n.expect(3, nil, "status")
+	r := n.expect(3, nil, "status", "att1")
 	if !strings.Contains(r.stdout, "att1: no header backup; run: atrest header backup att1") {
 		t.Fatalf("status does not name the problem and its fix:\n%s", r)
 	}
 	n.ok("header", "backup", "att1")
-	n.ok("status")
+	n.ok("status", "att1")
 }

@@ -49,7 +49,7 @@ func TestVaultTransitLifecycle(t *testing.T) {
 	if k := s.Volumes[0].KMS; !k.Stale || k.LatestVersion != 2 {
 		t.Fatalf("status after the KEK rotation: %+v", k)
 	}
-	if out := n.ok("rewrap", "--all").stdout; !strings.Contains(out, "version 1 -> 2") {
+	if out := n.ok("rewrap", "vt1").stdout; !strings.Contains(out, "version 1 -> 2") {
 		t.Fatalf("rewrap: %s", out)
 	}
 	if _, err := admin.Logical().Write("transit/keys/"+vn.Key+"/config", map[string]any{"min_decryption_version": 2}); err != nil {
