@@ -57,7 +57,7 @@ func (m *Manager) Open(ctx context.Context, vols []*Volume, o OpenOptions) []Ope
 		case open:
 			res[i].AlreadyOpen = true
 		case !v.Managed():
-			res[i].Err = fmt.Errorf("%s: %w", v.Device, ErrNotManaged)
+			res[i].Err = v.errNotManaged()
 		default:
 			todo = append(todo, i)
 		}

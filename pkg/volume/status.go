@@ -196,8 +196,16 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 		if len(v.Others) > 0 {
 			problem("%d extra platform keyslot(s): a rekey is under way or was interrupted; run: atrest rekey %s", len(v.Others), v.Name)
 		}
-	} else {
+	} else if len(v.Unreadable) == 0 {
 		problem("no atrest token: not managed by atrest (atrest adopt takes it over)")
+	}
+	for _, u := range v.Unreadable {
+		ref := v.Name
+		if ref == "" {
+			ref = v.Device
+		}
+		problem("atrest token %d (keyslots %v) is skipped: %v; the recovery key still opens the volume (atrest recovery reseal %s makes a new platform token; then cryptsetup token remove --token-id %d %s)",
+			u.ID, u.Keyslots, u.Err, ref, u.ID, v.Device)
 	}
 	for _, id := range v.Recovery {
 		roles[id] = RoleRecovery
