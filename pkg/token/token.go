@@ -20,6 +20,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/atrest/atrest/pkg/config"
 )
 
 // Type is the LUKS2 token type of atrest tokens.
@@ -162,6 +164,12 @@ func (t *Token) check() error {
 		return errors.New("no kms backend")
 	case t.Ciphertext == "" && t.KMS != "vault-kv":
 		return errors.New("no ciphertext")
+	}
+	// The name becomes /dev/mapper/NAME and appears in every output: a name
+	// read from a header is held to the rule for names typed on the command
+	// line or written in the configuration. Empty means "from the config".
+	if t.Name != "" {
+		return config.CheckName(t.Name)
 	}
 	return nil
 }

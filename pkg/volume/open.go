@@ -182,6 +182,9 @@ func (m *Manager) mapVolume(ctx context.Context, v *Volume, vk *secret.Key, read
 // isOpen reports whether v's mapping exists. A mapping of that name that
 // belongs to another volume is ErrNameInUse.
 func (m *Manager) isOpen(v *Volume) (bool, error) {
+	if v.Name == "" && len(v.Unreadable) > 0 {
+		return false, v.errNotManaged()
+	}
 	if v.Name == "" {
 		return false, fmt.Errorf("%s: %w: no name in its token or the configuration", v.Device, ErrNotManaged)
 	}

@@ -2,7 +2,6 @@ package volume
 
 import (
 	"context"
-	"fmt"
 )
 
 // RekeyOptions tune Rekey.
@@ -50,7 +49,7 @@ func (m *Manager) Rekey(ctx context.Context, v *Volume, o RekeyOptions) (res *Re
 		return res, nil
 	}
 	if !c.v.Managed() {
-		return nil, fmt.Errorf("%s: %w", c.v.Device, ErrNotManaged)
+		return nil, c.v.errNotManaged()
 	}
 	res.OldKeyslot = c.v.Platform.Keyslot
 	vk, err := m.platformKey(ctx, c.v, c.dev)

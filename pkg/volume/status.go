@@ -200,12 +200,8 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 		problem("no atrest token: not managed by atrest (atrest adopt takes it over)")
 	}
 	for _, u := range v.Unreadable {
-		ref := v.Name
-		if ref == "" {
-			ref = v.Device
-		}
-		problem("atrest token %d (keyslots %v) is skipped: %v; the recovery key still opens the volume (atrest recovery reseal %s makes a new platform token; then cryptsetup token remove --token-id %d %s)",
-			u.ID, u.Keyslots, u.Err, ref, u.ID, v.Device)
+		problem("atrest token %d (keyslots %v) is skipped: %v; the volume does not open through the KMS, its recovery key still opens it (docs/operations.md)",
+			u.ID, u.Keyslots, u.Err)
 	}
 	for _, id := range v.Recovery {
 		roles[id] = RoleRecovery

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/atrest/atrest/internal/testutil"
 	"github.com/atrest/atrest/pkg/config"
-	"github.com/atrest/atrest/pkg/luks2"
 	"github.com/atrest/atrest/pkg/secret"
 	"github.com/atrest/atrest/pkg/token"
 )
@@ -27,39 +27,10 @@ func formatWithRecovery(t *testing.T, m *Manager, name string) (string, *secret.
 	return img, res.Recovery.Key
 }
 
-// rewriteAtrestToken replaces the JSON of img's atrest token with what
-// edit makes of it, committed like any header change (cryptsetup reads
-// the result: the token keeps its type and keyslots).
+// rewriteAtrestToken edits the JSON of img's atrest token.
 func rewriteAtrestToken(t *testing.T, img string, edit func(string) string) int {
 	t.Helper()
-	ctx := context.Background()
-	f, err := luks2.OpenFile(img, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h, err := luks2.Read(ctx, f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, id := range h.TokenIDs() {
-		if h.Tokens[id].Type != token.Type {
-			continue
-		}
-		u, err := h.Begin()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := u.SetToken(id, []byte(edit(string(h.Tokens[id].JSON())))); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := u.Commit(ctx, f); err != nil {
-			t.Fatal(err)
-		}
-		return id
-	}
-	t.Fatal("no atrest token")
-	return -1
+	return testutil.EditToken(t, img, token.Type, func(b []byte) []byte { return []byte(edit(string(b))) })
 }
 
 // An atrest token this build cannot parse (from a newer atrest, or
