@@ -82,6 +82,13 @@ func (m *Manager) HeaderRestore(ctx context.Context, device string, o RestoreOpt
 	if err != nil {
 		return nil, err
 	}
+	// The restored header has a new sequence id (above the one it
+	// replaced): back it up, so the state directory's backup is current
+	// again and the header it replaced stays as .prev.
+	if err := m.saveBackup(ctx, dev, h.UUID); err != nil {
+		return h, &StageError{Op: "header restore", Device: device, Err: err,
+			State: "the header was restored; its backup in the state directory is not current: run atrest header backup " + device}
+	}
 	return h, nil
 }
 
