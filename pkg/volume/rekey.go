@@ -2,6 +2,7 @@ package volume
 
 import (
 	"context"
+	"fmt"
 )
 
 // RekeyOptions tune Rekey.
@@ -49,7 +50,7 @@ func (m *Manager) Rekey(ctx context.Context, v *Volume, o RekeyOptions) (res *Re
 		return res, nil
 	}
 	if !c.v.Managed() {
-		return nil, c.v.errNotManaged()
+		return nil, fmt.Errorf("rekey: %w", c.v.errNotManaged())
 	}
 	res.OldKeyslot = c.v.Platform.Keyslot
 	vk, err := m.platformKey(ctx, c.v, c.dev)
