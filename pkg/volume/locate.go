@@ -156,9 +156,10 @@ func hasLUKSMagic(path string) bool {
 	return false
 }
 
-// load reads the header of the device at path.
+// load reads the header of the device at path, and records which device
+// that was: later steps refuse the path when it names another by then.
 func (m *Manager) load(ctx context.Context, path string) (*Volume, error) {
-	f, err := luks2.OpenFile(path, false)
+	f, err := openPath(path, false)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%w: %s does not exist", ErrNotFound, path)
@@ -170,7 +171,12 @@ func (m *Manager) load(ctx context.Context, path string) (*Volume, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return m.fromHeader(path, h)
+	v, err := m.fromHeader(path, h)
+	if err != nil {
+		return nil, err
+	}
+	v.id = f.id
+	return v, nil
 }
 
 // fromHeader interprets the tokens of h. An atrest token this build

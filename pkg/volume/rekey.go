@@ -80,7 +80,7 @@ func (m *Manager) begin(ctx context.Context, v *Volume, op string) (*change, fun
 	if err != nil {
 		return nil, nil, err
 	}
-	dev, err := openDevice(v.Device)
+	dev, err := openDevice(v)
 	if err != nil {
 		release()
 		return nil, nil, err

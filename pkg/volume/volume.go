@@ -121,6 +121,8 @@ type Volume struct {
 	Recovery []int
 	// Config is the configuration entry for this volume, if any.
 	Config *config.Volume
+	// id is what Device was when Header was read (device.go).
+	id devID
 }
 
 // UnreadableToken is an atrest token that token.Parse refused.
