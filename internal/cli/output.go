@@ -22,8 +22,8 @@ func (e *env) printJSON(v any) {
 }
 
 // printf writes text output (suppressed in JSON mode, where the JSON
-// document is the whole output). String, error and Stringer arguments are
-// escaped whole (newlines and tabs too): they may come from a header.
+// document is the whole output). String and error arguments are escaped
+// whole (newlines and tabs too): they may come from a header.
 func (e *env) printf(format string, args ...any) {
 	if !e.json {
 		fmt.Fprintf(e.stdout, format, escapeArgs(args)...)
@@ -112,8 +112,6 @@ func escapeArgs(args []any) []any {
 			out[i] = escapeText(v, "")
 		case error:
 			out[i] = escapeText(v.Error(), "")
-		case fmt.Stringer:
-			out[i] = escapeText(v.String(), "")
 		default:
 			out[i] = a
 		}
