@@ -36,6 +36,7 @@ type env struct {
 
 // Main runs atrest with args and returns the process exit code.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	stdout, stderr = escapeStreams(stdout, stderr)
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
 	app := newApp(e)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -198,7 +199,7 @@ func (e *env) one(c *ucli.Context) (*volume.Volume, error) {
 
 // warn prints a warning line on stderr.
 func (e *env) warn(format string, args ...any) {
-	fmt.Fprintf(e.stderr, "atrest: warning: "+format+"\n", args...)
+	fmt.Fprintf(e.stderr, "atrest: warning: "+format+"\n", escapeArgs(args)...)
 }
 
 // exitCodeHelp renders the EXIT CODES section of --help.

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/atrest/atrest/pkg/blockdev/overwrite"
 	"golang.org/x/term"
@@ -19,11 +22,101 @@ func (e *env) printJSON(v any) {
 }
 
 // printf writes text output (suppressed in JSON mode, where the JSON
-// document is the whole output).
+// document is the whole output). String and error arguments are escaped
+// whole (newlines and tabs too): they may come from a header.
 func (e *env) printf(format string, args ...any) {
 	if !e.json {
-		fmt.Fprintf(e.stdout, format, args...)
+		fmt.Fprintf(e.stdout, format, escapeArgs(args)...)
 	}
+}
+
+// Escaping. Names, labels, key names and error texts can come from a
+// header or a KMS, that is from whoever wrote the disk; written raw they
+// could move the cursor, recolour or clear the terminal, or forge lines.
+// escapeText is the one escaping function of the CLI: Main wraps stdout
+// and stderr in an escapingWriter built on it, so every text printer goes
+// through it, and printf and warn also escape their arguments whole.
+
+// escapeText returns s with every control character (C0, DEL, C1), every
+// bidirectional-override character and every byte that is not UTF-8
+// escaped, except the runes in keep (the layout the printers themselves
+// write). Escapes are \n, \t, \r, \uXXXX (which also reads the same inside
+// a JSON string) and \xNN for a byte that is not UTF-8.
+func escapeText(s, keep string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case !escaped(r, n, keep):
+			b.WriteString(s[i : i+n])
+		case n == 1 && r == utf8.RuneError:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		default:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// escaped reports whether escapeText changes the rune r of n bytes.
+func escaped(r rune, n int, keep string) bool {
+	if r == utf8.RuneError && n == 1 {
+		return true
+	}
+	return (unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r)) && !strings.ContainsRune(keep, r)
+}
+
+// escapingWriter passes what is written through escapeText. What needs no
+// escaping (nearly everything, a shown recovery key included) is written
+// as given, without a copy.
+type escapingWriter struct {
+	w    io.Writer
+	keep string
+}
+
+func (x escapingWriter) Write(p []byte) (int, error) {
+	clean := true
+	for i := 0; i < len(p) && clean; {
+		r, n := utf8.DecodeRune(p[i:])
+		clean = !escaped(r, n, x.keep)
+		i += n
+	}
+	if clean {
+		return x.w.Write(p)
+	}
+	if _, err := io.WriteString(x.w, escapeText(string(p), x.keep)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// escapeStreams wraps stdout and stderr: both keep newlines and tabs, and
+// stderr also carriage returns (the progress line rewrites itself).
+func escapeStreams(stdout, stderr io.Writer) (io.Writer, io.Writer) {
+	return escapingWriter{stdout, "\n\t"}, escapingWriter{stderr, "\n\t\r"}
+}
+
+// escapeArgs escapes the text arguments of a format call whole.
+func escapeArgs(args []any) []any {
+	out := make([]any, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case string:
+			out[i] = escapeText(v, "")
+		case error:
+			out[i] = escapeText(v.Error(), "")
+		default:
+			out[i] = a
+		}
+	}
+	return out
 }
 
 // table returns a tabwriter for aligned columns on stdout.
@@ -56,6 +149,9 @@ func (e *env) progress(what string) overwrite.Func {
 }
 
 func isTerminal(w io.Writer) bool {
+	if x, ok := w.(escapingWriter); ok {
+		w = x.w
+	}
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }

@@ -101,8 +101,16 @@ type Params struct {
 	// UUID is the LUKS2 header's UUID (with or without dashes); it builds
 	// the dm UUID CRYPT-LUKS2-<uuid without dashes>-<Name>.
 	UUID string
-	// Device is the backing block device holding the ciphertext.
+	// Device is the backing block device holding the ciphertext, as the
+	// caller names it (messages use it).
 	Device string
+	// Backing, when set, is the backing block device held open by the
+	// caller (Device is then only its name). Either way the table names
+	// the device by the major:minor of one open file (fstat st_rdev), never
+	// by path, so a path swapped after the caller checked what it opened
+	// cannot make the mapping use another device. Open neither keeps nor
+	// closes Backing.
+	Backing *os.File
 	// OffsetSectors is where the data segment starts on Device, in
 	// 512-byte sectors (LUKS2 segment offset / 512).
 	OffsetSectors uint64

@@ -31,7 +31,7 @@ func Open(p Params) (*Mapping, error) {
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
-	size, err := p.size()
+	backing, size, err := p.backing()
 	if err != nil {
 		return nil, err
 	}
@@ -55,7 +55,7 @@ func Open(p Params) (*Mapping, error) {
 	err = withLogonKey(keyDescPrefix+uuid, p.Key, func(ref string) error {
 		return devmapper.Load(p.Name, flags, devmapper.CryptTable{
 			Length:        size * 512,
-			BackendDevice: p.Device,
+			BackendDevice: backing,
 			BackendOffset: p.OffsetSectors * 512,
 			Encryption:    CipherAESXTSPlain64,
 			KeyID:         ref,
@@ -100,29 +100,49 @@ func loadError(name string, err error) error {
 	return dmError("load table of", name, err)
 }
 
-// size returns the mapping length in 512-byte sectors, measuring the
-// backing device when p.SizeSectors is 0, and checks it against the device
-// and the sector size.
-func (p *Params) size() (uint64, error) {
-	f, err := os.Open(p.Device)
+// backing names the backing device for the table, "major:minor" of one
+// open file (p.Backing, or p.Device opened once), and returns the mapping
+// length in 512-byte sectors, measuring that same device when
+// p.SizeSectors is 0, checked against the device and the sector size.
+func (p *Params) backing() (string, uint64, error) {
+	f := p.Backing
+	if f == nil {
+		var err error
+		if f, err = os.Open(p.Device); err != nil {
+			return "", 0, fmt.Errorf("dmcrypt: backing device: %w", err)
+		}
+		defer f.Close()
+	}
+	devno, devBytes, err := BackingDevice(f)
 	if err != nil {
-		return 0, fmt.Errorf("dmcrypt: backing device: %w", err)
+		return "", 0, fmt.Errorf("%w: %s: %v", ErrInvalidParams, p.Device, err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return 0, fmt.Errorf("dmcrypt: backing device: %w", err)
+	size, err := p.size(devBytes / 512)
+	return devno, size, err
+}
+
+// BackingDevice returns how a table names the block device f is,
+// "major:minor" from fstat, and its size in bytes, measured through f.
+func BackingDevice(f *os.File) (devno string, size uint64, err error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return "", 0, err
 	}
-	if st.Mode()&os.ModeDevice == 0 || st.Mode()&os.ModeCharDevice != 0 {
-		return 0, fmt.Errorf("%w: %s is not a block device", ErrInvalidParams, p.Device)
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return "", 0, errors.New("not a block device")
 	}
-	// Seeking to the end of a block device yields its size in bytes.
+	// Seeking to the end of a block device yields its size in bytes; the
+	// file offset is not used otherwise (every read is positioned).
 	end, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
-		return 0, fmt.Errorf("dmcrypt: size of %s: %w", p.Device, err)
+		return "", 0, fmt.Errorf("size: %w", err)
 	}
-	devBytes := uint64(end)
-	devSectors := devBytes / 512
+	return fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev)), uint64(end), nil
+}
+
+// size checks the mapping length against a device of devSectors and the
+// sector size; 0 maps everything from the offset to the end.
+func (p *Params) size(devSectors uint64) (uint64, error) {
 	if p.OffsetSectors >= devSectors {
 		return 0, fmt.Errorf("%w: data offset %d sectors is past the end of %s (%d sectors)", ErrInvalidParams, p.OffsetSectors, p.Device, devSectors)
 	}

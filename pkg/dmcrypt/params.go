@@ -102,7 +102,7 @@ func (p *Params) validate() error {
 	if _, err := compactUUID(p.UUID); err != nil {
 		return err
 	}
-	if p.Device == "" {
+	if p.Device == "" && p.Backing == nil {
 		return fmt.Errorf("%w: no backing device", ErrInvalidParams)
 	}
 	if p.Cipher != "" && p.Cipher != CipherAESXTSPlain64 {

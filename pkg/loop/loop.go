@@ -43,7 +43,18 @@ func Attach(backing string, opts Options) (*Device, error) {
 		return nil, fmt.Errorf("loop: open backing file: %w", err)
 	}
 	defer bf.Close()
+	return AttachFile(bf, backing, opts)
+}
 
+// AttachFile binds the open file bf (its name recorded as name) to a free
+// loop device: the device is backed by exactly that file, whatever its
+// path names by now. bf stays the caller's to close. A file opened
+// read-only makes a read-only device.
+func AttachFile(bf *os.File, name string, opts Options) (*Device, error) {
+	flag := os.O_RDWR
+	if opts.ReadOnly {
+		flag = os.O_RDONLY
+	}
 	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -71,7 +82,7 @@ func Attach(backing string, opts Options) (*Device, error) {
 		if opts.ReadOnly {
 			cfg.Info.Flags |= unix.LO_FLAGS_READ_ONLY
 		}
-		copy(cfg.Info.File_name[:], backing)
+		copy(cfg.Info.File_name[:], name)
 		err = unix.IoctlLoopConfigure(int(lf.Fd()), &cfg)
 		if errors.Is(err, unix.EBUSY) {
 			lf.Close()
@@ -101,6 +112,10 @@ func openNode(path string, n, flag int) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// File is the open loop device node: its device number (fstat) names the
+// device for as long as it is attached. It is closed by Detach.
+func (d *Device) File() *os.File { return d.f }
 
 // Detach releases the device. With autoclear the kernel completes the
 // detach once the last other user closes it.

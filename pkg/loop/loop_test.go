@@ -82,3 +82,39 @@ func TestAttachMissingFile(t *testing.T) {
 		t.Fatal("attaching a missing file succeeded")
 	}
 }
+
+// AttachFile backs the device with the open file it is given, even when
+// the path now names another file.
+func TestAttachFileUsesTheOpenFile(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "img")
+	want := bytes.Repeat([]byte("original"), 1<<17)
+	if err := os.WriteFile(img, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	other := filepath.Join(dir, "other")
+	if err := os.WriteFile(other, bytes.Repeat([]byte("replaced"), 1<<17), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(other, img); err != nil {
+		t.Fatal(err)
+	}
+	d, err := AttachFile(f, img, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Detach()
+	got := make([]byte, len(want))
+	if _, err := d.File().ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s reads %q..., not the file it was given", d.Path, got[:16])
+	}
+}

@@ -81,6 +81,13 @@ func OpenFile(path string, writable bool) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("luks2: %w", err)
 	}
+	return NewFile(f, path)
+}
+
+// NewFile wraps f, opened from path, and takes it over: Close closes it.
+// A caller that must know which device it reads (not just which path)
+// opens f itself, checks it with fstat, and hands it over here.
+func NewFile(f *os.File, path string) (*File, error) {
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()

@@ -20,6 +20,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/atrest/atrest/pkg/config"
 )
 
 // Type is the LUKS2 token type of atrest tokens.
@@ -31,6 +33,12 @@ const Version = 1
 
 // ErrNotAtrest means the JSON is a token of another type.
 var ErrNotAtrest = errors.New("not an atrest token")
+
+// ErrInvalid means an atrest token cannot be used by this build: its JSON
+// is malformed, a field is missing or out of range, or it was written by a
+// newer atrest. Callers skip such a token, as cryptsetup and
+// systemd-cryptsetup skip tokens they cannot parse.
+var ErrInvalid = errors.New("invalid atrest token")
 
 // Token is one atrest LUKS2 token.
 type Token struct {
@@ -86,34 +94,49 @@ func (t *Token) Marshal() ([]byte, error) {
 }
 
 // Parse reads an atrest token. It returns ErrNotAtrest for tokens of other
-// types, so callers can skip them.
+// types, so callers can skip them, and an error wrapping ErrInvalid for an
+// atrest token this build cannot use.
 func Parse(data []byte) (*Token, error) {
 	var w wire
 	if err := json.Unmarshal(data, &w); err != nil {
-		return nil, fmt.Errorf("atrest token: %w", err)
+		var probe struct {
+			Type string `json:"type"`
+		}
+		if json.Unmarshal(data, &probe) == nil && probe.Type != Type {
+			return nil, ErrNotAtrest
+		}
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	if w.Type != Type {
 		return nil, ErrNotAtrest
 	}
+	t, err := parse(w)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return t, nil
+}
+
+func parse(w wire) (*Token, error) {
 	if w.Version < 1 || w.Version > Version {
-		return nil, fmt.Errorf("atrest token: version %d is not supported by this build (up to %d); upgrade atrest", w.Version, Version)
+		return nil, fmt.Errorf("version %d is not supported by this build (up to %d); upgrade atrest", w.Version, Version)
 	}
 	if len(w.Keyslots) != 1 {
-		return nil, fmt.Errorf("atrest token: bound to %d keyslots, want exactly 1", len(w.Keyslots))
+		return nil, fmt.Errorf("bound to %d keyslots, want exactly 1", len(w.Keyslots))
 	}
 	slot, err := strconv.Atoi(w.Keyslots[0])
 	if err != nil {
-		return nil, fmt.Errorf("atrest token: keyslot %q is not a number", w.Keyslots[0])
+		return nil, fmt.Errorf("keyslot %q is not a number", w.Keyslots[0])
 	}
 	t := &Token{Keyslot: slot, Name: w.Name, KMS: w.KMS, Key: w.Key, KeyVersion: w.KeyVersion,
 		Ciphertext: w.Ciphertext, Recovery: w.Recovery}
 	if t.Created, err = parseTime(w.Created); err != nil {
-		return nil, fmt.Errorf("atrest token: created: %w", err)
+		return nil, fmt.Errorf("created: %w", err)
 	}
 	if t.Rotated, err = parseTime(w.Rotated); err != nil {
-		return nil, fmt.Errorf("atrest token: rotated: %w", err)
+		return nil, fmt.Errorf("rotated: %w", err)
 	}
-	if err := t.validate(); err != nil {
+	if err := t.check(); err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -127,13 +150,42 @@ func parseTime(s string) (time.Time, error) {
 }
 
 func (t *Token) validate() error {
-	switch {
-	case t.Keyslot < 0 || t.Keyslot > 31:
-		return fmt.Errorf("atrest token: keyslot %d out of range", t.Keyslot)
-	case t.KMS == "":
-		return errors.New("atrest token: no kms backend")
-	case t.Ciphertext == "" && t.KMS != "vault-kv":
-		return errors.New("atrest token: no ciphertext")
+	if err := t.check(); err != nil {
+		return fmt.Errorf("atrest token: %w", err)
 	}
 	return nil
+}
+
+func (t *Token) check() error {
+	switch {
+	case t.Keyslot < 0 || t.Keyslot > 31:
+		return fmt.Errorf("keyslot %d out of range", t.Keyslot)
+	case t.KMS == "":
+		return errors.New("no kms backend")
+	case t.Ciphertext == "" && t.KMS != "vault-kv":
+		return errors.New("no ciphertext")
+	}
+	// The name becomes /dev/mapper/NAME and appears in every output: a name
+	// read from a header is held to the rule for names typed on the command
+	// line or written in the configuration. Empty means "from the config".
+	if t.Name != "" {
+		return config.CheckName(t.Name)
+	}
+	return nil
+}
+
+// NameOf returns the name an atrest token records even when Parse refuses
+// the token (a field this build does not know, a newer version): the
+// volume stays findable by name and `recovery reseal` can give it a new
+// platform token under that name. Callers validate the name like any
+// other (config.CheckName) before they use it.
+func NameOf(data []byte) string {
+	var w struct {
+		Type string `json:"type"`
+		Name string `json:"name"`
+	}
+	if json.Unmarshal(data, &w) != nil || w.Type != Type {
+		return ""
+	}
+	return w.Name
 }

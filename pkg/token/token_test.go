@@ -53,3 +53,21 @@ func TestParseRejects(t *testing.T) {
 		t.Fatalf("foreign token: %v, want ErrNotAtrest", err)
 	}
 }
+
+// Every atrest token this build cannot use is ErrInvalid, so that callers
+// skip it like cryptsetup does; tokens of other types stay ErrNotAtrest.
+func TestParseRefusalsAreErrInvalid(t *testing.T) {
+	for _, data := range []string{
+		`{"type":"atrest","keyslots":["0"],"version":7,"kms":"local","ciphertext":"x"}`,
+		`{"type":"atrest","keyslots":["0","1"],"version":1,"kms":"local","ciphertext":"x"}`,
+		`{"type":"atrest","keyslots":["0"],"version":"one"}`,
+		`{"type":"atrest","keyslots":["0"],"version":1,"kms":"local","ciphertext":"x","created":"yesterday"}`,
+	} {
+		if _, err := Parse([]byte(data)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Parse(%s) = %v, want ErrInvalid", data, err)
+		}
+	}
+	if _, err := Parse([]byte(`{"type":"systemd-tpm2","keyslots":["0"],"version":"x"}`)); !errors.Is(err, ErrNotAtrest) {
+		t.Errorf("another tool's token: %v, want ErrNotAtrest", err)
+	}
+}

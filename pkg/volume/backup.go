@@ -56,21 +56,57 @@ func (m *Manager) ensureBackup(ctx context.Context, dev luks2.Reader, h *luks2.H
 }
 
 // saveBackup writes a fresh backup of dev, keeping the previous one as
-// .prev. The new file is complete and synced before it replaces the old.
+// .prev. It is crash-safe: at every instant <uuid>.luks2 is a complete
+// backup (the old or the new one). The new file is complete and synced
+// under a temporary name; the current backup gets a second name (a hard
+// link), which then replaces .prev in one rename; only then does the new
+// file replace the current one, in one rename; the directory is synced
+// last, so the new names survive a power loss.
 func (m *Manager) saveBackup(ctx context.Context, dev luks2.Reader, uuid string) error {
 	if err := os.MkdirAll(m.backupDir(), 0o700); err != nil {
 		return fmt.Errorf("header backup: %w", err)
 	}
 	path := m.backupPath(uuid)
 	tmp := path + ".new"
+	if err := writeBackupFile(ctx, dev, tmp); err != nil {
+		return fmt.Errorf("header backup of %s: %w", uuid, err)
+	}
+	err := keepPrevious(path)
+	if err == nil {
+		failpoint("backup-before-replace")
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("header backup of %s: %w", uuid, err)
+	}
+	// Remember the device, so that a header damaged beyond repair (whose
+	// UUID cannot be read any more) still finds its backup.
+	if dev := devicePathOf(dev); dev != "" {
+		if err := replaceFile(path+".device", []byte(dev+"\n")); err != nil {
+			return fmt.Errorf("header backup of %s: %w", uuid, err)
+		}
+	}
+	d, err := os.Open(m.backupDir())
+	if err == nil {
+		err = d.Sync()
+		d.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("header backup of %s: sync %s: %w", uuid, m.backupDir(), err)
+	}
+	return nil
+}
+
+// writeBackupFile writes a backup of dev to the new file tmp (0400),
+// synced. A file left there by a process that died is replaced.
+func writeBackupFile(ctx context.Context, dev luks2.Reader, tmp string) error {
 	_ = os.Remove(tmp)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return fmt.Errorf("header backup: %w", err)
+		return err
 	}
-	sw := &sparseWriter{f: f}
-	var n int64
-	n, err = luks2.Backup(ctx, dev, sw)
+	n, err := luks2.Backup(ctx, dev, &sparseWriter{f: f})
 	if err == nil {
 		err = f.Truncate(n)
 	}
@@ -83,28 +119,52 @@ func (m *Manager) saveBackup(ctx context.Context, dev luks2.Reader, uuid string)
 	if err == nil {
 		err = os.Chmod(tmp, 0o400)
 	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
+}
+
+// keepPrevious makes the backup at path also the .prev one, without a
+// moment where path is missing: a hard link under a temporary name, then
+// one rename over .prev.
+func keepPrevious(path string) error {
+	link := path + ".prev.new"
+	_ = os.Remove(link)
+	if err := os.Link(path, link); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if err := os.Rename(link, path+".prev"); err != nil {
+		_ = os.Remove(link)
+		return err
+	}
+	return nil
+}
+
+// replaceFile writes data to path through a synced temporary file and one
+// rename, so that path holds the old or the new content, never a part.
+func replaceFile(path string, data []byte) error {
+	tmp := path + ".new"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
 	if err == nil {
-		if _, serr := os.Stat(path); serr == nil {
-			err = os.Rename(path, path+".prev")
-		}
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
 	if err == nil {
 		err = os.Rename(tmp, path)
 	}
 	if err != nil {
 		_ = os.Remove(tmp)
-		return fmt.Errorf("header backup of %s: %w", uuid, err)
 	}
-	// Remember the device, so that a header damaged beyond repair (whose
-	// UUID cannot be read any more) still finds its backup.
-	if dev := devicePathOf(dev); dev != "" {
-		_ = os.WriteFile(path+".device", []byte(dev+"\n"), 0o600)
-	}
-	if d, err := os.Open(m.backupDir()); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
+	return err
 }
 
 // sparseWriter writes a backup as a sparse file: blocks of zeros (most of

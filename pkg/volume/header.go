@@ -13,7 +13,7 @@ import (
 // state directory, where status checks that it is current.
 func (m *Manager) HeaderBackup(ctx context.Context, v *Volume, path string) (written string, err error) {
 	defer func() { m.audit(ctx, "header-backup", v.UUID(), v.Name, v.Device, err) }()
-	f, err := openReader(v.Device)
+	f, err := v.open(false)
 	if err != nil {
 		return "", err
 	}
@@ -40,9 +40,9 @@ type RestoreOptions struct {
 func (m *Manager) HeaderRestore(ctx context.Context, device string, o RestoreOptions) (h *luks2.Header, err error) {
 	uuid := ""
 	defer func() { m.audit(ctx, "header-restore", uuid, "", device, err) }()
-	dev, err := openDevice(device)
+	dev, err := luks2.OpenFile(device, true)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("open %s for writing: %w", device, err)
 	}
 	defer dev.Close()
 	current, readErr := luks2.Read(ctx, dev)
@@ -81,6 +81,13 @@ func (m *Manager) HeaderRestore(ctx context.Context, device string, o RestoreOpt
 	h, err = luks2.RestoreFile(ctx, dev, backup, luks2.RestoreOptions{Force: o.Force})
 	if err != nil {
 		return nil, err
+	}
+	// The restored header has a new sequence id (above the one it
+	// replaced): back it up, so the state directory's backup is current
+	// again and the header it replaced stays as .prev.
+	if err := m.saveBackup(ctx, dev, h.UUID); err != nil {
+		return h, &StageError{Op: "header restore", Device: device, Err: err,
+			State: "the header was restored; its backup in the state directory is not current: run atrest header backup " + device}
 	}
 	return h, nil
 }

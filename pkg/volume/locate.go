@@ -156,9 +156,10 @@ func hasLUKSMagic(path string) bool {
 	return false
 }
 
-// load reads the header of the device at path.
+// load reads the header of the device at path, and records which device
+// that was: later steps refuse the path when it names another by then.
 func (m *Manager) load(ctx context.Context, path string) (*Volume, error) {
-	f, err := luks2.OpenFile(path, false)
+	f, err := openPath(path, false)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%w: %s does not exist", ErrNotFound, path)
@@ -170,10 +171,18 @@ func (m *Manager) load(ctx context.Context, path string) (*Volume, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return m.fromHeader(path, h)
+	v, err := m.fromHeader(path, h)
+	if err != nil {
+		return nil, err
+	}
+	v.id = f.id
+	return v, nil
 }
 
-// fromHeader interprets the tokens of h.
+// fromHeader interprets the tokens of h. An atrest token this build
+// cannot parse does not make the header unusable: it is recorded in
+// v.Unreadable and skipped, and its name, when valid, still names the
+// volume.
 func (m *Manager) fromHeader(path string, h *luks2.Header) (*Volume, error) {
 	v := &Volume{Device: path, Header: h, TokenID: -1, Others: map[int]*token.Token{}}
 	for _, id := range h.TokenIDs() {
@@ -182,7 +191,8 @@ func (m *Manager) fromHeader(path string, h *luks2.Header) (*Volume, error) {
 		case token.Type:
 			tok, err := token.Parse(t.JSON())
 			if err != nil {
-				return nil, fmt.Errorf("%s: token %d: %w", path, id, err)
+				v.Unreadable = append(v.Unreadable, UnreadableToken{ID: id, Keyslots: t.Keyslots, Err: err})
+				continue
 			}
 			if v.Platform == nil || tok.Created.Before(v.Platform.Created) ||
 				(tok.Created.Equal(v.Platform.Created) && tok.Keyslot < v.Platform.Keyslot) {
@@ -200,6 +210,11 @@ func (m *Manager) fromHeader(path string, h *luks2.Header) (*Volume, error) {
 	slices.Sort(v.Recovery)
 	if v.Platform != nil {
 		v.Name = v.Platform.Name
+	}
+	for _, u := range v.Unreadable {
+		if name := token.NameOf(h.Tokens[u.ID].JSON()); v.Name == "" && config.CheckName(name) == nil {
+			v.Name = name
+		}
 	}
 	v.Config = m.configFor(path, h.UUID)
 	if v.Name == "" && v.Config != nil {
@@ -254,4 +269,13 @@ func isUUID(s string) bool {
 		}
 	}
 	return true
+}
+
+// errNotManaged says why v has no usable platform token.
+func (v *Volume) errNotManaged() error {
+	if len(v.Unreadable) > 0 {
+		u := v.Unreadable[0]
+		return fmt.Errorf("%s: %w: its atrest token %d cannot be used: %w", v.Device, ErrNotManaged, u.ID, u.Err)
+	}
+	return fmt.Errorf("%s: %w", v.Device, ErrNotManaged)
 }

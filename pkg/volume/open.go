@@ -57,7 +57,7 @@ func (m *Manager) Open(ctx context.Context, vols []*Volume, o OpenOptions) []Ope
 		case open:
 			res[i].AlreadyOpen = true
 		case !v.Managed():
-			res[i].Err = fmt.Errorf("%s: %w", v.Device, ErrNotManaged)
+			res[i].Err = v.errNotManaged()
 		default:
 			todo = append(todo, i)
 		}
@@ -66,7 +66,11 @@ func (m *Manager) Open(ctx context.Context, vols []*Volume, o OpenOptions) []Ope
 	for j, i := range todo {
 		sel[j] = vols[i]
 	}
-	keys, errs := m.unlock(ctx, sel)
+	// Each device is opened once, checked to be the one whose header was
+	// read, and used for the keyslot and the mapping alike.
+	devs, errs := openAll(sel)
+	defer closeAll(devs)
+	keys := m.unlockOn(ctx, sel, devs, errs)
 	defer wipeAll(keys)
 	// Map several at a time: creating a mapping is quick, but waiting for
 	// udev to make /dev/mapper/NAME is not, and the waits overlap.
@@ -82,7 +86,7 @@ func (m *Manager) Open(ctx context.Context, vols []*Volume, o OpenOptions) []Ope
 			defer wg.Done()
 			defer func() { <-sem }()
 			start := time.Now()
-			errs[j] = m.mapVolume(ctx, vols[i], keys[j], o.ReadOnly)
+			errs[j] = m.mapVolume(vols[i], devs[j], keys[j], o.ReadOnly)
 			res[i].Duration = time.Since(start)
 		}(j, i)
 	}
@@ -99,23 +103,37 @@ func (m *Manager) Open(ctx context.Context, vols []*Volume, o OpenOptions) []Ope
 const mapParallel = 16
 
 // unlock recovers the volume keys of vols, the part of opening that needs
-// no kernel: one KMS round trip per KEK for every platform secret, then the
+// no kernel, on devices it opens for the purpose (see unlockOn). The
+// caller wipes every key.
+func (m *Manager) unlock(ctx context.Context, vols []*Volume) ([]*secret.Key, []error) {
+	devs, errs := openAll(vols)
+	defer closeAll(devs)
+	return m.unlockOn(ctx, vols, devs, errs), errs
+}
+
+// unlockOn recovers the volume keys of vols through their open devices
+// devs: one KMS round trip per KEK for every platform secret, then the
 // keyslots opened several at a time. A volume whose platform token fails
 // but which has another (an interrupted rekey) is tried through that one.
-// The caller wipes every key.
-func (m *Manager) unlock(ctx context.Context, vols []*Volume) ([]*secret.Key, []error) {
-	uuids := make([]string, len(vols))
-	toks := make([]*token.Token, len(vols))
+// errs holds a failure per volume on entry (a device that did not open:
+// skipped) and on return. The caller wipes every key.
+func (m *Manager) unlockOn(ctx context.Context, vols []*Volume, devs []*device, errs []error) []*secret.Key {
+	var uuids []string
+	var toks []*token.Token
+	var idx []int
 	for i, v := range vols {
-		uuids[i], toks[i] = v.UUID(), v.Platform
+		if errs[i] == nil {
+			uuids, toks, idx = append(uuids, v.UUID()), append(toks, v.Platform), append(idx, i)
+		}
 	}
-	secrets, errs := m.unwrapAll(ctx, uuids, toks)
+	secrets, kmsErrs := m.unwrapAll(ctx, uuids, toks)
 	defer wipeAll(secrets)
 	keys := make([]*secret.Key, len(vols))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
-	for i, v := range vols {
-		if errs[i] != nil && len(v.Others) == 0 {
+	for j, i := range idx {
+		v := vols[i]
+		if errs[i] = kmsErrs[j]; errs[i] != nil && len(v.Others) == 0 {
 			continue
 		}
 		wg.Add(1)
@@ -123,22 +141,18 @@ func (m *Manager) unlock(ctx context.Context, vols []*Volume) ([]*secret.Key, []
 		go func(i int, v *Volume, ps *secret.Key) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			keys[i], errs[i] = m.openKeyslot(ctx, v, ps)
-		}(i, v, secrets[i])
+			keys[i], errs[i] = m.openKeyslot(ctx, v, devs[i], ps)
+		}(i, v, secrets[j])
 	}
 	wg.Wait()
-	return keys, errs
+	return keys
 }
 
-// openKeyslot opens v's platform keyslot with ps (or, when ps is nil or
-// does not open it and a rekey left other tokens, through every platform
-// token) and returns the volume key.
-func (m *Manager) openKeyslot(ctx context.Context, v *Volume, ps *secret.Key) (*secret.Key, error) {
-	f, err := luks2.OpenFile(v.Device, false)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
+// openKeyslot opens v's platform keyslot on f with ps (or, when ps is nil
+// or does not open it and a rekey left other tokens, through every
+// platform token) and returns the volume key.
+func (m *Manager) openKeyslot(ctx context.Context, v *Volume, f luks2.Reader, ps *secret.Key) (*secret.Key, error) {
+	var err error
 	var vk *secret.Key
 	if ps != nil {
 		vk, err = v.Header.OpenKeyslot(f, v.Platform.Keyslot, ps)
@@ -149,19 +163,31 @@ func (m *Manager) openKeyslot(ctx context.Context, v *Volume, ps *secret.Key) (*
 	return vk, err
 }
 
-// mapVolume creates the dm-crypt mapping of v with volume key vk.
-func (m *Manager) mapVolume(ctx context.Context, v *Volume, vk *secret.Key, readOnly bool) error {
-	a, err := v.Header.Activation()
-	if err != nil {
-		return err
-	}
-	dev, release, err := blockDevice(ctx, v.Device)
+// mapVolume creates the dm-crypt mapping of v, whose device d is, with
+// volume key vk.
+func (m *Manager) mapVolume(v *Volume, d *device, vk *secret.Key, readOnly bool) error {
+	p, release, err := mapParams(v, d, vk, readOnly)
 	if err != nil {
 		return err
 	}
 	defer release()
-	p := dmcrypt.Params{
-		Name: v.Name, UUID: v.UUID(), Device: dev,
+	_, err = dmcrypt.Open(p)
+	return err
+}
+
+// mapParams describes the mapping of v on its open device d; the backing
+// device in it stays open until release.
+func mapParams(v *Volume, d *device, vk *secret.Key, readOnly bool) (p dmcrypt.Params, release func(), err error) {
+	a, err := v.Header.Activation()
+	if err != nil {
+		return p, nil, err
+	}
+	backing, release, err := blockDevice(d, readOnly)
+	if err != nil {
+		return p, nil, err
+	}
+	p = dmcrypt.Params{
+		Name: v.Name, UUID: v.UUID(), Device: v.Device, Backing: backing,
 		OffsetSectors: a.Offset / 512, SizeSectors: a.Size / 512,
 		Cipher: a.Cipher, Key: vk, SectorSize: a.SectorSize, ReadOnly: readOnly,
 	}
@@ -175,13 +201,15 @@ func (m *Manager) mapVolume(ctx context.Context, v *Volume, vk *secret.Key, read
 			p.Flags |= dmcrypt.NoWriteWorkqueue
 		}
 	}
-	_, err = dmcrypt.Open(p)
-	return err
+	return p, release, nil
 }
 
 // isOpen reports whether v's mapping exists. A mapping of that name that
 // belongs to another volume is ErrNameInUse.
 func (m *Manager) isOpen(v *Volume) (bool, error) {
+	if v.Name == "" && len(v.Unreadable) > 0 {
+		return false, v.errNotManaged()
+	}
 	if v.Name == "" {
 		return false, fmt.Errorf("%s: %w: no name in its token or the configuration", v.Device, ErrNotManaged)
 	}

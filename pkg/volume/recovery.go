@@ -6,6 +6,7 @@ import (
 
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/dmcrypt"
+	"github.com/atrest/atrest/pkg/luks2"
 	"github.com/atrest/atrest/pkg/recoverykey"
 	"github.com/atrest/atrest/pkg/secret"
 )
@@ -36,26 +37,27 @@ func (m *Manager) RecoveryUnlock(ctx context.Context, v *Volume, key *secret.Key
 		res.AlreadyOpen = true
 		return res, nil
 	}
-	vk, err := m.openWith(v, key)
+	d, err := v.open(false)
+	if err != nil {
+		return res, err
+	}
+	defer d.Close()
+	vk, err := m.openWith(v, d, key)
 	if err != nil {
 		return res, err
 	}
 	defer vk.Wipe()
-	return res, m.mapVolume(ctx, v, vk, readOnly)
+	return res, m.mapVolume(v, d, vk, readOnly)
 }
 
-// openWith opens v's volume key with a typed key, trying every keyslot.
-func (m *Manager) openWith(v *Volume, key *secret.Key) (*secret.Key, error) {
+// openWith opens v's volume key on f with a typed key, trying every
+// keyslot.
+func (m *Manager) openWith(v *Volume, f luks2.Reader, key *secret.Key) (*secret.Key, error) {
 	pass, err := passphrase(key)
 	if err != nil {
 		return nil, err
 	}
 	defer pass.Wipe()
-	f, err := openReader(v.Device)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
 	vk, _, err := v.Header.Open(f, pass)
 	return vk, err
 }
@@ -148,7 +150,7 @@ func (m *Manager) Reseal(ctx context.Context, v *Volume, key *secret.Key) (res *
 	if c.v.Name == "" {
 		return nil, fmt.Errorf("%w: %s has no name; adopt it with a name instead", ErrInvalidArgument, v.Device)
 	}
-	vk, err := m.openWith(c.v, key)
+	vk, err := m.openWith(c.v, c.dev, key)
 	if err != nil {
 		return nil, err
 	}

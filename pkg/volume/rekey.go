@@ -50,7 +50,7 @@ func (m *Manager) Rekey(ctx context.Context, v *Volume, o RekeyOptions) (res *Re
 		return res, nil
 	}
 	if !c.v.Managed() {
-		return nil, fmt.Errorf("%s: %w", c.v.Device, ErrNotManaged)
+		return nil, fmt.Errorf("rekey: %w", c.v.errNotManaged())
 	}
 	res.OldKeyslot = c.v.Platform.Keyslot
 	vk, err := m.platformKey(ctx, c.v, c.dev)
@@ -80,7 +80,7 @@ func (m *Manager) begin(ctx context.Context, v *Volume, op string) (*change, fun
 	if err != nil {
 		return nil, nil, err
 	}
-	dev, err := openDevice(v.Device)
+	dev, err := openDevice(v)
 	if err != nil {
 		release()
 		return nil, nil, err

@@ -196,8 +196,12 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 		if len(v.Others) > 0 {
 			problem("%d extra platform keyslot(s): a rekey is under way or was interrupted; run: atrest rekey %s", len(v.Others), v.Name)
 		}
-	} else {
+	} else if len(v.Unreadable) == 0 {
 		problem("no atrest token: not managed by atrest (atrest adopt takes it over)")
+	}
+	for _, u := range v.Unreadable {
+		problem("atrest token %d (keyslots %v) is skipped: %v; the volume does not open through the KMS, its recovery key still opens it (docs/operations.md)",
+			u.ID, u.Keyslots, u.Err)
 	}
 	for _, id := range v.Recovery {
 		roles[id] = RoleRecovery

@@ -112,10 +112,26 @@ type Volume struct {
 	// Others are further atrest tokens by token number: there is more than
 	// one only while a rekey is under way or was interrupted.
 	Others map[int]*token.Token
+	// Unreadable lists the atrest tokens this build cannot parse (corrupt,
+	// or written by a newer atrest). They are skipped, as cryptsetup skips
+	// tokens it cannot parse, so that recovery, erase and header backup
+	// work on any header cryptsetup reads; status reports each one.
+	Unreadable []UnreadableToken
 	// Recovery lists keyslots bound to systemd-recovery tokens.
 	Recovery []int
 	// Config is the configuration entry for this volume, if any.
 	Config *config.Volume
+	// id is what Device was when Header was read (device.go).
+	id devID
+}
+
+// UnreadableToken is an atrest token that token.Parse refused.
+type UnreadableToken struct {
+	// ID is the token number, Keyslots the keyslots the header binds it to.
+	ID       int
+	Keyslots []int
+	// Err wraps token.ErrInvalid and says what is wrong.
+	Err error
 }
 
 // UUID is the volume's LUKS2 UUID.
