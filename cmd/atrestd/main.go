@@ -21,9 +21,14 @@ import (
 	"github.com/atrest/atrest/internal/version"
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/daemon"
+	"github.com/atrest/atrest/pkg/secret"
 )
 
 func main() {
+	if err := secret.HardenProcess(); err != nil {
+		fmt.Fprintln(os.Stderr, "atrestd: error:", err)
+		os.Exit(1)
+	}
 	fs := flag.NewFlagSet("atrestd", flag.ContinueOnError)
 	path := fs.String("c", config.DefaultPath, "configuration `file`")
 	level := fs.String("log-level", "info", "least severe messages logged: debug, info, warn or error")
