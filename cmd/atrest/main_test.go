@@ -1,0 +1,126 @@
+package main
+
+import (
+	"encoding/binary"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/atrest/atrest/internal/testutil"
+	"github.com/atrest/atrest/internal/testutil/memscan"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// atrestBinary builds this command once per test run.
+func atrestBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "atrest-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "atrest")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = err
+			t.Logf("%s", out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build atrest: %v", buildErr)
+	}
+	return binPath
+}
+
+// scanRun runs atrest with args and, when it is about to exit, counts the
+// copies of each secret in its memory (secrets is called then, so it may
+// read files the command wrote). It also checks that the process could not
+// have dumped core.
+func scanRun(t *testing.T, env []string, secrets func() [][]byte, args ...string) []memscan.Counts {
+	t.Helper()
+	testutil.RequireRoot(t) // reading another process's memory
+	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd := exec.Command(atrestBinary(t), args...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = out, out
+	var counts []memscan.Counts
+	var soft, hard string
+	status, err := memscan.AtExit(cmd, func(pid int) {
+		soft, hard, _ = memscan.CoreLimit(pid)
+		var serr error
+		if counts, serr = memscan.Scan(pid, secrets()...); serr != nil {
+			t.Error(serr)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status != 0 {
+		b, _ := os.ReadFile(out.Name())
+		t.Fatalf("atrest %s: exit %d\n%s", strings.Join(args, " "), status, b)
+	}
+	if soft != "0" || hard != "0" {
+		t.Errorf("atrest may dump core: RLIMIT_CORE %s/%s, want 0/0", soft, hard)
+	}
+	return counts
+}
+
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "atrest.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// kekVersions returns every key in a local keystore file.
+func kekVersions(t *testing.T, path string) [][]byte {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const header, record = 8 + 16 + 4, 4 + 32
+	n := int(binary.BigEndian.Uint32(b[24:]))
+	var keys [][]byte
+	for i := range n {
+		keys = append(keys, b[header+i*record+4:header+(i+1)*record])
+	}
+	return keys
+}
+
+func report(t *testing.T, what string, counts []memscan.Counts, allowed int) {
+	t.Helper()
+	for i, c := range counts {
+		t.Logf("%s %d: %d copies in ordinary memory %v, %d in locked memory", what, i+1, c.Plain, c.Where, c.Protected)
+		if c.Plain > allowed {
+			t.Errorf("%s %d: %d copies in core-dumpable memory, at most %d expected", what, i+1, c.Plain, allowed)
+		}
+	}
+}
+
+// TestLocalKEKNotInDumpableMemory: after `kms rotate` and `kms check`
+// (read, extend and rewrite the keystore; wrap and unwrap a probe), the
+// KEK versions are in locked memory only.
+func TestLocalKEKNotInDumpableMemory(t *testing.T) {
+	dir := t.TempDir()
+	ks := filepath.Join(dir, "kek")
+	cfg := writeConfig(t, "kms: local\nlocal:\n  keystore: "+ks+"\n")
+	env := []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	keys := func() [][]byte { return kekVersions(t, ks) }
+	report(t, "KEK after rotate, version", scanRun(t, env, keys, "-c", cfg, "kms", "rotate"), 0)
+	report(t, "KEK after check, version", scanRun(t, env, keys, "-c", cfg, "kms", "check"), 0)
+}
