@@ -105,7 +105,10 @@ func kekVersions(t *testing.T, path string) [][]byte {
 func report(t *testing.T, what string, counts []memscan.Counts, allowed int) {
 	t.Helper()
 	for i, c := range counts {
-		t.Logf("%s %d: %d copies in ordinary memory %v, %d in locked memory", what, i+1, c.Plain, c.Where, c.Protected)
+		t.Logf("%s %d: %d copies in ordinary memory, %d in locked memory", what, i+1, c.Plain, c.Protected)
+		for j := range c.Where {
+			t.Logf("  in %s after %s", c.Where[j], c.Before[j])
+		}
 		if c.Plain > allowed {
 			t.Errorf("%s %d: %d copies in core-dumpable memory, at most %d expected", what, i+1, c.Plain, allowed)
 		}

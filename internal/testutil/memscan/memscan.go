@@ -29,6 +29,9 @@ type Counts struct {
 	// Where names the mappings of the plain copies, e.g. "[heap]" or
 	// "anon 7f12…", one entry per copy.
 	Where []string
+	// Before holds up to 32 bytes preceding each plain copy (quoted), which
+	// usually tells whose buffer it is: an HTTP header, a JSON field.
+	Before []string
 }
 
 type mapping struct {
@@ -126,6 +129,7 @@ func Scan(pid int, needles ...[]byte) ([]Counts, error) {
 						} else {
 							out[i].Plain++
 							out[i].Where = append(out[i].Where, m.name)
+							out[i].Before = append(out[i].Before, strconv.Quote(string(data[max(0, at-32):at])))
 						}
 					}
 					from = at + 1
