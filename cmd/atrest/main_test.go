@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -47,6 +48,19 @@ func atrestBinary(t *testing.T) string {
 // have dumped core.
 func scanRun(t *testing.T, env []string, secrets func() [][]byte, args ...string) []memscan.Counts {
 	t.Helper()
+	r := scanRunFull(t, env, secrets, args...)
+	return r.counts
+}
+
+// scanResult is what scanRunFull saw of one run.
+type scanResult struct {
+	counts  []memscan.Counts
+	environ []byte // /proc/PID/environ just before exit
+	output  []byte // stdout and stderr
+}
+
+func scanRunFull(t *testing.T, env []string, secrets func() [][]byte, args ...string) scanResult {
+	t.Helper()
 	testutil.RequireRoot(t) // reading another process's memory
 	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
 	if err != nil {
@@ -56,26 +70,27 @@ func scanRun(t *testing.T, env []string, secrets func() [][]byte, args ...string
 	cmd := exec.Command(atrestBinary(t), args...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = out, out
-	var counts []memscan.Counts
+	var r scanResult
 	var soft, hard string
 	status, err := memscan.AtExit(cmd, func(pid int) {
 		soft, hard, _ = memscan.CoreLimit(pid)
+		r.environ, _ = os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
 		var serr error
-		if counts, serr = memscan.Scan(pid, secrets()...); serr != nil {
+		if r.counts, serr = memscan.Scan(pid, secrets()...); serr != nil {
 			t.Error(serr)
 		}
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.output, _ = os.ReadFile(out.Name())
 	if status != 0 {
-		b, _ := os.ReadFile(out.Name())
-		t.Fatalf("atrest %s: exit %d\n%s", strings.Join(args, " "), status, b)
+		t.Fatalf("atrest %s: exit %d\n%s", strings.Join(args, " "), status, r.output)
 	}
 	if soft != "0" || hard != "0" {
 		t.Errorf("atrest may dump core: RLIMIT_CORE %s/%s, want 0/0", soft, hard)
 	}
-	return counts
+	return r
 }
 
 func writeConfig(t *testing.T, yaml string) string {

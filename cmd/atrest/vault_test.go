@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,6 +31,21 @@ func TestVaultCredentialsNotInDumpableMemory(t *testing.T) {
 		cfg := writeConfig(t, vaultCfg("    token_file: "+tf+"\n"))
 		counts := scanRun(t, env, func() [][]byte { return [][]byte{[]byte(token)} }, "-c", cfg, "kms", "check")
 		report(t, "vault token", counts, tokenCopies)
+	})
+	// VAULT_TOKEN: the token is not left in atrest's environment (nor in
+	// /proc/PID/environ), atrest says that a token file is the safe way,
+	// and the token has no more copies than with a token file.
+	t.Run("VAULT_TOKEN", func(t *testing.T) {
+		token := s.Token(t, &api.TokenCreateRequest{Policies: []string{node.Policy}})
+		cfg := writeConfig(t, vaultCfg("    method: token\n"))
+		r := scanRunFull(t, append(env, "VAULT_TOKEN="+token), func() [][]byte { return [][]byte{[]byte(token)} }, "-c", cfg, "kms", "check")
+		if bytes.Contains(r.environ, []byte(token)) {
+			t.Error("the token is still readable in /proc/PID/environ")
+		}
+		if !bytes.Contains(r.output, []byte("atrest: warning: VAULT_TOKEN is set")) || !bytes.Contains(r.output, []byte("token_file")) {
+			t.Errorf("no warning that VAULT_TOKEN is visible and token_file is the safe way:\n%s", r.output)
+		}
+		report(t, "vault token from VAULT_TOKEN", r.counts, tokenCopies)
 	})
 	approle := func(t *testing.T, wrapped bool) {
 		sidFile := node.SecretIDFile
