@@ -131,8 +131,9 @@ func report(t *testing.T, what string, counts []memscan.Counts, allowed int) {
 }
 
 // TestLocalKEKNotInDumpableMemory: after `kms rotate` and `kms check`
-// (read, extend and rewrite the keystore; wrap and unwrap a probe), the
-// KEK versions are in locked memory only.
+// (read, extend and rewrite the keystore; wrap and unwrap a probe), and
+// after format and rekey of a volume on an image file, the KEK versions
+// are in locked memory only.
 func TestLocalKEKNotInDumpableMemory(t *testing.T) {
 	dir := t.TempDir()
 	ks := filepath.Join(dir, "kek")
@@ -141,4 +142,15 @@ func TestLocalKEKNotInDumpableMemory(t *testing.T) {
 	keys := func() [][]byte { return kekVersions(t, ks) }
 	report(t, "KEK after rotate, version", scanRun(t, env, keys, "-c", cfg, "kms", "rotate"), 0)
 	report(t, "KEK after check, version", scanRun(t, env, keys, "-c", cfg, "kms", "check"), 0)
+	// A volume on an image file: format wraps a platform secret, rekey
+	// unwraps the old one and wraps a new one.
+	img := filepath.Join(dir, "img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	report(t, "KEK after format, version", scanRun(t, env, keys, "-c", cfg, "format", img, "--name", "memscan", "--recovery", "none"), 0)
+	report(t, "KEK after rekey, version", scanRun(t, env, keys, "-c", cfg, "rekey", img), 0)
 }
