@@ -21,9 +21,16 @@ import (
 	"github.com/atrest/atrest/internal/version"
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/daemon"
+	"github.com/atrest/atrest/pkg/kms/vault"
+	"github.com/atrest/atrest/pkg/secret"
 )
 
 func main() {
+	if err := secret.HardenProcess(); err != nil {
+		fmt.Fprintln(os.Stderr, "atrestd: error:", err)
+		os.Exit(1)
+	}
+	tokenWarning := vault.TakeEnvToken()
 	fs := flag.NewFlagSet("atrestd", flag.ContinueOnError)
 	path := fs.String("c", config.DefaultPath, "configuration `file`")
 	level := fs.String("log-level", "info", "least severe messages logged: debug, info, warn or error")
@@ -53,7 +60,11 @@ func main() {
 			}
 		}
 	}()
-	d := daemon.New(daemon.Options{ConfigPath: *path, Logger: logging.Daemon(os.Stderr, l)})
+	logger := logging.Daemon(os.Stderr, l)
+	if tokenWarning != "" {
+		logger.Warn(tokenWarning)
+	}
+	d := daemon.New(daemon.Options{ConfigPath: *path, Logger: logger})
 	if err := d.Run(ctx, reload); err != nil {
 		fmt.Fprintln(os.Stderr, "atrestd: error:", err)
 		os.Exit(1)

@@ -2,6 +2,8 @@ package secret
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -169,4 +171,32 @@ func TestInvalidLength(t *testing.T) {
 			t.Fatalf("New(%d) succeeded", n)
 		}
 	}
+}
+
+// TestAESGCM checks that the AEAD in locked memory encrypts like the
+// standard library's, and that nothing of the key is left in its heap
+// objects.
+func TestAESGCM(t *testing.T) {
+	k, err := Random(32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Wipe()
+	a, err := NewAESGCM(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := make([]byte, a.NonceSize())
+	ct := a.Seal(nil, nonce, []byte("plaintext"), []byte("ad"))
+	block, _ := aes.NewCipher(k.Bytes())
+	std, _ := cipher.NewGCM(block)
+	if want := std.Seal(nil, nonce, []byte("plaintext"), []byte("ad")); !bytes.Equal(ct, want) {
+		t.Fatal("locked AES-GCM disagrees with crypto/cipher")
+	}
+	pt, err := a.Open(nil, nonce, ct, []byte("ad"))
+	if err != nil || string(pt) != "plaintext" {
+		t.Fatalf("open: %q, %v", pt, err)
+	}
+	a.Wipe()
+	a.Wipe()
 }

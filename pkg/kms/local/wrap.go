@@ -2,8 +2,6 @@ package local
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
@@ -36,24 +34,17 @@ func additionalData(f *kekFile, n int, volume string) []byte {
 	return append(ad, volume...)
 }
 
-func gcm(k *secret.Key) (cipher.AEAD, error) {
-	block, err := aes.NewCipher(k.Bytes())
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewGCM(block)
-}
-
 // seal wraps one plaintext with the newest version.
 func seal(f *kekFile, volume string, pt *secret.Key) (kms.Wrapped, error) {
 	if pt.Len() > maxPlaintext {
 		return kms.Wrapped{}, fmt.Errorf("%w: plaintext of %d bytes, at most %d", kms.ErrInvalidRequest, pt.Len(), maxPlaintext)
 	}
 	v := f.latest()
-	aead, err := gcm(v.key)
+	aead, err := secret.NewAESGCM(v.key)
 	if err != nil {
 		return kms.Wrapped{}, err
 	}
+	defer aead.Wipe()
 	out := make([]byte, nonceLen, nonceLen+pt.Len()+aead.Overhead())
 	if _, err := rand.Read(out); err != nil {
 		return kms.Wrapped{}, err
@@ -85,10 +76,11 @@ func open(f *kekFile, volume string, w kms.Wrapped) (*secret.Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: ciphertext is not base64", kms.ErrCiphertextRejected)
 	}
-	aead, err := gcm(key)
+	aead, err := secret.NewAESGCM(key)
 	if err != nil {
 		return nil, err
 	}
+	defer aead.Wipe()
 	if len(raw) < nonceLen+aead.Overhead()+1 {
 		return nil, fmt.Errorf("%w: ciphertext too short", kms.ErrCiphertextRejected)
 	}

@@ -3,6 +3,7 @@ package vault
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -65,28 +66,53 @@ func (a *appRoleAuth) login(ctx context.Context, cl *Client) (tokenState, error)
 		return tokenState{}, err
 	}
 	defer clear(rep.body)
-	return parseAuth(rep, "approle login")
+	return parseAuth(rep, "approle login", cl.tok.value)
 }
 
-// parseAuth reads the auth block of a login or renew-self response.
-func parseAuth(rep *reply, op string) (tokenState, error) {
+// parseAuth reads the auth block of a login or renew-self response. The
+// token becomes a Go string (vault/api takes no other form) only when it
+// differs from current: a renewal, or a login that returns the token in
+// use, reuses the one string the Client already holds instead of leaving
+// a new copy on the heap each time.
+func parseAuth(rep *reply, op, current string) (tokenState, error) {
 	var out struct {
 		Auth *struct {
-			ClientToken   string `json:"client_token"`
-			LeaseDuration int64  `json:"lease_duration"`
-			Renewable     bool   `json:"renewable"`
+			ClientToken   json.RawMessage `json:"client_token"`
+			LeaseDuration int64           `json:"lease_duration"`
+			Renewable     bool            `json:"renewable"`
 		} `json:"auth"`
 	}
-	if err := decode(rep, op, &out); err != nil {
+	err := decode(rep, op, &out)
+	if out.Auth != nil {
+		defer clear(out.Auth.ClientToken)
+	}
+	if err != nil {
 		return tokenState{}, err
 	}
-	if out.Auth == nil || out.Auth.ClientToken == "" {
+	if out.Auth == nil {
 		return tokenState{}, fmt.Errorf("vault %s: response has no token", op)
 	}
+	tok, ok := plainString(out.Auth.ClientToken)
+	if !ok {
+		return tokenState{}, fmt.Errorf("vault %s: response has no token", op)
+	}
+	value := current
+	if string(tok) != current {
+		value = string(tok)
+	}
 	return tokenState{
-		value: out.Auth.ClientToken, ttl: time.Duration(out.Auth.LeaseDuration) * time.Second,
+		value: value, ttl: time.Duration(out.Auth.LeaseDuration) * time.Second,
 		renewable: out.Auth.Renewable, obtained: time.Now(),
 	}, nil
+}
+
+// plainString returns the bytes of a non-empty JSON string without
+// escapes (tokens, secret_ids), in place: no copy is made.
+func plainString(raw json.RawMessage) ([]byte, bool) {
+	if len(raw) < 3 || raw[0] != '"' || raw[len(raw)-1] != '"' || bytes.IndexByte(raw, '\\') >= 0 {
+		return nil, false
+	}
+	return raw[1 : len(raw)-1], true
 }
 
 // secretID reads the secret_id file; when it holds a response-wrapping
@@ -105,9 +131,15 @@ func (a *appRoleAuth) secretID(ctx context.Context, cl *Client) (*secret.Key, er
 	if err != nil {
 		return nil, err
 	}
-	line := append(bytes.Clone(sid.Bytes()), '\n')
-	defer clear(line)
-	if err := keyfile.WriteAtomic(a.cfg.SecretIDFile, line); err != nil {
+	line, err := secret.New(sid.Len() + 1)
+	if err != nil {
+		sid.Wipe()
+		return nil, err
+	}
+	defer line.Wipe()
+	copy(line.Bytes(), sid.Bytes())
+	line.Bytes()[sid.Len()] = '\n'
+	if err := keyfile.WriteAtomic(a.cfg.SecretIDFile, line.Bytes()); err != nil {
 		sid.Wipe()
 		return nil, fmt.Errorf("vault approle: store the unwrapped secret_id in %s: %w", a.cfg.SecretIDFile, err)
 	}
@@ -159,16 +191,24 @@ func (a *appRoleAuth) unwrap(ctx context.Context, cl *Client, wrapping string) (
 	defer clear(rep.body)
 	var out struct {
 		Data struct {
-			SecretID string `json:"secret_id"`
+			SecretID json.RawMessage `json:"secret_id"`
 		} `json:"data"`
 	}
-	if err := decode(rep, "wrapping unwrap", &out); err != nil {
+	err = decode(rep, "wrapping unwrap", &out)
+	defer clear(out.Data.SecretID)
+	if err != nil {
 		return nil, err
 	}
-	if out.Data.SecretID == "" {
+	sid, ok := plainString(out.Data.SecretID)
+	if !ok {
 		return nil, &Error{Op: "wrapping unwrap", Kind: kms.ErrAuth, Reason: "the wrapped response holds no secret_id"}
 	}
-	return secret.FromBytes([]byte(out.Data.SecretID))
+	k, err := secret.New(len(sid))
+	if err != nil {
+		return nil, err
+	}
+	copy(k.Bytes(), sid)
+	return k, nil
 }
 
 // wrapHint explains the usual cause of a rejected wrapping token.

@@ -1,11 +1,11 @@
 package vault
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/atrest/atrest/pkg/kms"
@@ -125,7 +125,13 @@ func (a *tokenAuth) login(ctx context.Context, cl *Client) (tokenState, error) {
 		if err != nil {
 			return tokenState{}, fmt.Errorf("%w: vault token_file: %w", kms.ErrConfig, err)
 		}
-		token, source = strings.TrimSpace(string(k.Bytes())), a.file
+		// One Go string per distinct token for the Client's lifetime:
+		// rereading the file that still holds the token in use reuses it.
+		b := bytes.TrimSpace(k.Bytes())
+		token, source = cl.tok.value, a.file
+		if string(b) != token {
+			token = string(b)
+		}
 		k.Wipe()
 	}
 	return lookupSelf(ctx, cl, token, source)

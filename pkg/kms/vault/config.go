@@ -89,8 +89,9 @@ const (
 
 // WithEnv returns c overlaid with the VAULT_* environment variables that
 // are set (getenv is os.Getenv in production): an environment value
-// overrides the file's, as with the vault CLI. VAULT_TOKEN, when set,
-// selects token login unless the config asks for AppRole.
+// overrides the file's, as with the vault CLI. VAULT_TOKEN, when set (or
+// taken out of the environment by TakeEnvToken), selects token login
+// unless the config asks for AppRole.
 func (c Config) WithEnv(getenv func(string) string) (Config, error) {
 	set := func(dst *string, name string) {
 		if v := getenv(name); v != "" {
@@ -101,7 +102,11 @@ func (c Config) WithEnv(getenv func(string) string) (Config, error) {
 	set(&c.Namespace, "VAULT_NAMESPACE")
 	set(&c.CACert, "VAULT_CACERT")
 	set(&c.TLSServerName, "VAULT_TLS_SERVER_NAME")
-	set(&c.Auth.Token, "VAULT_TOKEN")
+	set(&c.Auth.Token, EnvToken)
+	if c.Auth.Token == "" {
+		// main moved VAULT_TOKEN out of the environment (TakeEnvToken).
+		c.Auth.Token = takenEnvToken()
+	}
 	if v := getenv("VAULT_CLIENT_TIMEOUT"); v != "" {
 		d, err := parseDuration(v)
 		if err != nil {

@@ -1,7 +1,6 @@
 package vault
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -142,9 +141,8 @@ func (cl *Client) attempt(ctx context.Context, c call) (*reply, failure, bool) {
 		return nil, classifyTransport(err), false
 	}
 	defer resp.Body.Close()
-	body, rerr := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	body, rerr := readBody(resp.Body, resp.ContentLength)
 	if rerr != nil {
-		clear(body)
 		return nil, classifyTransport(rerr), false
 	}
 	rep := &reply{status: resp.StatusCode, body: body}
@@ -187,9 +185,37 @@ func (cl *Client) send(ctx context.Context, c call) (*api.Response, error) {
 	}
 }
 
-// decode parses a successful reply's JSON into out.
+// readBody reads a response body of at most maxBody bytes into one array,
+// sized from Content-Length when Vault sent one. Responses carry tokens,
+// secret_ids and decrypted plaintexts, so every array the body outgrows is
+// cleared, and so is the body on a read error (io.ReadAll would leave each
+// outgrown array behind, uncleared).
+func readBody(r io.Reader, length int64) ([]byte, error) {
+	n := 512
+	if length >= 0 && length < maxBody {
+		n = int(length) + 1 // room for the read that reports EOF
+	}
+	w := newJSONBuf(n)
+	for {
+		if len(w.b) == cap(w.b) {
+			w.reserve(cap(w.b))
+		}
+		m, err := r.Read(w.b[len(w.b):min(cap(w.b), maxBody)])
+		w.b = w.b[:len(w.b)+m]
+		if err == io.EOF || len(w.b) >= maxBody {
+			return w.b, nil
+		}
+		if err != nil {
+			clear(w.b)
+			return nil, err
+		}
+	}
+}
+
+// decode parses a successful reply's JSON into out. It unmarshals the body
+// in place: a json.Decoder would copy all of it into a buffer of its own.
 func decode(rep *reply, op string, out any) error {
-	if err := json.NewDecoder(bytes.NewReader(rep.body)).Decode(out); err != nil {
+	if err := json.Unmarshal(rep.body, out); err != nil {
 		return fmt.Errorf("vault %s: unexpected response (HTTP %d): %w", op, rep.status, err)
 	}
 	return nil

@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -202,21 +203,19 @@ func plainText(b []byte) bool {
 // body encodes the write request: {"options":{"cas":0},"data":{field:v}}
 // for KV v2, {field:v} for v1.
 func (kv *KV) body(secretBytes []byte) []byte {
-	var b []byte
+	w := newJSONBuf(64 + stringLen([]byte(kv.cfg.Field)) + max(stringLen(secretBytes), base64.StdEncoding.EncodedLen(len(secretBytes))+2))
 	if kv.cfg.Version == 2 {
-		b = append(b, `{"options":{"cas":0},"data":`...)
+		w.raw(`{"options":{"cas":0},"data":`)
 	}
-	b = append(b, '{')
-	b = appendString(b, kv.cfg.Field)
-	b = append(b, ':')
+	w.raw("{").str([]byte(kv.cfg.Field)).raw(":")
 	if kv.cfg.Encoding == "raw" {
-		b = appendString(b, secretBytes)
+		w.str(secretBytes)
 	} else {
-		b = appendBase64(b, secretBytes)
+		w.base64(secretBytes)
 	}
-	b = append(b, '}')
+	w.raw("}")
 	if kv.cfg.Version == 2 {
-		b = append(b, '}')
+		w.raw("}")
 	}
-	return b
+	return w.bytes()
 }

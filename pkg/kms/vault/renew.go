@@ -105,7 +105,7 @@ func (cl *Client) renewLocked(ctx context.Context) (tokenState, error) {
 		return tokenState{}, err
 	}
 	defer clear(rep.body)
-	t, err := parseAuth(rep, "token renew-self")
+	t, err := parseAuth(rep, "token renew-self", cl.tok.value)
 	if err != nil {
 		return tokenState{}, err
 	}

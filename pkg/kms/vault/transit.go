@@ -132,8 +132,7 @@ func (t *Transit) SetMinDecryptionVersion(ctx context.Context, v int) (kms.KeyIn
 	if v < 1 {
 		return kms.KeyInfo{}, fmt.Errorf("%w: minimum decryption version %d", kms.ErrInvalidRequest, v)
 	}
-	body := appendInt([]byte(`{"min_decryption_version":`), v)
-	body = append(body, '}')
+	body := newJSONBuf(48).raw(`{"min_decryption_version":`).int(v).raw("}").bytes()
 	if _, err := t.cl.do(ctx, call{op: "transit configure key", method: http.MethodPut, path: t.mount + "/keys/" + t.key + "/config", body: body}); err != nil {
 		return kms.KeyInfo{}, err
 	}

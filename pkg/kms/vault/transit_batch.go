@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -98,18 +99,19 @@ func (t *Transit) Wrap(ctx context.Context, reqs []kms.WrapRequest) ([]kms.WrapR
 	}
 	out := make([]kms.WrapResult, 0, len(reqs))
 	err := chunks(len(reqs), t.maxBatch, func(lo, hi int) error {
-		body := []byte(`{"partial_failure_response_code":200,"batch_input":[`)
+		const head, item = `{"partial_failure_response_code":200,"batch_input":[`, `{"plaintext":,"context":},`
+		n := len(head) + 2
+		for _, r := range reqs[lo:hi] {
+			n += len(item) + base64.StdEncoding.EncodedLen(r.Plaintext.Len()) + base64.StdEncoding.EncodedLen(len(r.Context)) + 4
+		}
+		w := newJSONBuf(n).raw(head)
 		for i, r := range reqs[lo:hi] {
 			if i > 0 {
-				body = append(body, ',')
+				w.raw(",")
 			}
-			body = append(body, `{"plaintext":`...)
-			body = appendBase64(body, r.Plaintext.Bytes())
-			body = append(body, `,"context":`...)
-			body = appendBase64(body, []byte(r.Context))
-			body = append(body, '}')
+			w.raw(`{"plaintext":`).base64(r.Plaintext.Bytes()).raw(`,"context":`).base64([]byte(r.Context)).raw("}")
 		}
-		body = append(body, "]}"...)
+		body := w.raw("]}").bytes()
 		items, err := t.batch(ctx, "encrypt", hi-lo, body)
 		clear(body)
 		if err != nil {
@@ -218,18 +220,14 @@ func (t *Transit) eachValid(reqs []kms.UnwrapRequest, itemErrs []error, f func(i
 
 // ciphertextBody is a decrypt or rewrap batch_input.
 func (t *Transit) ciphertextBody(reqs []kms.UnwrapRequest, idx []int) []byte {
-	body := []byte(`{"partial_failure_response_code":200,"batch_input":[`)
+	w := newJSONBuf(64 + 128*len(idx)).raw(`{"partial_failure_response_code":200,"batch_input":[`)
 	for j, i := range idx {
 		if j > 0 {
-			body = append(body, ',')
+			w.raw(",")
 		}
-		body = append(body, `{"ciphertext":`...)
-		body = appendString(body, reqs[i].Wrapped.Ciphertext)
-		body = append(body, `,"context":`...)
-		body = appendBase64(body, []byte(reqs[i].Context))
-		body = append(body, '}')
+		w.raw(`{"ciphertext":`).str([]byte(reqs[i].Wrapped.Ciphertext)).raw(`,"context":`).base64([]byte(reqs[i].Context)).raw("}")
 	}
-	return append(body, "]}"...)
+	return w.raw("]}").bytes()
 }
 
 // rejected is a per-item refusal: wrong context, tampering, a version

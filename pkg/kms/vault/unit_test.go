@@ -125,7 +125,28 @@ func TestJSONBodies(t *testing.T) {
 	if want := `{"role_id":"a\"b\\c\u000a","secret_id":"x"}`; got != want {
 		t.Errorf("jsonObject = %s, want %s", got, want)
 	}
-	if got := string(appendBase64(nil, []byte{0xff, 0x00})); got != `"/wA="` {
-		t.Errorf("appendBase64 = %s", got)
+	if got := string(newJSONBuf(0).base64([]byte{0xff, 0x00}).bytes()); got != `"/wA="` {
+		t.Errorf("base64 = %s", got)
+	}
+}
+
+// A body that outgrows its array leaves no copy of a secret behind in the
+// array it left.
+func TestJSONBufClearsWhatItOutgrows(t *testing.T) {
+	w := newJSONBuf(8)
+	w.raw(`{"x":`)
+	w.str([]byte("s3cret"))
+	old := w.b[:cap(w.b)]
+	w.raw(`,"plaintext":`).base64([]byte("more secret bytes")).raw("}")
+	if &old[0] == &w.b[0] {
+		t.Fatal("the buffer did not have to grow; the test proves nothing")
+	}
+	for _, c := range old {
+		if c != 0 {
+			t.Fatalf("the outgrown array still holds %q", old)
+		}
+	}
+	if got := string(w.bytes()); got != `{"x":"s3cret","plaintext":"bW9yZSBzZWNyZXQgYnl0ZXM="}` {
+		t.Fatalf("body = %s", got)
 	}
 }
