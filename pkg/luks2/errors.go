@@ -22,6 +22,10 @@ var (
 	ErrInvalidHeader = errors.New("luks2: invalid header")
 	// ErrKeyRejected: the passphrase opens no keyslot it was tried on.
 	ErrKeyRejected = errors.New("luks2: no keyslot accepts this passphrase")
+	// ErrUnboundKeyslot: the keyslot is not bound to the data segment (no
+	// digest covers both), so whatever it stores is not the volume key.
+	// Errors wrapping it also wrap ErrKeyRejected.
+	ErrUnboundKeyslot = errors.New("luks2: keyslot is not bound to the data segment")
 	// ErrWrongVolumeKey: a volume key does not match the header's digest.
 	ErrWrongVolumeKey = errors.New("luks2: volume key does not match the header digest")
 	// ErrNoSuchKeyslot, ErrNoSuchToken: the numbered object does not exist.
