@@ -31,7 +31,8 @@ func Read(ctx context.Context, dev Reader) (*Header, error) {
 
 // Version reports which LUKS version's primary header dev carries: 1, 2,
 // or 0 when there is no LUKS magic at offset 0 (a damaged LUKS2 primary
-// copy also gives 0: use Read to tell).
+// copy also gives 0: use Read to tell). It decides the type, as in
+// cryptsetup: Read refuses anything but 0 and 2.
 func Version(dev io.ReaderAt) int {
 	var b [8]byte
 	if _, err := dev.ReadAt(b[:], 0); err != nil || !bytes.Equal(b[:6], magicPrimary) {
@@ -56,8 +57,16 @@ func readHeader(dev Reader) (*Header, error) {
 	if err != nil {
 		return nil, fmt.Errorf("luks2: device size: %w", err)
 	}
-	if Version(dev) == 1 {
+	// The primary's version field decides the type, as in cryptsetup's
+	// crypt_load: a LUKS1 or future-version primary is not read as LUKS2
+	// even if a LUKS2 secondary copy follows it. Only without a LUKS magic
+	// at 0 (or with version 0, a damaged LUKS2 primary) is the secondary
+	// looked for.
+	switch v := Version(dev); {
+	case v == 1:
 		return nil, ErrLUKS1
+	case v > 2:
+		return nil, fmt.Errorf("%w: unsupported LUKS version %d", ErrNotLUKS, v)
 	}
 	c1 := readCopy(dev, size, 0, false)
 	var c2 copyRead
@@ -67,9 +76,6 @@ func readHeader(dev Reader) (*Header, error) {
 		c2 = scanSecondary(dev, size)
 	}
 	if !c1.present && !c2.present {
-		if v := Version(dev); v > 2 {
-			return nil, fmt.Errorf("%w: unsupported LUKS version %d", ErrNotLUKS, v)
-		}
 		return nil, ErrNotLUKS
 	}
 	chosen := &c1
