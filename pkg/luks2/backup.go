@@ -25,7 +25,7 @@ func Backup(ctx context.Context, dev Reader, w io.Writer) (int64, error) {
 		return 0, err
 	}
 	defer release()
-	h, err := readHeader(dev)
+	h, err := readHeader(ctx, dev)
 	if err != nil {
 		return 0, err
 	}
@@ -86,7 +86,7 @@ type RestoreOptions struct {
 // keyslot, there is a moment where only the backup's keyslots will do; the
 // backup file still restores the device then.)
 func Restore(ctx context.Context, dev Device, backup Reader, opts RestoreOptions) (*Header, error) {
-	bk, err := readHeader(backup)
+	bk, err := readHeader(ctx, backup)
 	if err != nil {
 		return nil, fmt.Errorf("luks2: backup: %w", err)
 	}
@@ -101,7 +101,7 @@ func Restore(ctx context.Context, dev Device, backup Reader, opts RestoreOptions
 		return nil, err
 	}
 	defer release()
-	cur, err := readHeader(dev)
+	cur, err := readHeader(ctx, dev)
 	if err := checkRestoreTarget(dev, cur, err, bk, opts); err != nil {
 		return nil, err
 	}
@@ -150,7 +150,7 @@ func Restore(ctx context.Context, dev Device, backup Reader, opts RestoreOptions
 	if err := dev.Sync(); err != nil {
 		return nil, fmt.Errorf("luks2: sync: %w", err)
 	}
-	return readHeader(dev)
+	return readHeader(ctx, dev)
 }
 
 // RestoreFile restores the backup file at path.
@@ -188,7 +188,7 @@ func checkRestoreTarget(dev Reader, cur *Header, readErr error, bk *Header, opts
 				return fmt.Errorf("%w: device %s, backup %s", ErrUUIDMismatch, u, bk.UUID)
 			}
 		}
-	case errors.Is(readErr, ErrNotLUKS), errors.Is(readErr, ErrLUKS1):
+	case errors.Is(readErr, ErrNotLUKS), errors.Is(readErr, ErrLUKS1), errors.Is(readErr, ErrAmbiguousSignatures):
 		if !opts.Force {
 			return fmt.Errorf("luks2: refusing to restore onto a device without a LUKS2 header (%v) unless forced", readErr)
 		}

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
+	"github.com/atrest/atrest/pkg/blockdev/signature"
 	"github.com/atrest/atrest/pkg/luks2/internal/ojson"
 )
 
@@ -18,7 +20,9 @@ import (
 // copy while reading; atrest leaves that to Repair and to every commit).
 //
 // Errors wrap ErrNotLUKS, ErrLUKS1, ErrHeaderDamaged (with a DamagedError
-// naming what is wrong with each copy) or ErrDeviceTooSmall. When dev is a
+// naming what is wrong with each copy), ErrAmbiguousSignatures (the
+// primary copy is unusable and another signature, such as an LVM label,
+// is on the device) or ErrDeviceTooSmall. When dev is a
 // Locker, Read holds a shared lock while reading.
 func Read(ctx context.Context, dev Reader) (*Header, error) {
 	release, err := lock(ctx, dev, false)
@@ -26,7 +30,7 @@ func Read(ctx context.Context, dev Reader) (*Header, error) {
 		return nil, err
 	}
 	defer release()
-	return readHeader(dev)
+	return readHeader(ctx, dev)
 }
 
 // Version reports which LUKS version's primary header dev carries: 1, 2,
@@ -52,7 +56,7 @@ type copyRead struct {
 	err      error
 }
 
-func readHeader(dev Reader) (*Header, error) {
+func readHeader(ctx context.Context, dev Reader) (*Header, error) {
 	size, err := dev.Size()
 	if err != nil {
 		return nil, fmt.Errorf("luks2: device size: %w", err)
@@ -85,6 +89,9 @@ func readHeader(dev Reader) (*Header, error) {
 			chosen = &c2
 		}
 	case c2.hdr != nil:
+		if err := checkForeign(ctx, dev, size); err != nil {
+			return nil, err
+		}
 		chosen = &c2
 	case c1.hdr == nil:
 		return nil, &DamagedError{Copies: []*CopyError{c1.copyError("primary"), c2.copyError("secondary")}}
@@ -219,4 +226,31 @@ func parseJSONArea(area []byte) (*ojson.Value, error) {
 		return nil, fmt.Errorf("JSON metadata: %w", err)
 	}
 	return v, nil
+}
+
+// checkForeign refuses a device whose primary header is unusable while
+// another known signature (a filesystem, an LVM label, a partition table)
+// sits on it: the secondary copy may be what is left of an old LUKS2
+// volume, and reading it as the volume (or repairing the primary from it)
+// would put a LUKS2 header over whatever the device holds now. This is
+// cryptsetup's "Device contains ambiguous signatures, cannot auto-recover
+// LUKS2": its luksDump and open refuse too.
+func checkForeign(ctx context.Context, dev Reader, size int64) error {
+	sigs, err := signature.Probe(ctx, dev, size, signature.Options{})
+	if errors.Is(err, signature.ErrTooManySignatures) {
+		return fmt.Errorf("%w: %v", ErrAmbiguousSignatures, err)
+	}
+	if err != nil {
+		return fmt.Errorf("luks2: look for other signatures: %w", err)
+	}
+	var names []string
+	for _, s := range sigs {
+		if s.Type != "crypto_LUKS" {
+			names = append(names, s.String())
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: the primary LUKS2 header is damaged and the device also holds %s", ErrAmbiguousSignatures, strings.Join(names, "; "))
 }

@@ -326,7 +326,7 @@ func (u *Update) Commit(ctx context.Context, dev Device) (*Header, error) {
 	if u.base.fresh {
 		return u.commitFormat(dev)
 	}
-	cur, err := readHeader(dev)
+	cur, err := readHeader(ctx, dev)
 	if err != nil {
 		return nil, fmt.Errorf("luks2: re-read header before writing: %w", err)
 	}
