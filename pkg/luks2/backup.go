@@ -222,7 +222,9 @@ func damagedUUIDs(dev Reader) []string {
 
 // withoutOverwritten returns h minus the keyslots whose areas overlap a
 // backup keyslot area that differs from what the device holds, or nil when
-// no keyslot of h is affected.
+// no keyslot a reader of the device may use is affected. When only the
+// other (older) copy names an affected area, h is returned unchanged: the
+// commit of it replaces that copy before the area is overwritten.
 func (h *Header) withoutOverwritten(dev, backup io.ReaderAt, bk *Header) *Header {
 	var changed []Area
 	for _, k := range bk.Keyslots {
@@ -230,17 +232,21 @@ func (h *Header) withoutOverwritten(dev, backup io.ReaderAt, bk *Header) *Header
 			changed = append(changed, a)
 		}
 	}
-	var hit []int
-	for _, id := range h.KeyslotIDs() {
-		a := h.Keyslots[id].Area
+	overlaps := func(a Area) bool {
 		for _, c := range changed {
 			if a.Offset < c.Offset+c.Size && c.Offset < a.Offset+a.Size {
-				hit = append(hit, id)
-				break
+				return true
 			}
 		}
+		return false
 	}
-	if len(hit) == 0 {
+	var hit []int
+	for _, id := range h.KeyslotIDs() {
+		if overlaps(h.Keyslots[id].Area) {
+			hit = append(hit, id)
+		}
+	}
+	if len(hit) == 0 && !slices.ContainsFunc(h.referencedAreas(), overlaps) {
 		return nil
 	}
 	inter := h.Clone()

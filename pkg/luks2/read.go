@@ -100,6 +100,10 @@ func readHeader(ctx context.Context, dev Reader) (*Header, error) {
 	h.Copies = [2]CopyStatus{c1.status(), c2.status()}
 	h.salts = [2][saltLen]byte{c1.bin.salt, c2.bin.salt}
 	h.readBin, h.readArea = chosen.bin, chosen.area
+	h.other = c2.hdr
+	if chosen == &c2 {
+		h.other = c1.hdr
+	}
 	if end := h.AreasEnd(); uint64(size) < end {
 		return nil, fmt.Errorf("%w: %d bytes hold no header and keyslots area of %d bytes", ErrDeviceTooSmall, size, end)
 	}
