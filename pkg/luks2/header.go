@@ -36,6 +36,9 @@ type Header struct {
 
 	// Copies says how each on-disk copy looked when the header was read.
 	Copies [2]CopyStatus
+	// Data says whether the device holds the data segment: Data.Err is
+	// set when it was truncated to its header (or below the segment).
+	Data DataStatus
 
 	salts [2][saltLen]byte
 	raw   *ojson.Value // top-level object, for members atrest ignores

@@ -22,7 +22,9 @@ import (
 // Errors wrap ErrNotLUKS, ErrLUKS1, ErrHeaderDamaged (with a DamagedError
 // naming what is wrong with each copy), ErrAmbiguousSignatures (the
 // primary copy is unusable and another signature, such as an LVM label,
-// is on the device) or ErrDeviceTooSmall. When dev is a
+// is on the device) or ErrDeviceTooSmall (no room for the header and
+// keyslots area). A device that holds those but not the data segment
+// reads fine, with Header.Data.Err saying what is missing. When dev is a
 // Locker, Read holds a shared lock while reading.
 func Read(ctx context.Context, dev Reader) (*Header, error) {
 	release, err := lock(ctx, dev, false)
@@ -107,6 +109,7 @@ func readHeader(ctx context.Context, dev Reader) (*Header, error) {
 	if end := h.AreasEnd(); uint64(size) < end {
 		return nil, fmt.Errorf("%w: %d bytes hold no header and keyslots area of %d bytes", ErrDeviceTooSmall, size, end)
 	}
+	h.checkData(uint64(size))
 	return h, nil
 }
 

@@ -366,6 +366,7 @@ func (u *Update) Commit(ctx context.Context, dev Device) (*Header, error) {
 	if err != nil {
 		return nil, err
 	}
+	next.Data = cur.Data
 	return next.committed(seq), nil
 }
 
