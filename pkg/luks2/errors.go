@@ -17,10 +17,11 @@ var (
 	// ErrHeaderDamaged: a LUKS2 header is there, but neither copy is valid;
 	// only a header backup can bring the volume back.
 	ErrHeaderDamaged = errors.New("luks2: both header copies are damaged")
-	// ErrAmbiguousSignatures: the primary header copy is unusable and the
-	// device carries another known signature (filesystem, LVM label,
-	// partition table), so the valid secondary copy is not trusted to be
-	// the volume's: nothing reads it as one, nothing repairs from it.
+	// ErrAmbiguousSignatures: a header copy needs repair (damaged or
+	// older) and the header region carries another known signature
+	// (filesystem, LVM label, partition table), so the valid copy is not
+	// trusted to be the volume's: nothing reads it as one, nothing repairs
+	// from it.
 	// Restoring a header backup with force is the way back, once it is
 	// clear which of the two the device should be.
 	ErrAmbiguousSignatures = errors.New("luks2: device contains ambiguous signatures, cannot auto-recover")

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/atrest/atrest/pkg/blockdev/signature"
@@ -20,9 +21,9 @@ import (
 // copy while reading; atrest leaves that to Repair and to every commit).
 //
 // Errors wrap ErrNotLUKS, ErrLUKS1, ErrHeaderDamaged (with a DamagedError
-// naming what is wrong with each copy), ErrAmbiguousSignatures (the
-// primary copy is unusable and another signature, such as an LVM label,
-// is on the device) or ErrDeviceTooSmall (no room for the header and
+// naming what is wrong with each copy), ErrAmbiguousSignatures (a copy
+// needs repair and another signature, such as an LVM label, is in the
+// header region) or ErrDeviceTooSmall (no room for the header and
 // keyslots area). A device that holds those but not the data segment
 // reads fine, with Header.Data.Err saying what is missing. When dev is a
 // Locker, Read holds a shared lock while reading.
@@ -91,9 +92,6 @@ func readHeader(ctx context.Context, dev Reader) (*Header, error) {
 			chosen = &c2
 		}
 	case c2.hdr != nil:
-		if err := checkForeign(ctx, dev, size); err != nil {
-			return nil, err
-		}
 		chosen = &c2
 	case c1.hdr == nil:
 		return nil, &DamagedError{Copies: []*CopyError{c1.copyError("primary"), c2.copyError("secondary")}}
@@ -110,6 +108,11 @@ func readHeader(ctx context.Context, dev Reader) (*Header, error) {
 		return nil, fmt.Errorf("%w: %d bytes hold no header and keyslots area of %d bytes", ErrDeviceTooSmall, size, end)
 	}
 	h.checkData(uint64(size))
+	if h.NeedsRepair() {
+		if err := checkForeign(ctx, dev, size, h.AreasEnd()); err != nil {
+			return nil, err
+		}
+	}
 	return h, nil
 }
 
@@ -235,14 +238,19 @@ func parseJSONArea(area []byte) (*ojson.Value, error) {
 	return v, nil
 }
 
-// checkForeign refuses a device whose primary header is unusable while
-// another known signature (a filesystem, an LVM label, a partition table)
-// sits on it: the secondary copy may be what is left of an old LUKS2
-// volume, and reading it as the volume (or repairing the primary from it)
-// would put a LUKS2 header over whatever the device holds now. This is
-// cryptsetup's "Device contains ambiguous signatures, cannot auto-recover
-// LUKS2": its luksDump and open refuse too.
-func checkForeign(ctx context.Context, dev Reader, size int64) error {
+// checkForeign refuses a device one of whose header copies needs recovery
+// (damaged, or older than the other) while another known signature (a
+// filesystem, an LVM label, a partition table) has a magic in the LUKS2
+// metadata region [0, end): the valid copy may be what is left of an old
+// LUKS2 volume, and reading it as the volume (or repairing the other copy
+// from it) would put a LUKS2 header over whatever the device holds now.
+// This is cryptsetup's "Device contains ambiguous signatures, cannot
+// auto-recover LUKS2", which its luksDump and open give in the same case.
+// Signatures only in the data area do not count: a LUKS2 volume holds
+// ciphertext there, and what is left there (the backup GPT header at the
+// end of a disk that once was partitioned) libblkid ignores without the
+// primary partition table.
+func checkForeign(ctx context.Context, dev Reader, size int64, end uint64) error {
 	sigs, err := signature.Probe(ctx, dev, size, signature.Options{})
 	if errors.Is(err, signature.ErrTooManySignatures) {
 		return fmt.Errorf("%w: %v", ErrAmbiguousSignatures, err)
@@ -252,12 +260,13 @@ func checkForeign(ctx context.Context, dev Reader, size int64) error {
 	}
 	var names []string
 	for _, s := range sigs {
-		if s.Type != "crypto_LUKS" {
+		inside := slices.ContainsFunc(s.Magics, func(m signature.Magic) bool { return m.Offset >= 0 && uint64(m.Offset) < end })
+		if s.Type != "crypto_LUKS" && inside {
 			names = append(names, s.String())
 		}
 	}
 	if len(names) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%w: the primary LUKS2 header is damaged and the device also holds %s", ErrAmbiguousSignatures, strings.Join(names, "; "))
+	return fmt.Errorf("%w: a LUKS2 header copy needs recovery and the device also holds %s", ErrAmbiguousSignatures, strings.Join(names, "; "))
 }

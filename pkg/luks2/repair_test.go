@@ -57,3 +57,37 @@ func TestForeignSignatureBlocksRepair(t *testing.T) {
 		t.Fatalf("after repair: %v", err)
 	}
 }
+
+// TestForeignSignatureBesideOlderCopy: cryptsetup probes for other
+// signatures whenever a copy needs recovery, an older one included: a
+// btrfs superblock in the keyslots area beside an interrupted commit is
+// as ambiguous as an LVM label over the primary.
+func TestForeignSignatureBesideOlderCopy(t *testing.T) {
+	ctx := context.Background()
+	base, _ := rekeyBase(t)
+	dev := halfCommitted(t, base, func(d Device) error {
+		_, u := mustUpdate(t, d)
+		if _, err := u.SetToken(0, []byte(`{"type":"atrest","keyslots":["0"],"key_version":2}`)); err != nil {
+			return err
+		}
+		_, err := u.Commit(ctx, d)
+		return err
+	})
+	sb := make([]byte, 0x100)
+	copy(sb[0x40:], "_BHRfS_M")
+	binary.LittleEndian.PutUint32(sb[0x90:], 4096) // sectorsize
+	dev.WriteAt(sb, 0x10000)
+	if _, err := Read(ctx, dev); !errors.Is(err, ErrAmbiguousSignatures) || !strings.Contains(err.Error(), "btrfs") {
+		t.Fatalf("Read: %v, want ErrAmbiguousSignatures naming btrfs", err)
+	}
+	if _, err := Repair(ctx, dev); !errors.Is(err, ErrAmbiguousSignatures) {
+		t.Fatalf("Repair: %v", err)
+	}
+	// Both copies current: nothing needs recovery, nothing is ambiguous
+	// (cryptsetup reads such a device too).
+	clean := base.snapshot()
+	clean.WriteAt(sb, 0x10000)
+	if _, err := Read(ctx, clean); err != nil {
+		t.Fatalf("current copies: %v", err)
+	}
+}
