@@ -46,6 +46,7 @@ type diffBase struct {
 func TestDifferentialAgainstCryptsetup(t *testing.T) {
 	testutil.RequireCommand(t, "cryptsetup", "cryptsetup-bin")
 	bases := diffBases(t)
+	foreign := foreignSignatures(t)
 	dir := t.TempDir()
 	for _, b := range bases {
 		if ok, _, err := atrestVerdict(b.prefix, b.size); !ok {
@@ -61,7 +62,7 @@ func TestDifferentialAgainstCryptsetup(t *testing.T) {
 	for i := range *diffCases {
 		b := bases[rng.IntN(len(bases))]
 		img := slices.Clone(b.prefix)
-		desc := b.name + ": " + mutateImage(rng, img)
+		desc := b.name + ": " + mutateImage(rng, img, foreign)
 		ok, panicked, err := atrestVerdict(img, b.size)
 		if panicked != nil {
 			t.Errorf("case %d (%s): atrest panics: %v", i, desc, panicked)
@@ -193,18 +194,68 @@ func diffBases(t *testing.T) []diffBase {
 	return append(bases, diffBase{name: "atrest", prefix: dev.bytesOf()[:diffPrefix], size: dev.size})
 }
 
+// overlay is another program's signature: the bytes mkfs or mkswap wrote
+// at off, to be written over the primary header area.
+type overlay struct {
+	name string
+	off  int
+	data []byte
+}
+
+// foreignSignatures makes filesystem and swap signatures with the real
+// tools, where they are installed: cryptsetup (through libblkid) refuses a
+// damaged primary beside one of them, and so must atrest.
+func foreignSignatures(t *testing.T) []overlay {
+	dir := t.TempDir()
+	var out []overlay
+	for _, f := range []struct {
+		name     string
+		args     []string
+		off, end int
+	}{
+		{"ext4", []string{"mkfs.ext4", "-F", "-q"}, 1024, 2048},
+		{"swap", []string{"mkswap"}, 1024, 4096},
+		{"vfat", []string{"mkfs.vfat"}, 0, 512},
+	} {
+		if _, err := exec.LookPath(f.args[0]); err != nil {
+			t.Logf("no %s: the differential test writes no %s signatures", f.args[0], f.name)
+			continue
+		}
+		p := filepath.Join(dir, f.name+".img")
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(p, 8<<20); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(f.args[0], append(f.args[1:], p)...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", f.args[0], err, out)
+		}
+		img, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, overlay{f.name, f.off, img[f.off:f.end]})
+	}
+	return out
+}
+
 // mutateImage applies one to three mutations to img and describes them.
-func mutateImage(r *rand.Rand, img []byte) string {
+func mutateImage(r *rand.Rand, img []byte, foreign []overlay) string {
 	size := binary.BigEndian.Uint64(img[8:16])
 	var desc []string
 	for range 1 + r.IntN(3) {
-		switch k := r.IntN(10); {
+		switch k := r.IntN(12); {
 		case k < 5:
 			desc = append(desc, mutateMetadata(r, img, size))
 		case k < 7:
 			desc = append(desc, mutateText(r, img, size))
-		default:
+		case k < 11 || len(foreign) == 0:
 			desc = append(desc, mutateBinary(r, img, size))
+		default:
+			o := foreign[r.IntN(len(foreign))]
+			copy(img[o.off:], o.data)
+			desc = append(desc, o.name+" signature over the primary")
 		}
 	}
 	return strings.Join(desc, "; ")
