@@ -45,20 +45,62 @@ func (a Activation) KeyringDescription() string {
 // Length returns the data length in bytes on a device of deviceSize bytes,
 // checking that the segment fits.
 func (a Activation) Length(deviceSize uint64) (uint64, error) {
-	if a.Offset >= deviceSize {
-		return 0, fmt.Errorf("%w: data offset %d at or past the device end %d", ErrDeviceTooSmall, a.Offset, deviceSize)
+	return segmentLength(a.Offset, a.Size, a.Dynamic, a.SectorSize, deviceSize)
+}
+
+// segmentLength is the length of a segment on a device of deviceSize
+// bytes; an error wrapping ErrDeviceTooSmall when the device ends before
+// it, inside it, or leaves a dynamic segment not one whole sector.
+func segmentLength(offset, size uint64, dynamic bool, sector uint32, deviceSize uint64) (uint64, error) {
+	if sector == 0 {
+		sector = 512
 	}
-	n := a.Size
-	if a.Dynamic {
-		n = deviceSize - a.Offset
-		n -= n % uint64(a.SectorSize)
-	} else if a.Offset+n > deviceSize {
-		return 0, fmt.Errorf("%w: data segment ends at %d, past the device end %d", ErrDeviceTooSmall, a.Offset+n, deviceSize)
+	if offset >= deviceSize {
+		return 0, fmt.Errorf("%w: data offset %d at or past the device end %d: the data segment is missing", ErrDeviceTooSmall, offset, deviceSize)
+	}
+	n := size
+	if dynamic {
+		n = deviceSize - offset
+		n -= n % uint64(sector)
+	} else if offset+n > deviceSize {
+		return 0, fmt.Errorf("%w: data segment ends at %d, past the device end %d: it is truncated", ErrDeviceTooSmall, offset+n, deviceSize)
 	}
 	if n == 0 {
-		return 0, fmt.Errorf("%w: no room for a %d-byte sector after offset %d", ErrDeviceTooSmall, a.SectorSize, a.Offset)
+		return 0, fmt.Errorf("%w: no room for a %d-byte sector after offset %d: the data segment is missing", ErrDeviceTooSmall, sector, offset)
 	}
 	return n, nil
+}
+
+// DataStatus says whether the device a header was read from holds the
+// data the header describes.
+type DataStatus struct {
+	// DeviceSize is the size of the device, in bytes.
+	DeviceSize uint64
+	// Length is the length of the data segments on it, in bytes.
+	Length uint64
+	// Err, when not nil, wraps ErrDeviceTooSmall: the device ends before
+	// or inside a data segment (truncated to its header, say, or shrunk
+	// below a fixed-size segment). The header itself is fine and can be
+	// backed up, but the volume cannot be opened and is not healthy. A
+	// header backup file has no data either, as expected.
+	Err error
+}
+
+// checkData fills h.Data for a device of size bytes.
+func (h *Header) checkData(size uint64) {
+	h.Data = DataStatus{DeviceSize: size}
+	for id := 0; id < len(h.Segments); id++ {
+		s := h.Segments[id]
+		if s == nil || s.isBackup() {
+			continue
+		}
+		n, err := segmentLength(s.Offset, s.Size, s.Dynamic, s.SectorSize, size)
+		if err != nil {
+			h.Data.Err = fmt.Errorf("segment %d: %w", id, err)
+			return
+		}
+		h.Data.Length += n
+	}
 }
 
 // Activation returns the parameters of the volume's data segment. It fails

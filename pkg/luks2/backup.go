@@ -25,7 +25,7 @@ func Backup(ctx context.Context, dev Reader, w io.Writer) (int64, error) {
 		return 0, err
 	}
 	defer release()
-	h, err := readHeader(dev)
+	h, err := readHeader(ctx, dev)
 	if err != nil {
 		return 0, err
 	}
@@ -86,7 +86,7 @@ type RestoreOptions struct {
 // keyslot, there is a moment where only the backup's keyslots will do; the
 // backup file still restores the device then.)
 func Restore(ctx context.Context, dev Device, backup Reader, opts RestoreOptions) (*Header, error) {
-	bk, err := readHeader(backup)
+	bk, err := readHeader(ctx, backup)
 	if err != nil {
 		return nil, fmt.Errorf("luks2: backup: %w", err)
 	}
@@ -101,7 +101,7 @@ func Restore(ctx context.Context, dev Device, backup Reader, opts RestoreOptions
 		return nil, err
 	}
 	defer release()
-	cur, err := readHeader(dev)
+	cur, err := readHeader(ctx, dev)
 	if err := checkRestoreTarget(dev, cur, err, bk, opts); err != nil {
 		return nil, err
 	}
@@ -150,7 +150,7 @@ func Restore(ctx context.Context, dev Device, backup Reader, opts RestoreOptions
 	if err := dev.Sync(); err != nil {
 		return nil, fmt.Errorf("luks2: sync: %w", err)
 	}
-	return readHeader(dev)
+	return readHeader(ctx, dev)
 }
 
 // RestoreFile restores the backup file at path.
@@ -188,7 +188,7 @@ func checkRestoreTarget(dev Reader, cur *Header, readErr error, bk *Header, opts
 				return fmt.Errorf("%w: device %s, backup %s", ErrUUIDMismatch, u, bk.UUID)
 			}
 		}
-	case errors.Is(readErr, ErrNotLUKS), errors.Is(readErr, ErrLUKS1):
+	case errors.Is(readErr, ErrNotLUKS), errors.Is(readErr, ErrLUKS1), errors.Is(readErr, ErrAmbiguousSignatures):
 		if !opts.Force {
 			return fmt.Errorf("luks2: refusing to restore onto a device without a LUKS2 header (%v) unless forced", readErr)
 		}
@@ -222,7 +222,9 @@ func damagedUUIDs(dev Reader) []string {
 
 // withoutOverwritten returns h minus the keyslots whose areas overlap a
 // backup keyslot area that differs from what the device holds, or nil when
-// no keyslot of h is affected.
+// no keyslot a reader of the device may use is affected. When only the
+// other (older) copy names an affected area, h is returned unchanged: the
+// commit of it replaces that copy before the area is overwritten.
 func (h *Header) withoutOverwritten(dev, backup io.ReaderAt, bk *Header) *Header {
 	var changed []Area
 	for _, k := range bk.Keyslots {
@@ -230,17 +232,21 @@ func (h *Header) withoutOverwritten(dev, backup io.ReaderAt, bk *Header) *Header
 			changed = append(changed, a)
 		}
 	}
-	var hit []int
-	for _, id := range h.KeyslotIDs() {
-		a := h.Keyslots[id].Area
+	overlaps := func(a Area) bool {
 		for _, c := range changed {
 			if a.Offset < c.Offset+c.Size && c.Offset < a.Offset+a.Size {
-				hit = append(hit, id)
-				break
+				return true
 			}
 		}
+		return false
 	}
-	if len(hit) == 0 {
+	var hit []int
+	for _, id := range h.KeyslotIDs() {
+		if overlaps(h.Keyslots[id].Area) {
+			hit = append(hit, id)
+		}
+	}
+	if len(hit) == 0 && !slices.ContainsFunc(h.referencedAreas(), overlaps) {
 		return nil
 	}
 	inter := h.Clone()

@@ -98,6 +98,22 @@ func TestCrashSafety(t *testing.T) {
 		t.Fatal(err)
 	}
 	otherSlot1 := backupOf(t, other)
+	restoreOtherSlot1 := func(dev Device) error {
+		_, err := Restore(ctx, dev, otherSlot1, RestoreOptions{})
+		return err
+	}
+	kill := func(ids ...int) func(Device) error {
+		return func(dev Device) error {
+			_, u := mustUpdate(t, dev)
+			for _, id := range ids {
+				if err := u.KillKeyslot(id); err != nil {
+					return err
+				}
+			}
+			_, err := u.Commit(ctx, dev)
+			return err
+		}
+	}
 
 	cases := []crashCase{
 		{
@@ -159,12 +175,33 @@ func TestCrashSafety(t *testing.T) {
 			minSlots:    1,
 		},
 		{
-			name:  "restore over keyslots the backup overwrites",
-			setup: func(*testing.T) *memDevice { return rotated.snapshot() },
+			name:        "restore over keyslots the backup overwrites",
+			setup:       func(*testing.T) *memDevice { return rotated.snapshot() },
+			op:          restoreOtherSlot1,
+			passphrases: []string{"platform", "platform-2", "backup-pass"},
+			minSlots:    1,
+		},
+		{
+			// The older secondary still names keyslot 0's area: a new
+			// keyslot written there would leave that copy, which a
+			// reader falls back to, without a working keyslot 0.
+			name:  "add keyslot beside an older copy left by an interrupted kill",
+			setup: func(t *testing.T) *memDevice { return halfCommitted(t, rotated, kill(0)) },
 			op: func(dev Device) error {
-				_, err := Restore(ctx, dev, otherSlot1, RestoreOptions{})
+				_, u := mustUpdate(t, dev)
+				if _, err := u.AddKeyslot(vk, pass(t, "platform-3"), KeyslotOptions{Slot: AnySlot, KDF: kdf.Platform()}); err != nil {
+					return err
+				}
+				_, err := u.Commit(ctx, dev)
 				return err
 			},
+			passphrases: []string{"platform", "platform-2", "platform-3"},
+			minSlots:    1,
+		},
+		{
+			name:        "restore beside an older copy left by an interrupted kill",
+			setup:       func(t *testing.T) *memDevice { return halfCommitted(t, rotated, kill(1)) },
+			op:          restoreOtherSlot1,
 			passphrases: []string{"platform", "platform-2", "backup-pass"},
 			minSlots:    1,
 		},
@@ -175,6 +212,59 @@ func TestCrashSafety(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			runCrashCase(t, c, opensAll(vk, c.passphrases...))
 		})
+	}
+}
+
+// halfCommitted returns a copy of dev on which op lost power right after
+// the primary copy was synced: the primary holds the new header, the
+// secondary the old one.
+func halfCommitted(t *testing.T, dev *memDevice, op func(Device) error) *memDevice {
+	t.Helper()
+	d := &stopDevice{memDevice: dev.snapshot(), syncs: 1}
+	if err := deterministic(op)(d); !errors.Is(err, errPowerLoss) {
+		t.Fatalf("interrupted commit: %v", err)
+	}
+	h, err := Read(context.Background(), d.memDevice)
+	if err != nil || h.other == nil || h.Copies[0].SeqID <= h.Copies[1].SeqID {
+		t.Fatalf("interrupted commit left %+v (%v)", h.Copies, err)
+	}
+	return d.memDevice
+}
+
+// TestFailedCommitWipesKilledKeyslot: a commit whose secondary copy cannot
+// be written has still put the new header in place (the primary wins);
+// the keyslot it removes must not stay usable.
+func TestFailedCommitWipesKilledKeyslot(t *testing.T) {
+	base, vk := rekeyBase(t)
+	ctx := context.Background()
+	_, u := mustUpdate(t, base)
+	if _, err := u.AddKeyslot(vk, pass(t, "platform-2"), KeyslotOptions{Slot: 1, KDF: kdf.Platform()}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := u.Commit(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Writes of the kill: primary JSON area, primary binary header, then
+	// the secondary's JSON area, which fails.
+	dev := &faultDevice{memDevice: base.snapshot(), fail: 2}
+	_, u = mustUpdate(t, dev)
+	if err := u.KillKeyslot(0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Commit(ctx, dev); !errors.Is(err, errInjectedIO) {
+		t.Fatalf("commit: %v, want the injected error", err)
+	}
+	h, err := Read(ctx, dev.memDevice)
+	if err != nil || h.Keyslots[0] != nil || h.Keyslots[1] == nil {
+		t.Fatalf("after the failed commit: %v", err)
+	}
+	opensAll(vk, "platform-2")(t, dev.memDevice, h)
+	if got, err := before.OpenKeyslot(dev.memDevice, 0, pass(t, "platform")); !errors.Is(err, ErrKeyRejected) {
+		if err == nil {
+			got.Wipe()
+		}
+		t.Fatalf("the killed keyslot still opens from its old header: %v", err)
 	}
 }
 

@@ -13,8 +13,9 @@ import (
 // Fault injection: every header mutation is run against a device that
 // "loses power" after N bytes (the write crossing N lands partially), for N
 // at every write boundary and at every 512-byte sector inside header writes;
-// and against a device that keeps any one or two writes, or all but one,
-// of those made since the last Sync (disk caches reorder). After each crash the device is
+// against a device on which one write fails with an I/O error, for each
+// write; and against a device that keeps any one or two writes, or all but
+// one, of those made since the last Sync (disk caches reorder). After each crash the device is
 // read back: it must hold one of the states the operation passes through at
 // its syncs (the old header, an intermediate one, the new one), and every
 // keyslot of that state must open with its passphrase and yield the volume
@@ -64,6 +65,42 @@ func (b *budgetDevice) WriteAt(p []byte, off int64) (int, error) {
 		return n, errPowerLoss
 	}
 	return n, nil
+}
+
+// faultDevice fails write number fail (counting from 0) with an I/O error,
+// landing none of it; every other write goes through, as on a disk with
+// one bad write.
+type faultDevice struct {
+	*memDevice
+	fail, n int
+}
+
+var errInjectedIO = errors.New("injected I/O error")
+
+func (f *faultDevice) WriteAt(p []byte, off int64) (int, error) {
+	f.n++
+	if f.n-1 == f.fail {
+		return 0, errInjectedIO
+	}
+	return f.memDevice.WriteAt(p, off)
+}
+
+// stopDevice loses power after its first syncs Syncs: later writes fail.
+type stopDevice struct {
+	*memDevice
+	syncs int
+}
+
+func (s *stopDevice) WriteAt(p []byte, off int64) (int, error) {
+	if s.syncs <= 0 {
+		return 0, errPowerLoss
+	}
+	return s.memDevice.WriteAt(p, off)
+}
+
+func (s *stopDevice) Sync() error {
+	s.syncs--
+	return nil
 }
 
 // crashCase describes one operation under test.
@@ -122,8 +159,12 @@ func runCrashCase(t *testing.T, c crashCase, vkCheck func(*testing.T, *memDevice
 		if err != nil {
 			t.Fatalf("%s: state at a sync point unreadable: %v", c.name, err)
 		}
-		if s := stateOf(h); !slices.Contains(states, s) {
-			states = append(states, s)
+		// A reader falls back to the other copy when the chosen one is
+		// damaged later, so its state is one the device may show too.
+		for _, c := range []*Header{h, h.other} {
+			if s := c; s != nil && !slices.Contains(states, stateOf(s)) {
+				states = append(states, stateOf(s))
+			}
 		}
 	}
 	record()
@@ -181,6 +222,19 @@ func runCrashCase(t *testing.T, c crashCase, vkCheck func(*testing.T, *memDevice
 			t.Fatalf("%s: budget %d of %d: operation reported success", c.name, n, total)
 		}
 		check(fmt.Sprintf("power loss after %d of %d bytes", n, total), dev.memDevice)
+	}
+	// I/O errors: each write in turn fails while the others land (what
+	// the operation does after a failed write runs too).
+	writes := 0
+	for _, ep := range rec.epochs {
+		writes += len(ep)
+	}
+	for k := range writes {
+		dev := &faultDevice{memDevice: base.snapshot(), fail: k}
+		if err := c.op(dev); err == nil {
+			t.Fatalf("%s: I/O error on write %d of %d not reported", c.name, k, writes)
+		}
+		check(fmt.Sprintf("I/O error on write %d of %d", k, writes), dev.memDevice)
 	}
 	// Lost writes: each epoch with none, all, each single and all-but-one
 	// of its writes.

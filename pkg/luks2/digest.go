@@ -83,13 +83,23 @@ func newDigest(id int, vk *secret.Key) (*Digest, error) {
 
 // VerifyVolumeKey checks that vk is the key of the data segment.
 func (h *Header) VerifyVolumeKey(vk *secret.Key) error {
-	seg, err := h.dataSegment()
+	d, err := h.segmentDigest()
 	if err != nil {
 		return err
 	}
+	return d.verify(vk)
+}
+
+// segmentDigest returns the digest of the data segment's key: the one
+// every volume key handed out or enrolled is checked against.
+func (h *Header) segmentDigest() (*Digest, error) {
+	seg, err := h.dataSegment()
+	if err != nil {
+		return nil, err
+	}
 	d := h.DigestForSegment(seg.ID)
 	if d == nil {
-		return fmt.Errorf("%w: segment %d has no digest", ErrInvalidHeader, seg.ID)
+		return nil, fmt.Errorf("%w: segment %d has no digest", ErrInvalidHeader, seg.ID)
 	}
-	return d.verify(vk)
+	return d, nil
 }

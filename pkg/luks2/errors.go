@@ -17,11 +17,23 @@ var (
 	// ErrHeaderDamaged: a LUKS2 header is there, but neither copy is valid;
 	// only a header backup can bring the volume back.
 	ErrHeaderDamaged = errors.New("luks2: both header copies are damaged")
+	// ErrAmbiguousSignatures: a header copy needs repair (damaged or
+	// older) and the header region carries another known signature
+	// (filesystem, LVM label, partition table), so the valid copy is not
+	// trusted to be the volume's: nothing reads it as one, nothing repairs
+	// from it.
+	// Restoring a header backup with force is the way back, once it is
+	// clear which of the two the device should be.
+	ErrAmbiguousSignatures = errors.New("luks2: device contains ambiguous signatures, cannot auto-recover")
 	// ErrInvalidHeader: a header (or a change to one) breaks a LUKS2 rule
 	// cryptsetup enforces.
 	ErrInvalidHeader = errors.New("luks2: invalid header")
 	// ErrKeyRejected: the passphrase opens no keyslot it was tried on.
 	ErrKeyRejected = errors.New("luks2: no keyslot accepts this passphrase")
+	// ErrUnboundKeyslot: the keyslot is not bound to the data segment (no
+	// digest covers both), so whatever it stores is not the volume key.
+	// Errors wrapping it also wrap ErrKeyRejected.
+	ErrUnboundKeyslot = errors.New("luks2: keyslot is not bound to the data segment")
 	// ErrWrongVolumeKey: a volume key does not match the header's digest.
 	ErrWrongVolumeKey = errors.New("luks2: volume key does not match the header digest")
 	// ErrNoSuchKeyslot, ErrNoSuchToken: the numbered object does not exist.

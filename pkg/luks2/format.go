@@ -152,6 +152,7 @@ func (u *Update) commitFormat(dev Device) (*Header, error) {
 	if err := dev.Sync(); err != nil {
 		return nil, fmt.Errorf("luks2: sync: %w", err)
 	}
+	next.checkData(uint64(size))
 	return next.committed(1), nil
 }
 

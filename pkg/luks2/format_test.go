@@ -102,3 +102,33 @@ func TestActivationLength(t *testing.T) {
 		t.Fatal("8192-byte sectors accepted")
 	}
 }
+
+// TestDataSegmentMissing: a device cut to exactly its header (or into its
+// data) still has a readable header, but not a healthy volume: nothing can
+// be mapped from it, and the header says so.
+func TestDataSegmentMissing(t *testing.T) {
+	dev, h, _ := formatted(t, FormatOptions{SectorSize: 4096})
+	if h.Data.Err != nil || h.Data.Length != testDevSize-DefaultDataOffset {
+		t.Fatalf("format: data %+v", h.Data)
+	}
+	for _, c := range []struct {
+		size   int64
+		length uint64
+		ok     bool
+	}{
+		{testDevSize, testDevSize - DefaultDataOffset, true},
+		{DefaultDataOffset + 4096, 4096, true},
+		{DefaultDataOffset + 4095, 0, false},
+		{DefaultDataOffset, 0, false},
+	} {
+		d := dev.snapshot()
+		d.size = c.size
+		h, err := Read(context.Background(), d)
+		if err != nil {
+			t.Fatalf("%d bytes: the header must stay readable: %v", c.size, err)
+		}
+		if (h.Data.Err == nil) != c.ok || h.Data.Length != c.length || (!c.ok && !errors.Is(h.Data.Err, ErrDeviceTooSmall)) {
+			t.Errorf("%d bytes: data %+v, want length %d ok %v", c.size, h.Data, c.length, c.ok)
+		}
+	}
+}

@@ -36,6 +36,9 @@ type Header struct {
 
 	// Copies says how each on-disk copy looked when the header was read.
 	Copies [2]CopyStatus
+	// Data says whether the device holds the data segment: Data.Err is
+	// set when it was truncated to its header (or below the segment).
+	Data DataStatus
 
 	salts [2][saltLen]byte
 	raw   *ojson.Value // top-level object, for members atrest ignores
@@ -44,6 +47,11 @@ type Header struct {
 	// writes the other copy byte for byte as cryptsetup does.
 	readBin  binHeader
 	readArea []byte
+	// other is the other copy when it is valid too. It may be older and
+	// name keyslot areas the chosen copy no longer uses: a reader falls
+	// back to it if the chosen copy is damaged, so those areas are not
+	// free (referencedAreas).
+	other *Header
 }
 
 // CopyStatus describes one on-disk header copy.
@@ -179,6 +187,21 @@ var KnownFlags = []string{FlagAllowDiscards, FlagSameCPUCrypt, FlagSubmitFromCry
 // keyslots area. A header backup covers exactly [0, AreasEnd).
 func (h *Header) AreasEnd() uint64 {
 	return 2*(h.Config.JSONSize+BinaryHeaderSize) + h.Config.KeyslotsSize
+}
+
+// referencedAreas returns the keyslot areas a reader of the device may use:
+// those of h and those of the other valid copy it was read with.
+func (h *Header) referencedAreas() []Area {
+	var out []Area
+	for _, c := range []*Header{h, h.other} {
+		if c == nil {
+			continue
+		}
+		for _, k := range c.Keyslots {
+			out = append(out, k.Area)
+		}
+	}
+	return out
 }
 
 // KeyslotIDs returns the keyslot numbers in ascending order.

@@ -18,9 +18,16 @@ const areaSectorSize = 512
 
 // OpenKeyslot unlocks keyslot id with passphrase and returns the volume key
 // (the caller wipes it). It derives the keyslot key, decrypts the keyslot
-// area, merges the split key and checks it against the keyslot's digest;
-// a passphrase that does not fit gives an error wrapping ErrKeyRejected.
+// area, merges the split key and checks it against the data segment's
+// digest; a passphrase that does not fit gives an error wrapping
+// ErrKeyRejected. A keyslot that digest does not cover (an "unbound"
+// keyslot, cryptsetup luksAddKey --unbound) holds some other key and is
+// refused before its KDF runs, with an error wrapping ErrUnboundKeyslot and
+// ErrKeyRejected, as cryptsetup's "No key available with this passphrase".
 // Every intermediate key lives in locked memory and is wiped.
+//
+// Every volume key this package hands out passes through here, so this is
+// where the digest check lives.
 func (h *Header) OpenKeyslot(dev io.ReaderAt, id int, passphrase *secret.Key) (*secret.Key, error) {
 	if err := h.UnmetRequirements(); err != nil {
 		return nil, err
@@ -28,6 +35,13 @@ func (h *Header) OpenKeyslot(dev io.ReaderAt, id int, passphrase *secret.Key) (*
 	k := h.Keyslots[id]
 	if k == nil {
 		return nil, fmt.Errorf("%w: %d", ErrNoSuchKeyslot, id)
+	}
+	d, err := h.segmentDigest()
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(d.Keyslots, id) {
+		return nil, fmt.Errorf("keyslot %d: %w (%w: digest %d of the data segment does not list it)", id, ErrKeyRejected, ErrUnboundKeyslot, d.ID)
 	}
 	if err := k.usable(); err != nil {
 		return nil, fmt.Errorf("keyslot %d: %w", id, err)
@@ -43,7 +57,7 @@ func (h *Header) OpenKeyslot(dev io.ReaderAt, id int, passphrase *secret.Key) (*
 	if err != nil {
 		return nil, fmt.Errorf("keyslot %d: %w", id, err)
 	}
-	if err := h.DigestForKeyslot(id).verifyWith(vk, work.Bytes()[len(work.Bytes())-digestScratch:]); err != nil {
+	if err := d.verifyWith(vk, work.Bytes()[len(work.Bytes())-digestScratch:]); err != nil {
 		vk.Wipe()
 		if errors.Is(err, ErrWrongVolumeKey) {
 			return nil, fmt.Errorf("keyslot %d: %w", id, ErrKeyRejected)
@@ -54,18 +68,23 @@ func (h *Header) OpenKeyslot(dev io.ReaderAt, id int, passphrase *secret.Key) (*
 }
 
 // Open tries passphrase on every keyslot that may be tried without being
-// named, preferred ones first (cryptsetup's order), and returns the volume
-// key and the keyslot that opened. It fails with ErrKeyRejected when none
-// accepts the passphrase.
+// named and holds the data segment's key, preferred ones first
+// (cryptsetup's order), and returns the volume key and the keyslot that
+// opened. Unbound keyslots are not tried. It fails with ErrKeyRejected when
+// none accepts the passphrase.
 func (h *Header) Open(dev io.ReaderAt, passphrase *secret.Key) (*secret.Key, int, error) {
 	if err := h.UnmetRequirements(); err != nil {
+		return nil, -1, err
+	}
+	d, err := h.segmentDigest()
+	if err != nil {
 		return nil, -1, err
 	}
 	var lastErr error
 	for _, prio := range []Priority{PriorityPrefer, PriorityNormal} {
 		for _, id := range h.KeyslotIDs() {
 			k := h.Keyslots[id]
-			if k.Priority != prio || k.Type != "luks2" {
+			if k.Priority != prio || k.Type != "luks2" || !slices.Contains(d.Keyslots, id) {
 				continue
 			}
 			vk, err := h.OpenKeyslot(dev, id, passphrase)

@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
+	"github.com/atrest/atrest/pkg/blockdev/signature"
 	"github.com/atrest/atrest/pkg/luks2/internal/ojson"
 )
 
@@ -18,7 +21,11 @@ import (
 // copy while reading; atrest leaves that to Repair and to every commit).
 //
 // Errors wrap ErrNotLUKS, ErrLUKS1, ErrHeaderDamaged (with a DamagedError
-// naming what is wrong with each copy) or ErrDeviceTooSmall. When dev is a
+// naming what is wrong with each copy), ErrAmbiguousSignatures (a copy
+// needs repair and another signature, such as an LVM label, is in the
+// header region) or ErrDeviceTooSmall (no room for the header and
+// keyslots area). A device that holds those but not the data segment
+// reads fine, with Header.Data.Err saying what is missing. When dev is a
 // Locker, Read holds a shared lock while reading.
 func Read(ctx context.Context, dev Reader) (*Header, error) {
 	release, err := lock(ctx, dev, false)
@@ -26,12 +33,13 @@ func Read(ctx context.Context, dev Reader) (*Header, error) {
 		return nil, err
 	}
 	defer release()
-	return readHeader(dev)
+	return readHeader(ctx, dev)
 }
 
 // Version reports which LUKS version's primary header dev carries: 1, 2,
 // or 0 when there is no LUKS magic at offset 0 (a damaged LUKS2 primary
-// copy also gives 0: use Read to tell).
+// copy also gives 0: use Read to tell). It decides the type, as in
+// cryptsetup: Read refuses anything but 0 and 2.
 func Version(dev io.ReaderAt) int {
 	var b [8]byte
 	if _, err := dev.ReadAt(b[:], 0); err != nil || !bytes.Equal(b[:6], magicPrimary) {
@@ -51,13 +59,21 @@ type copyRead struct {
 	err      error
 }
 
-func readHeader(dev Reader) (*Header, error) {
+func readHeader(ctx context.Context, dev Reader) (*Header, error) {
 	size, err := dev.Size()
 	if err != nil {
 		return nil, fmt.Errorf("luks2: device size: %w", err)
 	}
-	if Version(dev) == 1 {
+	// The primary's version field decides the type, as in cryptsetup's
+	// crypt_load: a LUKS1 or future-version primary is not read as LUKS2
+	// even if a LUKS2 secondary copy follows it. Only without a LUKS magic
+	// at 0 (or with version 0, a damaged LUKS2 primary) is the secondary
+	// looked for.
+	switch v := Version(dev); {
+	case v == 1:
 		return nil, ErrLUKS1
+	case v > 2:
+		return nil, fmt.Errorf("%w: unsupported LUKS version %d", ErrNotLUKS, v)
 	}
 	c1 := readCopy(dev, size, 0, false)
 	var c2 copyRead
@@ -67,9 +83,6 @@ func readHeader(dev Reader) (*Header, error) {
 		c2 = scanSecondary(dev, size)
 	}
 	if !c1.present && !c2.present {
-		if v := Version(dev); v > 2 {
-			return nil, fmt.Errorf("%w: unsupported LUKS version %d", ErrNotLUKS, v)
-		}
 		return nil, ErrNotLUKS
 	}
 	chosen := &c1
@@ -87,8 +100,18 @@ func readHeader(dev Reader) (*Header, error) {
 	h.Copies = [2]CopyStatus{c1.status(), c2.status()}
 	h.salts = [2][saltLen]byte{c1.bin.salt, c2.bin.salt}
 	h.readBin, h.readArea = chosen.bin, chosen.area
+	h.other = c2.hdr
+	if chosen == &c2 {
+		h.other = c1.hdr
+	}
 	if end := h.AreasEnd(); uint64(size) < end {
 		return nil, fmt.Errorf("%w: %d bytes hold no header and keyslots area of %d bytes", ErrDeviceTooSmall, size, end)
+	}
+	h.checkData(uint64(size))
+	if h.NeedsRepair() {
+		if err := checkForeign(ctx, dev, size, h.AreasEnd()); err != nil {
+			return nil, err
+		}
 	}
 	return h, nil
 }
@@ -213,4 +236,37 @@ func parseJSONArea(area []byte) (*ojson.Value, error) {
 		return nil, fmt.Errorf("JSON metadata: %w", err)
 	}
 	return v, nil
+}
+
+// checkForeign refuses a device one of whose header copies needs recovery
+// (damaged, or older than the other) while another known signature (a
+// filesystem, an LVM label, a partition table) has a magic in the LUKS2
+// metadata region [0, end): the valid copy may be what is left of an old
+// LUKS2 volume, and reading it as the volume (or repairing the other copy
+// from it) would put a LUKS2 header over whatever the device holds now.
+// This is cryptsetup's "Device contains ambiguous signatures, cannot
+// auto-recover LUKS2", which its luksDump and open give in the same case.
+// Signatures only in the data area do not count: a LUKS2 volume holds
+// ciphertext there, and what is left there (the backup GPT header at the
+// end of a disk that once was partitioned) libblkid ignores without the
+// primary partition table.
+func checkForeign(ctx context.Context, dev Reader, size int64, end uint64) error {
+	sigs, err := signature.Probe(ctx, dev, size, signature.Options{})
+	if errors.Is(err, signature.ErrTooManySignatures) {
+		return fmt.Errorf("%w: %v", ErrAmbiguousSignatures, err)
+	}
+	if err != nil {
+		return fmt.Errorf("luks2: look for other signatures: %w", err)
+	}
+	var names []string
+	for _, s := range sigs {
+		inside := slices.ContainsFunc(s.Magics, func(m signature.Magic) bool { return m.Offset >= 0 && uint64(m.Offset) < end })
+		if s.Type != "crypto_LUKS" && inside {
+			names = append(names, s.String())
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: a LUKS2 header copy needs recovery and the device also holds %s", ErrAmbiguousSignatures, strings.Join(names, "; "))
 }

@@ -11,14 +11,16 @@ import (
 // is copied byte for byte, the binary header gets a fresh salt. The good
 // copy is never written, so an interrupted repair loses nothing. It returns
 // the header; Copies tells what was found before the repair, and nothing is
-// written when both copies were fine.
+// written when both copies were fine. A device whose header region also
+// carries another known signature is not repaired: the error wraps
+// ErrAmbiguousSignatures and names the signature (see Read).
 func Repair(ctx context.Context, dev Device) (*Header, error) {
 	release, err := lock(ctx, dev, true)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	h, err := readHeader(dev)
+	h, err := readHeader(ctx, dev)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package luks2
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -138,14 +139,14 @@ func (u *Update) freeKeyslot(want int) (int, error) {
 }
 
 // findArea returns the lowest offset where size bytes fit in the keyslots
-// area without touching an area used by the header on the device or by the
+// area without touching an area used by either header copy on the device
+// (the other copy may be older, after an interrupted write, and is what a
+// reader falls back to while the new primary is being written) or by the
 // header being built: until the commit, old keyslots must stay intact.
 func (u *Update) findArea(size uint64) (uint64, error) {
-	var used []Area
-	for _, h := range []*Header{u.base, u.next} {
-		for _, k := range h.Keyslots {
-			used = append(used, k.Area)
-		}
+	used := u.base.referencedAreas()
+	for _, k := range u.next.Keyslots {
+		used = append(used, k.Area)
 	}
 	slices.SortFunc(used, func(a, b Area) int { return compareU64(a.Offset, b.Offset) })
 	off := 2 * u.next.MetadataSize
@@ -326,7 +327,7 @@ func (u *Update) Commit(ctx context.Context, dev Device) (*Header, error) {
 	if u.base.fresh {
 		return u.commitFormat(dev)
 	}
-	cur, err := readHeader(dev)
+	cur, err := readHeader(ctx, dev)
 	if err != nil {
 		return nil, fmt.Errorf("luks2: re-read header before writing: %w", err)
 	}
@@ -351,12 +352,21 @@ func (u *Update) Commit(ctx context.Context, dev Device) (*Header, error) {
 			return nil, fmt.Errorf("luks2: sync: %w", err)
 		}
 	}
-	if err := writeHeaders(dev, copies); err != nil {
+	if err := copies[0].writeSynced(dev); err != nil {
 		return nil, err
 	}
-	if err := u.wipeAreas(dev); err != nil {
+	// The new primary is durable and wins over the old secondary: no
+	// header a reader picks names the killed keyslots any more. They are
+	// wiped even if writing the secondary fails, so that a failed commit
+	// does not leave a removed key usable.
+	err = copies[1].writeSynced(dev)
+	if werr := u.wipeAreas(dev); werr != nil {
+		err = errors.Join(err, werr)
+	}
+	if err != nil {
 		return nil, err
 	}
+	next.Data = cur.Data
 	return next.committed(seq), nil
 }
 
@@ -385,6 +395,7 @@ func (u *Update) wipeAreas(dev Device) error {
 func (h *Header) committed(seq uint64) *Header {
 	h.SeqID = seq
 	h.fresh = false
+	h.other = nil
 	h.Copies = [2]CopyStatus{
 		{Offset: 0, Valid: true, SeqID: seq},
 		{Offset: h.MetadataSize, Valid: true, SeqID: seq},

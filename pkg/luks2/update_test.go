@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -146,6 +147,22 @@ func TestReadErrors(t *testing.T) {
 	var damaged *DamagedError
 	if !errors.Is(err, ErrHeaderDamaged) || !errors.As(err, &damaged) || len(damaged.Copies) != 2 {
 		t.Errorf("both copies damaged: %v, want a DamagedError", err)
+	}
+	// The primary's version field decides, whatever the secondary holds
+	// (cryptsetup luksDump: "LUKS keyslot 0 is invalid" for 1,
+	// "Unsupported LUKS version 3"; 0 is a damaged LUKS2 primary).
+	for _, c := range []struct {
+		version uint16
+		want    error
+	}{{0, nil}, {1, ErrLUKS1}, {3, ErrNotLUKS}, {0xffff, ErrNotLUKS}} {
+		dev, _, _ := formatted(t, FormatOptions{})
+		var v [2]byte
+		binary.BigEndian.PutUint16(v[:], c.version)
+		dev.WriteAt(v[:], 6)
+		h, err := Read(context.Background(), dev)
+		if !errors.Is(err, c.want) || (c.want == nil && h.Copies[0].Valid) {
+			t.Errorf("primary version %d over a LUKS2 secondary: %v, want %v", c.version, err, c.want)
+		}
 	}
 	small, _, _ := formatted(t, FormatOptions{})
 	small.size = 1 << 20

@@ -63,15 +63,23 @@ func (c renderedCopy) write(dev io.WriterAt) error {
 	return nil
 }
 
+// writeSynced writes the copy and syncs.
+func (c renderedCopy) writeSynced(dev Device) error {
+	if err := c.write(dev); err != nil {
+		return err
+	}
+	if err := dev.Sync(); err != nil {
+		return fmt.Errorf("luks2: sync: %w", err)
+	}
+	return nil
+}
+
 // writeHeaders writes the primary copy, syncs, then the secondary, and
 // syncs: at no instant are both copies being written.
 func writeHeaders(dev Device, copies [2]renderedCopy) error {
 	for _, c := range copies {
-		if err := c.write(dev); err != nil {
+		if err := c.writeSynced(dev); err != nil {
 			return err
-		}
-		if err := dev.Sync(); err != nil {
-			return fmt.Errorf("luks2: sync: %w", err)
 		}
 	}
 	return nil

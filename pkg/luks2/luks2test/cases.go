@@ -180,6 +180,14 @@ func Cases() []Case {
 		{Name: "requirements-mandatory-not-array", Mutate: func(doc map[string]any) {
 			Obj(doc, "config")["requirements"] = map[string]any{"mandatory": "x"}
 		}},
+		// json-c's nesting limit: 32 levels, the scalar included (top
+		// object, tokens, token 0, then the arrays).
+		{Name: "json-nesting-32-levels", Valid: true, Mutate: func(doc map[string]any) {
+			Obj(doc, "tokens")["0"] = map[string]any{"type": "x", "keyslots": []any{}, "n": nested(28)}
+		}},
+		{Name: "json-nesting-33-levels", Mutate: func(doc map[string]any) {
+			Obj(doc, "tokens")["0"] = map[string]any{"type": "x", "keyslots": []any{}, "n": nested(29)}
+		}},
 		{Name: "requirements-unknown-mandatory", Valid: true, Mutate: func(doc map[string]any) {
 			Obj(doc, "config")["requirements"] = map[string]any{"mandatory": []any{"future-feature"}}
 		}},
@@ -193,4 +201,13 @@ func trimNUL(a []byte) []byte {
 		}
 	}
 	return a
+}
+
+// nested returns the number 1 inside n arrays.
+func nested(n int) any {
+	var v any = num("1")
+	for range n {
+		v = []any{v}
+	}
+	return v
 }

@@ -9,11 +9,14 @@ package luks2test
 
 import (
 	"bytes"
+	"crypto/sha1"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 )
 
 const binSize = 4096
@@ -50,16 +53,31 @@ func RewriteArea(img []byte, edit func(area []byte)) error {
 	return nil
 }
 
-// Reseal recomputes the sha256 checksum of one header copy (binary header
-// plus JSON area), after letting editBin change the binary header.
+// Reseal recomputes the checksum of one header copy (binary header plus
+// JSON area), after letting editBin change the binary header. The hash is
+// the one the copy's checksum_alg field names (sha1, sha224, sha256,
+// sha384 or sha512), sha256 for any other name.
 func Reseal(copyBytes []byte, editBin func(bin []byte)) {
 	bin := copyBytes[:binSize]
 	if editBin != nil {
 		editBin(bin)
 	}
 	clear(bin[448:512])
-	sum := sha256.Sum256(copyBytes)
-	copy(bin[448:], sum[:])
+	var h hash.Hash
+	switch alg, _, _ := bytes.Cut(bin[72:104], []byte{0}); string(alg) {
+	case "sha1":
+		h = sha1.New()
+	case "sha224":
+		h = sha256.New224()
+	case "sha384":
+		h = sha512.New384()
+	case "sha512":
+		h = sha512.New()
+	default:
+		h = sha256.New()
+	}
+	h.Write(copyBytes)
+	copy(bin[448:], h.Sum(nil))
 }
 
 // Metadata returns the primary copy's JSON metadata, numbers as json.Number.

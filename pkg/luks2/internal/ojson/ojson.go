@@ -54,12 +54,18 @@ type Member struct {
 	Value *Value
 }
 
+// MaxDepth is json-c's default nesting limit (JSON_TOKENER_DEFAULT_DEPTH),
+// which cryptsetup parses with: a value may sit at most 32 levels deep,
+// the top-level value being level 1 and scalars counting as a level.
+// cryptsetup refuses a header nested deeper, and so does Parse.
+const MaxDepth = 32
+
 // Parse reads exactly one JSON value from data; anything but whitespace
-// after it is an error.
+// after it is an error, and so is nesting deeper than MaxDepth.
 func Parse(data []byte) (*Value, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
-	v, err := parse(dec)
+	v, err := parse(dec, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +75,10 @@ func Parse(data []byte) (*Value, error) {
 	return v, nil
 }
 
-func parse(dec *json.Decoder) (*Value, error) {
+func parse(dec *json.Decoder, depth int) (*Value, error) {
+	if depth > MaxDepth {
+		return nil, fmt.Errorf("ojson: nested deeper than %d levels", MaxDepth)
+	}
 	tok, err := dec.Token()
 	if err != nil {
 		if err == io.EOF {
@@ -94,7 +103,7 @@ func parse(dec *json.Decoder) (*Value, error) {
 		if t == '[' {
 			v := &Value{Kind: Array}
 			for dec.More() {
-				e, err := parse(dec)
+				e, err := parse(dec, depth+1)
 				if err != nil {
 					return nil, err
 				}
@@ -110,7 +119,7 @@ func parse(dec *json.Decoder) (*Value, error) {
 				return nil, fmt.Errorf("ojson: %w", err)
 			}
 			key, _ := kt.(string)
-			e, err := parse(dec)
+			e, err := parse(dec, depth+1)
 			if err != nil {
 				return nil, err
 			}

@@ -34,3 +34,28 @@ func TestParseRefusesTrailingData(t *testing.T) {
 		}
 	}
 }
+
+// TestDepthLimitFollowsJSONC: json-c (so cryptsetup) parses values at most
+// 32 levels deep, scalars included; a deeper header is refused.
+func TestDepthLimitFollowsJSONC(t *testing.T) {
+	nest := func(levels int, inner string) string {
+		s := inner
+		for range levels {
+			s = "[" + s + "]"
+		}
+		return s
+	}
+	for _, c := range []struct {
+		text string
+		ok   bool
+	}{
+		{nest(31, "1"), true},  // the scalar is level 32
+		{nest(32, "1"), false}, // level 33
+		{nest(31, "[]"), true}, // the empty array is level 32
+		{nest(32, "[]"), false},
+	} {
+		if _, err := Parse([]byte(c.text)); (err == nil) != c.ok {
+			t.Errorf("%d bytes of nesting: err %v, want ok=%v", len(c.text), err, c.ok)
+		}
+	}
+}
