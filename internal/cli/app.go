@@ -173,6 +173,9 @@ func (e *env) find(ctx context.Context, refs []string, all bool) ([]*volume.Volu
 	if len(refs) == 0 {
 		return nil, usagef("name a volume (NAME, DEVICE or UUID) or use --all", "no volume given")
 	}
+	if err := checkRefs(refs...); err != nil {
+		return nil, err
+	}
 	var vols []*volume.Volume
 	for _, r := range refs {
 		v, err := m.Find(ctx, r)
@@ -189,11 +192,25 @@ func (e *env) one(c *ucli.Context) (*volume.Volume, error) {
 	if c.NArg() != 1 {
 		return nil, usagef("usage: atrest "+c.Command.Name+" "+c.Command.ArgsUsage, "expected exactly one volume")
 	}
+	if err := checkRefs(c.Args().First()); err != nil {
+		return nil, err
+	}
 	m, err := e.manager()
 	if err != nil {
 		return nil, err
 	}
 	return m.Find(c.Context, c.Args().First())
+}
+
+// checkRefs refuses blank volume references before anything looks them
+// up: "" or "  " names no volume, whatever the shell made of a variable.
+func checkRefs(refs ...string) error {
+	for _, r := range refs {
+		if strings.TrimSpace(r) == "" {
+			return usagef("name a volume: NAME, DEVICE or UUID", "empty volume argument")
+		}
+	}
+	return nil
 }
 
 // warn prints a warning line on stderr.

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"strings"
+
 	"github.com/atrest/atrest/pkg/volume"
 	ucli "github.com/urfave/cli/v2"
 )
@@ -99,12 +101,15 @@ EXAMPLES:
 					if c.NArg() != 1 {
 						return usagef("usage: atrest header check [--repair] NAME|DEVICE", "expected exactly one volume")
 					}
+					dev := c.Args().First()
+					if err := checkRefs(dev); err != nil {
+						return err
+					}
 					m, err := e.manager()
 					if err != nil {
 						return err
 					}
-					dev := c.Args().First()
-					if dev[0] != '/' {
+					if !strings.HasPrefix(dev, "/") {
 						v, err := m.Find(c.Context, dev)
 						if err != nil {
 							return err
@@ -123,7 +128,7 @@ EXAMPLES:
 							e.printf("%s: repaired\n", res.Device)
 						}
 					}
-					if !res.Repaired && (res.Header.Primary[:2] != "ok" || res.Header.Secondary[:2] != "ok") {
+					if res.NeedsRepair {
 						e.printf("hint: run atrest header check --repair %s\n", c.Args().First())
 						return exitCode(ExitAttention)
 					}
