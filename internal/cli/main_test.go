@@ -90,3 +90,19 @@ func jsonHas(t *testing.T, doc, key string, want any) bool {
 	}
 	return m[key] == want
 }
+
+// addVolume adds a volumes entry (name on device) to n's configuration.
+func (n *node) addVolume(name, device string) {
+	n.t.Helper()
+	doc, err := os.ReadFile(n.config)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	if !strings.Contains(string(doc), "volumes:\n") {
+		doc = append(doc, "volumes:\n"...)
+	}
+	doc = append(doc, fmt.Sprintf("  - name: %s\n    device: %s\n", name, device)...)
+	if err := os.WriteFile(n.config, doc, 0o600); err != nil {
+		n.t.Fatal(err)
+	}
+}

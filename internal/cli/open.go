@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/atrest/atrest/pkg/volume"
@@ -75,6 +76,7 @@ EXAMPLES:
 		},
 		Action: func(c *ucli.Context) error {
 			names := c.Args().Slice()
+			uuids := map[string]string{}
 			if c.Bool("all") {
 				vols, err := e.find(c.Context, names, true)
 				if err != nil {
@@ -83,36 +85,70 @@ EXAMPLES:
 				names = names[:0]
 				for _, v := range vols {
 					names = append(names, v.Name)
+					uuids[v.Name] = v.UUID()
 				}
 			} else if len(names) == 0 {
 				return usagef("usage: atrest close NAME... or --all", "no volume given")
+			} else if err := checkRefs(names...); err != nil {
+				return err
 			}
 			m, err := e.manager()
 			if err != nil {
 				return err
 			}
 			var errs []error
-			var out []map[string]any
+			out := closeDoc{Volumes: []closeResult{}}
 			for _, name := range names {
+				uuid := uuids[name]
+				if uuid == "" {
+					uuid = closeUUID(c.Context, m, name)
+				}
 				closed, err := m.Close(c.Context, name)
-				j := map[string]any{"name": name, "closed": closed}
+				j := closeResult{Name: name, UUID: uuid, Closed: closed}
 				switch {
 				case err != nil:
 					errs = append(errs, fmt.Errorf("%s: %w", name, err))
-					j["error"], j["exit_code"] = err.Error(), classify(err).code
+					j.Error, j.ExitCode = err.Error(), classify(err).code
 				case closed:
 					e.printf("%s: closed\n", name)
 				default:
 					e.printf("%s: not open\n", name)
 				}
-				out = append(out, j)
+				out.Volumes = append(out.Volumes, j)
 			}
 			if e.json {
-				e.printJSON(map[string]any{"volumes": out})
+				e.printJSON(out)
 			}
 			return joinVolumeErrors(e, errs)
 		},
 	}
+}
+
+// closeDoc is the JSON document of close.
+type closeDoc struct {
+	Volumes []closeResult `json:"volumes"`
+}
+
+// closeResult is one volume in close's JSON document.
+type closeResult struct {
+	Name     string `json:"name"`
+	UUID     string `json:"uuid,omitempty"`
+	Closed   bool   `json:"closed"`
+	Error    string `json:"error,omitempty"`
+	ExitCode int    `json:"exit_code,omitempty"`
+}
+
+// closeUUID is the UUID of the volume mapped or known as name: from the
+// mapping, else from the volume the name finds ("" when neither knows it:
+// close of an unknown name is still "not open").
+func closeUUID(ctx context.Context, m *volume.Manager, name string) string {
+	if uuid := m.MappingUUID(name); uuid != "" {
+		return uuid
+	}
+	if v, err := m.Find(ctx, name); err == nil {
+		return v.UUID()
+	}
+	return ""
 }
 
 // joinVolumeErrors ends a multi-volume command whose output (text lines
