@@ -213,6 +213,15 @@ func checkRefs(refs ...string) error {
 	return nil
 }
 
+// warningsJSON is a result's warnings for its JSON document: always a
+// list.
+func warningsJSON(w []string) []string {
+	if w == nil {
+		return []string{}
+	}
+	return w
+}
+
 // warn prints a warning line on stderr.
 func (e *env) warn(format string, args ...any) {
 	fmt.Fprintf(e.stderr, "atrest: warning: "+format+"\n", args...)

@@ -67,6 +67,9 @@ EXAMPLES:
 					if c.NArg() != 1 {
 						return usagef("usage: atrest header restore DEVICE [--backup FILE]", "expected exactly one device")
 					}
+					if err := checkRefs(c.Args().First()); err != nil {
+						return err
+					}
 					m, err := e.manager()
 					if err != nil {
 						return err

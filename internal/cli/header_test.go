@@ -42,7 +42,9 @@ func TestHeaderCheckExitCodes(t *testing.T) {
 		code int
 	}{
 		{luks1, ExitNotLUKS2},
-		{n.dir + "/missing.img", ExitError}, // exit 5 with item 12
+		{n.dir + "/missing.img", ExitNotFound},
+		{"/dev/null", ExitNotFound},
+		{n.dir, ExitNotFound},
 		{"", ExitUsage},
 		{" ", ExitUsage},
 		{"no-such-volume", ExitNotFound},

@@ -115,9 +115,12 @@ EXAMPLES:
 					if err != nil {
 						return err
 					}
+					for _, w := range res.Warnings {
+						e.warn("%s: %s", res.Name, w)
+					}
 					if e.json {
 						e.printJSON(map[string]any{"name": res.Name, "uuid": res.UUID, "old_keyslot": res.OldKeyslot, "new_keyslot": res.NewKeyslot,
-							"kms": map[string]any{"backend": res.KMS, "key": res.Key, "key_version": res.KeyVersion}})
+							"kms": map[string]any{"backend": res.KMS, "key": res.Key, "key_version": res.KeyVersion}, "warnings": warningsJSON(res.Warnings)})
 						return nil
 					}
 					e.printf("%s: resealed, platform keyslot %d protected by %s\n", res.Name, res.NewKeyslot, kmsLine(res.KMS, res.Key, res.KeyVersion))

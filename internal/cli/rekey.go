@@ -47,7 +47,7 @@ EXAMPLES:
 				out = append(out, map[string]any{
 					"name": res.Name, "uuid": res.UUID, "old_keyslot": res.OldKeyslot, "new_keyslot": res.NewKeyslot,
 					"kms":      map[string]any{"backend": res.KMS, "key": res.Key, "key_version": res.KeyVersion},
-					"recovery": recoveryJSON(res.Recovery), "resumed": res.Resumed,
+					"recovery": recoveryJSON(res.Recovery), "resumed": res.Resumed, "warnings": warningsJSON(res.Warnings),
 				})
 				if res.Resumed != "" {
 					e.printf("%s: found an interrupted change and %s it\n", res.Name, res.Resumed)
@@ -57,6 +57,9 @@ EXAMPLES:
 				}
 				e.printRecovery(res.Recovery)
 				res.Recovery.Wipe()
+				for _, w := range res.Warnings {
+					e.warn("%s: %s", res.Name, w)
+				}
 			}
 			if e.json {
 				e.printJSON(map[string]any{"volumes": out})

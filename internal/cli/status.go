@@ -33,6 +33,9 @@ EXAMPLES:
 			&ucli.BoolFlag{Name: "long", Aliases: []string{"l"}, Usage: "every detail of each volume"},
 		},
 		Action: func(c *ucli.Context) error {
+			if err := checkRefs(c.Args().Slice()...); err != nil {
+				return err
+			}
 			m, err := e.manager()
 			if err != nil {
 				return err

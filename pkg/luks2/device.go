@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/atrest/atrest/pkg/blockdev"
 	"io"
 	"os"
 	"unsafe"
@@ -89,7 +90,7 @@ func OpenFile(path string, writable bool) (*File, error) {
 	block := st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0
 	if !block && !st.Mode().IsRegular() {
 		f.Close()
-		return nil, fmt.Errorf("luks2: %s is neither a block device nor a regular file", path)
+		return nil, fmt.Errorf("luks2: %s: %w", path, blockdev.ErrUnsupported)
 	}
 	return &File{f: f, path: path, block: block}, nil
 }

@@ -32,6 +32,10 @@ const Version = 1
 // ErrNotAtrest means the JSON is a token of another type.
 var ErrNotAtrest = errors.New("not an atrest token")
 
+// ErrMalformed means an atrest token that this build cannot read: bad
+// JSON, a future version, or fields out of range.
+var ErrMalformed = errors.New("atrest token cannot be read")
+
 // Token is one atrest LUKS2 token.
 type Token struct {
 	// Keyslot is the platform keyslot the wrapped secret opens.
@@ -88,30 +92,38 @@ func (t *Token) Marshal() ([]byte, error) {
 // Parse reads an atrest token. It returns ErrNotAtrest for tokens of other
 // types, so callers can skip them.
 func Parse(data []byte) (*Token, error) {
+	t, err := parse(data)
+	if err != nil && !errors.Is(err, ErrNotAtrest) {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	return t, err
+}
+
+func parse(data []byte) (*Token, error) {
 	var w wire
 	if err := json.Unmarshal(data, &w); err != nil {
-		return nil, fmt.Errorf("atrest token: %w", err)
+		return nil, fmt.Errorf("json: %w", err)
 	}
 	if w.Type != Type {
 		return nil, ErrNotAtrest
 	}
 	if w.Version < 1 || w.Version > Version {
-		return nil, fmt.Errorf("atrest token: version %d is not supported by this build (up to %d); upgrade atrest", w.Version, Version)
+		return nil, fmt.Errorf("version %d is not supported by this build (up to %d); upgrade atrest", w.Version, Version)
 	}
 	if len(w.Keyslots) != 1 {
-		return nil, fmt.Errorf("atrest token: bound to %d keyslots, want exactly 1", len(w.Keyslots))
+		return nil, fmt.Errorf("bound to %d keyslots, want exactly 1", len(w.Keyslots))
 	}
 	slot, err := strconv.Atoi(w.Keyslots[0])
 	if err != nil {
-		return nil, fmt.Errorf("atrest token: keyslot %q is not a number", w.Keyslots[0])
+		return nil, fmt.Errorf("keyslot %q is not a number", w.Keyslots[0])
 	}
 	t := &Token{Keyslot: slot, Name: w.Name, KMS: w.KMS, Key: w.Key, KeyVersion: w.KeyVersion,
 		Ciphertext: w.Ciphertext, Recovery: w.Recovery}
 	if t.Created, err = parseTime(w.Created); err != nil {
-		return nil, fmt.Errorf("atrest token: created: %w", err)
+		return nil, fmt.Errorf("created: %w", err)
 	}
 	if t.Rotated, err = parseTime(w.Rotated); err != nil {
-		return nil, fmt.Errorf("atrest token: rotated: %w", err)
+		return nil, fmt.Errorf("rotated: %w", err)
 	}
 	if err := t.validate(); err != nil {
 		return nil, err
@@ -129,11 +141,11 @@ func parseTime(s string) (time.Time, error) {
 func (t *Token) validate() error {
 	switch {
 	case t.Keyslot < 0 || t.Keyslot > 31:
-		return fmt.Errorf("atrest token: keyslot %d out of range", t.Keyslot)
+		return fmt.Errorf("keyslot %d out of range", t.Keyslot)
 	case t.KMS == "":
-		return errors.New("atrest token: no kms backend")
+		return errors.New("no kms backend")
 	case t.Ciphertext == "" && t.KMS != "vault-kv":
-		return errors.New("atrest token: no ciphertext")
+		return errors.New("no ciphertext")
 	}
 	return nil
 }

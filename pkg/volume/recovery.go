@@ -161,5 +161,6 @@ func (m *Manager) Reseal(ctx context.Context, v *Volume, key *secret.Key) (res *
 		return nil, err
 	}
 	res.NewKeyslot, res.KMS, res.Key, res.KeyVersion = slot, tok.KMS, tok.Key, tok.KeyVersion
+	res.Warnings = c.warnings
 	return res, nil
 }
