@@ -146,7 +146,7 @@ func (e *env) manager() (*volume.Manager, error) {
 		return nil, err
 	}
 	e.set = set
-	e.mgr = volume.New(cfg, set, volume.WithLogger(logging.Audit(e.stderr)))
+	e.mgr = volume.New(cfg, set, volume.WithLogger(logging.Audit(cfg.StateDir, e.stderr)))
 	return e.mgr, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/atrest/atrest/internal/testutil"
+	"github.com/coreos/go-systemd/v22/journal"
 )
 
 // A volume without a name (a cryptsetup volume atrest does not manage) is
@@ -80,4 +81,29 @@ func TestKMSCheckDoesNotCreateTheKeystore(t *testing.T) {
 	}
 	n.volume("data1")
 	n.expect(ExitOK, "kms", "check")
+}
+
+// Where no journal runs, the audit trail of a command is in the state
+// directory's audit.log, and stderr said so once.
+func TestAuditTrailWithoutJournal(t *testing.T) {
+	if journal.Enabled() {
+		t.Skip("a journal runs here: the audit records go to it")
+	}
+	n := newNode(t)
+	img := n.image("data1.img", 20)
+	first := n.expect(ExitOK, "format", img, "--name", "data1")
+	second := n.expect(ExitOK, "header", "backup", img, "--file", filepath.Join(n.dir, "b.hdr"))
+	path := filepath.Join(n.dir, "state", "audit.log")
+	if !strings.Contains(first.stderr, "audit records go to "+path) || strings.Contains(second.stderr, "audit records") {
+		t.Fatalf("stderr does not say once where the audit records go:\n%s\n%s", first, second)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("no audit file: %v", err)
+	}
+	for _, op := range []string{`"op":"format"`, `"op":"header-backup"`} {
+		if !strings.Contains(string(data), op) {
+			t.Fatalf("the audit file lacks %s:\n%s", op, data)
+		}
+	}
 }
