@@ -63,9 +63,7 @@ func (c exitCode) Error() string { return fmt.Sprintf("exit %d", int(c)) }
 func (e *env) fail(err error) int {
 	c := classify(err)
 	if e.json {
-		e.printJSON(map[string]any{"error": map[string]any{
-			"message": err.Error(), "kind": c.kind, "exit_code": c.code, "hint": c.hint,
-		}})
+		e.printJSON(errorDoc{v1, errorBody{Message: err.Error(), Kind: c.kind, ExitCode: c.code, Hint: c.hint}})
 	}
 	e.printErr(err)
 	return c.code
@@ -211,15 +209,6 @@ func checkRefs(refs ...string) error {
 		}
 	}
 	return nil
-}
-
-// warningsJSON is a result's warnings for its JSON document: always a
-// list.
-func warningsJSON(w []string) []string {
-	if w == nil {
-		return []string{}
-	}
-	return w
 }
 
 // warn prints a warning line on stderr.

@@ -37,7 +37,7 @@ EXAMPLES:
 						return err
 					}
 					if e.json {
-						e.printJSON(map[string]any{"name": v.Name, "uuid": v.UUID(), "backup": path})
+						e.printJSON(backupDoc{v1, v.Name, v.UUID(), path})
 						return nil
 					}
 					e.printf("%s: header backup written to %s\n", v.Name, path)
@@ -79,7 +79,7 @@ EXAMPLES:
 						return err
 					}
 					if e.json {
-						e.printJSON(map[string]any{"device": c.Args().First(), "uuid": h.UUID, "restored": true})
+						e.printJSON(restoreDoc{v1, c.Args().First(), h.UUID, true})
 						return nil
 					}
 					e.printf("%s: header restored (UUID %s)\n", c.Args().First(), h.UUID)
@@ -124,7 +124,7 @@ EXAMPLES:
 						return err
 					}
 					if e.json {
-						e.printJSON(res)
+						e.printJSON(checkDoc{v1, res})
 					} else {
 						e.printf("%s: primary %s; secondary %s\n", res.Device, res.Header.Primary, res.Header.Secondary)
 						if res.Repaired {

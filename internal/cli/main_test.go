@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/atrest/atrest/internal/testutil"
 )
 
 // node is one machine's atrest setup for in-process runs of Main: a
@@ -105,4 +108,19 @@ func (n *node) addVolume(name, device string) {
 	if err := os.WriteFile(n.config, doc, 0o600); err != nil {
 		n.t.Fatal(err)
 	}
+}
+
+// cryptsetupImage is a LUKS2 volume that cryptsetup made (atrest does not
+// manage it), opened by passphrase; the test skips without cryptsetup.
+func (n *node) cryptsetupImage(name, passphrase string) string {
+	n.t.Helper()
+	testutil.RequireCommand(n.t, "cryptsetup", "cryptsetup-bin")
+	img := n.image(name, 20)
+	cmd := exec.Command("cryptsetup", "luksFormat", "--type", "luks2", "--batch-mode",
+		"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", "-", img)
+	cmd.Stdin = strings.NewReader(passphrase)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		n.t.Fatalf("cryptsetup luksFormat: %v\n%s", err, out)
+	}
+	return img
 }

@@ -35,23 +35,20 @@ EXAMPLES:
 			m, _ := e.manager()
 			res := m.Open(c.Context, vols, volume.OpenOptions{ReadOnly: c.Bool("read-only")})
 			var errs []error
-			out := make([]map[string]any, 0, len(res))
+			out := volumesDoc[openResult]{v1, []openResult{}}
 			for _, r := range res {
-				j := map[string]any{"name": r.Name, "uuid": r.UUID, "device": r.Device, "mapper": r.Mapper, "already_open": r.AlreadyOpen}
+				out.Volumes = append(out.Volumes, openResult{r.Name, r.UUID, r.Device, r.Mapper, r.AlreadyOpen, failure(r.Err)})
 				switch {
 				case r.Err != nil:
 					errs = append(errs, fmt.Errorf("%s: %w", r.Name, r.Err))
-					j["error"] = r.Err.Error()
-					j["exit_code"] = classify(r.Err).code
 				case r.AlreadyOpen:
 					e.printf("%s: already open at %s\n", r.Name, r.Mapper)
 				default:
 					e.printf("%s: opened at %s\n", r.Name, r.Mapper)
 				}
-				out = append(out, j)
 			}
 			if e.json {
-				e.printJSON(map[string]any{"volumes": out})
+				e.printJSON(out)
 			}
 			return joinVolumeErrors(e, errs)
 		},
@@ -97,24 +94,22 @@ EXAMPLES:
 				return err
 			}
 			var errs []error
-			out := closeDoc{Volumes: []closeResult{}}
+			out := volumesDoc[closeResult]{v1, []closeResult{}}
 			for _, name := range names {
 				uuid := uuids[name]
 				if uuid == "" {
 					uuid = closeUUID(c.Context, m, name)
 				}
 				closed, err := m.Close(c.Context, name)
-				j := closeResult{Name: name, UUID: uuid, Closed: closed}
+				out.Volumes = append(out.Volumes, closeResult{name, uuid, closed, failure(err)})
 				switch {
 				case err != nil:
 					errs = append(errs, fmt.Errorf("%s: %w", name, err))
-					j.Error, j.ExitCode = err.Error(), classify(err).code
 				case closed:
 					e.printf("%s: closed\n", name)
 				default:
 					e.printf("%s: not open\n", name)
 				}
-				out.Volumes = append(out.Volumes, j)
 			}
 			if e.json {
 				e.printJSON(out)
@@ -122,20 +117,6 @@ EXAMPLES:
 			return joinVolumeErrors(e, errs)
 		},
 	}
-}
-
-// closeDoc is the JSON document of close.
-type closeDoc struct {
-	Volumes []closeResult `json:"volumes"`
-}
-
-// closeResult is one volume in close's JSON document.
-type closeResult struct {
-	Name     string `json:"name"`
-	UUID     string `json:"uuid,omitempty"`
-	Closed   bool   `json:"closed"`
-	Error    string `json:"error,omitempty"`
-	ExitCode int    `json:"exit_code,omitempty"`
 }
 
 // closeUUID is the UUID of the volume mapped or known as name: from the

@@ -8,10 +8,6 @@ import (
 	ucli "github.com/urfave/cli/v2"
 )
 
-// statusSchema versions the JSON document of `atrest status -o json`;
-// fields are only ever added within a version.
-const statusSchema = 1
-
 func statusCommand(e *env) *ucli.Command {
 	return &ucli.Command{
 		Name:      "status",
@@ -55,7 +51,7 @@ EXAMPLES:
 				if sts == nil {
 					sts = []volume.Status{}
 				}
-				e.printJSON(map[string]any{"schema": statusSchema, "healthy": healthy, "volumes": sts})
+				e.printJSON(statusDoc{v1, healthy, sts})
 			} else if c.Bool("long") {
 				e.statusLong(sts)
 			} else {

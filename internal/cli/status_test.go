@@ -3,12 +3,10 @@ package cli
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/atrest/atrest/internal/testutil"
 	"github.com/coreos/go-systemd/v22/journal"
 )
 
@@ -16,15 +14,8 @@ import (
 // named by its device in every problem's fix, never by an empty string,
 // and the fix works.
 func TestStatusNamesAnUnnamedVolumeByDevice(t *testing.T) {
-	testutil.RequireCommand(t, "cryptsetup", "cryptsetup-bin")
 	n := newNode(t)
-	img := n.image("plain.img", 20)
-	cmd := exec.Command("cryptsetup", "luksFormat", "--type", "luks2", "--batch-mode",
-		"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", "-", img)
-	cmd.Stdin = strings.NewReader("passphrase")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("cryptsetup luksFormat: %v\n%s", err, out)
-	}
+	img := n.cryptsetupImage("plain.img", "passphrase")
 	r := n.expect(ExitAttention, "status", img)
 	if !strings.Contains(r.stdout, "run: atrest header backup "+img+"\n") {
 		t.Fatalf("the backup problem does not name the volume: %s", r)
