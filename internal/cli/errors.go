@@ -94,6 +94,7 @@ var classes = map[volume.Kind]class{
 	volume.KindBadToken:          {ExitNotLUKS2, "", "the volume's atrest token is unreadable to this build (upgrade atrest if it is newer); the recovery key still opens it: atrest recovery unlock"},
 	volume.KindHeaderDamaged:     {ExitDamaged, "", "restore a header backup: atrest header restore DEVICE --backup FILE"},
 	volume.KindKeyRejected:       {ExitKeyRejected, "", ""},
+	volume.KindVerify:            {ExitError, "", ""},
 	volume.KindKMSUnavailable:    {ExitKMSUnavailable, "", "check the network and the KMS (atrest kms check); the recovery key opens the volume meanwhile (atrest recovery unlock)"},
 	volume.KindKMSAuth:           {ExitKMSDenied, "", "check the node's Vault credentials (atrest kms check)"},
 	volume.KindKMSDenied:         {ExitKMSDenied, "", "the node's Vault policy does not allow this (docs/vault.md has the policy)"},

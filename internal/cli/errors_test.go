@@ -61,6 +61,10 @@ func TestClassify(t *testing.T) {
 		// An interrupted change whose two keyslots the KMS cannot check
 		// names both causes; the KMS is what to fix.
 		{fmt.Errorf("neither opens (new: %w; old: %w)", wrap(kms.ErrUnavailable), wrap(kms.ErrUnavailable)), ExitKMSUnavailable},
+		// New key material that did not verify: the KMS's failure when the
+		// KMS failed, never "your key was rejected" otherwise.
+		{fmt.Errorf("%w: %w (the new keyslots were removed)", volume.ErrVerify, wrap(kms.ErrUnavailable)), ExitKMSUnavailable},
+		{fmt.Errorf("%w: %w (the new keyslots were removed)", volume.ErrVerify, wrap(luks2.ErrKeyRejected)), ExitError},
 		{errors.New("something else"), ExitError},
 	} {
 		if got := classify(tc.err).code; got != tc.code {

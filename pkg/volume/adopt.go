@@ -145,7 +145,7 @@ func (m *Manager) Adopt(ctx context.Context, o AdoptOptions) (res *AdoptResult, 
 			added = append(added, res.Recovery.Keyslot)
 		}
 		_ = c.remove(ctx, added)
-		return fail(fmt.Errorf("%w: %v (the new keyslots were removed; the volume is as it was)", ErrVerify, err))
+		return fail(fmt.Errorf("%w: %w (the new keyslots were removed; the volume is as it was)", ErrVerify, err))
 	}
 	res.Recovery.settle()
 	res.KMS, res.Key, res.KeyVersion = tok.KMS, tok.Key, tok.KeyVersion

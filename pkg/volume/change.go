@@ -127,10 +127,10 @@ func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recov
 			added = append(added, rec.Keyslot)
 		}
 		if rerr := c.remove(ctx, added); rerr != nil {
-			return 0, nil, fmt.Errorf("%w: %v; removing the new keyslots %v failed too: %v", ErrVerify, err, added, rerr)
+			return 0, nil, fmt.Errorf("%w: %w; removing the new keyslots %v failed too: %w", ErrVerify, err, added, rerr)
 		}
 		_ = c.m.clearJournal(v.UUID())
-		return 0, nil, fmt.Errorf("%w: %v (the new keyslots were removed; the volume is unchanged)", ErrVerify, err)
+		return 0, nil, fmt.Errorf("%w: %w (the new keyslots were removed; the volume is unchanged)", ErrVerify, err)
 	}
 	failpoint(c.op + "-after-verify")
 

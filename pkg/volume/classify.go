@@ -51,6 +51,7 @@ const (
 	KindBadToken          Kind = "bad-token"
 	KindHeaderDamaged     Kind = "header-damaged"
 	KindKeyRejected       Kind = "key-rejected"
+	KindVerify            Kind = "verify-failed"
 	KindKMSUnavailable    Kind = "kms-unavailable"
 	KindKMSAuth           Kind = "kms-auth"
 	KindKMSDenied         Kind = "kms-denied"
@@ -113,7 +114,6 @@ var kindRules = []struct {
 	{ErrNotManaged, KindNotManaged},
 	{token.ErrMalformed, KindBadToken},
 	{luks2.ErrHeaderDamaged, KindHeaderDamaged},
-	{luks2.ErrKeyRejected, KindKeyRejected},
 	{kms.ErrUnavailable, KindKMSUnavailable},
 	{context.DeadlineExceeded, KindKMSUnavailable},
 	{kms.ErrAuth, KindKMSAuth},
@@ -122,6 +122,11 @@ var kindRules = []struct {
 	{kms.ErrUnknownBackend, KindKMSUnknownBackend},
 	{kms.ErrCiphertextRejected, KindKMSRejected},
 	{kms.ErrSecretNotFound, KindKMSSecretNotFound},
+	// After the KMS kinds: new key material that did not verify because
+	// the KMS failed is the KMS's failure; any other cause (the keyslot
+	// did not open) is not the caller's key being rejected.
+	{ErrVerify, KindVerify},
+	{luks2.ErrKeyRejected, KindKeyRejected},
 	{ErrNotFound, KindNotFound},
 	{blockdev.ErrNotFound, KindNotFound},
 	{fs.ErrNotExist, KindNotFound},

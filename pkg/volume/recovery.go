@@ -115,9 +115,9 @@ func (m *Manager) RecoveryRotate(ctx context.Context, v *Volume, mode string) (r
 		err = rec.verify(c.v.Header, c.dev)
 		if err != nil {
 			if rerr := c.remove(ctx, []int{rec.Keyslot}); rerr != nil {
-				err = fmt.Errorf("%w; removing it failed too: %v", err, rerr)
+				err = fmt.Errorf("%w; removing it failed too: %w", err, rerr)
 			}
-			err = fmt.Errorf("%w: new recovery keyslot %d did not open: %v", ErrVerify, rec.Keyslot, err)
+			err = fmt.Errorf("%w: new recovery keyslot %d did not open: %w", ErrVerify, rec.Keyslot, err)
 		}
 	}
 	if err != nil {
