@@ -127,7 +127,7 @@ func classify(err error) class {
 	if c.kind == "" {
 		c.kind = string(f.Kind)
 	}
-	if f.Partial && !f.Kind.IsKMS() {
+	if f.Partial {
 		c.code, c.kind = ExitPartial, "partial"
 	}
 	return c

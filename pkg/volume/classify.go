@@ -68,8 +68,10 @@ const (
 // Failure is the classification of one error.
 type Failure struct {
 	Kind Kind
-	// Partial: the use case failed part-way (a *StageError); its message
-	// says what state the device is in.
+	// Partial: the use case failed part-way (a *StageError) for a reason
+	// on this side (the device, atrest); its message says what state the
+	// device is in. A failure whose remedy lies elsewhere (the KMS, the
+	// locked-memory limit: Kind.Elsewhere) keeps its kind instead.
 	Partial bool
 }
 
@@ -83,6 +85,11 @@ func (k Kind) IsKMS() bool {
 	}
 	return false
 }
+
+// Elsewhere reports whether the remedy lies outside the device and
+// atrest: the KMS, or the process's locked-memory limit. Such a failure
+// keeps its kind when a use case failed part-way.
+func (k Kind) Elsewhere() bool { return k.IsKMS() || k == KindMemoryLock }
 
 // kindRules are tried in order; the first sentinel the error wraps wins.
 var kindRules = []struct {
@@ -150,6 +157,7 @@ func Classify(err error) Failure {
 			break
 		}
 	}
+	f.Partial = f.Partial && !f.Kind.Elsewhere()
 	return f
 }
 
