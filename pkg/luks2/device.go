@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/atrest/atrest/pkg/blockdev"
 	"io"
 	"os"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/atrest/atrest/pkg/blockdev"
 	"github.com/atrest/atrest/pkg/luks2/devlock"
 )
 
