@@ -57,10 +57,13 @@ EXAMPLES:
 				return err
 			}
 			defer res.Recovery.Wipe()
+			for _, w := range res.Warnings {
+				e.warn("%s: %s", res.Name, w)
+			}
 			if e.json {
 				e.printJSON(adoptDoc{schema: v1, Name: res.Name, UUID: res.UUID, Device: res.Device,
 					OldKeyslot: res.OldKeyslot, OldRemoved: res.Removed, PlatformKeyslot: res.PlatformKeyslot,
-					KMS: kmsDoc{res.KMS, res.Key, res.KeyVersion}, Recovery: recoveryJSON(res.Recovery)})
+					KMS: kmsDoc{res.KMS, res.Key, res.KeyVersion}, Recovery: recoveryJSON(res.Recovery), Warnings: nonNil(res.Warnings)})
 				return nil
 			}
 			e.printf("adopted %s as %s (UUID %s)\n", res.Device, res.Name, res.UUID)

@@ -77,37 +77,73 @@ func TestDocumentedExitCodes(t *testing.T) {
 	}
 }
 
-// A rekey whose change is complete succeeds even when the header backup
-// cannot be written afterwards: it says "rekeyed" and warns how to make
-// the backup, instead of reporting an error for a change that happened.
-func TestRekeyBackupFailureIsAWarning(t *testing.T) {
-	n := newNode(t)
-	img := n.volume("data1")
+// A change that is complete succeeds even when the header backup cannot
+// be written afterwards: the command says what it did (and shows a new
+// recovery key) and warns how to make the backup, instead of reporting an
+// error for a change that happened.
+func TestBackupFailureAfterAChangeIsAWarning(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		// out is what stdout must say.
+		out string
+	}{
+		{"rekey", []string{"rekey"}, "data1: rekeyed"},
+		{"rekey --recovery", []string{"rekey", "--recovery", "--recovery-mode", "print"}, "the recovery key is shown once"},
+		{"recovery rotate", []string{"recovery", "rotate", "--mode", "print"}, "the recovery key is shown once"},
+		{"rewrap", []string{"rewrap", "--force"}, "data1: rewrapped"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newNode(t)
+			img := n.volume("data1")
+			unblock := n.blockBackup(img)
+			r := n.expect(ExitOK, append(tc.args, img)...)
+			if !strings.Contains(r.stdout, tc.out) || !strings.Contains(r.stderr, "run: atrest header backup data1") {
+				t.Fatalf("%s does not report the completed change and the backup to make: %s", tc.name, r)
+			}
+			if tc.out == "the recovery key is shown once" && !recKeyRE.MatchString(r.stdout) {
+				t.Fatalf("the new recovery key was not shown: %s", r)
+			}
+			unblock()
+			if r := n.expect(ExitAttention, "status", img); !strings.Contains(r.stdout, "header backup is older than the header") {
+				t.Fatalf("status does not see the stale backup: %s", r)
+			}
+		})
+	}
+	t.Run("adopt", func(t *testing.T) {
+		n := newNode(t)
+		img := n.cryptsetupImage("plain.img", "passphrase")
+		n.expect(ExitOK, "header", "backup", img)
+		n.blockBackup(img)
+		r := n.run("passphrase\n", "adopt", img, "--name", "legacy", "--recovery", "print")
+		if r.code != ExitOK || !strings.Contains(r.stdout, "adopted") || !recKeyRE.MatchString(r.stdout) || !strings.Contains(r.stderr, "run: atrest header backup legacy") {
+			t.Fatalf("adopt does not report the adoption, its recovery key and the backup to make: %s", r)
+		}
+	})
+}
+
+// blockBackup makes the next write of the state directory's backup of the
+// volume at img fail (a non-empty directory sits where its temporary file
+// goes) and returns the undo.
+func (n *node) blockBackup(img string) func() {
+	n.t.Helper()
 	var st struct {
 		Volumes []struct {
-			UUID   string
 			Backup struct{ Path string }
 		} `json:"volumes"`
 	}
-	if err := json.Unmarshal([]byte(n.expect(ExitOK, "-o", "json", "status", img).stdout), &st); err != nil {
-		t.Fatal(err)
+	r := n.run("", "-o", "json", "status", img)
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || len(st.Volumes) != 1 {
+		n.t.Fatalf("status: %v: %s", err, r)
 	}
-	// The backup's temporary file cannot be created: a non-empty directory
-	// sits where it goes.
 	blocker := st.Volumes[0].Backup.Path + ".new"
 	if err := os.MkdirAll(filepath.Join(blocker, "x"), 0o700); err != nil {
-		t.Fatal(err)
+		n.t.Fatal(err)
 	}
-	r := n.expect(ExitOK, "rekey", img)
-	if !strings.Contains(r.stdout, "data1: rekeyed") || !strings.Contains(r.stderr, "run: atrest header backup data1") {
-		t.Fatalf("rekey does not report the completed change and the backup to make: %s", r)
-	}
-	if err := os.RemoveAll(blocker); err != nil {
-		t.Fatal(err)
-	}
-	r = n.expect(ExitAttention, "status", img)
-	if !strings.Contains(r.stdout, "header backup is older than the header") {
-		t.Fatalf("status does not see the stale backup: %s", r)
+	return func() {
+		if err := os.RemoveAll(blocker); err != nil {
+			n.t.Fatal(err)
+		}
 	}
 }
 

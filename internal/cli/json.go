@@ -141,13 +141,14 @@ type rekeyed struct {
 }
 
 type rewrapResult struct {
-	Name        string `json:"name"`
-	UUID        string `json:"uuid"`
-	KMS         string `json:"kms"`
-	Key         string `json:"key"`
-	FromVersion int    `json:"from_version"`
-	ToVersion   int    `json:"to_version"`
-	Skipped     bool   `json:"skipped"`
+	Name        string   `json:"name"`
+	UUID        string   `json:"uuid"`
+	KMS         string   `json:"kms"`
+	Key         string   `json:"key"`
+	FromVersion int      `json:"from_version"`
+	ToVersion   int      `json:"to_version"`
+	Skipped     bool     `json:"skipped"`
+	Warnings    []string `json:"warnings"`
 	failed
 }
 
@@ -165,6 +166,7 @@ type rotateDoc struct {
 	Name     string       `json:"name"`
 	UUID     string       `json:"uuid"`
 	Recovery *recoveryDoc `json:"recovery"`
+	Warnings []string     `json:"warnings"`
 }
 
 type resealDoc struct {
@@ -216,6 +218,7 @@ type adoptDoc struct {
 	PlatformKeyslot int          `json:"platform_keyslot"`
 	KMS             kmsDoc       `json:"kms"`
 	Recovery        *recoveryDoc `json:"recovery"`
+	Warnings        []string     `json:"warnings"`
 }
 
 type kmsCheckDoc struct {

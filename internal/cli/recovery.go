@@ -70,13 +70,16 @@ EXAMPLES:
 						return err
 					}
 					m, _ := e.manager()
-					rec, err := m.RecoveryRotate(c.Context, v, c.String("mode"))
+					rec, warnings, err := m.RecoveryRotate(c.Context, v, c.String("mode"))
 					if err != nil {
 						return err
 					}
 					defer rec.Wipe()
+					for _, w := range warnings {
+						e.warn("%s: %s", v.Name, w)
+					}
 					if e.json {
-						e.printJSON(rotateDoc{v1, v.Name, v.UUID(), recoveryJSON(rec)})
+						e.printJSON(rotateDoc{v1, v.Name, v.UUID(), recoveryJSON(rec), nonNil(warnings)})
 						return nil
 					}
 					e.printf("%s: new recovery key enrolled, old recovery keyslots removed\n", v.Name)

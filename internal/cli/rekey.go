@@ -97,7 +97,10 @@ EXAMPLES:
 			var errs []error
 			out := volumesDoc[rewrapResult]{v1, []rewrapResult{}}
 			for _, r := range m.Rewrap(c.Context, vols, c.Bool("force")) {
-				out.Volumes = append(out.Volumes, rewrapResult{r.Name, r.UUID, r.KMS, r.Key, r.From, r.To, r.Skipped, failure(r.Err)})
+				out.Volumes = append(out.Volumes, rewrapResult{r.Name, r.UUID, r.KMS, r.Key, r.From, r.To, r.Skipped, nonNil(r.Warnings), failure(r.Err)})
+				for _, w := range r.Warnings {
+					e.warn("%s: %s", r.Name, w)
+				}
 				switch {
 				case r.Err != nil:
 					errs = append(errs, fmt.Errorf("%s: %w", r.Name, r.Err))

@@ -114,6 +114,9 @@ func (d *Daemon) rewrapStale(ctx context.Context) {
 		case !r.Skipped:
 			d.log.Info("token rewrapped to the KEK's newest version", "volume", r.UUID, "name", r.Name, "from", r.From, "to", r.To)
 		}
+		for _, w := range r.Warnings {
+			d.log.Warn("after rewrap", "volume", r.UUID, "name", r.Name, "warning", w)
+		}
 	}
 	d.stale = stale
 }

@@ -40,6 +40,9 @@ type AdoptResult struct {
 	KMS, Key        string
 	KeyVersion      int
 	Recovery        *Recovery
+	// Warnings: what failed after the volume was adopted (the header
+	// backup); the adoption itself succeeded.
+	Warnings []string
 }
 
 // ErrAlreadyManaged: adopt was asked to take over an atrest volume.
@@ -156,5 +159,7 @@ func (m *Manager) Adopt(ctx context.Context, o AdoptOptions) (res *AdoptResult, 
 		}
 		res.Removed = true
 	}
-	return res, m.saveBackup(ctx, c.dev, c.v.UUID())
+	c.refreshBackup(ctx)
+	res.Warnings = c.warnings
+	return res, nil
 }
