@@ -21,7 +21,8 @@ import (
 // one classification of atrest's errors: the CLI maps each kind to an exit
 // code and a hint, atrestd to a metric label and its status line, so the
 // two cannot disagree. Its values are the "kind" field of the CLI's JSON
-// errors (docs/cli.md).
+// errors (docs/cli.md), except for four kinds whose older, coarser names
+// the CLI keeps (internal/cli/errors.go).
 type Kind string
 
 // The kinds, most specific first where one error can match several.
