@@ -57,10 +57,13 @@ EXAMPLES:
 				return err
 			}
 			defer res.Recovery.Wipe()
+			for _, w := range res.Warnings {
+				e.warn("%s: %s", res.Name, w)
+			}
 			if e.json {
-				e.printJSON(map[string]any{"name": res.Name, "uuid": res.UUID, "device": res.Device,
-					"old_keyslot": res.OldKeyslot, "old_removed": res.Removed, "platform_keyslot": res.PlatformKeyslot,
-					"kms": map[string]any{"backend": res.KMS, "key": res.Key, "key_version": res.KeyVersion}, "recovery": recoveryJSON(res.Recovery)})
+				e.printJSON(adoptDoc{schema: v1, Name: res.Name, UUID: res.UUID, Device: res.Device,
+					OldKeyslot: res.OldKeyslot, OldRemoved: res.Removed, PlatformKeyslot: res.PlatformKeyslot,
+					KMS: kmsDoc{res.KMS, res.Key, res.KeyVersion}, Recovery: recoveryJSON(res.Recovery), Warnings: nonNil(res.Warnings)})
 				return nil
 			}
 			e.printf("adopted %s as %s (UUID %s)\n", res.Device, res.Name, res.UUID)

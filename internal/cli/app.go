@@ -64,9 +64,7 @@ func (c exitCode) Error() string { return fmt.Sprintf("exit %d", int(c)) }
 func (e *env) fail(err error) int {
 	c := classify(err)
 	if e.json {
-		e.printJSON(map[string]any{"error": map[string]any{
-			"message": err.Error(), "kind": c.kind, "exit_code": c.code, "hint": c.hint,
-		}})
+		e.printJSON(errorDoc{v1, errorBody{Message: err.Error(), Kind: c.kind, ExitCode: c.code, Hint: c.hint}})
 	}
 	e.printErr(err)
 	return c.code
@@ -147,7 +145,7 @@ func (e *env) manager() (*volume.Manager, error) {
 		return nil, err
 	}
 	e.set = set
-	e.mgr = volume.New(cfg, set, volume.WithLogger(logging.Audit(e.stderr)))
+	e.mgr = volume.New(cfg, set, volume.WithLogger(logging.Audit(cfg.StateDir, e.stderr)))
 	return e.mgr, nil
 }
 
@@ -174,6 +172,9 @@ func (e *env) find(ctx context.Context, refs []string, all bool) ([]*volume.Volu
 	if len(refs) == 0 {
 		return nil, usagef("name a volume (NAME, DEVICE or UUID) or use --all", "no volume given")
 	}
+	if err := checkRefs(refs...); err != nil {
+		return nil, err
+	}
 	var vols []*volume.Volume
 	for _, r := range refs {
 		v, err := m.Find(ctx, r)
@@ -190,11 +191,25 @@ func (e *env) one(c *ucli.Context) (*volume.Volume, error) {
 	if c.NArg() != 1 {
 		return nil, usagef("usage: atrest "+c.Command.Name+" "+c.Command.ArgsUsage, "expected exactly one volume")
 	}
+	if err := checkRefs(c.Args().First()); err != nil {
+		return nil, err
+	}
 	m, err := e.manager()
 	if err != nil {
 		return nil, err
 	}
 	return m.Find(c.Context, c.Args().First())
+}
+
+// checkRefs refuses blank volume references before anything looks them
+// up: "" or "  " names no volume, whatever the shell made of a variable.
+func checkRefs(refs ...string) error {
+	for _, r := range refs {
+		if strings.TrimSpace(r) == "" {
+			return usagef("name a volume: NAME, DEVICE or UUID", "empty volume argument")
+		}
+	}
+	return nil
 }
 
 // warn prints a warning line on stderr.

@@ -44,7 +44,7 @@ EXAMPLES:
 				e.warn("%s", w)
 			}
 			if e.json {
-				e.printJSON(map[string]any{"name": res.Name, "uuid": res.UUID, "device": res.Device, "closed": res.Closed, "erased": true, "warnings": nonNil(res.Warnings)})
+				e.printJSON(eraseDoc{schema: v1, Name: res.Name, UUID: res.UUID, Device: res.Device, Closed: res.Closed, Erased: true, Warnings: nonNil(res.Warnings)})
 				return nil
 			}
 			if res.Closed {

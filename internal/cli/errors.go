@@ -3,14 +3,8 @@ package cli
 import (
 	"errors"
 
-	"github.com/atrest/atrest/pkg/blockdev"
-	"github.com/atrest/atrest/pkg/blockdev/preflight"
-	"github.com/atrest/atrest/pkg/config"
-	"github.com/atrest/atrest/pkg/dmcrypt"
-	"github.com/atrest/atrest/pkg/kms"
-	"github.com/atrest/atrest/pkg/luks2"
-	"github.com/atrest/atrest/pkg/recoverykey"
 	"github.com/atrest/atrest/pkg/volume"
+	ucli "github.com/urfave/cli/v2"
 )
 
 // Exit codes: the one place they are defined; docs/cli.md lists them and
@@ -44,14 +38,14 @@ var ExitCodes = []struct {
 	{ExitUsage, "bad flags or arguments, or a missing confirmation"},
 	{ExitAttention, "status only: a volume needs attention"},
 	{ExitRefused, "the device holds data or is in use; nothing was changed"},
-	{ExitNotFound, "no such device, volume name or UUID"},
+	{ExitNotFound, "no such device, file, volume name or UUID (or not a device: a directory, /dev/null)"},
 	{ExitNotLUKS2, "not a LUKS2 volume (no header, or LUKS1), or not an atrest volume"},
 	{ExitDamaged, "both LUKS2 header copies are damaged"},
 	{ExitKeyRejected, "the passphrase or recovery key opens no keyslot"},
 	{ExitKMSUnavailable, "the KMS cannot be reached"},
 	{ExitKMSDenied, "the KMS refused the credentials or the operation"},
 	{ExitKMSKey, "the KEK is missing, or the KMS rejected this volume's token"},
-	{ExitConfig, "the configuration file is invalid or insecure"},
+	{ExitConfig, "the configuration file is missing, unreadable, invalid or insecure"},
 	{ExitBusy, "the mapping is in use, or another atrest process holds the volume"},
 	{ExitNoDM, "this kernel has no device-mapper"},
 	{ExitPartial, "failed part-way; the message says what state the device is in"},
@@ -65,70 +59,78 @@ type class struct {
 	hint string
 }
 
-// rules are tried in order; the first whose sentinel the error wraps wins.
-// More specific conditions come first.
-var rules = []struct {
-	err error
-	class
-}{
-	{volume.ErrNotConfirmed, class{ExitUsage, "not-confirmed", ""}},
-	{volume.ErrInvalidArgument, class{ExitUsage, "usage", ""}},
-	{recoverykey.ErrMalformed, class{ExitKeyRejected, "key-rejected", "a recovery key is 8 groups of 8 letters from cbdefghijklnrtuv"}},
-	{config.ErrInsecure, class{ExitConfig, "config-insecure", ""}},
-	{kms.ErrConfig, class{ExitConfig, "config", "check the kms section of the configuration file"}},
-	{dmcrypt.ErrNoDeviceMapper, class{ExitNoDM, "no-device-mapper", "load dm-crypt (modprobe dm_crypt), or run where device-mapper exists (the real-kernel test tier does)"}},
-	{volume.ErrLocked, class{ExitBusy, "locked", "wait for the other atrest process to finish"}},
-	{dmcrypt.ErrBusy, class{ExitBusy, "busy", "unmount the filesystem (and stop what uses the device) first"}},
-	{blockdev.ErrInUse, class{ExitRefused, "in-use", "unmount it, swapoff it, or close what is stacked on it; --force does not override this"}},
-	{blockdev.ErrBusy, class{ExitRefused, "in-use", "another program holds the device open exclusively"}},
-	{preflight.ErrSignatures, class{ExitRefused, "has-data", "if the data may be destroyed, run again with --force"}},
-	{preflight.ErrNonZero, class{ExitRefused, "has-data", "if the data may be destroyed, run again with --force"}},
-	{volume.ErrAlreadyManaged, class{ExitRefused, "already-managed", ""}},
-	{volume.ErrNameInUse, class{ExitRefused, "name-in-use", "choose another --name"}},
-	{blockdev.ErrReadOnly, class{ExitRefused, "read-only", ""}},
-	{luks2.ErrLUKS1, class{ExitNotLUKS2, "luks1", "convert it first: cryptsetup convert --type luks2 DEVICE (after a header backup)"}},
-	{luks2.ErrNotLUKS, class{ExitNotLUKS2, "not-luks", ""}},
-	{volume.ErrNotManaged, class{ExitNotLUKS2, "not-managed", "take it over with: atrest adopt DEVICE --name NAME"}},
-	{luks2.ErrHeaderDamaged, class{ExitDamaged, "header-damaged", "restore a header backup: atrest header restore DEVICE --backup FILE"}},
-	{luks2.ErrKeyRejected, class{ExitKeyRejected, "key-rejected", ""}},
-	{kms.ErrUnavailable, class{ExitKMSUnavailable, "kms-unavailable", "check the network and the KMS (atrest kms check); the recovery key opens the volume meanwhile (atrest recovery unlock)"}},
-	{kms.ErrAuth, class{ExitKMSDenied, "kms-auth", "check the node's Vault credentials (atrest kms check)"}},
-	{kms.ErrPermissionDenied, class{ExitKMSDenied, "kms-denied", "the node's Vault policy does not allow this (docs/vault.md has the policy)"}},
-	{kms.ErrKeyNotFound, class{ExitKMSKey, "kms-key-not-found", "if the KEK is gone for good, reseal with the recovery key: atrest recovery reseal NAME"}},
-	{kms.ErrUnknownBackend, class{ExitKMSKey, "kms-key-not-found", "the token names a KMS this node is not configured for; reseal with the recovery key: atrest recovery reseal NAME"}},
-	{kms.ErrCiphertextRejected, class{ExitKMSKey, "kms-rejected", "the token does not belong to this volume or its key version was retired; reseal with the recovery key: atrest recovery reseal NAME"}},
-	{kms.ErrSecretNotFound, class{ExitKMSKey, "kms-secret-not-found", ""}},
-	{volume.ErrNotFound, class{ExitNotFound, "not-found", ""}},
-	{blockdev.ErrNotFound, class{ExitNotFound, "not-found", ""}},
-	{volume.ErrNoRecovery, class{ExitNotFound, "no-recovery", ""}},
-	{luks2.ErrDeviceTooSmall, class{ExitRefused, "too-small", "atrest needs more than 16 MiB (the header) plus data"}},
+const (
+	hintForce      = "if the data may be destroyed, run again with --force"
+	hintReseal     = "reseal with the recovery key: atrest recovery reseal NAME"
+	hintDeviceArgs = "name a block device or image file, a volume name or a UUID"
+)
+
+// classes maps each kind of pkg/volume's one classification (which
+// atrestd's metrics use too) to its exit code and hint. kind overrides the
+// JSON kind where an older name is kept.
+var classes = map[volume.Kind]class{
+	volume.KindNotConfirmed:      {ExitUsage, "", ""},
+	volume.KindUsage:             {ExitUsage, "", ""},
+	volume.KindEmptyInput:        {ExitUsage, "", "give the secret on the terminal, as one line of standard input, or with --key-file"},
+	volume.KindUUIDMismatch:      {ExitUsage, "", "check that the backup is the right one; --force restores a backup of another UUID"},
+	volume.KindMalformedRecovery: {ExitKeyRejected, "key-rejected", "a recovery key is 8 groups of 8 letters from cbdefghijklnrtuv"},
+	volume.KindConfigInsecure:    {ExitConfig, "", ""},
+	volume.KindConfig:            {ExitConfig, "", "name a readable configuration file with -c (docs/config.md)"},
+	volume.KindKMSConfig:         {ExitConfig, "config", "check the kms section of the configuration file"},
+	volume.KindMemoryLock:        {ExitError, "", "atrest keeps keys in locked memory: raise the limit (ulimit -l 65536; atrestd's unit sets LimitMEMLOCK=64M)"},
+	volume.KindNoDeviceMapper:    {ExitNoDM, "", "load dm-crypt (modprobe dm_crypt), or run where device-mapper exists (the real-kernel test tier does)"},
+	volume.KindLocked:            {ExitBusy, "", "wait for the other atrest process to finish"},
+	volume.KindMappingBusy:       {ExitBusy, "", "unmount the filesystem (and stop what uses the device) first"},
+	volume.KindInUse:             {ExitRefused, "", "unmount it, swapoff it, or close what is stacked on it; --force does not override this"},
+	volume.KindHeldExclusively:   {ExitRefused, "in-use", "another program holds the device open exclusively"},
+	volume.KindHasData:           {ExitRefused, "", hintForce},
+	volume.KindAlreadyManaged:    {ExitRefused, "", ""},
+	volume.KindNameInUse:         {ExitRefused, "", "choose another --name"},
+	volume.KindReadOnly:          {ExitRefused, "", ""},
+	volume.KindTooSmall:          {ExitRefused, "", "atrest needs more than 16 MiB (the header) plus data"},
+	volume.KindLUKS1:             {ExitNotLUKS2, "", "convert it first: cryptsetup convert --type luks2 DEVICE (after a header backup)"},
+	volume.KindNotLUKS:           {ExitNotLUKS2, "", ""},
+	volume.KindNotManaged:        {ExitNotLUKS2, "", "take it over with: atrest adopt DEVICE --name NAME"},
+	volume.KindBadToken:          {ExitNotLUKS2, "", "the volume's atrest token is unreadable to this build (upgrade atrest if it is newer); the recovery key still opens it: atrest recovery unlock"},
+	volume.KindHeaderDamaged:     {ExitDamaged, "", "restore a header backup: atrest header restore DEVICE --backup FILE"},
+	volume.KindKeyRejected:       {ExitKeyRejected, "", ""},
+	volume.KindVerify:            {ExitError, "", ""},
+	volume.KindKMSUnavailable:    {ExitKMSUnavailable, "", "check the network and the KMS (atrest kms check); the recovery key opens the volume meanwhile (atrest recovery unlock)"},
+	volume.KindKMSAuth:           {ExitKMSDenied, "", "check the node's Vault credentials (atrest kms check)"},
+	volume.KindKMSDenied:         {ExitKMSDenied, "", "the node's Vault policy does not allow this (docs/vault.md has the policy)"},
+	volume.KindKMSKeyNotFound:    {ExitKMSKey, "", "if the KEK is gone for good, " + hintReseal},
+	volume.KindKMSUnknownBackend: {ExitKMSKey, "kms-key-not-found", "the token names a KMS this node is not configured for; " + hintReseal},
+	volume.KindKMSRejected:       {ExitKMSKey, "", "the token does not belong to this volume or its key version was retired; " + hintReseal},
+	volume.KindKMSSecretNotFound: {ExitKMSKey, "", ""},
+	volume.KindNotFound:          {ExitNotFound, "", ""},
+	volume.KindNotADevice:        {ExitNotFound, "", hintDeviceArgs},
+	volume.KindNoRecovery:        {ExitNotFound, "", ""},
+	volume.KindOther:             {ExitError, "", ""},
 }
 
 // classify maps err to its class.
 func classify(err error) class {
-	var cfgErr *config.Error
-	if errors.As(err, &cfgErr) {
-		return class{ExitConfig, "config", ""}
-	}
-	var stage *volume.StageError
-	partial := errors.As(err, &stage)
-	for _, r := range rules {
-		if errors.Is(err, r.err) {
-			c := r.class
-			if partial && c.code != ExitKMSUnavailable && c.code != ExitKMSDenied && c.code != ExitKMSKey {
-				c.code, c.kind = ExitPartial, "partial"
-			}
-			return c
-		}
-	}
-	if partial {
-		return class{ExitPartial, "partial", ""}
-	}
 	var usage *usageError
 	if errors.As(err, &usage) {
 		return class{ExitUsage, "usage", usage.hint}
 	}
-	return class{ExitError, "error", ""}
+	// urfave/cli's own errors (an unknown command or help topic).
+	var ucliErr ucli.ExitCoder
+	if errors.As(err, &ucliErr) {
+		return class{ExitUsage, "usage", "see atrest --help"}
+	}
+	f := volume.Classify(err)
+	c, ok := classes[f.Kind]
+	if !ok {
+		c = classes[volume.KindOther]
+	}
+	if c.kind == "" {
+		c.kind = string(f.Kind)
+	}
+	if f.Partial {
+		c.code, c.kind = ExitPartial, "partial"
+	}
+	return c
 }
 
 // usageError is a bad invocation.

@@ -2,17 +2,22 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"testing"
 
+	"github.com/atrest/atrest/pkg/blockdev"
 	"github.com/atrest/atrest/pkg/blockdev/preflight"
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/dmcrypt"
 	"github.com/atrest/atrest/pkg/kms"
 	"github.com/atrest/atrest/pkg/luks2"
+	"github.com/atrest/atrest/pkg/secret"
+	"github.com/atrest/atrest/pkg/token"
 	"github.com/atrest/atrest/pkg/volume"
 )
 
@@ -46,11 +51,35 @@ func TestClassify(t *testing.T) {
 		{&volume.StageError{Op: "rekey", Err: errors.New("disk gone"), State: "old keyslot kept"}, ExitPartial},
 		// A KMS failure part-way keeps its KMS code: the KMS is what to fix.
 		{&volume.StageError{Op: "format", Err: kms.ErrUnavailable, State: "nothing was written"}, ExitKMSUnavailable},
+		{wrap(secret.ErrEmpty), ExitUsage},
+		{wrap(luks2.ErrUUIDMismatch), ExitUsage},
+		{wrap(token.ErrInvalid), ExitNotLUKS2},
+		{wrap(fs.ErrNotExist), ExitNotFound},
+		{wrap(blockdev.ErrUnsupported), ExitNotFound},
+		{wrap(config.ErrUnreadable), ExitConfig},
+		{wrap(context.DeadlineExceeded), ExitKMSUnavailable},
+		// An interrupted change whose two keyslots the KMS cannot check
+		// names both causes; the KMS is what to fix.
+		{fmt.Errorf("neither opens (new: %w; old: %w)", wrap(kms.ErrUnavailable), wrap(kms.ErrUnavailable)), ExitKMSUnavailable},
+		// New key material that did not verify: the KMS's failure when the
+		// KMS failed, never "your key was rejected" otherwise.
+		{fmt.Errorf("%w: %w (the new keyslots were removed)", volume.ErrVerify, wrap(kms.ErrUnavailable)), ExitKMSUnavailable},
+		{fmt.Errorf("%w: %w (the new keyslots were removed)", volume.ErrVerify, wrap(luks2.ErrKeyRejected)), ExitError},
 		{errors.New("something else"), ExitError},
 	} {
 		if got := classify(tc.err).code; got != tc.code {
 			t.Errorf("%v: exit %d, want %d", tc.err, got, tc.code)
 		}
+	}
+}
+
+// Too small a locked-memory limit is named as such, even when the local
+// keystore's error wraps it as a configuration problem.
+func TestMemoryLockHint(t *testing.T) {
+	err := fmt.Errorf("%w: local keystore: %w", kms.ErrConfig, fmt.Errorf("%w: 4096 bytes: operation not permitted", secret.ErrMemoryLock))
+	c := classify(err)
+	if c.code != ExitError || !strings.Contains(c.hint, "ulimit -l") || strings.Contains(c.hint, "kms section") {
+		t.Fatalf("exit %d hint %q", c.code, c.hint)
 	}
 }
 

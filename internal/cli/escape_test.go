@@ -9,7 +9,7 @@ import (
 	"testing"
 	"unicode"
 
-	"github.com/atrest/atrest/internal/testutil"
+	"github.com/atrest/atrest/internal/testutil/tokenedit"
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/kms/backends"
 	"github.com/atrest/atrest/pkg/token"
@@ -64,7 +64,7 @@ func TestStatusPrintsNoRawControlBytesFromAHeader(t *testing.T) {
 	if _, err := m.Format(ctx, volume.FormatOptions{Device: img, Name: "esc"}); err != nil {
 		t.Fatal(err)
 	}
-	testutil.EditToken(t, img, token.Type, func(b []byte) []byte {
+	tokenedit.EditToken(t, img, token.Type, func(b []byte) []byte {
 		tok, err := token.Parse(b)
 		if err != nil {
 			t.Fatal(err)

@@ -101,35 +101,3 @@ func (e *env) printRecovery(r *volume.Recovery) {
 		e.printf("    %s\n\n", r.Key.Bytes())
 	}
 }
-
-func recoveryJSON(r *volume.Recovery) map[string]any {
-	if r == nil {
-		return nil
-	}
-	out := map[string]any{"mode": r.Mode, "keyslot": r.Keyslot}
-	if r.Location != "" {
-		out["location"] = r.Location
-	}
-	if r.Key != nil {
-		out["key"] = string(r.Key.Bytes())
-	}
-	return out
-}
-
-func formatJSON(r *volume.FormatResult) map[string]any {
-	return map[string]any{
-		"device": r.Device, "name": r.Name, "uuid": r.UUID,
-		"platform_keyslot": r.PlatformKeyslot,
-		"kms":              map[string]any{"backend": r.KMS, "key": r.Key, "key_version": r.KeyVersion},
-		"recovery":         recoveryJSON(r.Recovery),
-		"sector_size":      r.SectorSize, "flags": nonNil(r.Flags), "wiped": nonNil(r.Wiped),
-		"backup": r.Backup, "warnings": nonNil(r.Warnings),
-	}
-}
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
-}

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"strings"
+
 	"github.com/atrest/atrest/pkg/volume"
 	ucli "github.com/urfave/cli/v2"
 )
@@ -35,7 +37,7 @@ EXAMPLES:
 						return err
 					}
 					if e.json {
-						e.printJSON(map[string]any{"name": v.Name, "uuid": v.UUID(), "backup": path})
+						e.printJSON(backupDoc{v1, v.Name, v.UUID(), path})
 						return nil
 					}
 					e.printf("%s: header backup written to %s\n", v.Name, path)
@@ -65,6 +67,9 @@ EXAMPLES:
 					if c.NArg() != 1 {
 						return usagef("usage: atrest header restore DEVICE [--backup FILE]", "expected exactly one device")
 					}
+					if err := checkRefs(c.Args().First()); err != nil {
+						return err
+					}
 					m, err := e.manager()
 					if err != nil {
 						return err
@@ -74,7 +79,7 @@ EXAMPLES:
 						return err
 					}
 					if e.json {
-						e.printJSON(map[string]any{"device": c.Args().First(), "uuid": h.UUID, "restored": true})
+						e.printJSON(restoreDoc{v1, c.Args().First(), h.UUID, true})
 						return nil
 					}
 					e.printf("%s: header restored (UUID %s)\n", c.Args().First(), h.UUID)
@@ -99,12 +104,15 @@ EXAMPLES:
 					if c.NArg() != 1 {
 						return usagef("usage: atrest header check [--repair] NAME|DEVICE", "expected exactly one volume")
 					}
+					dev := c.Args().First()
+					if err := checkRefs(dev); err != nil {
+						return err
+					}
 					m, err := e.manager()
 					if err != nil {
 						return err
 					}
-					dev := c.Args().First()
-					if dev[0] != '/' {
+					if !strings.HasPrefix(dev, "/") {
 						v, err := m.Find(c.Context, dev)
 						if err != nil {
 							return err
@@ -116,14 +124,14 @@ EXAMPLES:
 						return err
 					}
 					if e.json {
-						e.printJSON(res)
+						e.printJSON(checkDoc{v1, res})
 					} else {
 						e.printf("%s: primary %s; secondary %s\n", res.Device, res.Header.Primary, res.Header.Secondary)
 						if res.Repaired {
 							e.printf("%s: repaired\n", res.Device)
 						}
 					}
-					if !res.Repaired && (res.Header.Primary[:2] != "ok" || res.Header.Secondary[:2] != "ok") {
+					if res.NeedsRepair {
 						e.printf("hint: run atrest header check --repair %s\n", c.Args().First())
 						return exitCode(ExitAttention)
 					}

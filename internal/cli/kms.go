@@ -34,26 +34,27 @@ EXAMPLES:
 					return err
 				}
 				var failed error
-				out := make([]map[string]any, 0, len(steps))
+				doc := kmsCheckDoc{schema: v1, Steps: []stepDoc{}}
 				w := e.table()
 				for _, s := range steps {
-					j := map[string]any{"name": s.Name, "detail": s.Detail, "ok": s.Err == nil}
+					j := stepDoc{Name: s.Name, Detail: s.Detail, OK: s.Err == nil}
 					status := "ok"
 					if s.Err != nil {
 						status = "FAILED: " + s.Err.Error()
-						j["error"] = s.Err.Error()
+						j.Error = s.Err.Error()
 						if failed == nil {
 							failed = fmt.Errorf("kms check %s: %w", s.Name, s.Err)
 						}
 					}
-					out = append(out, j)
+					doc.Steps = append(doc.Steps, j)
 					if !e.json {
 						fmt.Fprintf(w, "%s\t%s\t%s\n", s.Name, status, s.Detail)
 					}
 				}
 				w.Flush()
 				if e.json {
-					e.printJSON(map[string]any{"ok": failed == nil, "steps": out})
+					doc.OK = failed == nil
+					e.printJSON(doc)
 					if failed != nil {
 						e.printErr(failed)
 						return exitCode(classify(failed).code)
@@ -153,7 +154,7 @@ func (e *env) kekCapability(_ *ucli.Context) (kms.KEK, error) {
 
 func (e *env) printKeyInfo(info kms.KeyInfo, what string) error {
 	if e.json {
-		e.printJSON(info)
+		e.printJSON(keyInfoDoc{v1, info})
 		return nil
 	}
 	e.printf("%s %s: latest version %d, minimum decryption version %d (%s)\n", info.Backend, info.Key, info.LatestVersion, info.MinDecryptionVersion, what)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/atrest/atrest/pkg/volume"
@@ -34,23 +35,20 @@ EXAMPLES:
 			m, _ := e.manager()
 			res := m.Open(c.Context, vols, volume.OpenOptions{ReadOnly: c.Bool("read-only")})
 			var errs []error
-			out := make([]map[string]any, 0, len(res))
+			out := volumesDoc[openResult]{v1, []openResult{}}
 			for _, r := range res {
-				j := map[string]any{"name": r.Name, "uuid": r.UUID, "device": r.Device, "mapper": r.Mapper, "already_open": r.AlreadyOpen}
+				out.Volumes = append(out.Volumes, openResult{r.Name, r.UUID, r.Device, r.Mapper, r.AlreadyOpen, failure(r.Err)})
 				switch {
 				case r.Err != nil:
 					errs = append(errs, fmt.Errorf("%s: %w", r.Name, r.Err))
-					j["error"] = r.Err.Error()
-					j["exit_code"] = classify(r.Err).code
 				case r.AlreadyOpen:
 					e.printf("%s: already open at %s\n", r.Name, r.Mapper)
 				default:
 					e.printf("%s: opened at %s\n", r.Name, r.Mapper)
 				}
-				out = append(out, j)
 			}
 			if e.json {
-				e.printJSON(map[string]any{"volumes": out})
+				e.printJSON(out)
 			}
 			return joinVolumeErrors(e, errs)
 		},
@@ -75,6 +73,7 @@ EXAMPLES:
 		},
 		Action: func(c *ucli.Context) error {
 			names := c.Args().Slice()
+			uuids := map[string]string{}
 			if c.Bool("all") {
 				vols, err := e.find(c.Context, names, true)
 				if err != nil {
@@ -83,36 +82,54 @@ EXAMPLES:
 				names = names[:0]
 				for _, v := range vols {
 					names = append(names, v.Name)
+					uuids[v.Name] = v.UUID()
 				}
 			} else if len(names) == 0 {
 				return usagef("usage: atrest close NAME... or --all", "no volume given")
+			} else if err := checkRefs(names...); err != nil {
+				return err
 			}
 			m, err := e.manager()
 			if err != nil {
 				return err
 			}
 			var errs []error
-			var out []map[string]any
+			out := volumesDoc[closeResult]{v1, []closeResult{}}
 			for _, name := range names {
+				uuid := uuids[name]
+				if uuid == "" {
+					uuid = closeUUID(c.Context, m, name)
+				}
 				closed, err := m.Close(c.Context, name)
-				j := map[string]any{"name": name, "closed": closed}
+				out.Volumes = append(out.Volumes, closeResult{name, uuid, closed, failure(err)})
 				switch {
 				case err != nil:
 					errs = append(errs, fmt.Errorf("%s: %w", name, err))
-					j["error"], j["exit_code"] = err.Error(), classify(err).code
 				case closed:
 					e.printf("%s: closed\n", name)
 				default:
 					e.printf("%s: not open\n", name)
 				}
-				out = append(out, j)
 			}
 			if e.json {
-				e.printJSON(map[string]any{"volumes": out})
+				e.printJSON(out)
 			}
 			return joinVolumeErrors(e, errs)
 		},
 	}
+}
+
+// closeUUID is the UUID of the volume mapped or known as name: from the
+// mapping, else from the volume the name finds ("" when neither knows it:
+// close of an unknown name is still "not open").
+func closeUUID(ctx context.Context, m *volume.Manager, name string) string {
+	if uuid := m.MappingUUID(name); uuid != "" {
+		return uuid
+	}
+	if v, err := m.Find(ctx, name); err == nil {
+		return v.UUID()
+	}
+	return ""
 }
 
 // joinVolumeErrors ends a multi-volume command whose output (text lines

@@ -39,8 +39,7 @@ EXAMPLES:
 						return err
 					}
 					if e.json {
-						e.printJSON(map[string]any{"name": res.Name, "uuid": res.UUID, "device": res.Device,
-							"mapper": "/dev/mapper/" + res.Name, "already_open": res.AlreadyOpen})
+						e.printJSON(unlockDoc{v1, res.Name, res.UUID, res.Device, "/dev/mapper/" + res.Name, res.AlreadyOpen})
 						return nil
 					}
 					if res.AlreadyOpen {
@@ -71,13 +70,16 @@ EXAMPLES:
 						return err
 					}
 					m, _ := e.manager()
-					rec, err := m.RecoveryRotate(c.Context, v, c.String("mode"))
+					rec, warnings, err := m.RecoveryRotate(c.Context, v, c.String("mode"))
 					if err != nil {
 						return err
 					}
 					defer rec.Wipe()
+					for _, w := range warnings {
+						e.warn("%s: %s", v.Name, w)
+					}
 					if e.json {
-						e.printJSON(map[string]any{"name": v.Name, "uuid": v.UUID(), "recovery": recoveryJSON(rec)})
+						e.printJSON(rotateDoc{v1, v.Name, v.UUID(), recoveryJSON(rec), nonNil(warnings)})
 						return nil
 					}
 					e.printf("%s: new recovery key enrolled, old recovery keyslots removed\n", v.Name)
@@ -115,9 +117,11 @@ EXAMPLES:
 					if err != nil {
 						return err
 					}
+					for _, w := range res.Warnings {
+						e.warn("%s: %s", res.Name, w)
+					}
 					if e.json {
-						e.printJSON(map[string]any{"name": res.Name, "uuid": res.UUID, "old_keyslot": res.OldKeyslot, "new_keyslot": res.NewKeyslot,
-							"kms": map[string]any{"backend": res.KMS, "key": res.Key, "key_version": res.KeyVersion}})
+						e.printJSON(resealDoc{v1, res.Name, res.UUID, res.OldKeyslot, res.NewKeyslot, kmsDoc{res.KMS, res.Key, res.KeyVersion}, nonNil(res.Warnings)})
 						return nil
 					}
 					e.printf("%s: resealed, platform keyslot %d protected by %s\n", res.Name, res.NewKeyslot, kmsLine(res.KMS, res.Key, res.KeyVersion))

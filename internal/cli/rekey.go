@@ -36,19 +36,18 @@ EXAMPLES:
 			}
 			m, _ := e.manager()
 			var errs []error
-			var out []map[string]any
+			out := volumesDoc[rekeyResult]{v1, []rekeyResult{}}
 			for _, v := range vols {
 				res, err := m.Rekey(c.Context, v, volume.RekeyOptions{Recovery: c.Bool("recovery"), RecoveryMode: c.String("recovery-mode")})
 				if err != nil {
 					errs = append(errs, fmt.Errorf("%s: %w", v.Name, err))
-					out = append(out, map[string]any{"name": v.Name, "uuid": v.UUID(), "error": err.Error(), "exit_code": classify(err).code})
+					out.Volumes = append(out.Volumes, rekeyResult{Name: v.Name, UUID: v.UUID(), failed: failure(err)})
 					continue
 				}
-				out = append(out, map[string]any{
-					"name": res.Name, "uuid": res.UUID, "old_keyslot": res.OldKeyslot, "new_keyslot": res.NewKeyslot,
-					"kms":      map[string]any{"backend": res.KMS, "key": res.Key, "key_version": res.KeyVersion},
-					"recovery": recoveryJSON(res.Recovery), "resumed": res.Resumed,
-				})
+				out.Volumes = append(out.Volumes, rekeyResult{Name: res.Name, UUID: res.UUID, rekeyed: &rekeyed{
+					OldKeyslot: res.OldKeyslot, NewKeyslot: res.NewKeyslot, KMS: kmsDoc{res.KMS, res.Key, res.KeyVersion},
+					Recovery: recoveryJSON(res.Recovery), Resumed: res.Resumed, Warnings: nonNil(res.Warnings),
+				}})
 				if res.Resumed != "" {
 					e.printf("%s: found an interrupted change and %s it\n", res.Name, res.Resumed)
 				}
@@ -57,9 +56,12 @@ EXAMPLES:
 				}
 				e.printRecovery(res.Recovery)
 				res.Recovery.Wipe()
+				for _, w := range res.Warnings {
+					e.warn("%s: %s", res.Name, w)
+				}
 			}
 			if e.json {
-				e.printJSON(map[string]any{"volumes": out})
+				e.printJSON(out)
 			}
 			return joinVolumeErrors(e, errs)
 		},
@@ -93,22 +95,23 @@ EXAMPLES:
 			}
 			m, _ := e.manager()
 			var errs []error
-			var out []map[string]any
+			out := volumesDoc[rewrapResult]{v1, []rewrapResult{}}
 			for _, r := range m.Rewrap(c.Context, vols, c.Bool("force")) {
-				j := map[string]any{"name": r.Name, "uuid": r.UUID, "kms": r.KMS, "key": r.Key, "from_version": r.From, "to_version": r.To, "skipped": r.Skipped}
+				out.Volumes = append(out.Volumes, rewrapResult{r.Name, r.UUID, r.KMS, r.Key, r.From, r.To, r.Skipped, nonNil(r.Warnings), failure(r.Err)})
+				for _, w := range r.Warnings {
+					e.warn("%s: %s", r.Name, w)
+				}
 				switch {
 				case r.Err != nil:
 					errs = append(errs, fmt.Errorf("%s: %w", r.Name, r.Err))
-					j["error"], j["exit_code"] = r.Err.Error(), classify(r.Err).code
 				case r.Skipped:
 					e.printf("%s: already at %s version %d\n", r.Name, r.Key, r.To)
 				default:
 					e.printf("%s: rewrapped %s version %d -> %d\n", r.Name, r.Key, r.From, r.To)
 				}
-				out = append(out, j)
 			}
 			if e.json {
-				e.printJSON(map[string]any{"volumes": out})
+				e.printJSON(out)
 			}
 			return joinVolumeErrors(e, errs)
 		},

@@ -8,10 +8,6 @@ import (
 	ucli "github.com/urfave/cli/v2"
 )
 
-// statusSchema versions the JSON document of `atrest status -o json`;
-// fields are only ever added within a version.
-const statusSchema = 1
-
 func statusCommand(e *env) *ucli.Command {
 	return &ucli.Command{
 		Name:      "status",
@@ -33,6 +29,9 @@ EXAMPLES:
 			&ucli.BoolFlag{Name: "long", Aliases: []string{"l"}, Usage: "every detail of each volume"},
 		},
 		Action: func(c *ucli.Context) error {
+			if err := checkRefs(c.Args().Slice()...); err != nil {
+				return err
+			}
 			m, err := e.manager()
 			if err != nil {
 				return err
@@ -52,7 +51,7 @@ EXAMPLES:
 				if sts == nil {
 					sts = []volume.Status{}
 				}
-				e.printJSON(map[string]any{"schema": statusSchema, "healthy": healthy, "volumes": sts})
+				e.printJSON(statusDoc{v1, healthy, sts})
 			} else if c.Bool("long") {
 				e.statusLong(sts)
 			} else {
@@ -107,12 +106,16 @@ func (e *env) statusTable(sts []volume.Status) {
 		if dev == "" {
 			dev = "-"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, dev, s.State, kms, key, rec, backup, health)
+		name := s.Name
+		if name == "" {
+			name = "-"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, dev, s.State, kms, key, rec, backup, health)
 	}
 	w.Flush()
 	for _, s := range sts {
 		for _, p := range s.Problems {
-			e.printf("%s: %s\n", s.Name, p)
+			e.printf("%s: %s\n", statusRef(s), p)
 		}
 	}
 }
@@ -122,7 +125,7 @@ func (e *env) statusLong(sts []volume.Status) {
 		if i > 0 {
 			e.printf("\n")
 		}
-		e.printf("%s\n", s.Name)
+		e.printf("%s\n", statusRef(s))
 		w := e.table()
 		row := func(k, v string) { fmt.Fprintf(w, "  %s\t%s\n", k, v) }
 		row("device", s.Device)
@@ -168,4 +171,15 @@ func (e *env) statusLong(sts []volume.Status) {
 			e.printf("  problem: %s\n", p)
 		}
 	}
+}
+
+// statusRef names a volume in status's text as volume.Volume.Ref does:
+// its name, else its device (else its UUID).
+func statusRef(s volume.Status) string {
+	for _, r := range []string{s.Name, s.Device, s.UUID} {
+		if r != "" {
+			return r
+		}
+	}
+	return "-"
 }

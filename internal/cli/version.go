@@ -13,7 +13,7 @@ func versionCommand(e *env) *ucli.Command {
 		Usage: "print the version",
 		Action: func(*ucli.Context) error {
 			if e.json {
-				e.printJSON(map[string]string{"version": version.Version, "go": runtime.Version()})
+				e.printJSON(versionJSON())
 				return nil
 			}
 			e.printf("atrest %s (%s)\n", version.Version, runtime.Version())

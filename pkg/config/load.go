@@ -44,6 +44,10 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+// ErrUnreadable is wrapped by errors reading the file: it is missing (at
+// a path other than the default), a directory, or not readable.
+var ErrUnreadable = errors.New("cannot read the configuration file")
+
 // ErrInsecure is wrapped by errors about the file's ownership or mode.
 var ErrInsecure = errors.New("insecure configuration file")
 
@@ -58,11 +62,11 @@ func Load(path string) (*Config, error) {
 		return c, c.validate(nil)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, fmt.Errorf("config: %w: %w", ErrUnreadable, err)
 	}
 	st, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, fmt.Errorf("config: %w: %w", ErrUnreadable, err)
 	}
 	c, err := Parse(data, path)
 	if err != nil {

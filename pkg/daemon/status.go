@@ -2,15 +2,11 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/atrest/atrest/pkg/dmcrypt"
-	"github.com/atrest/atrest/pkg/kms"
-	"github.com/atrest/atrest/pkg/luks2"
 	"github.com/atrest/atrest/pkg/volume"
 )
 
@@ -28,23 +24,30 @@ const (
 
 var reasons = []string{reasonKMSUnavailable, reasonKMSAuth, reasonKMSConfig, reasonKMSKey, reasonKeyslot, reasonDevice, reasonNotManaged, reasonOther}
 
+// reasonOf maps pkg/volume's classification (the one the CLI's exit codes
+// come from) to the failure reasons of metrics and the status line.
+var reasonOf = map[volume.Kind]string{
+	volume.KindKMSUnavailable:    reasonKMSUnavailable,
+	volume.KindKMSAuth:           reasonKMSAuth,
+	volume.KindKMSDenied:         reasonKMSAuth,
+	volume.KindKMSConfig:         reasonKMSConfig,
+	volume.KindKMSKeyNotFound:    reasonKMSKey,
+	volume.KindKMSUnknownBackend: reasonKMSKey,
+	volume.KindKMSRejected:       reasonKMSKey,
+	volume.KindKMSSecretNotFound: reasonKMSKey,
+	volume.KindKeyRejected:       reasonKeyslot,
+	volume.KindMalformedRecovery: reasonKeyslot,
+	volume.KindNotFound:          reasonDevice,
+	volume.KindNotADevice:        reasonDevice,
+	volume.KindNoDeviceMapper:    reasonDevice,
+	volume.KindNotManaged:        reasonNotManaged,
+	volume.KindBadToken:          reasonNotManaged,
+}
+
 // classify names the part that failed, for metrics and the status line.
 func classify(err error) string {
-	switch {
-	case errors.Is(err, kms.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		return reasonKMSUnavailable
-	case errors.Is(err, kms.ErrAuth), errors.Is(err, kms.ErrPermissionDenied):
-		return reasonKMSAuth
-	case errors.Is(err, kms.ErrConfig):
-		return reasonKMSConfig
-	case errors.Is(err, kms.ErrKeyNotFound), errors.Is(err, kms.ErrCiphertextRejected), errors.Is(err, kms.ErrSecretNotFound), errors.Is(err, kms.ErrUnknownBackend):
-		return reasonKMSKey
-	case errors.Is(err, luks2.ErrKeyRejected):
-		return reasonKeyslot
-	case errors.Is(err, volume.ErrNotFound), errors.Is(err, dmcrypt.ErrNoDeviceMapper), errors.Is(err, os.ErrNotExist):
-		return reasonDevice
-	case errors.Is(err, volume.ErrNotManaged):
-		return reasonNotManaged
+	if r, ok := reasonOf[volume.Classify(err).Kind]; ok {
+		return r
 	}
 	return reasonOther
 }
@@ -110,6 +113,9 @@ func (d *Daemon) rewrapStale(ctx context.Context) {
 			d.log.Error("rewrap failed; will retry", "volume", r.UUID, "name", r.Name, "error", r.Err)
 		case !r.Skipped:
 			d.log.Info("token rewrapped to the KEK's newest version", "volume", r.UUID, "name", r.Name, "from", r.From, "to", r.To)
+		}
+		for _, w := range r.Warnings {
+			d.log.Warn("after rewrap", "volume", r.UUID, "name", r.Name, "warning", w)
 		}
 	}
 	d.stale = stale

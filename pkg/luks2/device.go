@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/atrest/atrest/pkg/blockdev"
 	"github.com/atrest/atrest/pkg/luks2/devlock"
 )
 
@@ -96,7 +97,7 @@ func NewFile(f *os.File, path string) (*File, error) {
 	block := st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0
 	if !block && !st.Mode().IsRegular() {
 		f.Close()
-		return nil, fmt.Errorf("luks2: %s is neither a block device nor a regular file", path)
+		return nil, fmt.Errorf("luks2: %s: %w", path, blockdev.ErrUnsupported)
 	}
 	return &File{f: f, path: path, block: block}, nil
 }

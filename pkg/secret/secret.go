@@ -31,6 +31,13 @@ const MaxLen = 16 << 20
 // ErrWiped is returned when a wiped Key is used.
 var ErrWiped = errors.New("secret: key already wiped")
 
+// ErrEmpty: Read found no secret (empty input, or only a newline).
+var ErrEmpty = errors.New("secret: empty input")
+
+// ErrMemoryLock: the kernel refused to lock a Key's memory (RLIMIT_MEMLOCK
+// too low).
+var ErrMemoryLock = errors.New("secret: cannot lock key memory")
+
 // Key holds secret bytes in locked memory. The zero value is not usable; make
 // Keys with New, Random, FromBytes or Read.
 type Key struct {
@@ -69,7 +76,7 @@ func New(n int) (*Key, error) {
 	}
 	if err := unix.Mlock(page); err != nil {
 		_ = unix.Munmap(page)
-		return nil, fmt.Errorf("secret: lock %d bytes in memory (raise LimitMEMLOCK/ulimit -l): %w", size, err)
+		return nil, fmt.Errorf("%w: %d bytes (raise LimitMEMLOCK/ulimit -l): %w", ErrMemoryLock, size, err)
 	}
 	// Best effort: keep key pages out of core dumps and forked children.
 	_ = unix.Madvise(page, unix.MADV_DONTDUMP)
@@ -138,7 +145,7 @@ func Read(r io.Reader, max int, trimNewline bool) (*Key, error) {
 		}
 	}
 	if n == 0 {
-		return nil, errors.New("secret: empty input")
+		return nil, ErrEmpty
 	}
 	k, err := New(n)
 	if err != nil {

@@ -40,6 +40,9 @@ type AdoptResult struct {
 	KMS, Key        string
 	KeyVersion      int
 	Recovery        *Recovery
+	// Warnings: what failed after the volume was adopted (the header
+	// backup); the adoption itself succeeded.
+	Warnings []string
 }
 
 // ErrAlreadyManaged: adopt was asked to take over an atrest volume.
@@ -145,7 +148,7 @@ func (m *Manager) Adopt(ctx context.Context, o AdoptOptions) (res *AdoptResult, 
 			added = append(added, res.Recovery.Keyslot)
 		}
 		_ = c.remove(ctx, added)
-		return fail(fmt.Errorf("%w: %v (the new keyslots were removed; the volume is as it was)", ErrVerify, err))
+		return fail(fmt.Errorf("%w: %w (the new keyslots were removed; the volume is as it was)", ErrVerify, err))
 	}
 	res.Recovery.settle()
 	res.KMS, res.Key, res.KeyVersion = tok.KMS, tok.Key, tok.KeyVersion
@@ -156,5 +159,7 @@ func (m *Manager) Adopt(ctx context.Context, o AdoptOptions) (res *AdoptResult, 
 		}
 		res.Removed = true
 	}
-	return res, m.saveBackup(ctx, c.dev, c.v.UUID())
+	c.refreshBackup(ctx)
+	res.Warnings = c.warnings
+	return res, nil
 }

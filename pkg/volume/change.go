@@ -33,6 +33,19 @@ type change struct {
 	v   *Volume
 	dev *luks2.File
 	op  string
+	// warnings: what went wrong after the change was complete (a header
+	// backup that could not be written); the change itself stands.
+	warnings []string
+}
+
+// refreshBackup writes the state directory's backup after a completed
+// change. A failure is a warning, not the change's error: the header on
+// the device is changed and good, and the caller must still be told so
+// (and shown a new recovery key).
+func (c *change) refreshBackup(ctx context.Context) {
+	if err := c.m.saveBackup(ctx, c.dev, c.v.UUID()); err != nil {
+		c.warnings = append(c.warnings, err.Error()+"; run: atrest header backup "+c.v.Ref())
+	}
 }
 
 // reload reads the header again (under the volume lock, the header may
@@ -114,10 +127,10 @@ func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recov
 			added = append(added, rec.Keyslot)
 		}
 		if rerr := c.remove(ctx, added); rerr != nil {
-			return 0, nil, fmt.Errorf("%w: %v; removing the new keyslots %v failed too: %v", ErrVerify, err, added, rerr)
+			return 0, nil, fmt.Errorf("%w: %w; removing the new keyslots %v failed too: %w", ErrVerify, err, added, rerr)
 		}
 		_ = c.m.clearJournal(v.UUID())
-		return 0, nil, fmt.Errorf("%w: %v (the new keyslots were removed; the volume is unchanged)", ErrVerify, err)
+		return 0, nil, fmt.Errorf("%w: %w (the new keyslots were removed; the volume is unchanged)", ErrVerify, err)
 	}
 	failpoint(c.op + "-after-verify")
 
@@ -140,7 +153,8 @@ func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recov
 	if err := c.m.clearJournal(v.UUID()); err != nil {
 		return 0, nil, err
 	}
-	return slot, tok, c.m.saveBackup(ctx, c.dev, v.UUID())
+	c.refreshBackup(ctx)
+	return slot, tok, nil
 }
 
 // verify unwraps tok's secret through the KMS, as the next boot will, and
@@ -287,7 +301,7 @@ func (c *change) finishInterrupted(ctx context.Context) (string, error) {
 	} else {
 		// The new one does not open; keep it unless an old one does.
 		if err := c.verify(ctx, v.Platform, nil); err != nil {
-			return "", fmt.Errorf("an interrupted %s left two platform keyslots and neither opens through the KMS (new: %v; old: %v); nothing was changed", opName(j), verr, err)
+			return "", fmt.Errorf("an interrupted %s left two platform keyslots and neither opens through the KMS (new: %w; old: %w); nothing was changed", opName(j), verr, err)
 		}
 		old, result = []int{newTok.Keyslot}, "rolled back"
 	}
@@ -302,9 +316,7 @@ func (c *change) finishInterrupted(ctx context.Context) (string, error) {
 	if err := c.m.clearJournal(c.v.UUID()); err != nil {
 		return "", err
 	}
-	if err := c.m.saveBackup(ctx, c.dev, c.v.UUID()); err != nil {
-		return "", err
-	}
+	c.refreshBackup(ctx)
 	c.m.audit(ctx, "resume-"+opName(j), c.v.UUID(), c.v.Name, c.v.Device, nil, slog.String("outcome", result))
 	return result, nil
 }

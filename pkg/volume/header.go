@@ -98,6 +98,9 @@ type CheckResult struct {
 	UUID     string       `json:"uuid,omitempty"`
 	Header   HeaderStatus `json:"header"`
 	Repaired bool         `json:"repaired"`
+	// NeedsRepair: a copy is damaged or older than the other and was not
+	// repaired (status calls this "needs repair"; the CLI exits 3).
+	NeedsRepair bool `json:"needs_repair"`
 	// Backup is a backup that can restore a header damaged beyond repair.
 	Backup string `json:"backup,omitempty"`
 }
@@ -107,8 +110,10 @@ type CheckResult struct {
 // damaged (luks2.ErrHeaderDamaged) or gone (luks2.ErrNotLUKS), the error
 // names the backup to restore if the state directory has one of this
 // device.
-func (m *Manager) HeaderCheck(ctx context.Context, device string, repair bool) (res *CheckResult, err error) {
-	res = &CheckResult{Device: device}
+func (m *Manager) HeaderCheck(ctx context.Context, device string, repair bool) (_ *CheckResult, err error) {
+	// The deferred audit reads res, not the named result: every early
+	// return below sets the result to nil.
+	res := &CheckResult{Device: device}
 	defer func() { m.audit(ctx, "header-check", res.UUID, "", device, err) }()
 	f, err := luks2.OpenFile(device, repair)
 	if err != nil {
@@ -128,7 +133,8 @@ func (m *Manager) HeaderCheck(ctx context.Context, device string, repair bool) (
 	}
 	res.UUID = h.UUID
 	res.Header.Primary, res.Header.Secondary = copyState(h.Copies[0]), copyState(h.Copies[1])
-	if !h.NeedsRepair() || !repair {
+	res.NeedsRepair = h.NeedsRepair()
+	if !res.NeedsRepair || !repair {
 		return res, nil
 	}
 	release, err := m.lock(ctx, h.UUID)
@@ -142,6 +148,7 @@ func (m *Manager) HeaderCheck(ctx context.Context, device string, repair bool) (
 	res.Repaired = true
 	if h, err = luks2.Read(ctx, f); err == nil {
 		res.Header.Primary, res.Header.Secondary = copyState(h.Copies[0]), copyState(h.Copies[1])
+		res.NeedsRepair = h.NeedsRepair()
 	}
 	return res, err
 }

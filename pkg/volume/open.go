@@ -248,11 +248,7 @@ func (m *Manager) Close(ctx context.Context, name string) (closed bool, err erro
 	}
 	// The dm UUID is CRYPT-LUKS2-<uuid without dashes>-<name>; the audit
 	// trail names volumes by their LUKS2 UUID as everywhere else.
-	uuid := ""
-	if parts := strings.SplitN(st.UUID, "-", 4); len(parts) == 4 && len(parts[2]) == 32 {
-		h := parts[2]
-		uuid = h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-	}
+	uuid := luksUUIDOf(st.UUID)
 	device := ""
 	if st.Crypt != nil {
 		device, _ = devPath(st.Crypt.Device)

@@ -66,33 +66,33 @@ func (m *Manager) openWith(v *Volume, f luks2.Reader, key *secret.Key) (*secret.
 // configured policy when empty), escrowed or to be printed, enrolled and
 // verified, then the old recovery keyslots removed. The platform keyslot
 // opens the volume key, so the KMS must be reachable.
-func (m *Manager) RecoveryRotate(ctx context.Context, v *Volume, mode string) (rec *Recovery, err error) {
+func (m *Manager) RecoveryRotate(ctx context.Context, v *Volume, mode string) (rec *Recovery, warnings []string, err error) {
 	defer func() { m.audit(ctx, "recovery-rotate", v.UUID(), v.Name, v.Device, err) }()
 	mode = m.recoveryMode(mode)
 	if mode == config.RecoveryNone {
-		return nil, fmt.Errorf("%w: recovery rotate needs mode escrow or print (to remove the recovery key, use rekey --recovery --recovery-mode none)", ErrInvalidArgument)
+		return nil, nil, fmt.Errorf("%w: recovery rotate needs mode escrow or print (to remove the recovery key, use rekey --recovery --recovery-mode none)", ErrInvalidArgument)
 	}
 	c, release, err := m.begin(ctx, v, "recovery-rotate")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer release()
 	if _, err := c.finishInterrupted(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if !c.v.Managed() {
-		return nil, fmt.Errorf("%s: %w", v.Device, ErrNotManaged)
+		return nil, nil, fmt.Errorf("%s: %w", v.Device, ErrNotManaged)
 	}
 	vk, err := m.platformKey(ctx, c.v, c.dev)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer vk.Wipe()
 	if err := m.ensureBackup(ctx, c.dev, c.v.Header); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if rec, err = m.newRecovery(ctx, c.v.UUID(), mode); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	old := c.v.Recovery
 	u, err := c.v.Header.Begin()
@@ -117,22 +117,23 @@ func (m *Manager) RecoveryRotate(ctx context.Context, v *Volume, mode string) (r
 		err = rec.verify(c.v.Header, c.dev)
 		if err != nil {
 			if rerr := c.remove(ctx, []int{rec.Keyslot}); rerr != nil {
-				err = fmt.Errorf("%w; removing it failed too: %v", err, rerr)
+				err = fmt.Errorf("%w; removing it failed too: %w", err, rerr)
 			}
-			err = fmt.Errorf("%w: new recovery keyslot %d did not open: %v", ErrVerify, rec.Keyslot, err)
+			err = fmt.Errorf("%w: new recovery keyslot %d did not open: %w", ErrVerify, rec.Keyslot, err)
 		}
 	}
 	if err != nil {
 		rec.Wipe()
-		return nil, err
+		return nil, nil, err
 	}
 	if err := c.remove(ctx, old); err != nil {
 		rec.Wipe()
-		return nil, &StageError{Op: "recovery rotate", Device: v.Device, Err: err,
+		return nil, nil, &StageError{Op: "recovery rotate", Device: v.Device, Err: err,
 			State: fmt.Sprintf("the new recovery keyslot %d works; the old ones %v are still there", rec.Keyslot, old)}
 	}
 	rec.settle()
-	return rec, m.saveBackup(ctx, c.dev, c.v.UUID())
+	c.refreshBackup(ctx)
+	return rec, c.warnings, nil
 }
 
 // Reseal gives v a new platform keyslot under the KMS configured now,
@@ -163,5 +164,6 @@ func (m *Manager) Reseal(ctx context.Context, v *Volume, key *secret.Key) (res *
 		return nil, err
 	}
 	res.NewKeyslot, res.KMS, res.Key, res.KeyVersion = slot, tok.KMS, tok.Key, tok.KeyVersion
+	res.Warnings = c.warnings
 	return res, nil
 }

@@ -26,6 +26,9 @@ type RekeyResult struct {
 	// Resumed says what happened to an earlier, interrupted change that
 	// this run found: "completed", "rolled back", or "".
 	Resumed string
+	// Warnings: what failed after the change was complete (e.g. the
+	// header backup); the rekey itself succeeded.
+	Warnings []string
 }
 
 // Rekey gives the volume a fresh platform secret: a new keyslot and token,
@@ -47,6 +50,7 @@ func (m *Manager) Rekey(ctx context.Context, v *Volume, o RekeyOptions) (res *Re
 	if res.Resumed == "completed" && !o.Recovery {
 		t := c.v.Platform
 		res.NewKeyslot, res.KMS, res.Key, res.KeyVersion = t.Keyslot, t.KMS, t.Key, t.KeyVersion
+		res.Warnings = c.warnings
 		return res, nil
 	}
 	if !c.v.Managed() {
@@ -70,6 +74,7 @@ func (m *Manager) Rekey(ctx context.Context, v *Volume, o RekeyOptions) (res *Re
 	}
 	res.Recovery.settle()
 	res.NewKeyslot, res.KMS, res.Key, res.KeyVersion = slot, tok.KMS, tok.Key, tok.KeyVersion
+	res.Warnings = c.warnings
 	return res, nil
 }
 

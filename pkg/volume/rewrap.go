@@ -18,7 +18,10 @@ type RewrapResult struct {
 	// Skipped: the token already used the newest version, or the volume
 	// keeps its secret in vault-kv (nothing to rewrap).
 	Skipped bool
-	Err     error
+	// Warnings: what failed after the token was replaced (the header
+	// backup); the rewrap itself succeeded.
+	Warnings []string
+	Err      error
 }
 
 // Rewrap moves the platform tokens of vols to their KEK's newest version:
@@ -67,7 +70,7 @@ func (m *Manager) Rewrap(ctx context.Context, vols []*Volume, force bool) []Rewr
 			res[i].Err = w.Err
 			continue
 		}
-		res[i].Err = m.replaceToken(ctx, vols[i], w.Wrapped)
+		res[i].Warnings, res[i].Err = m.replaceToken(ctx, vols[i], w.Wrapped)
 		if res[i].Err == nil {
 			res[i].To = w.Wrapped.KeyVersion
 		}
@@ -78,25 +81,26 @@ func (m *Manager) Rewrap(ctx context.Context, vols []*Volume, force bool) []Rewr
 
 // replaceToken swaps the platform token's ciphertext for w, after checking
 // that w unwraps to a secret that opens the keyslot.
-func (m *Manager) replaceToken(ctx context.Context, v *Volume, w kms.Wrapped) error {
+func (m *Manager) replaceToken(ctx context.Context, v *Volume, w kms.Wrapped) ([]string, error) {
 	c, release, err := m.begin(ctx, v, "rewrap")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer release()
 	old := c.v.Platform
 	if old == nil || old.Ciphertext != v.Platform.Ciphertext {
-		return fmt.Errorf("%s: the platform token changed while rewrapping; run rewrap again", v.Device)
+		return nil, fmt.Errorf("%s: the platform token changed while rewrapping; run rewrap again", v.Device)
 	}
 	next := *old
 	next.KMS, next.Key, next.KeyVersion, next.Ciphertext, next.Rotated = w.Backend, w.Key, w.KeyVersion, w.Ciphertext, m.now().UTC()
 	if err := c.verify(ctx, &next, nil); err != nil {
-		return fmt.Errorf("rewrapped secret does not open keyslot %d, token left as it was: %w", old.Keyslot, err)
+		return nil, fmt.Errorf("rewrapped secret does not open keyslot %d, token left as it was: %w", old.Keyslot, err)
 	}
 	if err := m.ensureBackup(ctx, c.dev, c.v.Header); err != nil {
-		return err
+		return nil, err
 	}
-	return c.setToken(ctx, c.v.TokenID, &next)
+	err = c.setToken(ctx, c.v.TokenID, &next)
+	return c.warnings, err
 }
 
 // setToken replaces token id with t in one commit, and refreshes the
@@ -119,5 +123,6 @@ func (c *change) setToken(ctx context.Context, id int, t *token.Token) error {
 	if err := c.reload(ctx); err != nil {
 		return err
 	}
-	return c.m.saveBackup(ctx, c.dev, c.v.UUID())
+	c.refreshBackup(ctx)
+	return nil
 }

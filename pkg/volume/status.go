@@ -194,7 +194,7 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 			roles[t.Keyslot] = RolePending
 		}
 		if len(v.Others) > 0 {
-			problem("%d extra platform keyslot(s): a rekey is under way or was interrupted; run: atrest rekey %s", len(v.Others), v.Name)
+			problem("%d extra platform keyslot(s): a rekey is under way or was interrupted; run: atrest rekey %s", len(v.Others), v.Ref())
 		}
 	} else if len(v.Unreadable) == 0 {
 		problem("no atrest token: not managed by atrest (atrest adopt takes it over)")
@@ -226,10 +226,10 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 				k.LatestVersion = ki.info.LatestVersion
 				k.Stale = ki.info.Stale(wrapped(t))
 				if k.Stale {
-					problem("token wrapped with key version %d, latest is %d; run: atrest rewrap %s", t.KeyVersion, k.LatestVersion, v.Name)
+					problem("token wrapped with key version %d, latest is %d; run: atrest rewrap %s", t.KeyVersion, k.LatestVersion, v.Ref())
 				}
 				if t.KeyVersion < ki.info.MinDecryptionVersion {
-					problem("token key version %d is below the minimum decryption version %d: the KMS will refuse it; use the recovery key (atrest recovery reseal %s)", t.KeyVersion, ki.info.MinDecryptionVersion, v.Name)
+					problem("token key version %d is below the minimum decryption version %d: the KMS will refuse it; use the recovery key (atrest recovery reseal %s)", t.KeyVersion, ki.info.MinDecryptionVersion, v.Ref())
 				}
 			}
 		}
@@ -243,14 +243,14 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 	s.Backup = m.backupInfo(ctx, h)
 	switch {
 	case !s.Backup.Present:
-		problem("no header backup; run: atrest header backup %s", v.Name)
+		problem("no header backup; run: atrest header backup %s", v.Ref())
 	case !s.Backup.Current:
-		problem("header backup is older than the header; run: atrest header backup %s", v.Name)
+		problem("header backup is older than the header; run: atrest header backup %s", v.Ref())
 	}
 
 	s.Header.Primary, s.Header.Secondary = copyState(h.Copies[0]), copyState(h.Copies[1])
 	if h.NeedsRepair() {
-		problem("a header copy is damaged or outdated; run: atrest header check --repair %s", v.Name)
+		problem("a header copy is damaged or outdated; run: atrest header check --repair %s", v.Ref())
 	}
 	s.Healthy = len(s.Problems) == 0
 	if s.Problems == nil {

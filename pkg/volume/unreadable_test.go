@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/atrest/atrest/internal/testutil"
+	"github.com/atrest/atrest/internal/testutil/tokenedit"
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/secret"
 	"github.com/atrest/atrest/pkg/token"
@@ -30,7 +30,7 @@ func formatWithRecovery(t *testing.T, m *Manager, name string) (string, *secret.
 // rewriteAtrestToken edits the JSON of img's atrest token.
 func rewriteAtrestToken(t *testing.T, img string, edit func(string) string) int {
 	t.Helper()
-	return testutil.EditToken(t, img, token.Type, func(b []byte) []byte { return []byte(edit(string(b))) })
+	return tokenedit.EditToken(t, img, token.Type, func(b []byte) []byte { return []byte(edit(string(b))) })
 }
 
 // An atrest token this build cannot parse (from a newer atrest, or

@@ -293,12 +293,24 @@ func (s *Set) Checkers() ([]kms.Checker, error) {
 		}
 		return nil
 	}
-	if s.cfg.KMS == config.BackendVaultKV {
+	switch s.cfg.KMS {
+	case config.BackendVaultKV:
 		if err := add(s.Store()); err != nil {
 			return nil, err
 		}
-	} else if err := add(s.Wrapper()); err != nil {
-		return nil, err
+	case config.BackendLocal:
+		// A diagnosis never creates the keystore: a missing one is the
+		// finding (the first format creates it).
+		k, err := s.localKEK(false)
+		if errors.Is(err, kms.ErrKeyNotFound) {
+			out = append(out, missingKeystore{err})
+		} else if err := add(k, err); err != nil {
+			return nil, err
+		}
+	default:
+		if err := add(s.Wrapper()); err != nil {
+			return nil, err
+		}
 	}
 	if s.cfg.Recovery.Mode == config.RecoveryEscrow {
 		if err := add(s.Escrow()); err != nil {
@@ -306,6 +318,14 @@ func (s *Set) Checkers() ([]kms.Checker, error) {
 		}
 	}
 	return out, nil
+}
+
+// missingKeystore is kms check's finding for a local keystore that does
+// not exist yet.
+type missingKeystore struct{ err error }
+
+func (m missingKeystore) Check(context.Context) []kms.CheckStep {
+	return []kms.CheckStep{{Name: "key file", Detail: "on a new node the first atrest format creates it; else restore it from its backup", Err: m.err}}
 }
 
 // Close releases the local keystore.

@@ -87,11 +87,11 @@ func New(cfg Config) (*Client, error) {
 	if cfg.CACert != "" {
 		pem, err := os.ReadFile(cfg.CACert)
 		if err != nil {
-			return nil, fmt.Errorf("%w: vault ca_cert: %w", kms.ErrConfig, err)
+			return nil, fmt.Errorf("%w: vault.ca_file: %w", kms.ErrConfig, err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%w: vault ca_cert %s holds no PEM certificate", kms.ErrConfig, cfg.CACert)
+			return nil, fmt.Errorf("%w: vault.ca_file %s holds no PEM certificate", kms.ErrConfig, cfg.CACert)
 		}
 		tlsConf.RootCAs = pool
 	}

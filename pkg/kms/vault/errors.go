@@ -76,7 +76,7 @@ func classifyTransport(err error) failure {
 	switch {
 	case errors.As(err, &uaErr), errors.As(err, &hostErr), errors.As(err, &invErr), errors.As(err, &certErr):
 		f.kind, f.transient = kms.ErrConfig, false
-		f.reason = "tls: " + tlsReason(err) + " (check ca_cert / VAULT_CACERT and the address's host name)"
+		f.reason = "tls: " + tlsReason(err) + " (check vault.ca_file / VAULT_CACERT and the address's host name)"
 	case errors.As(err, &recErr):
 		f.kind, f.transient = kms.ErrConfig, false
 		f.reason = "tls: the server did not answer TLS (http:// address for an https server, or the reverse?)"

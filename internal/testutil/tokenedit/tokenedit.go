@@ -1,4 +1,7 @@
-package testutil
+// Package tokenedit rewrites a token in the LUKS2 header of a test device or
+// image (it lives apart from internal/testutil, which pkg/luks2's own tests
+// import, so that it may import pkg/luks2).
+package tokenedit
 
 import (
 	"context"
