@@ -93,6 +93,8 @@ var classes = map[volume.Kind]class{
 	volume.KindNotManaged:        {ExitNotLUKS2, "", "take it over with: atrest adopt DEVICE --name NAME"},
 	volume.KindBadToken:          {ExitNotLUKS2, "", "the volume's atrest token is unreadable to this build (upgrade atrest if it is newer); the recovery key still opens it: atrest recovery unlock"},
 	volume.KindHeaderDamaged:     {ExitDamaged, "", "restore a header backup: atrest header restore DEVICE --backup FILE"},
+	volume.KindAmbiguous:         {ExitDamaged, "", "find out which signature is real before anything writes; if it is the LUKS2 volume, restore a header backup: atrest header restore DEVICE --backup FILE --force"},
+	volume.KindDeviceChanged:     {ExitBusy, "", "the device path was re-pointed while atrest ran; check the path and run the command again"},
 	volume.KindKeyRejected:       {ExitKeyRejected, "", ""},
 	volume.KindVerify:            {ExitError, "", ""},
 	volume.KindKMSUnavailable:    {ExitKMSUnavailable, "", "check the network and the KMS (atrest kms check); the recovery key opens the volume meanwhile (atrest recovery unlock)"},

@@ -35,6 +35,8 @@ func TestClassify(t *testing.T) {
 		{wrap(luks2.ErrNotLUKS), ExitNotLUKS2},
 		{wrap(volume.ErrNotManaged), ExitNotLUKS2},
 		{wrap(luks2.ErrHeaderDamaged), ExitDamaged},
+		{wrap(luks2.ErrAmbiguousSignatures), ExitDamaged},
+		{wrap(volume.ErrDeviceChanged), ExitBusy},
 		{wrap(luks2.ErrKeyRejected), ExitKeyRejected},
 		{wrap(kms.ErrUnavailable), ExitKMSUnavailable},
 		{wrap(kms.ErrAuth), ExitKMSDenied},

@@ -40,6 +40,9 @@ var reasonOf = map[volume.Kind]string{
 	volume.KindNotFound:          reasonDevice,
 	volume.KindNotADevice:        reasonDevice,
 	volume.KindNoDeviceMapper:    reasonDevice,
+	volume.KindAmbiguous:         reasonDevice,
+	volume.KindDeviceChanged:     reasonDevice,
+	volume.KindHeaderDamaged:     reasonDevice,
 	volume.KindNotManaged:        reasonNotManaged,
 	volume.KindBadToken:          reasonNotManaged,
 }

@@ -51,6 +51,8 @@ const (
 	KindNotManaged        Kind = "not-managed"
 	KindBadToken          Kind = "bad-token"
 	KindHeaderDamaged     Kind = "header-damaged"
+	KindAmbiguous         Kind = "ambiguous-signatures"
+	KindDeviceChanged     Kind = "device-changed"
 	KindKeyRejected       Kind = "key-rejected"
 	KindVerify            Kind = "verify-failed"
 	KindKMSUnavailable    Kind = "kms-unavailable"
@@ -121,7 +123,9 @@ var kindRules = []struct {
 	{luks2.ErrNotLUKS, KindNotLUKS},
 	{ErrNotManaged, KindNotManaged},
 	{token.ErrInvalid, KindBadToken},
+	{luks2.ErrAmbiguousSignatures, KindAmbiguous},
 	{luks2.ErrHeaderDamaged, KindHeaderDamaged},
+	{ErrDeviceChanged, KindDeviceChanged},
 	{kms.ErrUnavailable, KindKMSUnavailable},
 	{context.DeadlineExceeded, KindKMSUnavailable},
 	{kms.ErrAuth, KindKMSAuth},
