@@ -41,8 +41,9 @@ func (x *xtsAES) fork() *xtsAES {
 	return &xtsAES{data: x.data, tweak: x.tweak, cbc: cipher.NewCBCDecrypter(x.data, zero[:])}
 }
 
-// decrypt decrypts one 512-byte sector in place. It lets the CBC decrypter
-// run AES on all 32 blocks at once (pipelined AES-NI): with X = C xor T and
+// decrypt decrypts one 512-byte sector in place. It hands the CBC
+// decrypter all 32 blocks in one call (Go's amd64 CBC decrypt is not
+// pipelined, so this saves per-block calls, not AES latency): with X = C xor T and
 // a zero IV, CBC yields D(X[i]) xor X[i-1], so P[i] = CBC[i] xor X[i-1]
 // xor T[i].
 func (x *xtsAES) decrypt(sector []byte, num uint64) {
