@@ -53,7 +53,8 @@ func (m *Manager) readJournal(uuid string) (*journal, error) {
 	return j, nil
 }
 
-// writeJournal replaces the journal atomically and durably.
+// writeJournal replaces the journal atomically and durably (the file and
+// its directory entry are synced before it returns).
 func (m *Manager) writeJournal(uuid string, j *journal) error {
 	if err := os.MkdirAll(m.journalDir(), 0o700); err != nil {
 		return fmt.Errorf("journal: %w", err)
@@ -78,16 +79,38 @@ func (m *Manager) writeJournal(uuid string, j *journal) error {
 	if err == nil {
 		err = os.Rename(tmp, path)
 	}
+	if err == nil {
+		err = syncDir(m.journalDir())
+	}
 	if err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
 	return nil
 }
 
+// clearJournal removes the journal durably: a journal that came back
+// after a crash would make the next run settle a change twice.
 func (m *Manager) clearJournal(uuid string) error {
 	err := os.Remove(m.journalPath(uuid))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err == nil {
+		err = syncDir(m.journalDir())
+	}
+	if err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
 	return nil
+}
+
+// syncDir makes a rename or unlink in dir durable: without it, a power
+// loss may bring back the directory entry as it was before.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
