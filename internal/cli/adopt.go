@@ -58,10 +58,9 @@ EXAMPLES:
 			}
 			defer res.Recovery.Wipe()
 			if e.json {
-				e.printJSON(map[string]any{"name": res.Name, "uuid": res.UUID, "device": res.Device,
+				return e.printJSONKey(map[string]any{"name": res.Name, "uuid": res.UUID, "device": res.Device,
 					"old_keyslot": res.OldKeyslot, "old_removed": res.Removed, "platform_keyslot": res.PlatformKeyslot,
-					"kms": map[string]any{"backend": res.KMS, "key": res.Key, "key_version": res.KeyVersion}, "recovery": recoveryJSON(res.Recovery)})
-				return nil
+					"kms": map[string]any{"backend": res.KMS, "key": res.Key, "key_version": res.KeyVersion}, "recovery": recoveryJSON(res.Recovery)}, res.Recovery)
 			}
 			e.printf("adopted %s as %s (UUID %s)\n", res.Device, res.Name, res.UUID)
 			e.printf("  platform keyslot %d, protected by %s\n", res.PlatformKeyslot, kmsLine(res.KMS, res.Key, res.KeyVersion))

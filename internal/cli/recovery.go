@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"github.com/atrest/atrest/pkg/volume"
 	ucli "github.com/urfave/cli/v2"
 )
 
@@ -71,17 +72,23 @@ EXAMPLES:
 						return err
 					}
 					m, _ := e.manager()
-					rec, err := m.RecoveryRotate(c.Context, v, c.String("mode"))
+					// The key is output before the old recovery keyslots go.
+					shown := false
+					show := func(rec *volume.Recovery) error {
+						shown = true
+						return e.showRotated(v, rec)
+					}
+					rec, err := m.RecoveryRotate(c.Context, v, c.String("mode"), show)
 					if err != nil {
 						return err
 					}
 					defer rec.Wipe()
-					if e.json {
-						e.printJSON(map[string]any{"name": v.Name, "uuid": v.UUID(), "recovery": recoveryJSON(rec)})
-						return nil
+					if !shown {
+						if err := e.showRotated(v, rec); err != nil {
+							return err
+						}
 					}
-					e.printf("%s: new recovery key enrolled, old recovery keyslots removed\n", v.Name)
-					e.printRecovery(rec)
+					e.printf("  old recovery keyslots removed\n")
 					return nil
 				},
 			},
@@ -129,4 +136,13 @@ EXAMPLES:
 			},
 		},
 	}
+}
+
+// showRotated outputs a rotated recovery key.
+func (e *env) showRotated(v *volume.Volume, rec *volume.Recovery) error {
+	if e.json {
+		return e.printJSONKey(map[string]any{"name": v.Name, "uuid": v.UUID(), "recovery": recoveryJSON(rec)}, rec)
+	}
+	e.printf("%s: new recovery key enrolled\n", v.Name)
+	return e.showRecovery(rec)
 }

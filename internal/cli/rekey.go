@@ -36,34 +36,50 @@ EXAMPLES:
 			}
 			m, _ := e.manager()
 			var errs []error
-			var out []map[string]any
+			list := &jsonList{e: e}
 			for _, v := range vols {
-				res, err := m.Rekey(c.Context, v, volume.RekeyOptions{Recovery: c.Bool("recovery"), RecoveryMode: c.String("recovery-mode")})
+				// A printed recovery key is output by show, before the old
+				// recovery keyslot goes; every other result after Rekey.
+				shown := false
+				show := func(res *volume.RekeyResult) error {
+					shown = true
+					return e.showRekey(list, res)
+				}
+				res, err := m.Rekey(c.Context, v, volume.RekeyOptions{Recovery: c.Bool("recovery"), RecoveryMode: c.String("recovery-mode"), Show: show})
 				if err != nil {
 					errs = append(errs, fmt.Errorf("%s: %w", v.Name, err))
-					out = append(out, map[string]any{"name": v.Name, "uuid": v.UUID(), "error": err.Error(), "exit_code": classify(err).code})
+					if !shown {
+						_ = list.add(map[string]any{"name": v.Name, "uuid": v.UUID(), "error": err.Error(), "exit_code": classify(err).code}, nil)
+					}
 					continue
 				}
-				out = append(out, map[string]any{
-					"name": res.Name, "uuid": res.UUID, "old_keyslot": res.OldKeyslot, "new_keyslot": res.NewKeyslot,
-					"kms":      map[string]any{"backend": res.KMS, "key": res.Key, "key_version": res.KeyVersion},
-					"recovery": recoveryJSON(res.Recovery), "resumed": res.Resumed,
-				})
-				if res.Resumed != "" {
-					e.printf("%s: found an interrupted change and %s it\n", res.Name, res.Resumed)
+				if !shown {
+					_ = e.showRekey(list, res)
 				}
-				if res.OldKeyslot >= 0 {
-					e.printf("%s: rekeyed, platform keyslot %d -> %d, %s\n", res.Name, res.OldKeyslot, res.NewKeyslot, kmsLine(res.KMS, res.Key, res.KeyVersion))
-				}
-				e.printRecovery(res.Recovery)
 				res.Recovery.Wipe()
 			}
-			if e.json {
-				e.printJSON(map[string]any{"volumes": out})
-			}
+			list.close()
 			return joinVolumeErrors(e, errs)
 		},
 	}
+}
+
+// showRekey outputs one rekeyed volume: a JSON element, or text lines.
+func (e *env) showRekey(list *jsonList, res *volume.RekeyResult) error {
+	if e.json {
+		return list.add(map[string]any{
+			"name": res.Name, "uuid": res.UUID, "old_keyslot": res.OldKeyslot, "new_keyslot": res.NewKeyslot,
+			"kms":      map[string]any{"backend": res.KMS, "key": res.Key, "key_version": res.KeyVersion},
+			"recovery": recoveryJSON(res.Recovery), "resumed": res.Resumed,
+		}, res.Recovery)
+	}
+	if res.Resumed != "" {
+		e.printf("%s: found an interrupted change and %s it\n", res.Name, res.Resumed)
+	}
+	if res.OldKeyslot >= 0 {
+		e.printf("%s: rekeyed, platform keyslot %d -> %d, %s\n", res.Name, res.OldKeyslot, res.NewKeyslot, kmsLine(res.KMS, res.Key, res.KeyVersion))
+	}
+	return e.showRecovery(res.Recovery)
 }
 
 func rewrapCommand(e *env) *ucli.Command {

@@ -144,13 +144,13 @@ func (m *Manager) Adopt(ctx context.Context, o AdoptOptions) (res *AdoptResult, 
 		if res.Recovery.Keyslot >= 0 {
 			added = append(added, res.Recovery.Keyslot)
 		}
-		_ = c.remove(ctx, added)
+		_ = c.remove(ctx, added, nil)
 		return fail(fmt.Errorf("%w: %v (the new keyslots were removed; the volume is as it was)", ErrVerify, err))
 	}
 	res.Recovery.settle()
 	res.KMS, res.Key, res.KeyVersion = tok.KMS, tok.Key, tok.KeyVersion
 	if o.RemoveOld {
-		if err := c.remove(ctx, []int{oldSlot}); err != nil {
+		if err := c.remove(ctx, []int{oldSlot}, nil); err != nil {
 			return res, &StageError{Op: "adopt", Device: v.Device, Err: err,
 				State: fmt.Sprintf("adopted; the old keyslot %d is still there", oldSlot)}
 		}

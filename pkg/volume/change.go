@@ -51,10 +51,12 @@ func (c *change) reload(ctx context.Context) error {
 }
 
 // replacePlatform moves v to a new platform secret opened by vk, and when
-// rec is not nil to a new recovery key. The old platform keyslots (and,
-// with rec, the old recovery keyslots) are removed once the new secret has
-// been unwrapped by the KMS and has opened its keyslot.
-func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recovery) (slot int, tok *token.Token, err error) {
+// rec is not nil to a new recovery key. The old platform keyslots are
+// removed once the new secret has been unwrapped by the KMS and has opened
+// its keyslot; the old recovery keyslots (with rec) once the new recovery
+// key opened its keyslot and, in mode print, show returned without error
+// (finishRecovery). show is called with the new keyslot and token.
+func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recovery, show func(slot int, tok *token.Token) error) (slot int, tok *token.Token, err error) {
 	v := c.v
 	if err := c.m.ensureBackup(ctx, c.dev, v.Header); err != nil {
 		return 0, nil, err
@@ -75,6 +77,9 @@ func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recov
 	}
 	if rec != nil {
 		j.Recovery, j.RecoveryMode, j.OldRecovery = true, rec.Mode, v.Recovery
+		if v.Managed() {
+			j.OldRecord = v.Platform.Recovery
+		}
 	}
 	if err := c.m.writeJournal(v.UUID(), j); err != nil {
 		return 0, nil, err
@@ -113,11 +118,17 @@ func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recov
 		if rec != nil && rec.Keyslot >= 0 {
 			added = append(added, rec.Keyslot)
 		}
-		if rerr := c.remove(ctx, added); rerr != nil {
+		if rerr := c.remove(ctx, added, nil); rerr != nil {
 			return 0, nil, fmt.Errorf("%w: %v; removing the new keyslots %v failed too: %v", ErrVerify, err, added, rerr)
 		}
 		_ = c.m.clearJournal(v.UUID())
 		return 0, nil, fmt.Errorf("%w: %v (the new keyslots were removed; the volume is unchanged)", ErrVerify, err)
+	}
+	if rec != nil {
+		j.Verified = true
+		if err := c.m.writeJournal(v.UUID(), j); err != nil {
+			return 0, nil, err
+		}
 	}
 	failpoint(c.op + "-after-verify")
 
@@ -128,19 +139,50 @@ func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recov
 	for _, t := range v.Others {
 		old = append(old, t.Keyslot)
 	}
-	if rec != nil {
-		old = append(old, j.OldRecovery...)
-	}
-	if err := c.remove(ctx, old); err != nil {
+	if err := c.remove(ctx, old, nil); err != nil {
 		return 0, nil, &StageError{Op: c.op, Device: v.Device, Err: err,
 			State: fmt.Sprintf("the new keyslot %d works; the old keyslots %v are still there: run atrest rekey %s again to finish", slot, old, v.Name)}
 	}
 	failpoint(c.op + "-after-remove")
 	c.destroyOldKV(ctx, v)
+	if rec != nil {
+		if err := c.finishRecovery(ctx, j, rec, func() error { return show(slot, tok) }); err != nil {
+			return 0, nil, err
+		}
+	}
 	if err := c.m.clearJournal(v.UUID()); err != nil {
 		return 0, nil, err
 	}
 	return slot, tok, c.m.saveBackup(ctx, c.dev, v.UUID())
+}
+
+// finishRecovery ends the recovery part of a change whose new recovery key
+// rec is enrolled and verified (journal j says so): in mode print it has
+// show output the key first and journals that it did, then the old
+// recovery keyslots go. When show fails, the new recovery keyslot goes
+// instead and the old recovery key stays the volume's.
+func (c *change) finishRecovery(ctx context.Context, j *journal, rec *Recovery, show func() error) error {
+	if rec.Mode == config.RecoveryPrint {
+		if err := show(); err != nil {
+			state := "the new recovery key was removed again; the old recovery key still opens the volume"
+			if rerr := c.settleRecovery(ctx, j, true); rerr != nil {
+				state = fmt.Sprintf("removing the new recovery keyslot %d failed too (%v); the old recovery key still opens the volume", rec.Keyslot, rerr)
+			}
+			return &StageError{Op: c.op, Device: c.v.Device, State: state, Err: fmt.Errorf("the new recovery key could not be shown: %w", err)}
+		}
+		j.Shown = true
+		if err := c.m.writeJournal(c.v.UUID(), j); err != nil {
+			return &StageError{Op: c.op, Device: c.v.Device, Err: err,
+				State: fmt.Sprintf("the recovery key shown works (keyslot %d); the old recovery keyslots %v are still there", rec.Keyslot, j.OldRecovery)}
+		}
+		failpoint(c.op + "-after-show")
+	}
+	if err := c.settleRecovery(ctx, j, true); err != nil {
+		return &StageError{Op: c.op, Device: c.v.Device, Err: err,
+			State: fmt.Sprintf("the new recovery key works (keyslot %d); the old recovery keyslots %v are still there: the next rekey or recovery rotate of %s removes them", rec.Keyslot, j.OldRecovery, c.v.Name)}
+	}
+	failpoint(c.op + "-after-recovery-remove")
+	return nil
 }
 
 // verify unwraps tok's secret through the KMS, as the next boot will, and
@@ -164,8 +206,9 @@ func (c *change) verify(ctx context.Context, tok *token.Token, vk *secret.Key) e
 }
 
 // remove kills keyslots and every atrest or systemd-recovery token bound
-// only to them, in one commit.
-func (c *change) remove(ctx context.Context, slots []int) error {
+// only to them, in one commit. With record set, the same commit makes the
+// platform token record it as its recovery arrangement.
+func (c *change) remove(ctx context.Context, slots []int, record *string) error {
 	if err := c.reload(ctx); err != nil {
 		return err
 	}
@@ -184,7 +227,8 @@ func (c *change) remove(ctx context.Context, slots []int) error {
 		}
 		gone[s] = true
 	}
-	if len(gone) == 0 {
+	rerecord := record != nil && c.v.Managed() && c.v.Platform.Recovery != *record
+	if len(gone) == 0 && !rerecord {
 		return nil
 	}
 	for _, id := range h.TokenIDs() {
@@ -196,6 +240,17 @@ func (c *change) remove(ctx context.Context, slots []int) error {
 			if err := u.RemoveToken(id); err != nil {
 				return err
 			}
+		}
+	}
+	if rerecord && !gone[c.v.Platform.Keyslot] {
+		next := *c.v.Platform
+		next.Recovery = *record
+		data, err := next.Marshal()
+		if err != nil {
+			return err
+		}
+		if _, err := u.SetToken(c.v.TokenID, data); err != nil {
+			return err
 		}
 	}
 	if _, err := u.Commit(ctx, c.dev); err != nil {
@@ -249,12 +304,12 @@ func (c *change) finishInterrupted(ctx context.Context) (string, error) {
 	if len(v.Others) == 0 {
 		if j != nil {
 			// One platform token: the change either never reached the
-			// device or was completed; only recovery keyslots may remain.
-			if j.Recovery && j.NewKeyslot >= 0 && j.OldKeyslot >= 0 {
-				if _, ok := v.Header.Keyslots[j.OldKeyslot]; !ok {
-					if err := c.settleRecovery(ctx, j, true); err != nil {
-						return "", err
-					}
+			// device or its platform part was completed; only recovery
+			// keyslots may remain, kept or removed as the journal says.
+			if j.Recovery {
+				done := j.NewKeyslot >= 0 && v.Managed() && v.Platform.Keyslot == j.NewKeyslot
+				if err := c.settleRecovery(ctx, j, done); err != nil {
+					return "", err
 				}
 			}
 			return "", c.m.clearJournal(v.UUID())
@@ -291,7 +346,7 @@ func (c *change) finishInterrupted(ctx context.Context) (string, error) {
 		}
 		old, result = []int{newTok.Keyslot}, "rolled back"
 	}
-	if err := c.remove(ctx, old); err != nil {
+	if err := c.remove(ctx, old, nil); err != nil {
 		return "", err
 	}
 	if j != nil && j.Recovery {
@@ -309,25 +364,35 @@ func (c *change) finishInterrupted(ctx context.Context) (string, error) {
 	return result, nil
 }
 
-// settleRecovery finishes the recovery part of an interrupted change:
-// with the platform change completed and the new recovery key escrowed,
-// the old recovery keyslots go; when the new key was only to be printed
-// (never shown: the process died first) or the change was rolled back, the
-// new recovery keyslots go.
-func (c *change) settleRecovery(ctx context.Context, j *journal, completed bool) error {
-	var newer []int
+// settleRecovery keeps the new recovery keyslots of change j, or the old
+// ones. The new ones stay when the platform part of the change is
+// complete (platformDone), the new recovery key was verified (mode none
+// has none to verify) and it is safe: escrowed, or in mode print shown.
+// Else the new ones go and the token records the old arrangement again.
+// Either way a volume never loses its last recovery key: when the old
+// keyslots are gone already, the new ones stay.
+func (c *change) settleRecovery(ctx context.Context, j *journal, platformDone bool) error {
+	var older, newer []int
 	for _, s := range c.v.Recovery {
-		if !slices.Contains(j.OldRecovery, s) {
+		if slices.Contains(j.OldRecovery, s) {
+			older = append(older, s)
+		} else {
 			newer = append(newer, s)
 		}
 	}
-	if len(newer) == 0 {
-		return nil
+	keepNew := platformDone && (j.Verified || j.RecoveryMode == config.RecoveryNone) &&
+		(j.RecoveryMode != config.RecoveryPrint || j.Shown)
+	switch {
+	case keepNew && len(older) > 0 && (len(newer) > 0 || j.RecoveryMode == config.RecoveryNone):
+		// Mode none has no new keyslot: the old ones go all the same.
+		return c.remove(ctx, older, nil)
+	case !keepNew && (len(older) > 0 || len(j.OldRecovery) == 0):
+		return c.remove(ctx, newer, &j.OldRecord)
+	case !keepNew:
+		c.m.log.Warn("the old recovery keyslots are gone; keeping the new recovery key, which may never have been shown",
+			"volume", c.v.UUID(), "keyslots", fmt.Sprint(newer))
 	}
-	if completed && j.RecoveryMode != config.RecoveryPrint {
-		return c.remove(ctx, j.OldRecovery)
-	}
-	return c.remove(ctx, newer)
+	return nil
 }
 
 func opName(j *journal) string {

@@ -27,10 +27,20 @@ type journal struct {
 	// the device (-1 before).
 	NewKeyslot int `json:"new_keyslot"`
 	NewToken   int `json:"new_token"`
-	// Recovery: the change also replaces the recovery keyslots listed.
+	// Recovery: the change also replaces the recovery keyslots listed in
+	// OldRecovery, whose arrangement the platform token recorded as
+	// OldRecord (token.Token.Recovery).
 	Recovery     bool   `json:"recovery,omitempty"`
 	RecoveryMode string `json:"recovery_mode,omitempty"`
 	OldRecovery  []int  `json:"old_recovery,omitempty"`
+	OldRecord    string `json:"old_record,omitempty"`
+	// Verified: the new recovery key opened its keyslot (it cannot be
+	// checked again by a later run, which does not have the key).
+	Verified bool `json:"verified,omitempty"`
+	// Shown: in mode print, the new recovery key was output. Until then
+	// the old recovery keyslots stay, and an interrupted run removes the
+	// new one instead: nobody has seen it.
+	Shown bool `json:"shown,omitempty"`
 }
 
 func (m *Manager) journalPath(uuid string) string {

@@ -62,13 +62,20 @@ func (m *Manager) openWith(v *Volume, key *secret.Key) (*secret.Key, error) {
 
 // RecoveryRotate replaces the recovery key: a new one under mode (the
 // configured policy when empty), escrowed or to be printed, enrolled and
-// verified, then the old recovery keyslots removed. The platform keyslot
-// opens the volume key, so the KMS must be reachable.
-func (m *Manager) RecoveryRotate(ctx context.Context, v *Volume, mode string) (rec *Recovery, err error) {
+// verified, then the old recovery keyslots removed. In mode print, show
+// (required there) outputs the new key first: the old recovery keyslots
+// go only when it returned nil; when it fails, the new keyslot goes
+// instead. The platform keyslot opens the volume key, so the KMS must be
+// reachable. A journal lets the next change of the volume settle a
+// rotation that was cut short (settleRecovery).
+func (m *Manager) RecoveryRotate(ctx context.Context, v *Volume, mode string, show func(*Recovery) error) (rec *Recovery, err error) {
 	defer func() { m.audit(ctx, "recovery-rotate", v.UUID(), v.Name, v.Device, err) }()
 	mode = m.recoveryMode(mode)
-	if mode == config.RecoveryNone {
+	switch {
+	case mode == config.RecoveryNone:
 		return nil, fmt.Errorf("%w: recovery rotate needs mode escrow or print (to remove the recovery key, use rekey --recovery --recovery-mode none)", ErrInvalidArgument)
+	case mode == config.RecoveryPrint && show == nil:
+		return nil, fmt.Errorf("%w: recovery mode print needs a way to show the key", ErrInvalidArgument)
 	}
 	c, release, err := m.begin(ctx, v, "recovery-rotate")
 	if err != nil {
@@ -92,45 +99,66 @@ func (m *Manager) RecoveryRotate(ctx context.Context, v *Volume, mode string) (r
 	if rec, err = m.newRecovery(ctx, c.v.UUID(), mode); err != nil {
 		return nil, err
 	}
-	old := c.v.Recovery
-	u, err := c.v.Header.Begin()
+	if err := c.rotateRecovery(ctx, vk, rec, func() error { return show(rec) }); err != nil {
+		rec.Wipe()
+		return nil, err
+	}
+	rec.settle()
+	return rec, m.saveBackup(ctx, c.dev, c.v.UUID())
+}
+
+// rotateRecovery enrolls rec next to the old recovery keyslots (recording
+// it in the platform token), verifies it, and has finishRecovery remove
+// the old ones.
+func (c *change) rotateRecovery(ctx context.Context, vk *secret.Key, rec *Recovery, show func() error) error {
+	v := c.v
+	j := &journal{Op: c.op, Started: c.m.now().UTC(), OldKeyslot: v.Platform.Keyslot, OldToken: v.TokenID,
+		NewKeyslot: v.Platform.Keyslot, NewToken: v.TokenID,
+		Recovery: true, RecoveryMode: rec.Mode, OldRecovery: v.Recovery, OldRecord: v.Platform.Recovery}
+	if err := c.m.writeJournal(v.UUID(), j); err != nil {
+		return err
+	}
+	u, err := v.Header.Begin()
 	if err == nil {
 		err = rec.enroll(u, vk)
 	}
 	if err == nil {
-		next := *c.v.Platform
+		next := *v.Platform
 		next.Recovery = rec.record()
 		var data []byte
 		if data, err = next.Marshal(); err == nil {
-			_, err = u.SetToken(c.v.TokenID, data)
-		}
-	}
-	if err == nil {
-		_, err = u.Commit(ctx, c.dev)
-	}
-	if err == nil {
-		err = c.reload(ctx)
-	}
-	if err == nil {
-		err = rec.verify(c.v.Header, c.dev)
-		if err != nil {
-			if rerr := c.remove(ctx, []int{rec.Keyslot}); rerr != nil {
-				err = fmt.Errorf("%w; removing it failed too: %v", err, rerr)
-			}
-			err = fmt.Errorf("%w: new recovery keyslot %d did not open: %v", ErrVerify, rec.Keyslot, err)
+			_, err = u.SetToken(v.TokenID, data)
 		}
 	}
 	if err != nil {
-		rec.Wipe()
-		return nil, err
+		_ = c.m.clearJournal(v.UUID())
+		return err
 	}
-	if err := c.remove(ctx, old); err != nil {
-		rec.Wipe()
-		return nil, &StageError{Op: "recovery rotate", Device: v.Device, Err: err,
-			State: fmt.Sprintf("the new recovery keyslot %d works; the old ones %v are still there", rec.Keyslot, old)}
+	if _, err := u.Commit(ctx, c.dev); err != nil {
+		return &StageError{Op: "recovery rotate", Device: v.Device, Err: err,
+			State: "the old recovery key still opens the volume; a new recovery keyslot may be on the device too, and the next rekey or recovery rotate removes it"}
 	}
-	rec.settle()
-	return rec, m.saveBackup(ctx, c.dev, c.v.UUID())
+	failpoint(c.op + "-after-add")
+	if err := c.reload(ctx); err != nil {
+		return err
+	}
+	if err := rec.verify(c.v.Header, c.dev); err != nil {
+		err = fmt.Errorf("%w: new recovery keyslot %d did not open: %v", ErrVerify, rec.Keyslot, err)
+		if rerr := c.remove(ctx, []int{rec.Keyslot}, &j.OldRecord); rerr != nil {
+			return fmt.Errorf("%w; removing it failed too: %v", err, rerr)
+		}
+		_ = c.m.clearJournal(v.UUID())
+		return err
+	}
+	j.Verified = true
+	if err := c.m.writeJournal(v.UUID(), j); err != nil {
+		return err
+	}
+	failpoint(c.op + "-after-verify")
+	if err := c.finishRecovery(ctx, j, rec, show); err != nil {
+		return err
+	}
+	return c.m.clearJournal(v.UUID())
 }
 
 // Reseal gives v a new platform keyslot under the KMS configured now,
@@ -156,7 +184,7 @@ func (m *Manager) Reseal(ctx context.Context, v *Volume, key *secret.Key) (res *
 	if c.v.Managed() {
 		res.OldKeyslot = c.v.Platform.Keyslot
 	}
-	slot, tok, err := c.replacePlatform(ctx, vk, nil)
+	slot, tok, err := c.replacePlatform(ctx, vk, nil, nil)
 	if err != nil {
 		return nil, err
 	}
