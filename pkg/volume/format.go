@@ -58,8 +58,12 @@ type FormatResult struct {
 
 // Format turns a blank device into an atrest volume: preflight, a new
 // LUKS2 header with a platform keyslot whose secret the KMS protects, an
-// optional recovery keyslot, and a header backup. The KMS is asked before
-// anything is written, so an unreachable KMS leaves the device untouched.
+// optional recovery keyslot, and a header backup. The KMS and the escrow
+// are asked before anything is written, --force's wipe included, so an
+// unreachable KMS leaves the device untouched. The one write that follows
+// an escrow deposit is the header itself: only an I/O error there leaves
+// an escrowed key for a volume that does not exist (escrow is
+// create-only: the node cannot take it back).
 func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResult, err error) {
 	defer func() {
 		uuid := ""
@@ -81,28 +85,24 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 		return nil, err
 	}
 
+	opts := luks2.FormatOptions{SectorSize: o.SectorSize, Label: o.Label, Subsystem: "atrest"}
+	if opts.SectorSize == 0 {
+		opts.SectorSize = 4096
+	}
+	// Preflight writes nothing, also with Force: the signatures it found
+	// are wiped only once the KMS (and escrow) have answered below.
 	pf, err := preflight.Run(ctx, o.Device, preflight.Options{Force: o.Force, Progress: o.Progress})
 	if err != nil {
 		return nil, err
 	}
 	defer pf.Handle.Close()
-	res = &FormatResult{Device: pf.Device.Path, Name: o.Name, Warnings: pf.Warnings}
-	for _, s := range pf.Wiped {
-		res.Wiped = append(res.Wiped, s.String())
-	}
+	res = &FormatResult{Device: pf.Device.Path, Name: o.Name}
 	untouched := "nothing was written to the device"
-	if len(res.Wiped) > 0 {
-		untouched = "the signatures listed were wiped; nothing else was written"
-	}
 	fail := func(state string, err error) (*FormatResult, error) {
 		res.Recovery.Wipe()
 		return nil, &StageError{Op: "format", Device: o.Device, State: state, Err: err}
 	}
 
-	opts := luks2.FormatOptions{SectorSize: o.SectorSize, Label: o.Label, Subsystem: "atrest"}
-	if opts.SectorSize == 0 {
-		opts.SectorSize = 4096
-	}
 	if opts.Label == "" {
 		opts.Label = o.Name
 	}
@@ -130,6 +130,16 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	}
 	tok.Recovery = res.Recovery.record()
 
+	if err := pf.Wipe(ctx); err != nil {
+		return fail("wiping the signatures failed part-way; no LUKS2 header was written", err)
+	}
+	res.Warnings = pf.Warnings
+	for _, s := range pf.Wiped {
+		res.Wiped = append(res.Wiped, s.String())
+	}
+	if len(res.Wiped) > 0 {
+		untouched = "the signatures listed were wiped; nothing else was written"
+	}
 	u, err := h.Begin()
 	if err != nil {
 		return fail(untouched, err)

@@ -4,10 +4,11 @@
 // Run resolves the path, refuses a device that anything uses (never
 // overridable), opens it exclusively, and looks for signatures of what it
 // already holds. Without Force, a signature refuses the format and so, by
-// default, does non-zero data where signatures live; with Force the
-// signatures' magic bytes are erased (as `wipefs --all` would) and the
-// device stays open for the format to write. docs/preflight.md has the
-// order of the checks and every refusal.
+// default, does non-zero data where signatures live; with Force the signatures are listed in
+// Result.Found and Run writes nothing: the caller asks its KMS first and
+// then has Result.Wipe erase their magic bytes (as `wipefs --all` would).
+// The device stays open for the format to write. docs/preflight.md has
+// the order of the checks and every refusal.
 package preflight
 
 import (
@@ -52,7 +53,10 @@ type Result struct {
 	// lock held; the caller formats through Handle.File and closes it.
 	Handle *blockdev.Handle
 	Device *blockdev.Device
-	// Wiped are the signatures Force erased (empty when there were none).
+	// Found are the signatures that Force lets pass and Wipe erases.
+	Found []signature.Signature
+	// Wiped are the signatures Wipe erased (empty until then, and when
+	// there were none).
 	Wiped []signature.Signature
 	// NonZero is set when the device held non-zero data without a known
 	// signature and the policy or Force let it pass.
@@ -60,6 +64,8 @@ type Result struct {
 	// Warnings are problems that did not stop the preflight, e.g. the
 	// kernel refusing to re-read a wiped partition table.
 	Warnings []string
+
+	opts Options
 }
 
 var (
@@ -104,11 +110,10 @@ func (e *NonZeroError) Error() string {
 // Is matches ErrNonZero.
 func (e *NonZeroError) Is(target error) bool { return target == ErrNonZero }
 
-// Run checks the device at path and, with opts.Force, wipes its
-// signatures. Its errors are the blockdev sentinels and typed errors
+// Run checks the device at path; it writes nothing (Result.Wipe does,
+// with Force). Its errors are the blockdev sentinels and typed errors
 // (ErrNotFound, ErrUnsupported, ErrReadOnly, ErrInUse and the refusals
-// under it, ErrBusy), ErrSignatures, ErrNonZero, ErrProbe, and the errors
-// of signature.Wipe (an *overwrite.Error says how far a failed wipe got).
+// under it, ErrBusy), ErrSignatures, ErrNonZero and ErrProbe.
 // On success the caller owns Result.Handle.
 func Run(ctx context.Context, path string, opts Options) (*Result, error) {
 	d, err := blockdev.Inspect(path)
@@ -132,7 +137,7 @@ func Run(ctx context.Context, path string, opts Options) (*Result, error) {
 
 func examine(ctx context.Context, h *blockdev.Handle, opts Options) (*Result, error) {
 	d := h.Device
-	res := &Result{Handle: h, Device: d}
+	res := &Result{Handle: h, Device: d, opts: opts}
 	found, err := signature.Probe(ctx, h.File, d.Size, signature.Options{SectorSize: d.LogicalSectorSize})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %w", d.Path, ErrProbe, err)
@@ -151,21 +156,33 @@ func examine(ctx context.Context, h *blockdev.Handle, opts Options) (*Result, er
 	if !opts.Force {
 		return nil, &SignaturesError{Device: d.Path, Found: found}
 	}
-	err = signature.Wipe(ctx, h.File, d.Size, found, signature.WipeOptions{
+	res.Found = found
+	return res, nil
+}
+
+// Wipe erases the signatures in Found (nothing when there are none) and
+// has the kernel re-read a wiped partition table. Its errors are those of
+// signature.Wipe (an *overwrite.Error says how far a failed wipe got).
+func (r *Result) Wipe(ctx context.Context) error {
+	if len(r.Found) == 0 || len(r.Wiped) > 0 {
+		return nil
+	}
+	d := r.Device
+	err := signature.Wipe(ctx, r.Handle.File, d.Size, r.Found, signature.WipeOptions{
 		SectorSize: d.LogicalSectorSize,
-		Progress:   opts.Progress,
+		Progress:   r.opts.Progress,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", d.Path, err)
+		return fmt.Errorf("%s: %w", d.Path, err)
 	}
-	res.Wiped = found
-	for _, s := range found {
+	r.Wiped = r.Found
+	for _, s := range r.Found {
 		if s.IsPartitionTable() {
-			if err := h.RereadPartitions(); err != nil {
-				res.Warnings = append(res.Warnings, err.Error())
+			if err := r.Handle.RereadPartitions(); err != nil {
+				r.Warnings = append(r.Warnings, err.Error())
 			}
 			break
 		}
 	}
-	return res, nil
+	return nil
 }

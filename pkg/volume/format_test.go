@@ -1,0 +1,76 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"github.com/atrest/atrest/internal/testutil"
+	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/kms"
+	"github.com/atrest/atrest/pkg/kms/backends"
+)
+
+// unreachableVault is a Manager whose Vault (for kms, or only for the
+// recovery escrow) listens nowhere: every call to it fails.
+func unreachableVault(t *testing.T, backend, recovery string) *Manager {
+	t.Helper()
+	dir := t.TempDir()
+	yaml := fmt.Sprintf(`kms: %s
+local:
+  keystore: %s/kek
+state_dir: %s/state
+recovery:
+  mode: %s
+vault:
+  address: http://127.0.0.1:1
+  auth:
+    method: token
+  transit:
+    key: atrest-test
+  kv:
+    mount: secret
+  timeout: 200ms
+  deadline: 1s
+`, backend, dir, dir, recovery)
+	cfg, err := config.Parse([]byte(yaml), filepath.Join(dir, "atrest.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := backends.Open(cfg, func(k string) string {
+		if k == "VAULT_TOKEN" {
+			return "s.unreachable"
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { set.Close() })
+	return New(cfg, set, WithRunDir(filepath.Join(dir, "run")))
+}
+
+// format --force on a device that holds a volume, with the KMS or the
+// escrow unreachable: the format fails with the KMS's error and the
+// device is byte for byte as it was (the old volume still there).
+func TestFormatForceAsksTheKMSBeforeWiping(t *testing.T) {
+	for _, tc := range []struct{ name, backend, recovery string }{
+		{"transit unreachable", config.BackendVaultTransit, config.RecoveryNone},
+		{"escrow unreachable", config.BackendLocal, config.RecoveryEscrow},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img, _ := formatted(t, newTestManager(t), "old")
+			before := testutil.SHA256(t, img)
+			m := unreachableVault(t, tc.backend, tc.recovery)
+			_, err := m.Format(context.Background(), FormatOptions{Device: img, Name: "new", Force: true})
+			if !errors.Is(err, kms.ErrUnavailable) {
+				t.Fatalf("format --force with the KMS unreachable: %v", err)
+			}
+			if testutil.SHA256(t, img) != before {
+				t.Fatal("format --force changed the device although the KMS could not be asked")
+			}
+		})
+	}
+}
