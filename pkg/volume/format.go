@@ -2,6 +2,7 @@ package volume
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -56,7 +57,8 @@ type FormatResult struct {
 	Warnings []string
 }
 
-// Format turns a blank device into an atrest volume: preflight, a new
+// Format turns a blank device into an atrest volume: preflight (which
+// refuses a device too small for a volume before any KMS call), a new
 // LUKS2 header with a platform keyslot whose secret the KMS protects, an
 // optional recovery keyslot, and a header backup. The KMS and the escrow
 // are asked before anything is written, --force's wipe included, so an
@@ -91,7 +93,11 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	}
 	// Preflight writes nothing, also with Force: the signatures it found
 	// are wiped only once the KMS (and escrow) have answered below.
-	pf, err := preflight.Run(ctx, o.Device, preflight.Options{Force: o.Force, Progress: o.Progress})
+	pf, err := preflight.Run(ctx, o.Device, preflight.Options{Force: o.Force, Progress: o.Progress,
+		MinSize: MinDeviceSize(opts.SectorSize)})
+	if errors.Is(err, preflight.ErrTooSmall) {
+		return nil, deviceTooSmall{err}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -175,6 +181,19 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	}
 	return res, nil
 }
+
+// MinDeviceSize is the smallest device format accepts: the LUKS2 header
+// and keyslots area (16 MiB) and one encryption sector of data.
+func MinDeviceSize(sectorSize uint32) int64 {
+	return luks2.DefaultDataOffset + int64(sectorSize)
+}
+
+// deviceTooSmall is preflight's refusal as luks2.ErrDeviceTooSmall, the
+// sentinel callers (and the CLI's exit code) know.
+type deviceTooSmall struct{ error }
+
+func (e deviceTooSmall) Unwrap() error        { return e.error }
+func (e deviceTooSmall) Is(target error) bool { return target == luks2.ErrDeviceTooSmall }
 
 // checkNameFree refuses a name that an open mapping or another atrest
 // volume already uses; the volume uuid, or any volume on device, may have

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/atrest/atrest/internal/testutil"
+	"github.com/atrest/atrest/pkg/blockdev/preflight"
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/kms"
 	"github.com/atrest/atrest/pkg/kms/backends"
+	"github.com/atrest/atrest/pkg/luks2"
 )
 
 // unreachableVault is a Manager whose Vault (for kms, or only for the
@@ -70,6 +73,36 @@ func TestFormatForceAsksTheKMSBeforeWiping(t *testing.T) {
 			}
 			if testutil.SHA256(t, img) != before {
 				t.Fatal("format --force changed the device although the KMS could not be asked")
+			}
+		})
+	}
+}
+
+// A device too small for a volume is refused by the preflight, before any
+// KMS call (the unreachable Vault would fail otherwise), with the device's
+// size in the message, and nothing is written.
+func TestFormatTooSmallIsRefusedFirst(t *testing.T) {
+	for _, size := range []int64{1 << 20, 16 << 20} {
+		t.Run(fmt.Sprintf("%dMiB", size>>20), func(t *testing.T) {
+			img := filepath.Join(t.TempDir(), "small.img")
+			if err := os.WriteFile(img, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(img, size); err != nil {
+				t.Fatal(err)
+			}
+			before := testutil.SHA256(t, img)
+			m := unreachableVault(t, config.BackendVaultTransit, config.RecoveryEscrow)
+			_, err := m.Format(context.Background(), FormatOptions{Device: img, Name: "small", Force: true})
+			if !errors.Is(err, luks2.ErrDeviceTooSmall) || !errors.Is(err, preflight.ErrTooSmall) {
+				t.Fatalf("format on %d MiB: %v, want the preflight's too-small refusal", size>>20, err)
+			}
+			var se *StageError
+			if errors.As(err, &se) {
+				t.Fatalf("a refusal before anything was written reads as a failed stage: %v", err)
+			}
+			if testutil.SHA256(t, img) != before {
+				t.Fatal("a refused format changed the device")
 			}
 		})
 	}

@@ -2,9 +2,10 @@
 // --force makes it so: it is the first step of the format use case.
 //
 // Run resolves the path, refuses a device that anything uses (never
-// overridable), opens it exclusively, and looks for signatures of what it
-// already holds. Without Force, a signature refuses the format and so, by
-// default, does non-zero data where signatures live; with Force the signatures are listed in
+// overridable) or that is smaller than the format needs, opens it
+// exclusively, and looks for signatures of what it already holds. Without
+// Force, a signature refuses the format and so, by default, does non-zero
+// data where signatures live; with Force the signatures are listed in
 // Result.Found and Run writes nothing: the caller asks its KMS first and
 // then has Result.Wipe erase their magic bytes (as `wipefs --all` would).
 // The device stays open for the format to write. docs/preflight.md has
@@ -45,6 +46,9 @@ type Options struct {
 	NonZero NonZeroPolicy
 	// Progress receives the wipe's progress.
 	Progress overwrite.Func
+	// MinSize refuses a device smaller than this many bytes
+	// (*TooSmallError), before the device is opened.
+	MinSize int64
 }
 
 // Result is a device that passed: open exclusively, ready to format.
@@ -78,7 +82,32 @@ var (
 	// ErrProbe: the device could not be read while looking for signatures;
 	// nothing was written.
 	ErrProbe = errors.New("could not read the device to look for signatures")
+	// ErrTooSmall: the device is smaller than Options.MinSize
+	// (*TooSmallError); nothing was opened or written.
+	ErrTooSmall = errors.New("device too small")
 )
+
+// TooSmallError says how small the device is and what it needs.
+type TooSmallError struct {
+	Device    string
+	Size, Min int64
+}
+
+func (e *TooSmallError) Error() string {
+	return fmt.Sprintf("%s is too small: %d bytes (%s), a volume needs at least %d bytes (%s)",
+		e.Device, e.Size, mibString(e.Size), e.Min, mibString(e.Min))
+}
+
+// Is matches ErrTooSmall.
+func (e *TooSmallError) Is(target error) bool { return target == ErrTooSmall }
+
+// mibString says n in MiB, with the bytes left over: "16 MiB + 4096 bytes".
+func mibString(n int64) string {
+	if rest := n % (1 << 20); rest != 0 {
+		return fmt.Sprintf("%d MiB + %d bytes", n>>20, rest)
+	}
+	return fmt.Sprintf("%d MiB", n>>20)
+}
 
 // SignaturesError names every signature found.
 type SignaturesError struct {
@@ -113,7 +142,7 @@ func (e *NonZeroError) Is(target error) bool { return target == ErrNonZero }
 // Run checks the device at path; it writes nothing (Result.Wipe does,
 // with Force). Its errors are the blockdev sentinels and typed errors
 // (ErrNotFound, ErrUnsupported, ErrReadOnly, ErrInUse and the refusals
-// under it, ErrBusy), ErrSignatures, ErrNonZero and ErrProbe.
+// under it, ErrBusy), ErrTooSmall, ErrSignatures, ErrNonZero and ErrProbe.
 // On success the caller owns Result.Handle.
 func Run(ctx context.Context, path string, opts Options) (*Result, error) {
 	d, err := blockdev.Inspect(path)
@@ -122,6 +151,9 @@ func Run(ctx context.Context, path string, opts Options) (*Result, error) {
 	}
 	if err := d.CheckUnused(); err != nil {
 		return nil, err
+	}
+	if d.Size < opts.MinSize {
+		return nil, &TooSmallError{Device: d.Path, Size: d.Size, Min: opts.MinSize}
 	}
 	h, err := blockdev.OpenExclusive(ctx, d)
 	if err != nil {

@@ -199,3 +199,21 @@ func TestMissingAndUnsupported(t *testing.T) {
 		t.Fatalf("character device: %v", err)
 	}
 }
+
+// A device smaller than the format needs is refused before it is opened,
+// with its size and the minimum in the message; nothing is written.
+func TestTooSmall(t *testing.T) {
+	for _, size := range []int64{1 * mib, 16 * mib} {
+		img := devtest.Image(t, size)
+		sum := testutil.SHA256(t, img)
+		_, err := preflight.Run(context.Background(), img, preflight.Options{Force: true, MinSize: 16*mib + 4096})
+		var te *preflight.TooSmallError
+		if !errors.As(err, &te) || !errors.Is(err, preflight.ErrTooSmall) || te.Size != size ||
+			!strings.Contains(err.Error(), "is too small") {
+			t.Fatalf("%d MiB device: %v, want a TooSmallError", size/mib, err)
+		}
+		if testutil.SHA256(t, img) != sum {
+			t.Fatal("a refused preflight changed the device")
+		}
+	}
+}
