@@ -2,6 +2,8 @@ package cli
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,8 +16,15 @@ import (
 // A recovery key to show goes to stdout from its own bytes: never through
 // fmt or encoding/json, which would copy it into ordinary, core-dumpable
 // heap. JSON documents are marshalled with keyPlaceholder where the key
-// belongs, and the key's bytes are written in its place.
-const keyPlaceholder = "@atrest-recovery-key@"
+// belongs, and the key's bytes are written in its place. The placeholder
+// is random, so no name or path in the document can be mistaken for it.
+var keyPlaceholder = func() string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return "recovery-key-" + hex.EncodeToString(b)
+}()
 
 // errWriter remembers the first write error: an output that failed means
 // the key was not shown, and the use case must not remove the old one.
