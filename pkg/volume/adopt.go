@@ -68,6 +68,11 @@ func (m *Manager) Adopt(ctx context.Context, o AdoptOptions) (res *AdoptResult, 
 	if v.Managed() {
 		return nil, fmt.Errorf("%w: %s is the atrest volume %q", ErrAlreadyManaged, v.Device, v.Name)
 	}
+	unlockName, err := m.lockName(ctx, o.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer unlockName()
 	if err := m.checkNameFree(ctx, o.Name, v.UUID(), v.Device); err != nil {
 		return nil, err
 	}

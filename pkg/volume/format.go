@@ -83,6 +83,11 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	default:
 		return nil, fmt.Errorf("%w: unknown recovery mode %q (escrow, print or none)", ErrInvalidArgument, mode)
 	}
+	release, err := m.lockName(ctx, o.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	if err := m.checkNameFree(ctx, o.Name, "", o.Device); err != nil {
 		return nil, err
 	}

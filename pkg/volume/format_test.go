@@ -107,3 +107,37 @@ func TestFormatTooSmallIsRefusedFirst(t *testing.T) {
 		})
 	}
 }
+
+// Concurrent formats of different devices with one name make one volume
+// of that name: the others are refused with ErrNameInUse.
+func TestConcurrentFormatsWithOneName(t *testing.T) {
+	m := newTestManager(t)
+	const n = 20
+	imgs := make([]string, n)
+	for i := range imgs {
+		imgs[i] = testImage(t)
+		// Configured devices are scanned like block devices, so the name
+		// check sees the image files.
+		m.cfg.Volumes = append(m.cfg.Volumes, config.Volume{Name: fmt.Sprintf("cfg%d", i), Device: imgs[i]})
+	}
+	errs := make(chan error, n)
+	for _, img := range imgs {
+		go func() {
+			_, err := m.Format(context.Background(), FormatOptions{Device: img, Name: "same"})
+			errs <- err
+		}()
+	}
+	made := 0
+	for range imgs {
+		err := <-errs
+		switch {
+		case err == nil:
+			made++
+		case !errors.Is(err, ErrNameInUse):
+			t.Errorf("format: %v, want ErrNameInUse", err)
+		}
+	}
+	if made != 1 {
+		t.Fatalf("%d concurrent formats made %d volumes named %q, want 1", n, made, "same")
+	}
+}
