@@ -120,38 +120,12 @@ func (m *Manager) Adopt(ctx context.Context, o AdoptOptions) (res *AdoptResult, 
 		return nil, err
 	}
 	tok.Recovery = res.Recovery.record()
-	fail := func(err error) (*AdoptResult, error) {
+	k := &newKeys{vk: vk, ps: ps, tok: tok, rec: res.Recovery}
+	if err := c.commitKeys(ctx, k, nil, nil); err != nil {
 		res.Recovery.Wipe()
 		return nil, err
 	}
-	u, err := c.v.Header.Begin()
-	if err != nil {
-		return fail(err)
-	}
-	if res.PlatformKeyslot, _, err = addPlatform(u, vk, ps, tok); err != nil {
-		return fail(err)
-	}
-	if err := res.Recovery.enroll(u, vk); err != nil {
-		return fail(err)
-	}
-	if _, err := u.Commit(ctx, c.dev); err != nil {
-		return fail(&StageError{Op: "adopt", Device: v.Device, Err: err, State: "the volume still opens with its old passphrase"})
-	}
-	if err := c.reload(ctx); err != nil {
-		return fail(err)
-	}
-	err = c.verify(ctx, tok, vk)
-	if err == nil {
-		err = res.Recovery.verify(c.v.Header, c.dev)
-	}
-	if err != nil {
-		added := []int{res.PlatformKeyslot}
-		if res.Recovery.Keyslot >= 0 {
-			added = append(added, res.Recovery.Keyslot)
-		}
-		_ = c.remove(ctx, added, nil)
-		return fail(fmt.Errorf("%w: %v (the new keyslots were removed; the volume is as it was)", ErrVerify, err))
-	}
+	res.PlatformKeyslot = k.slot
 	res.Recovery.settle()
 	res.KMS, res.Key, res.KeyVersion = tok.KMS, tok.Key, tok.KeyVersion
 	if o.RemoveOld {

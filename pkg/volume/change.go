@@ -85,45 +85,15 @@ func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recov
 		return 0, nil, err
 	}
 
-	u, err := v.Header.Begin()
+	k := &newKeys{vk: vk, ps: ps, tok: tok, rec: rec}
+	err = c.commitKeys(ctx, k, nil, func() error {
+		j.NewKeyslot, j.NewToken = k.slot, k.id
+		return c.m.writeJournal(v.UUID(), j)
+	})
 	if err != nil {
 		return 0, nil, err
 	}
-	slot, id, err := addPlatform(u, vk, ps, tok)
-	if err == nil && rec != nil {
-		err = rec.enroll(u, vk)
-	}
-	if err != nil {
-		_ = c.m.clearJournal(v.UUID())
-		return 0, nil, err
-	}
-	if _, err := u.Commit(ctx, c.dev); err != nil {
-		return 0, nil, c.afterFailedCommit(ctx, err)
-	}
-	failpoint(c.op + "-after-add")
-	j.NewKeyslot, j.NewToken = slot, id
-	if err := c.m.writeJournal(v.UUID(), j); err != nil {
-		return 0, nil, err
-	}
-	if err := c.reload(ctx); err != nil {
-		return 0, nil, err
-	}
-	err = c.verify(ctx, tok, vk)
-	if err == nil && rec != nil {
-		err = rec.verify(c.v.Header, c.dev)
-	}
-	if err != nil {
-		// Undo: the new key material does not open the volume.
-		added := []int{slot}
-		if rec != nil && rec.Keyslot >= 0 {
-			added = append(added, rec.Keyslot)
-		}
-		if rerr := c.remove(ctx, added, nil); rerr != nil {
-			return 0, nil, fmt.Errorf("%w: %v; removing the new keyslots %v failed too: %v", ErrVerify, err, added, rerr)
-		}
-		_ = c.m.clearJournal(v.UUID())
-		return 0, nil, fmt.Errorf("%w: %v (the new keyslots were removed; the volume is unchanged)", ErrVerify, err)
-	}
+	slot = k.slot
 	if rec != nil {
 		j.Verified = true
 		if err := c.m.writeJournal(v.UUID(), j); err != nil {
@@ -185,24 +155,10 @@ func (c *change) finishRecovery(ctx context.Context, j *journal, rec *Recovery, 
 	return nil
 }
 
-// verify unwraps tok's secret through the KMS, as the next boot will, and
-// checks that it opens tok's keyslot to the volume key vk (nil: any key
-// that passes the digest).
+// verify checks tok's keyslot through the KMS (verifyToken) in the
+// header as it is now.
 func (c *change) verify(ctx context.Context, tok *token.Token, vk *secret.Key) error {
-	keys, errs := c.m.unwrapAll(ctx, []string{c.v.UUID()}, []*token.Token{tok})
-	defer wipeAll(keys)
-	if errs[0] != nil {
-		return errs[0]
-	}
-	got, err := c.v.Header.OpenKeyslot(c.dev, tok.Keyslot, keys[0])
-	if err != nil {
-		return err
-	}
-	defer got.Wipe()
-	if vk != nil && !got.Equal(vk) {
-		return luks2.ErrWrongVolumeKey
-	}
-	return nil
+	return c.m.verifyToken(ctx, c.v.Header, c.dev, tok, vk)
 }
 
 // remove kills keyslots and every atrest or systemd-recovery token bound

@@ -3,6 +3,7 @@ package volume
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/atrest/atrest/pkg/config"
@@ -261,6 +262,54 @@ func TestRekeyRecoveryNoneInterrupted(t *testing.T) {
 			v := find(t, m, img)
 			if len(v.Recovery) != 0 || v.Platform.Recovery != "" {
 				t.Fatalf("recovery keyslots %v, token records %q", v.Recovery, v.Platform.Recovery)
+			}
+			if ps := problems(t, m, img); len(ps) > 0 {
+				t.Fatalf("status: %v", ps)
+			}
+		})
+	}
+}
+
+// A rekey, reseal or recovery rotate whose new keyslots do not open
+// removes them again in the same run and says the volume is unchanged:
+// the old platform and recovery keys keep working, no journal is left and
+// status is healthy.
+func TestChangeWithSpoiltNewKeyslotsRollsBack(t *testing.T) {
+	ctx := context.Background()
+	for _, op := range []string{"rekey", "reseal", "recovery-rotate"} {
+		t.Run(op, func(t *testing.T) {
+			m := withRecovery(newTestManager(t), config.RecoveryPrint)
+			img, f := formatted(t, m, "spoilt")
+			key := keyCopy(t, f.Recovery.Key)
+			v := find(t, m, img)
+			keep := []int{v.Platform.Keyslot}
+			keep = append(keep, v.Recovery...)
+			prev := failpoint
+			failpoint = func(name string) {
+				if name == op+"-after-add" {
+					spoilNewKeyslots(t, img, keep, false)
+				}
+			}
+			t.Cleanup(func() { failpoint = prev })
+			var err error
+			switch op {
+			case "rekey":
+				_, err = m.Rekey(ctx, v, RekeyOptions{Recovery: true, Show: func(*RekeyResult) error { return nil }})
+			case "reseal":
+				_, err = m.Reseal(ctx, v, key)
+			default:
+				_, err = m.RecoveryRotate(ctx, v, "", func(*Recovery) error { return nil })
+			}
+			if !errors.Is(err, ErrVerify) || !strings.Contains(err.Error(), "the volume is as it was") {
+				t.Fatalf("%s with spoilt new keyslots: %v", op, err)
+			}
+			failpoint = prev
+			v = find(t, m, img)
+			if len(v.Header.Keyslots) != len(keep) || !recoveryOpens(t, v, key) || platformOpens(t, m, v) != nil {
+				t.Fatalf("after the rollback: keyslots %d (want %d), recovery opens %v", len(v.Header.Keyslots), len(keep), recoveryOpens(t, v, key))
+			}
+			if v.Platform.Recovery != config.RecoveryPrint || journalLeft(t, m, v.UUID()) {
+				t.Fatalf("token records %q; journal left %v", v.Platform.Recovery, journalLeft(t, m, v.UUID()))
 			}
 			if ps := problems(t, m, img); len(ps) > 0 {
 				t.Fatalf("status: %v", ps)

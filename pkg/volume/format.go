@@ -151,32 +151,24 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	if len(res.Wiped) > 0 {
 		untouched = "the signatures listed were wiped; nothing else was written"
 	}
+	k := &newKeys{vk: vk, ps: ps, tok: tok, rec: res.Recovery}
 	u, err := h.Begin()
+	if err == nil {
+		err = k.add(u)
+	}
 	if err != nil {
 		return fail(untouched, err)
 	}
-	if res.PlatformKeyslot, _, err = addPlatform(u, vk, ps, tok); err != nil {
-		return fail(untouched, err)
-	}
-	if err := res.Recovery.enroll(u, vk); err != nil {
-		return fail(untouched, err)
-	}
+	res.PlatformKeyslot = k.slot
 	dev := fileDevice{File: pf.Handle.File, size: pf.Device.Size}
 	written, err := u.Commit(ctx, dev)
 	if err != nil {
 		return fail("the device may hold a partial LUKS2 header and no data; run format again with --force", err)
 	}
-	// Prove the platform path before reporting success.
-	check, err := written.OpenKeyslot(dev, res.PlatformKeyslot, ps)
-	if err == nil && !check.Equal(vk) {
-		err = luks2.ErrWrongVolumeKey
-	}
-	check.Wipe()
-	if err == nil {
-		err = res.Recovery.verify(written, dev)
-	}
-	if err != nil {
-		return fail("formatted, but the new keyslots did not open; run format again with --force", err)
+	// Prove the platform path (through the KMS, as the next boot will)
+	// and the recovery key before reporting success.
+	if err := m.verifyKeys(ctx, written, dev, k); err != nil {
+		return fail("formatted, but the new keyslots did not open; run format again with --force", fmt.Errorf("%w: %v", ErrVerify, err))
 	}
 	res.Recovery.settle()
 	if err := m.saveBackup(ctx, dev, h.UUID); err != nil {

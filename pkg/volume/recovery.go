@@ -6,6 +6,7 @@ import (
 
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/dmcrypt"
+	"github.com/atrest/atrest/pkg/luks2"
 	"github.com/atrest/atrest/pkg/recoverykey"
 	"github.com/atrest/atrest/pkg/secret"
 )
@@ -118,36 +119,17 @@ func (c *change) rotateRecovery(ctx context.Context, vk *secret.Key, rec *Recove
 	if err := c.m.writeJournal(v.UUID(), j); err != nil {
 		return err
 	}
-	u, err := v.Header.Begin()
-	if err == nil {
-		err = rec.enroll(u, vk)
-	}
-	if err == nil {
+	k := &newKeys{vk: vk, rec: rec, record: &j.OldRecord}
+	record := func(u *luks2.Update) error {
 		next := *v.Platform
 		next.Recovery = rec.record()
-		var data []byte
-		if data, err = next.Marshal(); err == nil {
+		data, err := next.Marshal()
+		if err == nil {
 			_, err = u.SetToken(v.TokenID, data)
 		}
-	}
-	if err != nil {
-		_ = c.m.clearJournal(v.UUID())
 		return err
 	}
-	if _, err := u.Commit(ctx, c.dev); err != nil {
-		return &StageError{Op: "recovery rotate", Device: v.Device, Err: err,
-			State: "the old recovery key still opens the volume; a new recovery keyslot may be on the device too, and the next rekey or recovery rotate removes it"}
-	}
-	failpoint(c.op + "-after-add")
-	if err := c.reload(ctx); err != nil {
-		return err
-	}
-	if err := rec.verify(c.v.Header, c.dev); err != nil {
-		err = fmt.Errorf("%w: new recovery keyslot %d did not open: %v", ErrVerify, rec.Keyslot, err)
-		if rerr := c.remove(ctx, []int{rec.Keyslot}, &j.OldRecord); rerr != nil {
-			return fmt.Errorf("%w; removing it failed too: %v", err, rerr)
-		}
-		_ = c.m.clearJournal(v.UUID())
+	if err := c.commitKeys(ctx, k, record, nil); err != nil {
 		return err
 	}
 	j.Verified = true
