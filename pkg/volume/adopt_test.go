@@ -162,3 +162,37 @@ func TestAdoptRollbackSaysWhatHappened(t *testing.T) {
 		})
 	}
 }
+
+// An adopt killed right after its commit (before the verification): the
+// old passphrase still opens the volume, the new platform keyslot opens
+// it through the KMS, and the next rekey leaves a healthy volume.
+func TestAdoptInterrupted(t *testing.T) {
+	ctx := context.Background()
+	dev, pass := cryptsetupVolume(t)
+	m := newTestManager(t)
+	armFailpoint(t, "adopt-after-add")
+	if !crashed(func() { _, _ = m.Adopt(ctx, AdoptOptions{Device: dev, Name: "cut", Passphrase: pass}) }) {
+		t.Fatal("the failpoint was not reached")
+	}
+	failpoint = func(string) {}
+	v := find(t, m, dev)
+	r, err := openReader(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vk, _, err := v.Header.Open(r, pass)
+	r.Close()
+	if err != nil {
+		t.Fatalf("the old passphrase stopped opening the volume: %v", err)
+	}
+	vk.Wipe()
+	if err := platformOpens(t, m, v); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Rekey(ctx, v, RekeyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if ps := problems(t, m, dev); len(ps) > 0 {
+		t.Fatalf("status after the next rekey: %v", ps)
+	}
+}
