@@ -13,19 +13,24 @@ import (
 	"github.com/atrest/atrest/pkg/token"
 )
 
-// A platform change (rekey, reseal) runs in two header commits, each
+// A platform change (rekey, reseal) runs in header commits that are each
 // crash-safe on its own (pkg/luks2):
 //
 //  1. add the new platform keyslot and token (and a new recovery keyslot);
 //     the volume now opens with old and new key material alike;
 //  2. after the new material was verified through the KMS, kill the old
-//     keyslots and remove their tokens.
+//     platform keyslots and remove their tokens;
+//  3. with a new recovery key, kill the old recovery keyslots, in mode
+//     print only after the caller showed the key (finishRecovery).
 //
-// A journal names the old and new objects. A process that dies between the
-// commits leaves two atrest tokens in the header; finishInterrupted, run
-// by the next change of that volume (and reported by status), verifies the
-// newer one and completes the change, or removes it again when it does
-// not open.
+// Recovery rotate runs 1 and 3 for the recovery key alone. A journal
+// names the old and new objects and whether the new recovery key was
+// verified and shown. A process that dies between commits 1 and 2 leaves
+// two atrest tokens in the header; finishInterrupted, run by the next
+// change of that volume (and reported by status), verifies the newer one
+// and completes the change, or removes it again when it does not open,
+// and settleRecovery keeps the new or the old recovery keyslots as the
+// journal says.
 
 // change is one platform change in progress.
 type change struct {
