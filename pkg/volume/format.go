@@ -110,6 +110,11 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	res = &FormatResult{Device: pf.Device.Path, Name: o.Name}
 	untouched := "nothing was written to the device"
 	fail := func(state string, err error) (*FormatResult, error) {
+		if res.Recovery != nil && res.Recovery.Location != "" {
+			// Escrow is create-only for the node: say where the key of
+			// the volume that was not made went, for an administrator.
+			state += "; the recovery key escrowed at " + res.Recovery.Location + " belongs to no volume (an administrator may delete it)"
+		}
 		res.Recovery.Wipe()
 		return nil, &StageError{Op: "format", Device: o.Device, State: state, Err: err}
 	}
@@ -165,6 +170,7 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	if err != nil {
 		return fail("the device may hold a partial LUKS2 header and no data; run format again with --force", err)
 	}
+	failpoint("format-after-add")
 	// Prove the platform path (through the KMS, as the next boot will)
 	// and the recovery key before reporting success.
 	if err := m.verifyKeys(ctx, written, dev, k); err != nil {

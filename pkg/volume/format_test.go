@@ -2,13 +2,16 @@ package volume
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/atrest/atrest/internal/testutil"
+	"github.com/atrest/atrest/internal/testutil/vaulttest"
 	"github.com/atrest/atrest/pkg/blockdev/preflight"
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/kms"
@@ -139,5 +142,75 @@ func TestConcurrentFormatsWithOneName(t *testing.T) {
 	}
 	if made != 1 {
 		t.Fatalf("%d concurrent formats made %d volumes named %q, want 1", n, made, "same")
+	}
+}
+
+// A format that fails after its recovery key was escrowed (here: the new
+// keyslots do not open) names the escrow entry that now belongs to no
+// volume, and the entry is indeed there: the node cannot delete it
+// (escrow is create-only), an administrator can.
+func TestFormatFailureNamesTheOrphanEscrowEntry(t *testing.T) {
+	s := vaulttest.Shared(t)
+	dir := t.TempDir()
+	yaml := fmt.Sprintf(`kms: local
+local:
+  keystore: %s/kek
+state_dir: %s/state
+recovery:
+  mode: escrow
+vault:
+  address: %s
+  ca_file: %s
+  auth:
+    method: token
+  kv:
+    mount: secret
+`, dir, dir, s.Address, s.CAFile)
+	cfg, err := config.Parse([]byte(yaml), filepath.Join(dir, "atrest.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := backends.Open(cfg, func(k string) string {
+		if k == "VAULT_TOKEN" {
+			return s.RootToken
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { set.Close() })
+	m := New(cfg, set, WithRunDir(filepath.Join(dir, "run")))
+
+	img := testImage(t)
+	prev := failpoint
+	failpoint = func(name string) {
+		if name != "format-after-add" {
+			return
+		}
+		// The keyslots areas start after the two 16 KiB header copies;
+		// the preflight holds the device lock, so no header read here.
+		f, err := os.OpenFile(img, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		junk := make([]byte, 1<<20)
+		_, _ = rand.Read(junk)
+		if _, err := f.WriteAt(junk, 0x8000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { failpoint = prev })
+	_, err = m.Format(context.Background(), FormatOptions{Device: img, Name: "orphan"})
+	_, loc, ok := strings.Cut(fmt.Sprint(err), "the recovery key escrowed at ")
+	loc, _, _ = strings.Cut(loc, " ")
+	if !errors.Is(err, ErrVerify) || !ok || loc == "" {
+		t.Fatalf("failed format: %v, want ErrVerify naming the escrow entry", err)
+	}
+	mount, rest, _ := strings.Cut(loc, "/")
+	sec, err := s.Client(t).Logical().Read(mount + "/data/" + rest)
+	if err != nil || sec == nil {
+		t.Fatalf("the escrow entry %s named by the error is not there: %v", loc, err)
 	}
 }
