@@ -62,10 +62,11 @@ type FormatResult struct {
 // LUKS2 header with a platform keyslot whose secret the KMS protects, an
 // optional recovery keyslot, and a header backup. The KMS and the escrow
 // are asked before anything is written, --force's wipe included, so an
-// unreachable KMS leaves the device untouched. The one write that follows
-// an escrow deposit is the header itself: only an I/O error there leaves
-// an escrowed key for a volume that does not exist (escrow is
-// create-only: the node cannot take it back).
+// unreachable KMS leaves the device untouched. What follows an escrow
+// deposit is the wipe, the header write and its verification: only a
+// device error there leaves an escrowed key for a volume that does not
+// exist (escrow is create-only: the node cannot take it back), and the
+// error names its location.
 func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResult, err error) {
 	defer func() {
 		uuid := ""
