@@ -139,9 +139,16 @@ func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recov
 func (c *change) finishRecovery(ctx context.Context, j *journal, rec *Recovery, show func() error) error {
 	if rec.Mode == config.RecoveryPrint {
 		if err := show(); err != nil {
-			state := "the new recovery key was removed again; the old recovery key still opens the volume"
-			if rerr := c.settleRecovery(ctx, j, true); rerr != nil {
-				state = fmt.Sprintf("removing the new recovery keyslot %d failed too (%v); the old recovery key still opens the volume", rec.Keyslot, rerr)
+			state := "the new recovery keyslot was removed again; the old recovery key stays the volume's"
+			rerr := c.settleRecovery(ctx, j, true)
+			if rerr == nil {
+				rerr = c.m.clearJournal(c.v.UUID())
+			}
+			if rerr == nil {
+				rerr = c.m.saveBackup(ctx, c.dev, c.v.UUID())
+			}
+			if rerr != nil {
+				state = fmt.Sprintf("the old recovery key still opens the volume; finishing failed (%v): the next rekey or recovery rotate of %s removes the new recovery keyslot %d", rerr, c.v.Name, rec.Keyslot)
 			}
 			return &StageError{Op: c.op, Device: c.v.Device, State: state, Err: fmt.Errorf("the new recovery key could not be shown: %w", err)}
 		}

@@ -116,6 +116,9 @@ func TestRecoveryKeyNotShownKeepsTheOldOne(t *testing.T) {
 			if err := platformOpens(t, m, v); err != nil {
 				t.Fatal(err)
 			}
+			if ps := problems(t, m, img); len(ps) > 0 || journalLeft(t, m, v.UUID()) {
+				t.Fatalf("status %v; journal left %v", ps, journalLeft(t, m, v.UUID()))
+			}
 		})
 	}
 }
