@@ -18,13 +18,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// cryptsetupVolume is a loop device with a LUKS2 volume made by cryptsetup
-// (the oracle), opened by passphrase "old".
-func cryptsetupVolume(t *testing.T) (dev string, pass *secret.Key) {
+// cryptsetupVolume is an image file (with loop, a loop device: root only)
+// holding a LUKS2 volume made by cryptsetup (the oracle), opened by
+// passphrase "old".
+func cryptsetupVolume(t *testing.T, loop bool) (dev string, pass *secret.Key) {
 	t.Helper()
-	testutil.RequireRoot(t)
 	testutil.RequireCommand(t, "cryptsetup", "cryptsetup-bin")
-	dev = looptest.Disk(t, 64).Path
+	if loop {
+		testutil.RequireRoot(t)
+		dev = looptest.Disk(t, 64).Path
+	} else {
+		dev = testImage(t)
+	}
 	key := filepath.Join(t.TempDir(), "key")
 	if err := os.WriteFile(key, []byte("old"), 0o600); err != nil {
 		t.Fatal(err)
@@ -60,7 +65,7 @@ func keyslotsOf(t *testing.T, dev string) int {
 
 // spoilNewKeyslots overwrites on dev the area of every keyslot not in
 // keep, so the keyslots a change just added do not open, and with
-// readOnly then makes the (loop) device read-only, so that removing them
+// readOnly then makes the loop device read-only, so that removing them
 // fails too.
 func spoilNewKeyslots(t *testing.T, dev string, keep []int, readOnly bool) {
 	f, err := os.OpenFile(dev, os.O_RDWR, 0)
@@ -113,7 +118,7 @@ func TestAdoptRollbackSaysWhatHappened(t *testing.T) {
 		removeFail bool
 	}{{"removed", false}, {"removal fails", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			dev, pass := cryptsetupVolume(t)
+			dev, pass := cryptsetupVolume(t, tc.removeFail)
 			m := newTestManager(t)
 			armed := true
 			prev := failpoint
@@ -168,7 +173,7 @@ func TestAdoptRollbackSaysWhatHappened(t *testing.T) {
 // it through the KMS, and the next rekey leaves a healthy volume.
 func TestAdoptInterrupted(t *testing.T) {
 	ctx := context.Background()
-	dev, pass := cryptsetupVolume(t)
+	dev, pass := cryptsetupVolume(t, false)
 	m := newTestManager(t)
 	armFailpoint(t, "adopt-after-add")
 	if !crashed(func() { _, _ = m.Adopt(ctx, AdoptOptions{Device: dev, Name: "cut", Passphrase: pass}) }) {
