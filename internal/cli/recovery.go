@@ -57,8 +57,10 @@ EXAMPLES:
 				Usage:     "replace the recovery key (escrowed or printed once)",
 				ArgsUsage: "NAME|DEVICE|UUID",
 				Description: `Enrolls a new recovery key, verifies it, then removes the old recovery
-keyslots. The platform keyslot opens the volume, so the KMS must be
-reachable.
+keyslots. With --mode print the new key is printed first; the old
+recovery keyslots go only once it is out, and a run cut short before that
+keeps the old key. The platform keyslot opens the volume, so the KMS must
+be reachable.
 
 EXAMPLES:
    atrest recovery rotate data1

@@ -16,7 +16,10 @@ func rekeyCommand(e *env) *ucli.Command {
 configured KMS, verifies it opens the volume through the KMS, then removes
 the old keyslot and token. The volume key and the data do not change, so an
 open volume stays open. A rekey that was interrupted (power loss, kill) is
-detected and finished, or undone, by the next rekey of that volume.
+detected and finished, or undone, by the next rekey of that volume. With
+--recovery in mode print, each volume's new recovery key is printed (with
+-o json, that volume's part of the document) before its old recovery
+keyslot is removed.
 
 EXAMPLES:
    atrest rekey data1
