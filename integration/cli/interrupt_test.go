@@ -54,3 +54,56 @@ func TestRekeyKilledHalfWay(t *testing.T) {
 		})
 	}
 }
+
+// A printed recovery key is on stdout before the old recovery keyslot
+// goes (rekey streams its JSON document per volume): a rekey --recovery
+// or recovery rotate killed right after the key was output has printed a
+// key that opens the volume, and the next rekey keeps that key and drops
+// the old one.
+func TestRecoveryKeyIsOutBeforeTheOldGoes(t *testing.T) {
+	for _, tc := range []struct {
+		point string
+		args  []string
+	}{
+		{"rekey-after-show", []string{"-o", "json", "rekey", "--recovery", "shown1"}},
+		{"recovery-rotate-after-show", []string{"-o", "json", "recovery", "rotate", "--mode", "print", "shown1"}},
+		{"recovery-rotate-after-show", []string{"recovery", "rotate", "--mode", "print", "shown1"}},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			n := localNode(t, "print")
+			dev := disk(t, 64)
+			f := jsonOf[formatJSON](t, n.ok("-o", "json", "format", dev, "--name", "shown1"))
+
+			n.env = []string{"ATREST_FAILPOINT=" + tc.point}
+			r := n.run(nil, tc.args...)
+			n.env = nil
+			if r.code != 137 {
+				t.Fatalf("the failpoint did not end the command: %s", r)
+			}
+			var key string
+			if tc.args[0] == "-o" {
+				_, rest, ok := strings.Cut(r.stdout, `"recovery": {`)
+				_, rest, ok2 := strings.Cut(rest, `"key": "`)
+				k, _, ok3 := strings.Cut(rest, `"`)
+				if ok && ok2 && ok3 {
+					key = k
+				}
+			} else if _, rest, ok := strings.Cut(r.stdout, "store it now:\n\n    "); ok {
+				key, _, _ = strings.Cut(rest, "\n")
+			}
+			if key == "" || key == f.Recovery.Key {
+				t.Fatalf("no new recovery key on stdout before the kill: %s", r)
+			}
+			if !cryptsetupAccepts(t, dev, key) {
+				t.Fatal("the recovery key printed before the kill does not open the volume")
+			}
+
+			n.ok("rekey", "shown1")
+			s := jsonOf[statusJSON](t, n.ok("-o", "json", "status", "shown1"))
+			if !s.Healthy || !cryptsetupAccepts(t, dev, key) || cryptsetupAccepts(t, dev, f.Recovery.Key) {
+				t.Fatalf("after the next rekey: healthy %v, printed key opens %v, old key opens %v",
+					s.Healthy, cryptsetupAccepts(t, dev, key), cryptsetupAccepts(t, dev, f.Recovery.Key))
+			}
+		})
+	}
+}

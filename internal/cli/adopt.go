@@ -61,10 +61,9 @@ EXAMPLES:
 				e.warn("%s: %s", res.Name, w)
 			}
 			if e.json {
-				e.printJSON(adoptDoc{schema: v1, Name: res.Name, UUID: res.UUID, Device: res.Device,
+				return e.printJSONKey(adoptDoc{schema: v1, Name: res.Name, UUID: res.UUID, Device: res.Device,
 					OldKeyslot: res.OldKeyslot, OldRemoved: res.Removed, PlatformKeyslot: res.PlatformKeyslot,
-					KMS: kmsDoc{res.KMS, res.Key, res.KeyVersion}, Recovery: recoveryJSON(res.Recovery), Warnings: nonNil(res.Warnings)})
-				return nil
+					KMS: kmsDoc{res.KMS, res.Key, res.KeyVersion}, Recovery: recoveryJSON(res.Recovery), Warnings: nonNil(res.Warnings)}, res.Recovery)
 			}
 			e.printf("adopted %s as %s (UUID %s)\n", res.Device, res.Name, res.UUID)
 			e.printf("  platform keyslot %d, protected by %s\n", res.PlatformKeyslot, kmsLine(res.KMS, res.Key, res.KeyVersion))

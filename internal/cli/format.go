@@ -63,8 +63,7 @@ EXAMPLES:
 				e.warn("%s", w)
 			}
 			if e.json {
-				e.printJSON(formatJSON(res))
-				return nil
+				return e.printJSONKey(formatJSON(res), res.Recovery)
 			}
 			e.printf("formatted %s as %s (UUID %s)\n", res.Device, res.Name, res.UUID)
 			for _, s := range res.Wiped {
@@ -87,17 +86,8 @@ func kmsLine(backend, key string, version int) string {
 	return fmt.Sprintf("%s %q", backend, key)
 }
 
-// printRecovery shows a recovery arrangement; a printed key goes to stdout
-// once, with the warning on stderr (so a redirect keeps only the key line).
+// printRecovery shows a recovery arrangement after the use case returned
+// (format, adopt: there is no old recovery key to lose).
 func (e *env) printRecovery(r *volume.Recovery) {
-	switch {
-	case r == nil:
-	case r.Keyslot < 0:
-		e.printf("  recovery key: none\n")
-	case r.Location != "":
-		e.printf("  recovery keyslot %d, key escrowed at %s\n", r.Keyslot, r.Location)
-	case r.Key != nil:
-		e.printf("  recovery keyslot %d; the recovery key is shown once, store it now:\n\n", r.Keyslot)
-		e.printf("    %s\n\n", r.Key.Bytes())
-	}
+	_ = e.showRecovery(r)
 }

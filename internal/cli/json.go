@@ -44,7 +44,9 @@ func recoveryJSON(r *volume.Recovery) *recoveryDoc {
 	}
 	d := &recoveryDoc{Mode: r.Mode, Keyslot: r.Keyslot, Location: r.Location}
 	if r.Key != nil {
-		d.Key = string(r.Key.Bytes())
+		// Never the key itself: printJSONKey and jsonList write its
+		// bytes in place of the placeholder (showkey.go).
+		d.Key = keyPlaceholder
 	}
 	return d
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"github.com/atrest/atrest/pkg/volume"
 	ucli "github.com/urfave/cli/v2"
 )
 
@@ -55,8 +56,10 @@ EXAMPLES:
 				Usage:     "replace the recovery key (escrowed or printed once)",
 				ArgsUsage: "NAME|DEVICE|UUID",
 				Description: `Enrolls a new recovery key, verifies it, then removes the old recovery
-keyslots. The platform keyslot opens the volume, so the KMS must be
-reachable.
+keyslots. With --mode print the new key is printed first; the old
+recovery keyslots go only once it is out, and a run cut short before that
+keeps the old key. The platform keyslot opens the volume, so the KMS must
+be reachable.
 
 EXAMPLES:
    atrest recovery rotate data1
@@ -70,7 +73,13 @@ EXAMPLES:
 						return err
 					}
 					m, _ := e.manager()
-					rec, warnings, err := m.RecoveryRotate(c.Context, v, c.String("mode"))
+					// The key is output before the old recovery keyslots go.
+					shown := false
+					show := func(rec *volume.Recovery) error {
+						shown = true
+						return e.showRotated(v, rec, nil)
+					}
+					rec, warnings, err := m.RecoveryRotate(c.Context, v, c.String("mode"), show)
 					if err != nil {
 						return err
 					}
@@ -78,12 +87,15 @@ EXAMPLES:
 					for _, w := range warnings {
 						e.warn("%s: %s", v.Name, w)
 					}
+					if !shown {
+						if err := e.showRotated(v, rec, warnings); err != nil {
+							return err
+						}
+					}
 					if e.json {
-						e.printJSON(rotateDoc{v1, v.Name, v.UUID(), recoveryJSON(rec), nonNil(warnings)})
 						return nil
 					}
-					e.printf("%s: new recovery key enrolled, old recovery keyslots removed\n", v.Name)
-					e.printRecovery(rec)
+					e.printf("  old recovery keyslots removed\n")
 					return nil
 				},
 			},
@@ -133,4 +145,14 @@ EXAMPLES:
 			},
 		},
 	}
+}
+
+// showRotated outputs a rotated recovery key. Shown before the use case
+// returned (mode print), its warnings are not known yet: they go to stderr.
+func (e *env) showRotated(v *volume.Volume, rec *volume.Recovery, warnings []string) error {
+	if e.json {
+		return e.printJSONKey(rotateDoc{v1, v.Name, v.UUID(), recoveryJSON(rec), nonNil(warnings)}, rec)
+	}
+	e.printf("%s: new recovery key enrolled\n", v.Name)
+	return e.showRecovery(rec)
 }

@@ -16,7 +16,10 @@ func rekeyCommand(e *env) *ucli.Command {
 configured KMS, verifies it opens the volume through the KMS, then removes
 the old keyslot and token. The volume key and the data do not change, so an
 open volume stays open. A rekey that was interrupted (power loss, kill) is
-detected and finished, or undone, by the next rekey of that volume.
+detected and finished, or undone, by the next rekey of that volume. With
+--recovery in mode print, each volume's new recovery key is printed (with
+-o json, that volume's part of the document) before its old recovery
+keyslot is removed.
 
 EXAMPLES:
    atrest rekey data1
@@ -36,36 +39,52 @@ EXAMPLES:
 			}
 			m, _ := e.manager()
 			var errs []error
-			out := volumesDoc[rekeyResult]{v1, []rekeyResult{}}
+			list := &jsonList{e: e}
 			for _, v := range vols {
-				res, err := m.Rekey(c.Context, v, volume.RekeyOptions{Recovery: c.Bool("recovery"), RecoveryMode: c.String("recovery-mode")})
+				// A printed recovery key is output by show, before the old
+				// recovery keyslot goes; every other result after Rekey.
+				shown := false
+				show := func(res *volume.RekeyResult) error {
+					shown = true
+					return e.showRekey(list, res)
+				}
+				res, err := m.Rekey(c.Context, v, volume.RekeyOptions{Recovery: c.Bool("recovery"), RecoveryMode: c.String("recovery-mode"), Show: show})
 				if err != nil {
 					errs = append(errs, fmt.Errorf("%s: %w", v.Name, err))
-					out.Volumes = append(out.Volumes, rekeyResult{Name: v.Name, UUID: v.UUID(), failed: failure(err)})
+					if !shown {
+						_ = list.add(rekeyResult{Name: v.Name, UUID: v.UUID(), failed: failure(err)}, nil)
+					}
 					continue
 				}
-				out.Volumes = append(out.Volumes, rekeyResult{Name: res.Name, UUID: res.UUID, rekeyed: &rekeyed{
-					OldKeyslot: res.OldKeyslot, NewKeyslot: res.NewKeyslot, KMS: kmsDoc{res.KMS, res.Key, res.KeyVersion},
-					Recovery: recoveryJSON(res.Recovery), Resumed: res.Resumed, Warnings: nonNil(res.Warnings),
-				}})
-				if res.Resumed != "" {
-					e.printf("%s: found an interrupted change and %s it\n", res.Name, res.Resumed)
+				if !shown {
+					_ = e.showRekey(list, res)
 				}
-				if res.OldKeyslot >= 0 {
-					e.printf("%s: rekeyed, platform keyslot %d -> %d, %s\n", res.Name, res.OldKeyslot, res.NewKeyslot, kmsLine(res.KMS, res.Key, res.KeyVersion))
-				}
-				e.printRecovery(res.Recovery)
 				res.Recovery.Wipe()
 				for _, w := range res.Warnings {
 					e.warn("%s: %s", res.Name, w)
 				}
 			}
-			if e.json {
-				e.printJSON(out)
-			}
+			list.close()
 			return joinVolumeErrors(e, errs)
 		},
 	}
+}
+
+// showRekey outputs one rekeyed volume: a JSON element, or text lines.
+func (e *env) showRekey(list *jsonList, res *volume.RekeyResult) error {
+	if e.json {
+		return list.add(rekeyResult{Name: res.Name, UUID: res.UUID, rekeyed: &rekeyed{
+			OldKeyslot: res.OldKeyslot, NewKeyslot: res.NewKeyslot, KMS: kmsDoc{res.KMS, res.Key, res.KeyVersion},
+			Recovery: recoveryJSON(res.Recovery), Resumed: res.Resumed, Warnings: nonNil(res.Warnings),
+		}}, res.Recovery)
+	}
+	if res.Resumed != "" {
+		e.printf("%s: found an interrupted change and %s it\n", res.Name, res.Resumed)
+	}
+	if res.OldKeyslot >= 0 {
+		e.printf("%s: rekeyed, platform keyslot %d -> %d, %s\n", res.Name, res.OldKeyslot, res.NewKeyslot, kmsLine(res.KMS, res.Key, res.KeyVersion))
+	}
+	return e.showRecovery(res.Recovery)
 }
 
 func rewrapCommand(e *env) *ucli.Command {

@@ -71,6 +71,11 @@ func (m *Manager) Adopt(ctx context.Context, o AdoptOptions) (res *AdoptResult, 
 	if v.Managed() {
 		return nil, fmt.Errorf("%w: %s is the atrest volume %q", ErrAlreadyManaged, v.Device, v.Name)
 	}
+	unlockName, err := m.lockName(ctx, o.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer unlockName()
 	if err := m.checkNameFree(ctx, o.Name, v.UUID(), v.Device); err != nil {
 		return nil, err
 	}
@@ -118,42 +123,16 @@ func (m *Manager) Adopt(ctx context.Context, o AdoptOptions) (res *AdoptResult, 
 		return nil, err
 	}
 	tok.Recovery = res.Recovery.record()
-	fail := func(err error) (*AdoptResult, error) {
+	k := &newKeys{vk: vk, ps: ps, tok: tok, rec: res.Recovery}
+	if err := c.commitKeys(ctx, k, nil, nil); err != nil {
 		res.Recovery.Wipe()
 		return nil, err
 	}
-	u, err := c.v.Header.Begin()
-	if err != nil {
-		return fail(err)
-	}
-	if res.PlatformKeyslot, _, err = addPlatform(u, vk, ps, tok); err != nil {
-		return fail(err)
-	}
-	if err := res.Recovery.enroll(u, vk); err != nil {
-		return fail(err)
-	}
-	if _, err := u.Commit(ctx, c.dev); err != nil {
-		return fail(&StageError{Op: "adopt", Device: v.Device, Err: err, State: "the volume still opens with its old passphrase"})
-	}
-	if err := c.reload(ctx); err != nil {
-		return fail(err)
-	}
-	err = c.verify(ctx, tok, vk)
-	if err == nil {
-		err = res.Recovery.verify(c.v.Header, c.dev)
-	}
-	if err != nil {
-		added := []int{res.PlatformKeyslot}
-		if res.Recovery.Keyslot >= 0 {
-			added = append(added, res.Recovery.Keyslot)
-		}
-		_ = c.remove(ctx, added)
-		return fail(fmt.Errorf("%w: %w (the new keyslots were removed; the volume is as it was)", ErrVerify, err))
-	}
+	res.PlatformKeyslot = k.slot
 	res.Recovery.settle()
 	res.KMS, res.Key, res.KeyVersion = tok.KMS, tok.Key, tok.KeyVersion
 	if o.RemoveOld {
-		if err := c.remove(ctx, []int{oldSlot}); err != nil {
+		if err := c.remove(ctx, []int{oldSlot}, nil); err != nil {
 			return res, &StageError{Op: "adopt", Device: v.Device, Err: err,
 				State: fmt.Sprintf("adopted; the old keyslot %d is still there", oldSlot)}
 		}

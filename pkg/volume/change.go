@@ -13,19 +13,24 @@ import (
 	"github.com/atrest/atrest/pkg/token"
 )
 
-// A platform change (rekey, reseal) runs in two header commits, each
+// A platform change (rekey, reseal) runs in header commits that are each
 // crash-safe on its own (pkg/luks2):
 //
 //  1. add the new platform keyslot and token (and a new recovery keyslot);
 //     the volume now opens with old and new key material alike;
 //  2. after the new material was verified through the KMS, kill the old
-//     keyslots and remove their tokens.
+//     platform keyslots and remove their tokens;
+//  3. with a new recovery key, kill the old recovery keyslots, in mode
+//     print only after the caller showed the key (finishRecovery).
 //
-// A journal names the old and new objects. A process that dies between the
-// commits leaves two atrest tokens in the header; finishInterrupted, run
-// by the next change of that volume (and reported by status), verifies the
-// newer one and completes the change, or removes it again when it does
-// not open.
+// Recovery rotate runs 1 and 3 for the recovery key alone. A journal
+// names the old and new objects and whether the new recovery key was
+// verified and shown. A process that dies between commits 1 and 2 leaves
+// two atrest tokens in the header; finishInterrupted, run by the next
+// change of that volume (and reported by status), verifies the newer one
+// and completes the change, or removes it again when it does not open,
+// and settleRecovery keeps the new or the old recovery keyslots as the
+// journal says.
 
 // change is one platform change in progress.
 type change struct {
@@ -64,10 +69,12 @@ func (c *change) reload(ctx context.Context) error {
 }
 
 // replacePlatform moves v to a new platform secret opened by vk, and when
-// rec is not nil to a new recovery key. The old platform keyslots (and,
-// with rec, the old recovery keyslots) are removed once the new secret has
-// been unwrapped by the KMS and has opened its keyslot.
-func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recovery) (slot int, tok *token.Token, err error) {
+// rec is not nil to a new recovery key. The old platform keyslots are
+// removed once the new secret has been unwrapped by the KMS and has opened
+// its keyslot; the old recovery keyslots (with rec) once the new recovery
+// key opened its keyslot and, in mode print, show returned without error
+// (finishRecovery). show is called with the new keyslot and token.
+func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recovery, show func(slot int, tok *token.Token) error) (slot int, tok *token.Token, err error) {
 	v := c.v
 	if err := c.m.ensureBackup(ctx, c.dev, v.Header); err != nil {
 		return 0, nil, err
@@ -88,49 +95,28 @@ func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recov
 	}
 	if rec != nil {
 		j.Recovery, j.RecoveryMode, j.OldRecovery = true, rec.Mode, v.Recovery
+		if v.Managed() {
+			j.OldRecord = v.Platform.Recovery
+		}
 	}
 	if err := c.m.writeJournal(v.UUID(), j); err != nil {
 		return 0, nil, err
 	}
 
-	u, err := v.Header.Begin()
+	k := &newKeys{vk: vk, ps: ps, tok: tok, rec: rec}
+	err = c.commitKeys(ctx, k, nil, func() error {
+		j.NewKeyslot, j.NewToken = k.slot, k.id
+		return c.m.writeJournal(v.UUID(), j)
+	})
 	if err != nil {
 		return 0, nil, err
 	}
-	slot, id, err := addPlatform(u, vk, ps, tok)
-	if err == nil && rec != nil {
-		err = rec.enroll(u, vk)
-	}
-	if err != nil {
-		_ = c.m.clearJournal(v.UUID())
-		return 0, nil, err
-	}
-	if _, err := u.Commit(ctx, c.dev); err != nil {
-		return 0, nil, c.afterFailedCommit(ctx, err)
-	}
-	failpoint(c.op + "-after-add")
-	j.NewKeyslot, j.NewToken = slot, id
-	if err := c.m.writeJournal(v.UUID(), j); err != nil {
-		return 0, nil, err
-	}
-	if err := c.reload(ctx); err != nil {
-		return 0, nil, err
-	}
-	err = c.verify(ctx, tok, vk)
-	if err == nil && rec != nil {
-		err = rec.verify(c.v.Header, c.dev)
-	}
-	if err != nil {
-		// Undo: the new key material does not open the volume.
-		added := []int{slot}
-		if rec != nil && rec.Keyslot >= 0 {
-			added = append(added, rec.Keyslot)
+	slot = k.slot
+	if rec != nil {
+		j.Verified = true
+		if err := c.m.writeJournal(v.UUID(), j); err != nil {
+			return 0, nil, err
 		}
-		if rerr := c.remove(ctx, added); rerr != nil {
-			return 0, nil, fmt.Errorf("%w: %w; removing the new keyslots %v failed too: %w", ErrVerify, err, added, rerr)
-		}
-		_ = c.m.clearJournal(v.UUID())
-		return 0, nil, fmt.Errorf("%w: %w (the new keyslots were removed; the volume is unchanged)", ErrVerify, err)
 	}
 	failpoint(c.op + "-after-verify")
 
@@ -141,15 +127,17 @@ func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recov
 	for _, t := range v.Others {
 		old = append(old, t.Keyslot)
 	}
-	if rec != nil {
-		old = append(old, j.OldRecovery...)
-	}
-	if err := c.remove(ctx, old); err != nil {
+	if err := c.remove(ctx, old, nil); err != nil {
 		return 0, nil, &StageError{Op: c.op, Device: v.Device, Err: err,
 			State: fmt.Sprintf("the new keyslot %d works; the old keyslots %v are still there: run atrest rekey %s again to finish", slot, old, v.Name)}
 	}
 	failpoint(c.op + "-after-remove")
 	c.destroyOldKV(ctx, v)
+	if rec != nil {
+		if err := c.finishRecovery(ctx, j, rec, func() error { return show(slot, tok) }); err != nil {
+			return 0, nil, err
+		}
+	}
 	if err := c.m.clearJournal(v.UUID()); err != nil {
 		return 0, nil, err
 	}
@@ -157,29 +145,52 @@ func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recov
 	return slot, tok, nil
 }
 
-// verify unwraps tok's secret through the KMS, as the next boot will, and
-// checks that it opens tok's keyslot to the volume key vk (nil: any key
-// that passes the digest).
-func (c *change) verify(ctx context.Context, tok *token.Token, vk *secret.Key) error {
-	keys, errs := c.m.unwrapAll(ctx, []string{c.v.UUID()}, []*token.Token{tok})
-	defer wipeAll(keys)
-	if errs[0] != nil {
-		return errs[0]
+// finishRecovery ends the recovery part of a change whose new recovery key
+// rec is enrolled and verified (journal j says so): in mode print it has
+// show output the key first and journals that it did, then the old
+// recovery keyslots go. When show fails, the new recovery keyslot goes
+// instead and the old recovery key stays the volume's.
+func (c *change) finishRecovery(ctx context.Context, j *journal, rec *Recovery, show func() error) error {
+	if rec.Mode == config.RecoveryPrint {
+		if err := show(); err != nil {
+			state := "the new recovery keyslot was removed again; the old recovery key stays the volume's"
+			rerr := c.settleRecovery(ctx, j, true)
+			if rerr == nil {
+				rerr = c.m.clearJournal(c.v.UUID())
+			}
+			if rerr == nil {
+				rerr = c.m.saveBackup(ctx, c.dev, c.v.UUID())
+			}
+			if rerr != nil {
+				state = fmt.Sprintf("the old recovery key still opens the volume; finishing failed (%v): the next rekey or recovery rotate of %s removes the new recovery keyslot %d", rerr, c.v.Name, rec.Keyslot)
+			}
+			return &StageError{Op: c.op, Device: c.v.Device, State: state, Err: fmt.Errorf("the new recovery key could not be shown: %w", err)}
+		}
+		j.Shown = true
+		if err := c.m.writeJournal(c.v.UUID(), j); err != nil {
+			return &StageError{Op: c.op, Device: c.v.Device, Err: err,
+				State: fmt.Sprintf("the recovery key shown works (keyslot %d); the old recovery keyslots %v are still there", rec.Keyslot, j.OldRecovery)}
+		}
+		failpoint(c.op + "-after-show")
 	}
-	got, err := c.v.Header.OpenKeyslot(c.dev, tok.Keyslot, keys[0])
-	if err != nil {
-		return err
+	if err := c.settleRecovery(ctx, j, true); err != nil {
+		return &StageError{Op: c.op, Device: c.v.Device, Err: err,
+			State: fmt.Sprintf("the new recovery key works (keyslot %d); the old recovery keyslots %v are still there: the next rekey or recovery rotate of %s removes them", rec.Keyslot, j.OldRecovery, c.v.Name)}
 	}
-	defer got.Wipe()
-	if vk != nil && !got.Equal(vk) {
-		return luks2.ErrWrongVolumeKey
-	}
+	failpoint(c.op + "-after-recovery-remove")
 	return nil
 }
 
+// verify checks tok's keyslot through the KMS (verifyToken) in the
+// header as it is now.
+func (c *change) verify(ctx context.Context, tok *token.Token, vk *secret.Key) error {
+	return c.m.verifyToken(ctx, c.v.Header, c.dev, tok, vk)
+}
+
 // remove kills keyslots and every atrest or systemd-recovery token bound
-// only to them, in one commit.
-func (c *change) remove(ctx context.Context, slots []int) error {
+// only to them, in one commit. With record set, the same commit makes the
+// platform token record it as its recovery arrangement.
+func (c *change) remove(ctx context.Context, slots []int, record *string) error {
 	if err := c.reload(ctx); err != nil {
 		return err
 	}
@@ -198,7 +209,8 @@ func (c *change) remove(ctx context.Context, slots []int) error {
 		}
 		gone[s] = true
 	}
-	if len(gone) == 0 {
+	rerecord := record != nil && c.v.Managed() && c.v.Platform.Recovery != *record
+	if len(gone) == 0 && !rerecord {
 		return nil
 	}
 	for _, id := range h.TokenIDs() {
@@ -210,6 +222,17 @@ func (c *change) remove(ctx context.Context, slots []int) error {
 			if err := u.RemoveToken(id); err != nil {
 				return err
 			}
+		}
+	}
+	if rerecord && !gone[c.v.Platform.Keyslot] {
+		next := *c.v.Platform
+		next.Recovery = *record
+		data, err := next.Marshal()
+		if err != nil {
+			return err
+		}
+		if _, err := u.SetToken(c.v.TokenID, data); err != nil {
+			return err
 		}
 	}
 	if _, err := u.Commit(ctx, c.dev); err != nil {
@@ -263,12 +286,12 @@ func (c *change) finishInterrupted(ctx context.Context) (string, error) {
 	if len(v.Others) == 0 {
 		if j != nil {
 			// One platform token: the change either never reached the
-			// device or was completed; only recovery keyslots may remain.
-			if j.Recovery && j.NewKeyslot >= 0 && j.OldKeyslot >= 0 {
-				if _, ok := v.Header.Keyslots[j.OldKeyslot]; !ok {
-					if err := c.settleRecovery(ctx, j, true); err != nil {
-						return "", err
-					}
+			// device or its platform part was completed; only recovery
+			// keyslots may remain, kept or removed as the journal says.
+			if j.Recovery {
+				done := j.NewKeyslot >= 0 && v.Managed() && v.Platform.Keyslot == j.NewKeyslot
+				if err := c.settleRecovery(ctx, j, done); err != nil {
+					return "", err
 				}
 			}
 			return "", c.m.clearJournal(v.UUID())
@@ -305,7 +328,7 @@ func (c *change) finishInterrupted(ctx context.Context) (string, error) {
 		}
 		old, result = []int{newTok.Keyslot}, "rolled back"
 	}
-	if err := c.remove(ctx, old); err != nil {
+	if err := c.remove(ctx, old, nil); err != nil {
 		return "", err
 	}
 	if j != nil && j.Recovery {
@@ -321,25 +344,35 @@ func (c *change) finishInterrupted(ctx context.Context) (string, error) {
 	return result, nil
 }
 
-// settleRecovery finishes the recovery part of an interrupted change:
-// with the platform change completed and the new recovery key escrowed,
-// the old recovery keyslots go; when the new key was only to be printed
-// (never shown: the process died first) or the change was rolled back, the
-// new recovery keyslots go.
-func (c *change) settleRecovery(ctx context.Context, j *journal, completed bool) error {
-	var newer []int
+// settleRecovery keeps the new recovery keyslots of change j, or the old
+// ones. The new ones stay when the platform part of the change is
+// complete (platformDone), the new recovery key was verified (mode none
+// has none to verify) and it is safe: escrowed, or in mode print shown.
+// Else the new ones go and the token records the old arrangement again.
+// Either way a volume never loses its last recovery key: when the old
+// keyslots are gone already, the new ones stay.
+func (c *change) settleRecovery(ctx context.Context, j *journal, platformDone bool) error {
+	var older, newer []int
 	for _, s := range c.v.Recovery {
-		if !slices.Contains(j.OldRecovery, s) {
+		if slices.Contains(j.OldRecovery, s) {
+			older = append(older, s)
+		} else {
 			newer = append(newer, s)
 		}
 	}
-	if len(newer) == 0 {
-		return nil
+	keepNew := platformDone && (j.Verified || j.RecoveryMode == config.RecoveryNone) &&
+		(j.RecoveryMode != config.RecoveryPrint || j.Shown)
+	switch {
+	case keepNew && len(older) > 0 && (len(newer) > 0 || j.RecoveryMode == config.RecoveryNone):
+		// Mode none has no new keyslot: the old ones go all the same.
+		return c.remove(ctx, older, nil)
+	case !keepNew && (len(older) > 0 || len(j.OldRecovery) == 0):
+		return c.remove(ctx, newer, &j.OldRecord)
+	case !keepNew:
+		c.m.log.Warn("the old recovery keyslots are gone; keeping the new recovery key, which may never have been shown",
+			"volume", c.v.UUID(), "keyslots", fmt.Sprint(newer))
 	}
-	if completed && j.RecoveryMode != config.RecoveryPrint {
-		return c.remove(ctx, j.OldRecovery)
-	}
-	return c.remove(ctx, newer)
+	return nil
 }
 
 func opName(j *journal) string {

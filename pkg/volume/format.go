@@ -2,6 +2,7 @@ package volume
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -56,10 +57,16 @@ type FormatResult struct {
 	Warnings []string
 }
 
-// Format turns a blank device into an atrest volume: preflight, a new
+// Format turns a blank device into an atrest volume: preflight (which
+// refuses a device too small for a volume before any KMS call), a new
 // LUKS2 header with a platform keyslot whose secret the KMS protects, an
-// optional recovery keyslot, and a header backup. The KMS is asked before
-// anything is written, so an unreachable KMS leaves the device untouched.
+// optional recovery keyslot, and a header backup. The KMS and the escrow
+// are asked before anything is written, --force's wipe included, so an
+// unreachable KMS leaves the device untouched. What follows an escrow
+// deposit is the wipe, the header write and its verification: only a
+// device error there leaves an escrowed key for a volume that does not
+// exist (escrow is create-only: the node cannot take it back), and the
+// error names its location.
 func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResult, err error) {
 	defer func() {
 		uuid := ""
@@ -77,32 +84,42 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	default:
 		return nil, fmt.Errorf("%w: unknown recovery mode %q (escrow, print or none)", ErrInvalidArgument, mode)
 	}
-	if err := m.checkNameFree(ctx, o.Name, "", o.Device); err != nil {
-		return nil, err
-	}
-
-	pf, err := preflight.Run(ctx, o.Device, preflight.Options{Force: o.Force, Progress: o.Progress})
+	release, err := m.lockName(ctx, o.Name)
 	if err != nil {
 		return nil, err
 	}
-	defer pf.Handle.Close()
-	res = &FormatResult{Device: pf.Device.Path, Name: o.Name, Warnings: pf.Warnings}
-	for _, s := range pf.Wiped {
-		res.Wiped = append(res.Wiped, s.String())
-	}
-	untouched := "nothing was written to the device"
-	if len(res.Wiped) > 0 {
-		untouched = "the signatures listed were wiped; nothing else was written"
-	}
-	fail := func(state string, err error) (*FormatResult, error) {
-		res.Recovery.Wipe()
-		return nil, &StageError{Op: "format", Device: o.Device, State: state, Err: err}
+	defer release()
+	if err := m.checkNameFree(ctx, o.Name, "", o.Device); err != nil {
+		return nil, err
 	}
 
 	opts := luks2.FormatOptions{SectorSize: o.SectorSize, Label: o.Label, Subsystem: "atrest"}
 	if opts.SectorSize == 0 {
 		opts.SectorSize = 4096
 	}
+	// Preflight writes nothing, also with Force: the signatures it found
+	// are wiped only once the KMS (and escrow) have answered below.
+	pf, err := preflight.Run(ctx, o.Device, preflight.Options{Force: o.Force, Progress: o.Progress,
+		MinSize: MinDeviceSize(opts.SectorSize)})
+	if errors.Is(err, preflight.ErrTooSmall) {
+		return nil, deviceTooSmall{err}
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer pf.Handle.Close()
+	res = &FormatResult{Device: pf.Device.Path, Name: o.Name}
+	untouched := "nothing was written to the device"
+	fail := func(state string, err error) (*FormatResult, error) {
+		if res.Recovery != nil && res.Recovery.Location != "" {
+			// Escrow is create-only for the node: say where the key of
+			// the volume that was not made went, for an administrator.
+			state += "; the recovery key escrowed at " + res.Recovery.Location + " belongs to no volume (an administrator may delete it)"
+		}
+		res.Recovery.Wipe()
+		return nil, &StageError{Op: "format", Device: o.Device, State: state, Err: err}
+	}
+
 	if opts.Label == "" {
 		opts.Label = o.Name
 	}
@@ -130,32 +147,35 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	}
 	tok.Recovery = res.Recovery.record()
 
+	if err := pf.Wipe(ctx); err != nil {
+		return fail("wiping the signatures failed part-way; no LUKS2 header was written", err)
+	}
+	res.Warnings = pf.Warnings
+	for _, s := range pf.Wiped {
+		res.Wiped = append(res.Wiped, s.String())
+	}
+	if len(res.Wiped) > 0 {
+		untouched = "the signatures listed were wiped; nothing else was written"
+	}
+	k := &newKeys{vk: vk, ps: ps, tok: tok, rec: res.Recovery}
 	u, err := h.Begin()
+	if err == nil {
+		err = k.add(u)
+	}
 	if err != nil {
 		return fail(untouched, err)
 	}
-	if res.PlatformKeyslot, _, err = addPlatform(u, vk, ps, tok); err != nil {
-		return fail(untouched, err)
-	}
-	if err := res.Recovery.enroll(u, vk); err != nil {
-		return fail(untouched, err)
-	}
+	res.PlatformKeyslot = k.slot
 	dev := fileDevice{File: pf.Handle.File, size: pf.Device.Size}
 	written, err := u.Commit(ctx, dev)
 	if err != nil {
 		return fail("the device may hold a partial LUKS2 header and no data; run format again with --force", err)
 	}
-	// Prove the platform path before reporting success.
-	check, err := written.OpenKeyslot(dev, res.PlatformKeyslot, ps)
-	if err == nil && !check.Equal(vk) {
-		err = luks2.ErrWrongVolumeKey
-	}
-	check.Wipe()
-	if err == nil {
-		err = res.Recovery.verify(written, dev)
-	}
-	if err != nil {
-		return fail("formatted, but the new keyslots did not open; run format again with --force", err)
+	failpoint("format-after-add")
+	// Prove the platform path (through the KMS, as the next boot will)
+	// and the recovery key before reporting success.
+	if err := m.verifyKeys(ctx, written, dev, k); err != nil {
+		return fail("formatted, but the new keyslots did not open; run format again with --force", fmt.Errorf("%w: %v", ErrVerify, err))
 	}
 	res.Recovery.settle()
 	if err := m.saveBackup(ctx, dev, h.UUID); err != nil {
@@ -165,6 +185,19 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	}
 	return res, nil
 }
+
+// MinDeviceSize is the smallest device format accepts: the LUKS2 header
+// and keyslots area (16 MiB) and one encryption sector of data.
+func MinDeviceSize(sectorSize uint32) int64 {
+	return luks2.DefaultDataOffset + int64(sectorSize)
+}
+
+// deviceTooSmall is preflight's refusal as luks2.ErrDeviceTooSmall, the
+// sentinel callers (and the CLI's exit code) know.
+type deviceTooSmall struct{ error }
+
+func (e deviceTooSmall) Unwrap() error        { return e.error }
+func (e deviceTooSmall) Is(target error) bool { return target == luks2.ErrDeviceTooSmall }
 
 // checkNameFree refuses a name that an open mapping or another atrest
 // volume already uses; the volume uuid, or any volume on device, may have

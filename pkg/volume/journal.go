@@ -27,10 +27,20 @@ type journal struct {
 	// the device (-1 before).
 	NewKeyslot int `json:"new_keyslot"`
 	NewToken   int `json:"new_token"`
-	// Recovery: the change also replaces the recovery keyslots listed.
+	// Recovery: the change also replaces the recovery keyslots listed in
+	// OldRecovery, whose arrangement the platform token recorded as
+	// OldRecord (token.Token.Recovery).
 	Recovery     bool   `json:"recovery,omitempty"`
 	RecoveryMode string `json:"recovery_mode,omitempty"`
 	OldRecovery  []int  `json:"old_recovery,omitempty"`
+	OldRecord    string `json:"old_record,omitempty"`
+	// Verified: the new recovery key opened its keyslot (it cannot be
+	// checked again by a later run, which does not have the key).
+	Verified bool `json:"verified,omitempty"`
+	// Shown: in mode print, the new recovery key was output. Until then
+	// the old recovery keyslots stay, and an interrupted run removes the
+	// new one instead: nobody has seen it.
+	Shown bool `json:"shown,omitempty"`
 }
 
 func (m *Manager) journalPath(uuid string) string {
@@ -53,7 +63,8 @@ func (m *Manager) readJournal(uuid string) (*journal, error) {
 	return j, nil
 }
 
-// writeJournal replaces the journal atomically and durably.
+// writeJournal replaces the journal atomically and durably (the file and
+// its directory entry are synced before it returns).
 func (m *Manager) writeJournal(uuid string, j *journal) error {
 	if err := os.MkdirAll(m.journalDir(), 0o700); err != nil {
 		return fmt.Errorf("journal: %w", err)
@@ -78,16 +89,38 @@ func (m *Manager) writeJournal(uuid string, j *journal) error {
 	if err == nil {
 		err = os.Rename(tmp, path)
 	}
+	if err == nil {
+		err = syncDir(m.journalDir())
+	}
 	if err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
 	return nil
 }
 
+// clearJournal removes the journal durably: a journal that came back
+// after a crash would make the next run settle a change twice.
 func (m *Manager) clearJournal(uuid string) error {
 	err := os.Remove(m.journalPath(uuid))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err == nil {
+		err = syncDir(m.journalDir())
+	}
+	if err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
 	return nil
+}
+
+// syncDir makes a rename or unlink in dir durable: without it, a power
+// loss may bring back the directory entry as it was before.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

@@ -23,10 +23,25 @@ const lockWait = 30 * time.Second
 // pkg/luks2, so cryptsetup never interleaves with atrest either. The lock
 // file records the holder's PID for the error message of whoever waits.
 func (m *Manager) lock(ctx context.Context, uuid string) (release func(), err error) {
+	return m.lockFile(ctx, strings.ToLower(uuid)+".lock", "volume "+uuid)
+}
+
+// lockName takes the exclusive lock of a volume name,
+// /run/atrest/name-<name>.lock: format and adopt hold it from the check
+// that no volume has the name until their header commit, so two of them
+// can never both give one name to two volumes. Names are validated
+// (config.CheckName), so they are safe in a file name.
+func (m *Manager) lockName(ctx context.Context, name string) (release func(), err error) {
+	return m.lockFile(ctx, "name-"+name+".lock", "name "+name)
+}
+
+// lockFile takes the flock of file in the run directory, waiting up to
+// lockWait; what names it in the error.
+func (m *Manager) lockFile(ctx context.Context, file, what string) (release func(), err error) {
 	if err := os.MkdirAll(m.runDir, 0o700); err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
-	path := filepath.Join(m.runDir, strings.ToLower(uuid)+".lock")
+	path := filepath.Join(m.runDir, file)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
@@ -51,7 +66,7 @@ func (m *Manager) lock(ctx context.Context, uuid string) (release func(), err er
 			if pid == "" {
 				pid = "unknown"
 			}
-			return nil, fmt.Errorf("%w: volume %s (holder pid %s, waited %s)", ErrLocked, uuid, pid, time.Since(start).Round(100*time.Millisecond))
+			return nil, fmt.Errorf("%w: %s (holder pid %s, waited %s)", ErrLocked, what, pid, time.Since(start).Round(100*time.Millisecond))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -64,13 +64,20 @@ func (m *Manager) openWith(v *Volume, f luks2.Reader, key *secret.Key) (*secret.
 
 // RecoveryRotate replaces the recovery key: a new one under mode (the
 // configured policy when empty), escrowed or to be printed, enrolled and
-// verified, then the old recovery keyslots removed. The platform keyslot
-// opens the volume key, so the KMS must be reachable.
-func (m *Manager) RecoveryRotate(ctx context.Context, v *Volume, mode string) (rec *Recovery, warnings []string, err error) {
+// verified, then the old recovery keyslots removed. In mode print, show
+// (required there) outputs the new key first: the old recovery keyslots
+// go only when it returned nil; when it fails, the new keyslot goes
+// instead. The platform keyslot opens the volume key, so the KMS must be
+// reachable. A journal lets the next change of the volume settle a
+// rotation that was cut short (settleRecovery).
+func (m *Manager) RecoveryRotate(ctx context.Context, v *Volume, mode string, show func(*Recovery) error) (rec *Recovery, warnings []string, err error) {
 	defer func() { m.audit(ctx, "recovery-rotate", v.UUID(), v.Name, v.Device, err) }()
 	mode = m.recoveryMode(mode)
-	if mode == config.RecoveryNone {
+	switch {
+	case mode == config.RecoveryNone:
 		return nil, nil, fmt.Errorf("%w: recovery rotate needs mode escrow or print (to remove the recovery key, use rekey --recovery --recovery-mode none)", ErrInvalidArgument)
+	case mode == config.RecoveryPrint && show == nil:
+		return nil, nil, fmt.Errorf("%w: recovery mode print needs a way to show the key", ErrInvalidArgument)
 	}
 	c, release, err := m.begin(ctx, v, "recovery-rotate")
 	if err != nil {
@@ -94,46 +101,48 @@ func (m *Manager) RecoveryRotate(ctx context.Context, v *Volume, mode string) (r
 	if rec, err = m.newRecovery(ctx, c.v.UUID(), mode); err != nil {
 		return nil, nil, err
 	}
-	old := c.v.Recovery
-	u, err := c.v.Header.Begin()
-	if err == nil {
-		err = rec.enroll(u, vk)
-	}
-	if err == nil {
-		next := *c.v.Platform
-		next.Recovery = rec.record()
-		var data []byte
-		if data, err = next.Marshal(); err == nil {
-			_, err = u.SetToken(c.v.TokenID, data)
-		}
-	}
-	if err == nil {
-		_, err = u.Commit(ctx, c.dev)
-	}
-	if err == nil {
-		err = c.reload(ctx)
-	}
-	if err == nil {
-		err = rec.verify(c.v.Header, c.dev)
-		if err != nil {
-			if rerr := c.remove(ctx, []int{rec.Keyslot}); rerr != nil {
-				err = fmt.Errorf("%w; removing it failed too: %w", err, rerr)
-			}
-			err = fmt.Errorf("%w: new recovery keyslot %d did not open: %w", ErrVerify, rec.Keyslot, err)
-		}
-	}
-	if err != nil {
+	if err := c.rotateRecovery(ctx, vk, rec, func() error { return show(rec) }); err != nil {
 		rec.Wipe()
 		return nil, nil, err
-	}
-	if err := c.remove(ctx, old); err != nil {
-		rec.Wipe()
-		return nil, nil, &StageError{Op: "recovery rotate", Device: v.Device, Err: err,
-			State: fmt.Sprintf("the new recovery keyslot %d works; the old ones %v are still there", rec.Keyslot, old)}
 	}
 	rec.settle()
 	c.refreshBackup(ctx)
 	return rec, c.warnings, nil
+}
+
+// rotateRecovery enrolls rec next to the old recovery keyslots (recording
+// it in the platform token), verifies it, and has finishRecovery remove
+// the old ones.
+func (c *change) rotateRecovery(ctx context.Context, vk *secret.Key, rec *Recovery, show func() error) error {
+	v := c.v
+	j := &journal{Op: c.op, Started: c.m.now().UTC(), OldKeyslot: v.Platform.Keyslot, OldToken: v.TokenID,
+		NewKeyslot: v.Platform.Keyslot, NewToken: v.TokenID,
+		Recovery: true, RecoveryMode: rec.Mode, OldRecovery: v.Recovery, OldRecord: v.Platform.Recovery}
+	if err := c.m.writeJournal(v.UUID(), j); err != nil {
+		return err
+	}
+	k := &newKeys{vk: vk, rec: rec, record: &j.OldRecord}
+	record := func(u *luks2.Update) error {
+		next := *v.Platform
+		next.Recovery = rec.record()
+		data, err := next.Marshal()
+		if err == nil {
+			_, err = u.SetToken(v.TokenID, data)
+		}
+		return err
+	}
+	if err := c.commitKeys(ctx, k, record, nil); err != nil {
+		return err
+	}
+	j.Verified = true
+	if err := c.m.writeJournal(v.UUID(), j); err != nil {
+		return err
+	}
+	failpoint(c.op + "-after-verify")
+	if err := c.finishRecovery(ctx, j, rec, show); err != nil {
+		return err
+	}
+	return c.m.clearJournal(v.UUID())
 }
 
 // Reseal gives v a new platform keyslot under the KMS configured now,
@@ -159,7 +168,7 @@ func (m *Manager) Reseal(ctx context.Context, v *Volume, key *secret.Key) (res *
 	if c.v.Managed() {
 		res.OldKeyslot = c.v.Platform.Keyslot
 	}
-	slot, tok, err := c.replacePlatform(ctx, vk, nil)
+	slot, tok, err := c.replacePlatform(ctx, vk, nil, nil)
 	if err != nil {
 		return nil, err
 	}

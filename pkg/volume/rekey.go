@@ -3,6 +3,9 @@ package volume
 import (
 	"context"
 	"fmt"
+
+	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/token"
 )
 
 // RekeyOptions tune Rekey.
@@ -11,6 +14,13 @@ type RekeyOptions struct {
 	// configured policy when empty).
 	Recovery     bool
 	RecoveryMode string
+	// Show outputs a new recovery key in mode print (required there). It
+	// is called with the result, the new key in Recovery.Key, once the
+	// new keyslots work and the old platform keyslot is gone, and before
+	// the old recovery keyslots are removed: they go only when Show
+	// returned nil, so a key that was never output is never the only one.
+	// When Show fails the new recovery keyslot is removed again.
+	Show func(*RekeyResult) error
 }
 
 // RekeyResult is one rekeyed volume.
@@ -38,6 +48,9 @@ type RekeyResult struct {
 // that is this rekey.
 func (m *Manager) Rekey(ctx context.Context, v *Volume, o RekeyOptions) (res *RekeyResult, err error) {
 	defer func() { m.audit(ctx, "rekey", v.UUID(), v.Name, v.Device, err) }()
+	if o.Recovery && m.recoveryMode(o.RecoveryMode) == config.RecoveryPrint && o.Show == nil {
+		return nil, fmt.Errorf("%w: recovery mode print needs a way to show the key (RekeyOptions.Show)", ErrInvalidArgument)
+	}
 	c, release, err := m.begin(ctx, v, "rekey")
 	if err != nil {
 		return nil, err
@@ -67,7 +80,11 @@ func (m *Manager) Rekey(ctx context.Context, v *Volume, o RekeyOptions) (res *Re
 			return nil, err
 		}
 	}
-	slot, tok, err := c.replacePlatform(ctx, vk, res.Recovery)
+	show := func(slot int, tok *token.Token) error {
+		res.NewKeyslot, res.KMS, res.Key, res.KeyVersion = slot, tok.KMS, tok.Key, tok.KeyVersion
+		return o.Show(res)
+	}
+	slot, tok, err := c.replacePlatform(ctx, vk, res.Recovery, show)
 	if err != nil {
 		res.Recovery.Wipe()
 		return nil, err

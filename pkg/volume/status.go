@@ -239,6 +239,9 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 		}
 	}
 	s.Recovery.Present = len(v.Recovery) > 0
+	if v.Managed() && v.Platform.Recovery != "" && !s.Recovery.Present {
+		problem("the token records a recovery key (%s) but no keyslot holds one; run: atrest recovery rotate %s", v.Platform.Recovery, v.Name)
+	}
 
 	s.Backup = m.backupInfo(ctx, h)
 	switch {

@@ -2,12 +2,14 @@
 // --force makes it so: it is the first step of the format use case.
 //
 // Run resolves the path, refuses a device that anything uses (never
-// overridable), opens it exclusively, and looks for signatures of what it
-// already holds. Without Force, a signature refuses the format and so, by
-// default, does non-zero data where signatures live; with Force the
-// signatures' magic bytes are erased (as `wipefs --all` would) and the
-// device stays open for the format to write. docs/preflight.md has the
-// order of the checks and every refusal.
+// overridable) or that is smaller than the format needs, opens it
+// exclusively, and looks for signatures of what it already holds. Without
+// Force, a signature refuses the format and so, by default, does non-zero
+// data where signatures live; with Force the signatures are listed in
+// Result.Found and Run writes nothing: the caller asks its KMS first and
+// then has Result.Wipe erase their magic bytes (as `wipefs --all` would).
+// The device stays open for the format to write. docs/preflight.md has
+// the order of the checks and every refusal.
 package preflight
 
 import (
@@ -44,6 +46,9 @@ type Options struct {
 	NonZero NonZeroPolicy
 	// Progress receives the wipe's progress.
 	Progress overwrite.Func
+	// MinSize refuses a device smaller than this many bytes
+	// (*TooSmallError), before the device is opened.
+	MinSize int64
 }
 
 // Result is a device that passed: open exclusively, ready to format.
@@ -52,7 +57,10 @@ type Result struct {
 	// lock held; the caller formats through Handle.File and closes it.
 	Handle *blockdev.Handle
 	Device *blockdev.Device
-	// Wiped are the signatures Force erased (empty when there were none).
+	// Found are the signatures that Force lets pass and Wipe erases.
+	Found []signature.Signature
+	// Wiped are the signatures Wipe erased (empty until then, and when
+	// there were none).
 	Wiped []signature.Signature
 	// NonZero is set when the device held non-zero data without a known
 	// signature and the policy or Force let it pass.
@@ -60,6 +68,8 @@ type Result struct {
 	// Warnings are problems that did not stop the preflight, e.g. the
 	// kernel refusing to re-read a wiped partition table.
 	Warnings []string
+
+	opts Options
 }
 
 var (
@@ -72,7 +82,32 @@ var (
 	// ErrProbe: the device could not be read while looking for signatures;
 	// nothing was written.
 	ErrProbe = errors.New("could not read the device to look for signatures")
+	// ErrTooSmall: the device is smaller than Options.MinSize
+	// (*TooSmallError); nothing was opened or written.
+	ErrTooSmall = errors.New("device too small")
 )
+
+// TooSmallError says how small the device is and what it needs.
+type TooSmallError struct {
+	Device    string
+	Size, Min int64
+}
+
+func (e *TooSmallError) Error() string {
+	return fmt.Sprintf("%s is too small: %d bytes (%s), a volume needs at least %d bytes (%s)",
+		e.Device, e.Size, mibString(e.Size), e.Min, mibString(e.Min))
+}
+
+// Is matches ErrTooSmall.
+func (e *TooSmallError) Is(target error) bool { return target == ErrTooSmall }
+
+// mibString says n in MiB, with the bytes left over: "16 MiB + 4096 bytes".
+func mibString(n int64) string {
+	if rest := n % (1 << 20); rest != 0 {
+		return fmt.Sprintf("%d MiB + %d bytes", n>>20, rest)
+	}
+	return fmt.Sprintf("%d MiB", n>>20)
+}
 
 // SignaturesError names every signature found.
 type SignaturesError struct {
@@ -104,11 +139,10 @@ func (e *NonZeroError) Error() string {
 // Is matches ErrNonZero.
 func (e *NonZeroError) Is(target error) bool { return target == ErrNonZero }
 
-// Run checks the device at path and, with opts.Force, wipes its
-// signatures. Its errors are the blockdev sentinels and typed errors
+// Run checks the device at path; it writes nothing (Result.Wipe does,
+// with Force). Its errors are the blockdev sentinels and typed errors
 // (ErrNotFound, ErrUnsupported, ErrReadOnly, ErrInUse and the refusals
-// under it, ErrBusy), ErrSignatures, ErrNonZero, ErrProbe, and the errors
-// of signature.Wipe (an *overwrite.Error says how far a failed wipe got).
+// under it, ErrBusy), ErrTooSmall, ErrSignatures, ErrNonZero and ErrProbe.
 // On success the caller owns Result.Handle.
 func Run(ctx context.Context, path string, opts Options) (*Result, error) {
 	d, err := blockdev.Inspect(path)
@@ -117,6 +151,9 @@ func Run(ctx context.Context, path string, opts Options) (*Result, error) {
 	}
 	if err := d.CheckUnused(); err != nil {
 		return nil, err
+	}
+	if d.Size < opts.MinSize {
+		return nil, &TooSmallError{Device: d.Path, Size: d.Size, Min: opts.MinSize}
 	}
 	h, err := blockdev.OpenExclusive(ctx, d)
 	if err != nil {
@@ -132,7 +169,7 @@ func Run(ctx context.Context, path string, opts Options) (*Result, error) {
 
 func examine(ctx context.Context, h *blockdev.Handle, opts Options) (*Result, error) {
 	d := h.Device
-	res := &Result{Handle: h, Device: d}
+	res := &Result{Handle: h, Device: d, opts: opts}
 	found, err := signature.Probe(ctx, h.File, d.Size, signature.Options{SectorSize: d.LogicalSectorSize})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %w", d.Path, ErrProbe, err)
@@ -151,21 +188,33 @@ func examine(ctx context.Context, h *blockdev.Handle, opts Options) (*Result, er
 	if !opts.Force {
 		return nil, &SignaturesError{Device: d.Path, Found: found}
 	}
-	err = signature.Wipe(ctx, h.File, d.Size, found, signature.WipeOptions{
+	res.Found = found
+	return res, nil
+}
+
+// Wipe erases the signatures in Found (nothing when there are none) and
+// has the kernel re-read a wiped partition table. Its errors are those of
+// signature.Wipe (an *overwrite.Error says how far a failed wipe got).
+func (r *Result) Wipe(ctx context.Context) error {
+	if len(r.Found) == 0 || len(r.Wiped) > 0 {
+		return nil
+	}
+	d := r.Device
+	err := signature.Wipe(ctx, r.Handle.File, d.Size, r.Found, signature.WipeOptions{
 		SectorSize: d.LogicalSectorSize,
-		Progress:   opts.Progress,
+		Progress:   r.opts.Progress,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", d.Path, err)
+		return fmt.Errorf("%s: %w", d.Path, err)
 	}
-	res.Wiped = found
-	for _, s := range found {
+	r.Wiped = r.Found
+	for _, s := range r.Found {
 		if s.IsPartitionTable() {
-			if err := h.RereadPartitions(); err != nil {
-				res.Warnings = append(res.Warnings, err.Error())
+			if err := r.Handle.RereadPartitions(); err != nil {
+				r.Warnings = append(r.Warnings, err.Error())
 			}
 			break
 		}
 	}
-	return res, nil
+	return nil
 }

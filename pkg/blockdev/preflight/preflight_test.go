@@ -83,6 +83,14 @@ func TestForceWipesAPartitionedDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer res.Handle.Close()
+	// Run itself writes nothing, also with Force: the format asks its KMS
+	// between Run and Wipe, and a KMS that fails leaves the disk as it was.
+	if len(res.Found) != 2 || len(res.Wiped) != 0 || testutil.SHA256(t, dev.Path) != testutil.SHA256(t, before) {
+		t.Fatalf("Run with Force wrote to the device or found %v", res.Found)
+	}
+	if err := res.Wipe(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	var types []string
 	for _, s := range res.Wiped {
 		types = append(types, s.Type)
@@ -171,10 +179,13 @@ func TestImageFileWithLUKS2(t *testing.T) {
 		t.Fatalf("got %v, want both LUKS2 headers named", err)
 	}
 	res, err := preflight.Run(context.Background(), img, preflight.Options{Force: true})
+	if err == nil {
+		err = res.Wipe(context.Background())
+		res.Handle.Close()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	res.Handle.Close()
 	if out, err := devtest.RunStatus(t, "cryptsetup", "isLuks", img); err == nil {
 		t.Fatalf("cryptsetup still sees LUKS after --force:\n%s", out)
 	}
@@ -186,5 +197,23 @@ func TestMissingAndUnsupported(t *testing.T) {
 	}
 	if _, err := preflight.Run(context.Background(), "/dev/null", preflight.Options{}); !errors.Is(err, blockdev.ErrUnsupported) {
 		t.Fatalf("character device: %v", err)
+	}
+}
+
+// A device smaller than the format needs is refused before it is opened,
+// with its size and the minimum in the message; nothing is written.
+func TestTooSmall(t *testing.T) {
+	for _, size := range []int64{1 * mib, 16 * mib} {
+		img := devtest.Image(t, size)
+		sum := testutil.SHA256(t, img)
+		_, err := preflight.Run(context.Background(), img, preflight.Options{Force: true, MinSize: 16*mib + 4096})
+		var te *preflight.TooSmallError
+		if !errors.As(err, &te) || !errors.Is(err, preflight.ErrTooSmall) || te.Size != size ||
+			!strings.Contains(err.Error(), "is too small") {
+			t.Fatalf("%d MiB device: %v, want a TooSmallError", size/mib, err)
+		}
+		if testutil.SHA256(t, img) != sum {
+			t.Fatal("a refused preflight changed the device")
+		}
 	}
 }

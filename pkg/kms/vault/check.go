@@ -26,9 +26,7 @@ func (t *Transit) Check(ctx context.Context) []kms.CheckStep {
 		key.Err = err
 	} else {
 		key.Detail = fmt.Sprintf("%s/%s: type %s, derived %v, versions %d..%d", t.mount, t.key, d.Type, d.Derived, d.info(t).MinDecryptionVersion, d.LatestVersion)
-		if !d.Derived {
-			key.Err = fmt.Errorf("%w: transit key %q is not derived: wrapped secrets would not be bound to their volume (create it with derived=true)", kms.ErrConfig, t.key)
-		}
+		key.Err = t.checkDerived(d)
 	}
 	steps = append(steps, key)
 	steps = append(steps, t.cl.checkCapabilities(ctx, map[string][]string{

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/atrest/atrest/pkg/kms"
 )
@@ -37,6 +38,9 @@ type Transit struct {
 	mount    string
 	key      string
 	maxBatch int
+
+	mu      sync.Mutex
+	derived bool // the key was read and is derived (requireDerived)
 }
 
 var (
@@ -115,6 +119,42 @@ func (t *Transit) read(ctx context.Context) (keyData, error) {
 		return keyData{}, err
 	}
 	return out.Data, nil
+}
+
+// checkDerived refuses a key that is not derived: Vault ignores the
+// context for such a key, so a secret would not be bound to its volume
+// (another volume's ciphertext would unwrap, caught only at the keyslot).
+// `kms check` and every new wrap apply this one check.
+func (t *Transit) checkDerived(d keyData) error {
+	if !d.Derived {
+		return fmt.Errorf("%w: transit key %q is not derived: wrapped secrets would not be bound to their volume (create it with derived=true)", kms.ErrConfig, t.key)
+	}
+	return nil
+}
+
+// requireDerived reads the key once per Transit (the node's policy may
+// read transit/keys/<key>, docs/vault.md) and refuses it when it is not
+// derived. Wrap and Rewrap, which make the ciphertexts tokens record,
+// call it first; Unwrap does not, so volumes wrapped earlier still open
+// and can be resealed under a derived key.
+func (t *Transit) requireDerived(ctx context.Context) error {
+	t.mu.Lock()
+	ok := t.derived
+	t.mu.Unlock()
+	if ok {
+		return nil
+	}
+	d, err := t.read(ctx)
+	if err != nil {
+		return err
+	}
+	if err := t.checkDerived(d); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	t.derived = true
+	t.mu.Unlock()
+	return nil
 }
 
 // Rotate adds a key version (transit/keys/<key>/rotate). Nodes' policies

@@ -92,10 +92,13 @@ func (t *Transit) wrapped(it batchItem) (kms.Wrapped, error) {
 }
 
 // Wrap encrypts the plaintexts with transit/encrypt, one request per
-// MaxBatch items.
+// MaxBatch items; a key that is not derived is refused (ErrConfig).
 func (t *Transit) Wrap(ctx context.Context, reqs []kms.WrapRequest) ([]kms.WrapResult, error) {
 	if err := kms.CheckRequests(reqs); err != nil {
 		return nil, err
+	}
+	if err := t.requireDerived(ctx); err != nil {
+		return nil, t.explainDenied(ctx, err)
 	}
 	out := make([]kms.WrapResult, 0, len(reqs))
 	err := chunks(len(reqs), t.maxBatch, func(lo, hi int) error {
@@ -173,10 +176,14 @@ func (t *Transit) Unwrap(ctx context.Context, reqs []kms.UnwrapRequest) ([]kms.U
 }
 
 // Rewrap re-encrypts with transit/rewrap under the newest key version;
-// the plaintexts never leave Vault.
+// the plaintexts never leave Vault. A key that is not derived is refused
+// (ErrConfig).
 func (t *Transit) Rewrap(ctx context.Context, reqs []kms.UnwrapRequest) ([]kms.WrapResult, error) {
 	itemErrs, err := kms.CheckUnwrapRequests(t, reqs)
 	if err != nil {
+		return nil, err
+	}
+	if err := t.requireDerived(ctx); err != nil {
 		return nil, err
 	}
 	out := make([]kms.WrapResult, len(reqs))

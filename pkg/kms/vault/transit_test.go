@@ -199,3 +199,35 @@ func TestTransitMissingKey(t *testing.T) {
 		t.Errorf("unwrap with a missing key = %v, want ErrKeyNotFound", err)
 	}
 }
+
+// A transit key that is not derived ignores the volume context: Wrap and
+// Rewrap refuse it (the same check as kms check), so format, rekey and
+// rewrap cannot make tokens that another volume's ciphertext could stand
+// in for.
+func TestTransitRefusesAKeyThatIsNotDerived(t *testing.T) {
+	s := vaulttest.Shared(t)
+	nodeTransit(t, s) // mounts transit
+	root := s.Client(t)
+	if _, err := root.Logical().Write("transit/keys/atrest-flat-wrap", map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	flat := newTransit(t, newClient(t, vault.Config{Address: s.Address, CACert: s.CAFile, Auth: vault.Auth{Token: s.RootToken}}), "atrest-flat-wrap")
+	_, err := kms.Wrap(ctx(t), flat, volA, random(t, 32))
+	if !errors.Is(err, kms.ErrConfig) || !strings.Contains(err.Error(), "not derived") {
+		t.Fatalf("wrap with a key that is not derived: %v, want ErrConfig", err)
+	}
+	// A ciphertext Vault made with that key (as an earlier atrest could):
+	// rewrap refuses to renew it, unwrap still opens it for a reseal.
+	sec, err := root.Logical().Write("transit/encrypt/atrest-flat-wrap", map[string]any{"plaintext": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := kms.Wrapped{Backend: "vault-transit", Key: "atrest-flat-wrap", KeyVersion: 1, Ciphertext: sec.Data["ciphertext"].(string)}
+	res, err := flat.Rewrap(ctx(t), []kms.UnwrapRequest{{Context: volA, Wrapped: w}})
+	if err == nil && len(res) == 1 {
+		err = res[0].Err
+	}
+	if !errors.Is(err, kms.ErrConfig) {
+		t.Fatalf("rewrap with a key that is not derived: %v, want ErrConfig", err)
+	}
+}

@@ -1,0 +1,216 @@
+package volume
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/atrest/atrest/internal/testutil"
+	"github.com/atrest/atrest/internal/testutil/vaulttest"
+	"github.com/atrest/atrest/pkg/blockdev/preflight"
+	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/kms"
+	"github.com/atrest/atrest/pkg/kms/backends"
+	"github.com/atrest/atrest/pkg/luks2"
+)
+
+// unreachableVault is a Manager whose Vault (for kms, or only for the
+// recovery escrow) listens nowhere: every call to it fails.
+func unreachableVault(t *testing.T, backend, recovery string) *Manager {
+	t.Helper()
+	dir := t.TempDir()
+	yaml := fmt.Sprintf(`kms: %s
+local:
+  keystore: %s/kek
+state_dir: %s/state
+recovery:
+  mode: %s
+vault:
+  address: http://127.0.0.1:1
+  auth:
+    method: token
+  transit:
+    key: atrest-test
+  kv:
+    mount: secret
+  timeout: 200ms
+  deadline: 1s
+`, backend, dir, dir, recovery)
+	cfg, err := config.Parse([]byte(yaml), filepath.Join(dir, "atrest.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := backends.Open(cfg, func(k string) string {
+		if k == "VAULT_TOKEN" {
+			return "s.unreachable"
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { set.Close() })
+	return New(cfg, set, WithRunDir(filepath.Join(dir, "run")))
+}
+
+// format --force on a device that holds a volume, with the KMS or the
+// escrow unreachable: the format fails with the KMS's error and the
+// device is byte for byte as it was (the old volume still there).
+func TestFormatForceAsksTheKMSBeforeWiping(t *testing.T) {
+	for _, tc := range []struct{ name, backend, recovery string }{
+		{"transit unreachable", config.BackendVaultTransit, config.RecoveryNone},
+		{"escrow unreachable", config.BackendLocal, config.RecoveryEscrow},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img, _ := formatted(t, newTestManager(t), "old")
+			before := testutil.SHA256(t, img)
+			m := unreachableVault(t, tc.backend, tc.recovery)
+			_, err := m.Format(context.Background(), FormatOptions{Device: img, Name: "new", Force: true})
+			if !errors.Is(err, kms.ErrUnavailable) {
+				t.Fatalf("format --force with the KMS unreachable: %v", err)
+			}
+			if testutil.SHA256(t, img) != before {
+				t.Fatal("format --force changed the device although the KMS could not be asked")
+			}
+		})
+	}
+}
+
+// A device too small for a volume is refused by the preflight, before any
+// KMS call (the unreachable Vault would fail otherwise), with the device's
+// size in the message, and nothing is written.
+func TestFormatTooSmallIsRefusedFirst(t *testing.T) {
+	for _, size := range []int64{1 << 20, 16 << 20} {
+		t.Run(fmt.Sprintf("%dMiB", size>>20), func(t *testing.T) {
+			img := filepath.Join(t.TempDir(), "small.img")
+			if err := os.WriteFile(img, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(img, size); err != nil {
+				t.Fatal(err)
+			}
+			before := testutil.SHA256(t, img)
+			m := unreachableVault(t, config.BackendVaultTransit, config.RecoveryEscrow)
+			_, err := m.Format(context.Background(), FormatOptions{Device: img, Name: "small", Force: true})
+			if !errors.Is(err, luks2.ErrDeviceTooSmall) || !errors.Is(err, preflight.ErrTooSmall) {
+				t.Fatalf("format on %d MiB: %v, want the preflight's too-small refusal", size>>20, err)
+			}
+			var se *StageError
+			if errors.As(err, &se) {
+				t.Fatalf("a refusal before anything was written reads as a failed stage: %v", err)
+			}
+			if testutil.SHA256(t, img) != before {
+				t.Fatal("a refused format changed the device")
+			}
+		})
+	}
+}
+
+// Concurrent formats of different devices with one name make one volume
+// of that name: the others are refused with ErrNameInUse.
+func TestConcurrentFormatsWithOneName(t *testing.T) {
+	m := newTestManager(t)
+	const n = 20
+	imgs := make([]string, n)
+	for i := range imgs {
+		imgs[i] = testImage(t)
+		// Configured devices are scanned like block devices, so the name
+		// check sees the image files.
+		m.cfg.Volumes = append(m.cfg.Volumes, config.Volume{Name: fmt.Sprintf("cfg%d", i), Device: imgs[i]})
+	}
+	errs := make(chan error, n)
+	for _, img := range imgs {
+		go func() {
+			_, err := m.Format(context.Background(), FormatOptions{Device: img, Name: "same"})
+			errs <- err
+		}()
+	}
+	made := 0
+	for range imgs {
+		err := <-errs
+		switch {
+		case err == nil:
+			made++
+		case !errors.Is(err, ErrNameInUse):
+			t.Errorf("format: %v, want ErrNameInUse", err)
+		}
+	}
+	if made != 1 {
+		t.Fatalf("%d concurrent formats made %d volumes named %q, want 1", n, made, "same")
+	}
+}
+
+// A format that fails after its recovery key was escrowed (here: the new
+// keyslots do not open) names the escrow entry that now belongs to no
+// volume, and the entry is indeed there: the node cannot delete it
+// (escrow is create-only), an administrator can.
+func TestFormatFailureNamesTheOrphanEscrowEntry(t *testing.T) {
+	s := vaulttest.Shared(t)
+	dir := t.TempDir()
+	yaml := fmt.Sprintf(`kms: local
+local:
+  keystore: %s/kek
+state_dir: %s/state
+recovery:
+  mode: escrow
+vault:
+  address: %s
+  ca_file: %s
+  auth:
+    method: token
+  kv:
+    mount: secret
+`, dir, dir, s.Address, s.CAFile)
+	cfg, err := config.Parse([]byte(yaml), filepath.Join(dir, "atrest.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := backends.Open(cfg, func(k string) string {
+		if k == "VAULT_TOKEN" {
+			return s.RootToken
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { set.Close() })
+	m := New(cfg, set, WithRunDir(filepath.Join(dir, "run")))
+
+	img := testImage(t)
+	prev := failpoint
+	failpoint = func(name string) {
+		if name != "format-after-add" {
+			return
+		}
+		// The keyslots areas start after the two 16 KiB header copies;
+		// the preflight holds the device lock, so no header read here.
+		f, err := os.OpenFile(img, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		junk := make([]byte, 1<<20)
+		_, _ = rand.Read(junk)
+		if _, err := f.WriteAt(junk, 0x8000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { failpoint = prev })
+	_, err = m.Format(context.Background(), FormatOptions{Device: img, Name: "orphan"})
+	_, loc, ok := strings.Cut(fmt.Sprint(err), "the recovery key escrowed at ")
+	loc, _, _ = strings.Cut(loc, " ")
+	if !errors.Is(err, ErrVerify) || !ok || loc == "" {
+		t.Fatalf("failed format: %v, want ErrVerify naming the escrow entry", err)
+	}
+	mount, rest, _ := strings.Cut(loc, "/")
+	sec, err := s.Client(t).Logical().Read(mount + "/data/" + rest)
+	if err != nil || sec == nil {
+		t.Fatalf("the escrow entry %s named by the error is not there: %v", loc, err)
+	}
+}
