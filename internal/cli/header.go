@@ -131,8 +131,14 @@ EXAMPLES:
 							e.printf("%s: repaired\n", res.Device)
 						}
 					}
+					if res.DataProblem != "" {
+						e.warn("%s: %s", res.Device, res.DataProblem)
+					}
 					if res.NeedsRepair {
 						e.printf("hint: run atrest header check --repair %s\n", c.Args().First())
+						return exitCode(ExitAttention)
+					}
+					if res.DataProblem != "" {
 						return exitCode(ExitAttention)
 					}
 					return nil

@@ -9,33 +9,6 @@ import (
 	"github.com/atrest/atrest/pkg/luks2"
 )
 
-// crashAt makes the failpoint named point end the use case as a crash
-// would (nothing after it runs) and returns a function that runs f and
-// reports whether it was cut short there.
-func crashAt(t *testing.T, point string) func(f func()) bool {
-	t.Helper()
-	type crash struct{}
-	orig := failpoint
-	failpoint = func(name string) {
-		if name == point {
-			panic(crash{})
-		}
-	}
-	t.Cleanup(func() { failpoint = orig })
-	return func(f func()) (crashed bool) {
-		defer func() {
-			if r := recover(); r != nil {
-				if _, ok := r.(crash); !ok {
-					panic(r)
-				}
-				crashed = true
-			}
-		}()
-		f()
-		return false
-	}
-}
-
 // A process killed while it replaces the header backup never leaves the
 // volume without one: the state directory holds a backup that restores
 // the volume at every instant, and the next backup completes normally.
@@ -50,8 +23,8 @@ func TestBackupReplacementInterruptedLeavesABackup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run := crashAt(t, "backup-before-replace")
-	if !run(func() { _, _ = m.HeaderBackup(ctx, v, "") }) {
+	armFailpoint(t, "backup-before-replace")
+	if !crashed(func() { _, _ = m.HeaderBackup(ctx, v, "") }) {
 		t.Fatal("the failpoint was not reached")
 	}
 	bi := m.backupInfo(ctx, v.Header)

@@ -103,6 +103,15 @@ type CheckResult struct {
 	NeedsRepair bool `json:"needs_repair"`
 	// Backup is a backup that can restore a header damaged beyond repair.
 	Backup string `json:"backup,omitempty"`
+	// DataProblem, when set, says that the device ends before or inside
+	// the data segment (truncated to its header, say): the header is fine,
+	// the volume is not (the CLI exits 3).
+	DataProblem string `json:"data_problem,omitempty"`
+}
+
+// dataProblem describes h.Data.Err for status and header check.
+func dataProblem(h *luks2.Header) string {
+	return fmt.Sprintf("the device is %d bytes and holds no complete data area: %v", h.Data.DeviceSize, h.Data.Err)
 }
 
 // HeaderCheck validates both header copies of device; with repair, a
@@ -134,6 +143,9 @@ func (m *Manager) HeaderCheck(ctx context.Context, device string, repair bool) (
 	res.UUID = h.UUID
 	res.Header.Primary, res.Header.Secondary = copyState(h.Copies[0]), copyState(h.Copies[1])
 	res.NeedsRepair = h.NeedsRepair()
+	if h.Data.Err != nil {
+		res.DataProblem = dataProblem(h)
+	}
 	if !res.NeedsRepair || !repair {
 		return res, nil
 	}

@@ -2,11 +2,11 @@ package volume
 
 import (
 	"context"
-	"github.com/atrest/atrest/pkg/luks2"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/atrest/atrest/pkg/luks2"
 	"github.com/atrest/atrest/pkg/secret"
 )
 

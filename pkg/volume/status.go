@@ -252,6 +252,9 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 	}
 
 	s.Header.Primary, s.Header.Secondary = copyState(h.Copies[0]), copyState(h.Copies[1])
+	if h.Data.Err != nil {
+		problem("%s; the volume cannot be opened (was the device truncated or shrunk?)", dataProblem(h))
+	}
 	if h.NeedsRepair() {
 		problem("a header copy is damaged or outdated; run: atrest header check --repair %s", v.Ref())
 	}
