@@ -61,6 +61,10 @@ func TestRecoveryPrintInterrupted(t *testing.T) {
 				t.Fatalf("after a crash at %s the volume does not open through the KMS: %v", tc.point, err)
 			}
 
+			if ps := problems(t, m, img); !hasProblem(ps, "interrupted") {
+				t.Fatalf("status after a crash at %s does not say a change was interrupted: %q", tc.point, ps)
+			}
+
 			failpoint = func(string) {}
 			if _, err := m.Rekey(ctx, v, RekeyOptions{}); err != nil {
 				t.Fatalf("the rekey after the crash: %v", err)

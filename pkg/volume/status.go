@@ -199,6 +199,15 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 	} else if len(v.Unreadable) == 0 {
 		problem("no atrest token: not managed by atrest (atrest adopt takes it over)")
 	}
+	if len(v.Others) == 0 {
+		// One platform token but a journal: a change's recovery part (or a
+		// recovery rotation) was cut short; the next change settles it.
+		if j, err := m.readJournal(h.UUID); err != nil {
+			problem("%v", err)
+		} else if j != nil {
+			problem("an interrupted %s was not finished (recovery keyslots %v); run: atrest rekey %s (it settles the change first)", j.Op, v.Recovery, v.Ref())
+		}
+	}
 	for _, u := range v.Unreadable {
 		problem("atrest token %d (keyslots %v) is skipped: %v; the volume does not open through the KMS, its recovery key still opens it (docs/operations.md)",
 			u.ID, u.Keyslots, u.Err)
