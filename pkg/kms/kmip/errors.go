@@ -53,7 +53,7 @@ func classifyTransport(err error, step string) *transportError {
 	case errors.As(err, &uaErr), errors.As(err, &hostErr), errors.As(err, &invErr), errors.As(err, &certErr):
 		f.kind, f.transient = kms.ErrConfig, false
 		f.reason = "tls: the server certificate is not trusted: " + certReason(err) + " (check ca_file and server_name)"
-	case errors.As(err, &alert) || (errors.As(err, &opErr) && strings.Contains(opErr.Err.Error(), "remote error: tls")):
+	case errors.As(err, &alert) || (errors.As(err, &opErr) && opErr.Op == "remote error"):
 		// The server aborted the handshake: it refused our certificate.
 		f.kind, f.transient = kms.ErrAuth, false
 		f.reason = "tls: the server refused the client certificate (" + lastCause(err) + "); check cert_file, key_file and the key manager's client CA"

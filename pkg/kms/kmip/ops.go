@@ -84,6 +84,16 @@ func (cl *Client) DiscoverVersions(ctx context.Context) ([]string, error) {
 // cannot parse an Activate without a Unique Identifier, so they are two
 // messages (docs/kmip.md).
 func (cl *Client) CreateKey(ctx context.Context, name string) (string, error) {
+	uid, err := cl.Create(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	return uid, cl.Activate(ctx, uid)
+}
+
+// Create creates an AES-256 key named name, usable for Encrypt and
+// Decrypt, in the Pre-Active state.
+func (cl *Client) Create(ctx context.Context, name string) (string, error) {
 	tmpl := ttlv.Struct(tagTemplateAttribute,
 		attr("Cryptographic Algorithm", ttlv.Enum(0, algorithmAES)),
 		attr("Cryptographic Length", ttlv.Int32(0, 256)),
@@ -102,10 +112,7 @@ func (cl *Client) CreateKey(ctx context.Context, name string) (string, error) {
 		}
 		return nil
 	})
-	if err != nil {
-		return "", err
-	}
-	return uid, cl.Activate(ctx, uid)
+	return uid, err
 }
 
 // Locate returns the Unique Identifiers of the objects named name.
