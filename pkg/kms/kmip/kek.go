@@ -267,16 +267,23 @@ func (k *KEK) Unwrap(ctx context.Context, reqs []kms.UnwrapRequest) ([]kms.Unwra
 	return out, nil
 }
 
-// explainDenied names the state of the object behind each item the server
-// refused: a revoked (Deactivated) or Pre-Active object is refused with
+// explainDenied names the object behind each item the server refused and
+// its state: a revoked (Deactivated) or Pre-Active object is refused with
 // Permission Denied, which alone would send the operator to the wrong
-// place.
+// place, and a destroyed one is merely "not found".
 func (k *KEK) explainDenied(ctx context.Context, reqs []kms.UnwrapRequest, out []kms.UnwrapResult) {
 	var idx []int
 	var uids []string
 	for i := range out {
-		if e, ok := out[i].Err.(*Error); ok && e.Kind == kms.ErrPermissionDenied {
-			uid, _, _ := parseCiphertext(reqs[i].Wrapped.Ciphertext)
+		e, ok := out[i].Err.(*Error)
+		if !ok {
+			continue
+		}
+		uid, _, _ := parseCiphertext(reqs[i].Wrapped.Ciphertext)
+		switch e.Kind {
+		case kms.ErrKeyNotFound:
+			e.Reason = fmt.Sprintf("key object %s of %q is gone from the key manager (destroyed): %s", uid, k.name, e.Reason)
+		case kms.ErrPermissionDenied:
 			idx, uids = append(idx, i), append(uids, uid)
 		}
 	}
