@@ -17,7 +17,7 @@ func newKEK(t *testing.T, s *kmiptest.Server, name string, create bool) *KEK {
 	return clientFor(t, s, s.Client).KEK(name, create)
 }
 
-func secrets(t *testing.T, n int) []*secret.Key {
+func secrets(t testing.TB, n int) []*secret.Key {
 	t.Helper()
 	out := make([]*secret.Key, n)
 	for i := range out {
@@ -31,7 +31,7 @@ func secrets(t *testing.T, n int) []*secret.Key {
 	return out
 }
 
-func wrapAll(t *testing.T, k kms.KEK, pts []*secret.Key) []kms.UnwrapRequest {
+func wrapAll(t testing.TB, k kms.KEK, pts []*secret.Key) []kms.UnwrapRequest {
 	t.Helper()
 	reqs := make([]kms.WrapRequest, len(pts))
 	for i, p := range pts {
