@@ -41,8 +41,12 @@ type Server struct {
 }
 
 // Binary returns pykmip-server's path, or skips (fails in strict mode).
+// The unit tier (go test -short) skips.
 func Binary(t testing.TB) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs pykmip-server; not part of the unit tier (-short)")
+	}
 	return testutil.RequireCommand(t, "pykmip-server", "python3-pykmip")
 }
 

@@ -128,7 +128,8 @@ func resultError(op uint32, r *result) error {
 			kind = kms.ErrCiphertextRejected
 		}
 	}
-	if op == opDecrypt && kind == kms.ErrInvalidRequest {
+	if op == opDecrypt && r.reason == reasonInvalidField {
+		// The server found the ciphertext, nonce or tag unacceptable.
 		kind = kms.ErrCiphertextRejected
 	}
 	return &Error{Op: strings.ToLower(opNames[op]), Kind: kind, Reason: r.describe(), Attempts: 1}
