@@ -210,9 +210,13 @@ func (cl *Client) do(ctx context.Context, op string, reqs []request, use func([]
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, cl.cfg.Deadline)
 	defer cancel()
+	sensitive := false
+	for _, r := range reqs {
+		sensitive = sensitive || r.op == opEncrypt || r.op == opDecrypt
+	}
 	var last *transportError
 	for attempt := 1; ; attempt++ {
-		err := cl.exchange(ctx, message(reqs), func(resp ttlv.Item) error {
+		err := cl.exchange(ctx, message(reqs), sensitive, func(resp ttlv.Item) error {
 			res, err := parse(resp, reqs)
 			if err != nil {
 				return err

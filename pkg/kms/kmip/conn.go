@@ -21,11 +21,11 @@ import (
 const maxResponse = 4 << 20
 
 // exchange sends one request message over a fresh mutual-TLS connection
-// and reads one response, all within the per-call timeout. The request and
-// the response live in locked memory (they carry plaintexts); use reads
-// the decoded response, whose byte strings point into that memory, before
-// it is wiped.
-func (cl *Client) exchange(ctx context.Context, req ttlv.Item, use func(resp ttlv.Item) error) error {
+// and reads one response, all within the per-call timeout. When sensitive
+// (the messages carry plaintexts: Encrypt's request, Decrypt's response)
+// both live in locked memory; use reads the decoded response, whose byte
+// strings point into that memory, before it is wiped.
+func (cl *Client) exchange(ctx context.Context, req ttlv.Item, sensitive bool, use func(resp ttlv.Item) error) error {
 	actx, cancel := context.WithTimeout(ctx, cl.cfg.Timeout)
 	defer cancel()
 	d := tls.Dialer{NetDialer: &net.Dialer{}, Config: cl.tls}
@@ -42,15 +42,15 @@ func (cl *Client) exchange(ctx context.Context, req ttlv.Item, use func(resp ttl
 	stop := context.AfterFunc(actx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	out, err := secret.New(req.Len())
+	out, release, err := buffer(req.Len(), sensitive)
 	if err != nil {
 		return err
 	}
-	defer out.Wipe()
-	if err := req.EncodeTo(out.Bytes()); err != nil {
+	defer release()
+	if err := req.EncodeTo(out); err != nil {
 		return err
 	}
-	if _, err := conn.Write(out.Bytes()); err != nil {
+	if _, err := conn.Write(out); err != nil {
 		return cl.transportErr(actx, ctx, err, "send")
 	}
 	var head [8]byte
@@ -67,20 +67,33 @@ func (cl *Client) exchange(ctx context.Context, req ttlv.Item, use func(resp ttl
 	if binary.BigEndian.Uint32(head[4:])%8 != 0 {
 		return &protocolError{"response length is not a multiple of 8"}
 	}
-	in, err := secret.New(total)
+	in, releaseIn, err := buffer(total, sensitive)
 	if err != nil {
 		return err
 	}
-	defer in.Wipe()
-	copy(in.Bytes(), head[:])
-	if _, err := io.ReadFull(conn, in.Bytes()[8:]); err != nil {
+	defer releaseIn()
+	copy(in, head[:])
+	if _, err := io.ReadFull(conn, in[8:]); err != nil {
 		return cl.transportErr(actx, ctx, err, "read the response")
 	}
-	resp, err := ttlv.Decode(in.Bytes())
+	resp, err := ttlv.Decode(in)
 	if err != nil {
 		return &protocolError{err.Error()}
 	}
 	return use(resp)
+}
+
+// buffer returns n bytes, in locked memory when sensitive, and the
+// function that releases (and wipes) them.
+func buffer(n int, sensitive bool) ([]byte, func(), error) {
+	if !sensitive {
+		return make([]byte, n), func() {}, nil
+	}
+	k, err := secret.New(n)
+	if err != nil {
+		return nil, nil, err
+	}
+	return k.Bytes(), k.Wipe, nil
 }
 
 // transportError is a failure to talk to the server at all.

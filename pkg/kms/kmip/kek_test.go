@@ -52,7 +52,7 @@ func wrapAll(t testing.TB, k kms.KEK, pts []*secret.Key) []kms.UnwrapRequest {
 }
 
 // The first wrap creates and activates the key; a batch unwraps in one
-// message; another volume's token is rejected by the server (the volume
+// message over one connection; another volume's token is rejected by the server (the volume
 // UUID is the additional authenticated data) without failing the others.
 func TestWrapUnwrapBatch(t *testing.T) {
 	s := kmiptest.Start(t)
@@ -64,9 +64,13 @@ func TestWrapUnwrapBatch(t *testing.T) {
 		t.Fatalf("wrapped %+v", w)
 	}
 	reqs[2].Wrapped = reqs[1].Wrapped // vol-1's token in vol-2's header
+	sessions := strings.Count(s.Log(), "Dedicating session")
 	res, err := k.Unwrap(ctx, reqs)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if n := strings.Count(s.Log(), "Dedicating session") - sessions; n != 1 {
+		t.Fatalf("unwrapping 3 volumes took %d connections, want 1 (one batch message)", n)
 	}
 	for i := range 2 {
 		if res[i].Err != nil || !res[i].Plaintext.Equal(pts[i]) {
