@@ -17,11 +17,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
 	"github.com/atrest/atrest/pkg/kms"
+	"github.com/atrest/atrest/pkg/kms/internal/backoff"
 	"github.com/atrest/atrest/pkg/kms/kmip/ttlv"
 )
 
@@ -257,12 +257,4 @@ func (cl *Client) do(ctx context.Context, op string, reqs []request, use func([]
 	}
 }
 
-func (b Backoff) wait(n int) time.Duration {
-	d := b.Initial
-	for i := 0; i < n && d < b.Max; i++ {
-		d *= 2
-	}
-	d = min(d, b.Max)
-	half := d / 2
-	return half + rand.N(d-half+1)
-}
+func (b Backoff) wait(n int) time.Duration { return backoff.Wait(b.Initial, b.Max, n) }
