@@ -21,6 +21,8 @@ pkgs+=(xfsprogs btrfs-progs dosfstools ntfs-3g exfatprogs f2fs-tools fdisk gdisk
   lvm2 mdadm bcache-tools xorriso)
 #   make bench's comparison with clevis and tang (scripts/bench-unlock.sh)
 pkgs+=(clevis clevis-luks tang socat curl)
+#   the KMIP backend's real server (pykmip-server, internal/testutil/kmiptest)
+pkgs+=(python3-pykmip)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -21,6 +21,7 @@ const (
 	BackendLocal        = "local"
 	BackendVaultTransit = "vault-transit"
 	BackendVaultKV      = "vault-kv"
+	BackendKMIP         = "kmip"
 )
 
 // Recovery policies for new volumes.
@@ -38,6 +39,8 @@ type Config struct {
 	Local Local `yaml:"local"`
 	// Vault configures both Vault backends and recovery escrow.
 	Vault Vault `yaml:"vault"`
+	// KMIP configures the KMIP backend (docs/kmip.md).
+	KMIP KMIP `yaml:"kmip"`
 	// Recovery is the recovery-key policy for new volumes.
 	Recovery Recovery `yaml:"recovery"`
 	// StateDir holds header backups and operation journals.
@@ -104,6 +107,34 @@ type Vault struct {
 	Timeout       time.Duration `yaml:"timeout"`  // per call
 	Deadline      time.Duration `yaml:"deadline"` // all retries of one operation
 }
+
+// KMIP is a key manager or HSM reached over KMIP with mutual TLS.
+type KMIP struct {
+	// Address is host:port; the port defaults to 5696.
+	Address string `yaml:"address"`
+	// ServerName is the name the server certificate must carry; default
+	// the address's host.
+	ServerName string `yaml:"server_name"`
+	// CAFile signs the server certificate; CertFile and KeyFile are the
+	// node's client certificate and its root-only private key.
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// Key is the Name of the key objects; "{hostname}" in it becomes the
+	// node's host name, so one line serves a per-node key
+	// ("atrest-{hostname}") or a fleet key ("atrest-fleet"). Default
+	// "atrest-{hostname}".
+	Key string `yaml:"key"`
+	// Create lets atrest create and activate the key when no object has
+	// the name yet (default true).
+	Create *bool `yaml:"create"`
+	// Timeout bounds one request, Deadline all retries of an operation.
+	Timeout  time.Duration `yaml:"timeout"`
+	Deadline time.Duration `yaml:"deadline"`
+}
+
+// Creates reports whether atrest may create the key (default true).
+func (k KMIP) Creates() bool { return k.Create == nil || *k.Create }
 
 // VaultAuth selects how atrest logs in.
 type VaultAuth struct {
@@ -176,3 +207,9 @@ type Volume struct {
 
 // IsRequired reports whether the volume holds up readiness (default true).
 func (v Volume) IsRequired() bool { return v.Required == nil || *v.Required }
+
+// UsesVault reports whether the configuration needs a Vault server: a
+// Vault backend, or recovery keys escrowed in Vault KV.
+func (c *Config) UsesVault() bool {
+	return c.KMS == BackendVaultTransit || c.KMS == BackendVaultKV || c.Recovery.Mode == RecoveryEscrow
+}

@@ -48,6 +48,22 @@ func TestVaultExample(t *testing.T) {
 	}
 }
 
+// kms: kmip needs no Vault: recovery keys are printed by default, and the
+// kmip section's defaults apply.
+func TestKMIPExample(t *testing.T) {
+	c, err := Parse([]byte("kms: kmip\nkmip:\n  address: km.example\n  ca_file: /etc/atrest/kmip-ca.pem\n  cert_file: /etc/atrest/node.crt\n  key_file: /etc/atrest/node.key\n"), "kmip.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := c.KMIP
+	if c.KMS != BackendKMIP || c.UsesVault() || c.Recovery.Mode != RecoveryPrint {
+		t.Fatalf("kms %q, uses vault %v, recovery %q", c.KMS, c.UsesVault(), c.Recovery.Mode)
+	}
+	if k.Key != "atrest-{hostname}" || !k.Creates() || k.Timeout != 10*time.Second || k.Deadline != time.Minute {
+		t.Fatalf("kmip defaults: %+v", k)
+	}
+}
+
 // Every error names the file, the line and the field a user must fix.
 func TestErrorsNameLineAndField(t *testing.T) {
 	for _, tc := range []struct {
@@ -66,6 +82,10 @@ func TestErrorsNameLineAndField(t *testing.T) {
 		{"metrics on the network", "daemon:\n  metrics: 0.0.0.0:9100\n", "bad.yaml:2: daemon.metrics: \"0.0.0.0:9100\": metrics listen on loopback only"},
 		{"relative metrics socket", "daemon:\n  metrics: unix:m.sock\n", "bad.yaml:2: daemon.metrics: \"unix:m.sock\": the socket path must be absolute"},
 		{"negative retry", "daemon:\n  retry_min: -1s\n", "bad.yaml:2: daemon.retry_min: must be a positive duration"},
+		{"kmip without address", "kms: kmip\n", "bad.yaml:1: kms: kmip needs kmip.address"},
+		{"kmip without client key", "kms: kmip\nkmip:\n  address: km:5696\n  ca_file: /ca\n  cert_file: /crt\n", "bad.yaml:1: kms: kmip needs kmip.key_file"},
+		{"kmip relative ca", "kms: kmip\nkmip:\n  address: km\n  ca_file: ca.pem\n  cert_file: /c\n  key_file: /k\n", "bad.yaml:4: kmip.ca_file: must be an absolute path"},
+		{"kmip deadline", "kms: kmip\nkmip:\n  address: km\n  ca_file: /a\n  cert_file: /c\n  key_file: /k\n  timeout: 1m\n  deadline: 10s\n", "bad.yaml:8: kmip.deadline: 10s is shorter than kmip.timeout 1m0s"},
 		{"retry bounds", "daemon:\n  retry_min: 1m\n  retry_max: 10s\n", "bad.yaml:3: daemon.retry_max: 10s is shorter than daemon.retry_min 1m0s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -183,6 +183,16 @@ func (c *Config) applyDefaults() {
 	if v.Deadline == 0 {
 		v.Deadline = 60 * time.Second
 	}
+	k := &c.KMIP
+	if k.Key == "" {
+		k.Key = "atrest-{hostname}"
+	}
+	if k.Timeout == 0 {
+		k.Timeout = 10 * time.Second
+	}
+	if k.Deadline == 0 {
+		k.Deadline = 60 * time.Second
+	}
 	d := &c.Daemon
 	if d.ReadyTimeout == 0 {
 		d.ReadyTimeout = 60 * time.Second
@@ -207,7 +217,7 @@ func (c *Config) applyDefaults() {
 		// because a local keystore lost with its machine takes every
 		// volume with it.
 		c.Recovery.Mode = RecoveryPrint
-		if c.KMS != BackendLocal {
+		if c.KMS == BackendVaultTransit || c.KMS == BackendVaultKV {
 			c.Recovery.Mode = RecoveryEscrow
 		}
 	}

@@ -18,22 +18,25 @@ func (c *Config) validate(root *yaml.Node) error {
 		return &Error{Path: c.Path, Line: lineOf(root, field), Field: field, Msg: fmt.Sprintf(format, args...)}
 	}
 	switch c.KMS {
-	case BackendLocal, BackendVaultTransit, BackendVaultKV:
+	case BackendLocal, BackendVaultTransit, BackendVaultKV, BackendKMIP:
 	default:
-		return bad("kms", "unknown backend %q (want %s, %s or %s)", c.KMS, BackendLocal, BackendVaultTransit, BackendVaultKV)
+		return bad("kms", "unknown backend %q (want %s, %s, %s or %s)", c.KMS, BackendLocal, BackendVaultTransit, BackendVaultKV, BackendKMIP)
 	}
 	switch c.Recovery.Mode {
 	case RecoveryEscrow, RecoveryPrint, RecoveryNone:
 	default:
 		return bad("recovery.mode", "unknown mode %q (want escrow, print or none)", c.Recovery.Mode)
 	}
+	if err := c.validateKMIP(bad); err != nil {
+		return err
+	}
 	v := c.Vault
-	usesVault := c.KMS != BackendLocal || c.Recovery.Mode == RecoveryEscrow
+	usesVault := c.UsesVault()
 	// VAULT_ADDR supplies the address when the file does not (the vault
 	// package applies every VAULT_* variable on top of the file).
 	if usesVault && v.Address == "" && os.Getenv("VAULT_ADDR") == "" {
 		field := "kms"
-		if c.KMS == BackendLocal {
+		if c.KMS == BackendLocal || c.KMS == BackendKMIP {
 			field = "recovery.mode"
 		}
 		return bad(field, "needs vault.address (or VAULT_ADDR)")
@@ -96,6 +99,35 @@ func (c *Config) validate(root *yaml.Node) error {
 		if vol.Format && vol.Device == "" {
 			return bad(at+".format", "needs device: a blank disk has no uuid yet")
 		}
+	}
+	return nil
+}
+
+// validateKMIP checks the kmip section when kms is kmip.
+func (c *Config) validateKMIP(bad func(field, format string, args ...any) error) error {
+	k := c.KMIP
+	if c.KMS != BackendKMIP {
+		return nil
+	}
+	if k.Address == "" {
+		return bad("kms", "kmip needs kmip.address (host:port of the key manager)")
+	}
+	for _, f := range []struct{ field, path string }{{"kmip.ca_file", k.CAFile}, {"kmip.cert_file", k.CertFile}, {"kmip.key_file", k.KeyFile}} {
+		if f.path == "" {
+			return bad("kms", "kmip needs %s (mutual TLS: the CA of the server, the node's certificate and key)", f.field)
+		}
+		if !strings.HasPrefix(f.path, "/") {
+			return bad(f.field, "must be an absolute path")
+		}
+	}
+	if strings.ContainsFunc(k.Key, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return bad("kmip.key", "control characters are not allowed")
+	}
+	if k.Timeout < 0 {
+		return bad("kmip.timeout", "must be positive")
+	}
+	if k.Deadline < k.Timeout {
+		return bad("kmip.deadline", "%s is shorter than kmip.timeout %s", k.Deadline, k.Timeout)
 	}
 	return nil
 }

@@ -2,10 +2,11 @@
 // selects: the KEK that wraps new volumes' platform secrets, a registry that
 // finds the KEK for any existing token, the raw-secret store of the vault-kv
 // mode, and the recovery-key escrow. It is the only place that maps
-// pkg/config onto pkg/kms/local and pkg/kms/vault.
+// pkg/config onto pkg/kms/local, pkg/kms/vault and pkg/kms/kmip.
 //
-// Nothing here contacts a KMS: Vault is first reached by the first
-// operation, so backends can be built at boot before the network is up.
+// Nothing here contacts a KMS: Vault and the KMIP server are first reached
+// by the first operation, so backends can be built at boot before the
+// network is up.
 // The local keystore file is created on first use by the operations that
 // need it, never by a read-only command.
 package backends
@@ -15,10 +16,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/kms"
+	"github.com/atrest/atrest/pkg/kms/kmip"
 	"github.com/atrest/atrest/pkg/kms/local"
 	"github.com/atrest/atrest/pkg/kms/vault"
 )
@@ -38,6 +41,7 @@ type Set struct {
 	client   *vault.Client
 	store    *vault.KV
 	escrow   *vault.KV
+	kmip     *kmip.Client
 }
 
 // Open prepares the backends for cfg; getenv supplies VAULT_* overrides
@@ -52,9 +56,7 @@ func Open(cfg *config.Config, getenv func(string) string) (*Set, error) {
 	return s, nil
 }
 
-func (s *Set) usesVault() bool {
-	return s.cfg.KMS != config.BackendLocal || s.cfg.Recovery.Mode == config.RecoveryEscrow
-}
+func (s *Set) usesVault() bool { return s.cfg.UsesVault() }
 
 // Backend names the backend that protects new volumes.
 func (s *Set) Backend() string { return s.cfg.KMS }
@@ -112,9 +114,52 @@ func (s *Set) Wrapper() (kms.KEK, error) {
 		return s.localKEK(true)
 	case config.BackendVaultTransit:
 		return s.transit(s.cfg.Vault.Transit.Key)
+	case config.BackendKMIP:
+		return s.kmipKEK(KMIPKeyName(s.cfg.KMIP.Key, os.Hostname))
 	default:
 		return nil, nil
 	}
+}
+
+// KMIPKeyName expands "{hostname}" in the configured key name.
+func KMIPKeyName(key string, hostname func() (string, error)) string {
+	if !strings.Contains(key, "{hostname}") {
+		return key
+	}
+	h, err := hostname()
+	if err != nil || h == "" {
+		h = "localhost"
+	}
+	return strings.ReplaceAll(key, "{hostname}", h)
+}
+
+// kmipKEK returns the KMIP key named key, registering it on first use:
+// tokens made under an earlier name keep unwrapping after the
+// configuration moves to a new one. The client certificate and key are
+// read once, on first use.
+func (s *Set) kmipKEK(key string) (kms.KEK, error) {
+	if k, err := s.reg.Lookup(kmip.Backend, key); err == nil {
+		return k, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.kmip == nil {
+		k := s.cfg.KMIP
+		if k.Address == "" {
+			return nil, fmt.Errorf("%w: a token names kmip key %q but the configuration has no kmip.address", kms.ErrKeyNotFound, key)
+		}
+		cl, err := kmip.New(kmip.Config{
+			Address: k.Address, ServerName: k.ServerName, CAFile: k.CAFile, CertFile: k.CertFile, KeyFile: k.KeyFile,
+			Key: key, Timeout: k.Timeout, Deadline: k.Deadline,
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.kmip = cl
+	}
+	kek := s.kmip.KEK(key, s.cfg.KMIP.Creates() && key == KMIPKeyName(s.cfg.KMIP.Key, os.Hostname))
+	s.reg.Add(kek)
+	return kek, nil
 }
 
 // localKEK opens the local keystore. Only create (wrapping a new secret)
@@ -165,6 +210,8 @@ func (s *Set) For(w kms.Wrapped) (kms.KEK, error) {
 		return s.localKEK(false)
 	case vault.BackendTransit:
 		return s.transit(w.Key)
+	case kmip.Backend:
+		return s.kmipKEK(w.Key)
 	default:
 		return nil, fmt.Errorf("%w: token names backend %q", kms.ErrUnknownBackend, w.Backend)
 	}

@@ -2,14 +2,12 @@ package vault
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 
 	"github.com/atrest/atrest/pkg/kms"
-	"github.com/atrest/atrest/pkg/secret"
 )
 
 // Check diagnoses the transit key for `atrest kms check`: Vault reachable
@@ -38,36 +36,7 @@ func (t *Transit) Check(ctx context.Context) []kms.CheckStep {
 	if failed(steps) {
 		return steps
 	}
-	return append(steps, t.probe(ctx))
-}
-
-// probe wraps and unwraps a random secret.
-func (t *Transit) probe(ctx context.Context) kms.CheckStep {
-	step := kms.CheckStep{Name: "round trip"}
-	pt, err := secret.Random(32)
-	if err != nil {
-		step.Err = err
-		return step
-	}
-	defer pt.Wipe()
-	const probeContext = "atrest-kms-check"
-	w, err := kms.Wrap(ctx, t, probeContext, pt)
-	if err != nil {
-		step.Err = err
-		return step
-	}
-	got, err := kms.Unwrap(ctx, t, probeContext, w)
-	if err != nil {
-		step.Err = err
-		return step
-	}
-	defer got.Wipe()
-	if !got.Equal(pt) {
-		step.Err = errors.New("vault transit: the probe unwrapped to different bytes")
-		return step
-	}
-	step.Detail = fmt.Sprintf("wrapped and unwrapped a probe with key version %d", w.KeyVersion)
-	return step
+	return append(steps, kms.Probe(ctx, t))
 }
 
 // Check diagnoses the KV location: Vault reachable, login, and the
