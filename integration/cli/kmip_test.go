@@ -203,3 +203,63 @@ func TestKMIPFailures(t *testing.T) {
 		good.expect(9, []string{"kms unavailable"}, "open", "kf2")
 	}
 }
+
+// Decommission with kmip.destroy_on_erase: erasing a volume while another
+// volume of the node still uses the per-node key keeps the key (with a
+// warning); erasing the node's last volume revokes and destroys every
+// object of the key in the key manager.
+func TestKMIPEraseDestroysTheNodesLastKey(t *testing.T) {
+	s := kmiptest.Start(t)
+	key := "atrest-{hostname}-erase"
+	n := kmipNode(t, s, s.Client, key)
+	n.writeConfig(strings.Replace(kmipConfig(s.Address, s.ServerName, s.CA.File, s.Client, key, n.dir),
+		"  deadline: 3s\n", "  deadline: 3s\n  destroy_on_erase: true\n", 1))
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.ReplaceAll(key, "{hostname}", host)
+	first, second := disk(t, 64), disk(t, 64)
+	n.ok("format", first, "--name", "ke1")
+	n.ok("format", second, "--name", "ke2")
+	states := func() []kmip.State {
+		t.Helper()
+		cl := kmipAdmin(t, s, name)
+		uids, err := cl.Locate(context.Background(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, _, err := cl.GetAttributes(context.Background(), uids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []kmip.State
+		for _, o := range objs {
+			out = append(out, o.State)
+		}
+		return out
+	}
+
+	type eraseJSON struct {
+		Warnings     []string `json:"warnings"`
+		KeyDestroyed string   `json:"key_destroyed"`
+	}
+	e := jsonOf[eraseJSON](t, n.ok("-o", "json", "erase", "ke1", "--yes", "--confirm", "ke1"))
+	if e.KeyDestroyed != "" || !strings.Contains(strings.Join(e.Warnings, "\n"), "kept: 1 other volume") {
+		t.Fatalf("erase of the first of two volumes: %+v, want the key kept with a warning", e)
+	}
+	if st := states(); len(st) != 1 || st[0] != kmip.StateActive {
+		t.Fatalf("after erasing the first volume the key is %v, want one Active object", st)
+	}
+	n.ok("kms", "check")
+
+	e = jsonOf[eraseJSON](t, n.ok("-o", "json", "erase", "ke2", "--yes", "--confirm", "ke2"))
+	if e.KeyDestroyed != name {
+		t.Fatalf("erase of the node's last volume: %+v, want key %q destroyed", e, name)
+	}
+	for _, st := range states() {
+		if st != kmip.StateDestroyed && st != kmip.StateDestroyedCompromised {
+			t.Fatalf("after erasing the last volume the key objects are %v, want destroyed", states())
+		}
+	}
+}

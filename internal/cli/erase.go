@@ -44,13 +44,17 @@ EXAMPLES:
 				e.warn("%s", w)
 			}
 			if e.json {
-				e.printJSON(eraseDoc{schema: v1, Name: res.Name, UUID: res.UUID, Device: res.Device, Closed: res.Closed, Erased: true, Warnings: nonNil(res.Warnings)})
+				e.printJSON(eraseDoc{schema: v1, Name: res.Name, UUID: res.UUID, Device: res.Device, Closed: res.Closed, Erased: true, Warnings: nonNil(res.Warnings),
+					KeyDestroyed: res.KeyDestroyed, KeyObjects: res.KeyObjects})
 				return nil
 			}
 			if res.Closed {
 				e.printf("%s: closed\n", res.Name)
 			}
 			e.printf("%s: erased; no key opens %s any more\n", res.Name, res.Device)
+			if res.KeyDestroyed != "" {
+				e.printf("  kms key %q destroyed (%d key objects)\n", res.KeyDestroyed, res.KeyObjects)
+			}
 			return nil
 		},
 	}

@@ -208,6 +208,10 @@ type eraseDoc struct {
 	Closed   bool     `json:"closed"`
 	Erased   bool     `json:"erased"`
 	Warnings []string `json:"warnings"`
+	// KeyDestroyed and KeyObjects: the KMS key destroyed with the node's
+	// last volume under it (kmip.destroy_on_erase).
+	KeyDestroyed string `json:"key_destroyed,omitempty"`
+	KeyObjects   int    `json:"key_objects_destroyed,omitempty"`
 }
 
 type adoptDoc struct {

@@ -128,6 +128,11 @@ type KMIP struct {
 	// Create lets atrest create and activate the key when no object has
 	// the name yet (default true).
 	Create *bool `yaml:"create"`
+	// DestroyOnErase: erasing the node's last volume under the key also
+	// revokes and destroys the key's objects in the key manager (a
+	// decommission). Only for a per-node key ("{hostname}" in Key): a
+	// fleet key serves other nodes' volumes. Default false.
+	DestroyOnErase bool `yaml:"destroy_on_erase"`
 	// Timeout bounds one request, Deadline all retries of an operation.
 	Timeout  time.Duration `yaml:"timeout"`
 	Deadline time.Duration `yaml:"deadline"`

@@ -86,6 +86,7 @@ func TestErrorsNameLineAndField(t *testing.T) {
 		{"kmip without client key", "kms: kmip\nkmip:\n  address: km:5696\n  ca_file: /ca\n  cert_file: /crt\n", "bad.yaml:1: kms: kmip needs kmip.key_file"},
 		{"kmip relative ca", "kms: kmip\nkmip:\n  address: km\n  ca_file: ca.pem\n  cert_file: /c\n  key_file: /k\n", "bad.yaml:4: kmip.ca_file: must be an absolute path"},
 		{"kmip deadline", "kms: kmip\nkmip:\n  address: km\n  ca_file: /a\n  cert_file: /c\n  key_file: /k\n  timeout: 1m\n  deadline: 10s\n", "bad.yaml:8: kmip.deadline: 10s is shorter than kmip.timeout 1m0s"},
+		{"kmip destroy with a fleet key", "kms: kmip\nkmip:\n  address: km\n  ca_file: /a\n  cert_file: /c\n  key_file: /k\n  key: atrest-fleet\n  destroy_on_erase: true\n", "bad.yaml:8: kmip.destroy_on_erase: needs a per-node key"},
 		{"retry bounds", "daemon:\n  retry_min: 1m\n  retry_max: 10s\n", "bad.yaml:3: daemon.retry_max: 10s is shorter than daemon.retry_min 1m0s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

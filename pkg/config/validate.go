@@ -123,6 +123,9 @@ func (c *Config) validateKMIP(bad func(field, format string, args ...any) error)
 	if strings.ContainsFunc(k.Key, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		return bad("kmip.key", "control characters are not allowed")
 	}
+	if k.DestroyOnErase && !strings.Contains(k.Key, "{hostname}") {
+		return bad("kmip.destroy_on_erase", "needs a per-node key (\"{hostname}\" in kmip.key): the key %q may serve other nodes' volumes", k.Key)
+	}
 	if k.Timeout < 0 {
 		return bad("kmip.timeout", "must be positive")
 	}

@@ -29,6 +29,13 @@ type Retirer interface {
 	SetMinDecryptionVersion(ctx context.Context, version int) (KeyInfo, error)
 }
 
+// Destroyer destroys the key itself, every version of it, for a
+// decommission: every secret it wrapped is lost for good. It returns how
+// many key objects (or versions) it destroyed.
+type Destroyer interface {
+	DestroyKey(ctx context.Context) (int, error)
+}
+
 // Session is a backend with credentials that expire (Vault tokens).
 // KeepAlive renews them, logging in afresh when renewal is no longer
 // possible, until ctx is done; long-running processes (atrestd) run it in

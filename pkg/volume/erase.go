@@ -3,9 +3,13 @@ package volume
 import (
 	"context"
 	"fmt"
+	"os"
 
 	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/kms"
+	"github.com/atrest/atrest/pkg/kms/backends"
 	"github.com/atrest/atrest/pkg/luks2"
+	"github.com/atrest/atrest/pkg/token"
 )
 
 // EraseResult is a crypto-erased volume.
@@ -16,6 +20,11 @@ type EraseResult struct {
 	// Warnings: things that could not be cleaned up elsewhere (an escrowed
 	// recovery key the node may not delete, a vault-kv secret).
 	Warnings []string
+	// KeyDestroyed names the KMS key destroyed with the volume (KMIP with
+	// kmip.destroy_on_erase, for the node's last volume under it), and
+	// KeyObjects how many key objects went.
+	KeyDestroyed string
+	KeyObjects   int
 }
 
 // Erase crypto-erases v for a disk that leaves the fleet: its mapping is
@@ -69,8 +78,51 @@ func (m *Manager) Erase(ctx context.Context, v *Volume, confirm string) (res *Er
 			res.Warnings = append(res.Warnings, fmt.Sprintf("vault-kv secret %s not destroyed: %v", t.Key, err))
 		}
 	}
+	if t := c.v.Platform; t != nil && t.KMS == config.BackendKMIP && m.cfg.KMIP.DestroyOnErase {
+		m.destroyKeyWith(ctx, res, t)
+	}
 	if c.v.Platform != nil && c.v.Platform.Recovery != "" && c.v.Platform.Recovery != config.RecoveryPrint {
 		res.Warnings = append(res.Warnings, "the escrowed recovery key ("+c.v.Platform.Recovery+") opens nothing any more; an administrator may delete it")
 	}
 	return res, nil
+}
+
+// destroyKeyWith destroys the KMS key of t after its volume was erased,
+// when it is the node's configured per-node key and no other volume on
+// the node uses it any more: the decommission of a node's last disk. The
+// data is already beyond reach, so a failure here is a warning.
+func (m *Manager) destroyKeyWith(ctx context.Context, res *EraseResult, t *token.Token) {
+	if t.Key != backends.KMIPKeyName(m.cfg.KMIP.Key, os.Hostname) {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("kmip key %q kept: it is not this node's configured key (kmip.key)", t.Key))
+		return
+	}
+	vols, _ := m.Scan(ctx)
+	var users []string
+	for _, v := range vols {
+		if v.UUID() == res.UUID || !v.Managed() {
+			continue
+		}
+		for _, o := range append(othersOf(v), v.Platform) {
+			if o.KMS == t.KMS && o.Key == t.Key {
+				users = append(users, v.Ref())
+				break
+			}
+		}
+	}
+	if len(users) > 0 {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("kmip key %q kept: %d other volume(s) on this node still use it (%v); erasing the last one destroys it", t.Key, len(users), users))
+		return
+	}
+	kek, err := m.kms.For(wrapped(t))
+	if err == nil {
+		d, ok := kek.(kms.Destroyer)
+		if !ok {
+			err = fmt.Errorf("backend %s cannot destroy keys", t.KMS)
+		} else if res.KeyObjects, err = d.DestroyKey(ctx); err == nil {
+			res.KeyDestroyed = t.Key
+		}
+	}
+	if err != nil {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("kmip key %q not destroyed (destroy it in the key manager): %v", t.Key, err))
+	}
 }

@@ -37,10 +37,11 @@ type KEK struct {
 }
 
 var (
-	_ kms.KEK     = (*KEK)(nil)
-	_ kms.Rotator = (*KEK)(nil)
-	_ kms.Retirer = (*KEK)(nil)
-	_ kms.Checker = (*KEK)(nil)
+	_ kms.KEK       = (*KEK)(nil)
+	_ kms.Rotator   = (*KEK)(nil)
+	_ kms.Retirer   = (*KEK)(nil)
+	_ kms.Checker   = (*KEK)(nil)
+	_ kms.Destroyer = (*KEK)(nil)
 )
 
 // KEK returns the key named name through cl; create lets Wrap create it
@@ -345,4 +346,31 @@ func (k *KEK) Rewrap(ctx context.Context, reqs []kms.UnwrapRequest) ([]kms.WrapR
 		out[i] = wout[j]
 	}
 	return out, nil
+}
+
+// DestroyKey revokes every object named k.name that is still Active (or
+// Pre-Active) and destroys every object not destroyed yet: the
+// decommission of a per-node key (docs/kmip.md). It returns how many
+// objects it destroyed.
+func (k *KEK) DestroyKey(ctx context.Context) (int, error) {
+	objs, err := k.objects(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, o := range objs {
+		switch o.State {
+		case StateDestroyed, StateDestroyedCompromised:
+			continue
+		case StateActive:
+			if err := k.cl.Revoke(ctx, o.UID); err != nil {
+				return n, err
+			}
+		}
+		if err := k.cl.Destroy(ctx, o.UID); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }
