@@ -53,7 +53,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Getenv supplies VAULT_* overrides (os.Getenv if nil).
 	Getenv func(string) string
-	// RunDir moves the volume locks from /run/atrest (tests).
+	// RunDir moves the volume locks and atrestd's single-instance lock
+	// (atrestd.pid) from /run/atrest (tests).
 	RunDir string
 	// NoHotplug turns off the kernel uevent listener (the periodic rescan
 	// remains).
@@ -119,6 +120,14 @@ func New(opts Options) *Daemon {
 	return d
 }
 
+// runDir is where the volume locks and the single-instance lock live.
+func (d *Daemon) runDir() string {
+	if d.opts.RunDir != "" {
+		return d.opts.RunDir
+	}
+	return "/run/atrest"
+}
+
 // load reads the configuration and builds the backends and the Manager.
 func (d *Daemon) load() error {
 	cfg, err := config.Load(d.opts.ConfigPath)
@@ -155,17 +164,26 @@ func (d *Daemon) Snapshot() []VolumeState {
 // configuration). reload delivers SIGHUP.
 func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 	d.notify.Status("starting")
+	lock, err := lockInstance(d.runDir())
+	if err != nil {
+		d.notify.Status("cannot start: " + err.Error())
+		return err
+	}
+	defer lock.Close()
 	if err := d.load(); err != nil {
 		d.notify.Status("cannot start: " + err.Error())
 		return err
 	}
 	d.log.Info("atrestd starting", "config", d.opts.ConfigPath, "kms", d.cfg.KMS)
 	if d.cfg.Daemon.Metrics != "off" {
-		ln, err := serveMetrics(ctx, d.cfg.Daemon.Metrics, d.metrics.reg)
+		srv, err := serveMetrics(d.cfg.Daemon.Metrics, d.metrics.reg)
 		if err != nil {
-			return fmt.Errorf("metrics on %s: %w", d.cfg.Daemon.Metrics, err)
+			err = fmt.Errorf("metrics on %s: %w", d.cfg.Daemon.Metrics, err)
+			d.notify.Status("cannot start: " + err.Error())
+			return err
 		}
-		d.log.Info("metrics listening", "address", ln.Addr().String())
+		defer srv.Close()
+		d.log.Info("metrics listening", "address", srv.ln.Addr().String())
 	}
 	var hotplug <-chan struct{}
 	if !d.opts.NoHotplug {

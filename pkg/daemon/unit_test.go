@@ -3,6 +3,9 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -107,5 +110,60 @@ func TestSummary(t *testing.T) {
 	}
 	if s := summarize(vols[1:2], time.Now().Add(3*time.Second)); !strings.HasSuffix(s.line, "; next try in 3s") {
 		t.Errorf("with a retry scheduled: %q", s.line)
+	}
+}
+
+// listenUnix replaces only a socket nobody answers on; a file, a
+// directory and a live socket are refused and left as they were.
+func TestListenUnixReplacesOnlyStaleSockets(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	live := filepath.Join(dir, "live.sock")
+	l, err := net.Listen("unix", live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	stale := filepath.Join(dir, "stale.sock")
+	s, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetUnlinkOnClose(false)
+	s.Close()
+
+	for _, tc := range []struct{ path, refusal string }{
+		{file, "is not a socket (a regular file)"},
+		{dir, "is not a socket (a directory)"},
+		{live, "a process answers on"},
+		{stale, ""},
+		{filepath.Join(dir, "new", "metrics.sock"), ""},
+	} {
+		ln, err := listenUnix(tc.path)
+		if tc.refusal == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tc.path, err)
+			} else {
+				ln.Close()
+			}
+			continue
+		}
+		if err == nil {
+			ln.Close()
+			t.Errorf("%s: listened, want a refusal", tc.path)
+		} else if !strings.Contains(err.Error(), tc.refusal) {
+			t.Errorf("%s: %v, want %q", tc.path, err, tc.refusal)
+		}
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "data" {
+		t.Errorf("the regular file afterwards: %q, %v", b, err)
+	}
+	if c, err := net.Dial("unix", live); err != nil {
+		t.Errorf("the live socket afterwards: %v", err)
+	} else {
+		c.Close()
 	}
 }
