@@ -101,6 +101,8 @@ type Daemon struct {
 	formatted map[string]bool   // provisioning done or refused, by device
 	refused   map[string]string // why provisioning refused a device
 	stale     int               // volumes still stale after the last rewrap check
+
+	stopRenewal func() // ends the running Vault token renewal and waits for it
 }
 
 // New prepares a Daemon; Run starts it.
@@ -187,14 +189,18 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 	}
 	var hotplug <-chan struct{}
 	if !d.opts.NoHotplug {
-		ch, err := blockEvents(ctx)
+		hctx, stopHotplug := context.WithCancel(ctx)
+		ch, done, err := blockEvents(hctx)
 		if err != nil {
+			stopHotplug()
 			d.log.Warn("no hotplug events; relying on the periodic rescan", "error", err)
+		} else {
+			defer func() { stopHotplug(); <-done }()
 		}
 		hotplug = ch
 	}
-	keepAliveCtx, stopKeepAlive := context.WithCancel(ctx)
-	d.keepAlive(keepAliveCtx)
+	d.startKeepAlive(ctx)
+	defer d.stopKeepAlive()
 
 	readyBy := time.Now().Add(d.cfg.Daemon.ReadyTimeout)
 	d.rescan(ctx, true)
@@ -215,6 +221,10 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	// A plug is a burst of events: the rescan waits for it to settle,
+	// on a timer of its own so that SIGTERM and the watchdog are served
+	// meanwhile.
+	var settle <-chan time.Time
 	for {
 		d.report(readyBy)
 		wake := d.nextTry
@@ -227,7 +237,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 		}
 		select {
 		case <-ctx.Done():
-			stopKeepAlive()
+			d.stopKeepAlive()
 			d.notify.Stopping()
 			d.log.Info("atrestd stopping; volumes stay open")
 			return nil
@@ -235,12 +245,12 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 			d.reload(ctx)
 			rescan.Reset(d.cfg.Daemon.Rescan)
 			rewrap.Reset(d.cfg.Daemon.Rewrap)
-			stopKeepAlive()
-			keepAliveCtx, stopKeepAlive = context.WithCancel(ctx)
-			d.keepAlive(keepAliveCtx)
 		case <-hotplug:
-			// Give the burst of events of one plug time to settle.
-			time.Sleep(200 * time.Millisecond)
+			if settle == nil {
+				settle = time.After(200 * time.Millisecond)
+			}
+		case <-settle:
+			settle = nil
 			d.rescan(ctx, false)
 			d.attempt(ctx)
 		case <-rescan.C:
@@ -267,17 +277,31 @@ func (d *Daemon) bounded(ctx context.Context, n int) (context.Context, context.C
 	return context.WithTimeout(ctx, time.Duration(n)*max(d.cfg.Vault.Timeout, 5*time.Second))
 }
 
-// keepAlive renews the Vault token in the background, when Vault is used.
-func (d *Daemon) keepAlive(ctx context.Context) {
+// startKeepAlive renews the current backends' Vault token in the
+// background, when Vault is used, until stopKeepAlive.
+func (d *Daemon) startKeepAlive(ctx context.Context) {
 	vc := d.kms.Vault()
 	if vc == nil {
 		return
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		if err := vc.KeepAlive(ctx); err != nil && ctx.Err() == nil {
 			d.log.Error("vault token renewal stopped", "error", err)
 		}
 	}()
+	d.stopRenewal = func() { cancel(); <-done }
+}
+
+// stopKeepAlive ends the token renewal and waits until it has returned,
+// so that its client can be closed under it.
+func (d *Daemon) stopKeepAlive() {
+	if d.stopRenewal != nil {
+		d.stopRenewal()
+		d.stopRenewal = nil
+	}
 }
 
 // reload rereads the configuration (SIGHUP). A bad file is reported and
@@ -291,7 +315,10 @@ func (d *Daemon) reload(ctx context.Context) {
 		d.log.Error("reload failed; keeping the running configuration", "error", err)
 		return
 	}
+	// The old token renewal goes before the backends it uses.
+	d.stopKeepAlive()
 	_ = set.Close()
+	d.startKeepAlive(ctx)
 	d.log.Info("configuration reloaded", "config", d.opts.ConfigPath)
 	d.mu.Lock()
 	for k, v := range d.vols {

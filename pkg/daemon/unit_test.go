@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -165,5 +166,22 @@ func TestListenUnixReplacesOnlyStaleSockets(t *testing.T) {
 		t.Errorf("the live socket afterwards: %v", err)
 	} else {
 		c.Close()
+	}
+}
+
+// The uevent listener ends when its context does: atrestd's reader was
+// once blocked in recvfrom for ever, a goroutine and a netlink socket
+// left behind by every Run.
+func TestBlockEventsStopsOnCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	_, done, err := blockEvents(ctx)
+	if err != nil {
+		t.Skipf("no netlink uevent socket here: %v", err)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the uevent listener still runs 10s after its context ended")
 	}
 }
