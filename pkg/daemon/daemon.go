@@ -33,7 +33,9 @@ import (
 	sd "github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/dmcrypt"
 	"github.com/atrest/atrest/pkg/kms/backends"
+	"github.com/atrest/atrest/pkg/kms/vault"
 	"github.com/atrest/atrest/pkg/volume"
 )
 
@@ -102,7 +104,9 @@ type Daemon struct {
 	refused   map[string]string // why provisioning refused a device
 	stale     int               // volumes still stale after the last rewrap check
 
-	stopRenewal func() // ends the running Vault token renewal and waits for it
+	stopRenewal func()         // ends the running Vault token renewal and waits for it
+	msrv        *metricsServer // nil with daemon.metrics: off
+	noDM        error          // why the kernel cannot map volumes, while it cannot
 }
 
 // New prepares a Daemon; Run starts it.
@@ -144,9 +148,27 @@ func (d *Daemon) load() error {
 	if d.opts.RunDir != "" {
 		mopts = append(mopts, volume.WithRunDir(d.opts.RunDir))
 	}
-	d.cfg, d.kms, d.mgr = cfg, set, volume.New(cfg, set, mopts...)
-	d.retry = newBackoff(cfg.Daemon.RetryMin, cfg.Daemon.RetryMax)
+	d.use(cfg, set, volume.New(cfg, set, mopts...), newBackoff(cfg.Daemon.RetryMin, cfg.Daemon.RetryMax))
 	return nil
+}
+
+// use makes cfg and its backends the running configuration. The backends
+// are swapped under mu: the metrics (and tests) read them from other
+// goroutines.
+func (d *Daemon) use(cfg *config.Config, set *backends.Set, mgr *volume.Manager, retry *backoff) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cfg, d.kms, d.mgr, d.retry = cfg, set, mgr, retry
+}
+
+// vault is the running configuration's Vault client (nil without Vault).
+func (d *Daemon) vault() *vault.Client {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.kms == nil {
+		return nil
+	}
+	return d.kms.Vault()
 }
 
 // Snapshot returns the tracked volumes, sorted by name.
@@ -177,16 +199,11 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 		return err
 	}
 	d.log.Info("atrestd starting", "config", d.opts.ConfigPath, "kms", d.cfg.KMS)
-	if d.cfg.Daemon.Metrics != "off" {
-		srv, err := serveMetrics(d.cfg.Daemon.Metrics, d.metrics.reg)
-		if err != nil {
-			err = fmt.Errorf("metrics on %s: %w", d.cfg.Daemon.Metrics, err)
-			d.notify.Status("cannot start: " + err.Error())
-			return err
-		}
-		defer srv.Close()
-		d.log.Info("metrics listening", "address", srv.ln.Addr().String())
+	if err := d.applyMetrics(); err != nil {
+		d.notify.Status("cannot start: " + err.Error())
+		return err
 	}
+	defer func() { _ = d.msrv.Close() }()
 	var hotplug <-chan struct{}
 	if !d.opts.NoHotplug {
 		hctx, stopHotplug := context.WithCancel(ctx)
@@ -270,6 +287,30 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 	}
 }
 
+// applyMetrics serves the metrics where the configuration says, moving
+// them when daemon.metrics changed (SIGHUP). The new address is bound
+// before the old one is let go; if it cannot be, the old one stays.
+func (d *Daemon) applyMetrics() error {
+	addr := d.cfg.Daemon.Metrics
+	if d.msrv == nil && addr == "off" || d.msrv != nil && d.msrv.addr == addr {
+		return nil
+	}
+	var srv *metricsServer
+	if addr != "off" {
+		var err error
+		if srv, err = serveMetrics(addr, d.metrics.reg); err != nil {
+			return fmt.Errorf("metrics on %s: %w", addr, err)
+		}
+		d.log.Info("metrics listening", "address", srv.ln.Addr().String())
+	}
+	if d.msrv != nil {
+		_ = d.msrv.Close()
+		d.log.Info("metrics no longer served", "address", d.msrv.addr)
+	}
+	d.msrv = srv
+	return nil
+}
+
 // bounded bounds KMS work done from the main loop to n KMS call timeouts
 // (at least 5 s each): retries are the loop's business, and a loop stuck
 // in a hung KMS call would miss the watchdog.
@@ -280,7 +321,7 @@ func (d *Daemon) bounded(ctx context.Context, n int) (context.Context, context.C
 // startKeepAlive renews the current backends' Vault token in the
 // background, when Vault is used, until stopKeepAlive.
 func (d *Daemon) startKeepAlive(ctx context.Context) {
-	vc := d.kms.Vault()
+	vc := d.vault()
 	if vc == nil {
 		return
 	}
@@ -311,7 +352,7 @@ func (d *Daemon) reload(ctx context.Context) {
 	defer d.notify.Reloaded()
 	cfg, set, mgr, retry := d.cfg, d.kms, d.mgr, d.retry
 	if err := d.load(); err != nil {
-		d.cfg, d.kms, d.mgr, d.retry = cfg, set, mgr, retry
+		d.use(cfg, set, mgr, retry)
 		d.log.Error("reload failed; keeping the running configuration", "error", err)
 		return
 	}
@@ -320,6 +361,9 @@ func (d *Daemon) reload(ctx context.Context) {
 	_ = set.Close()
 	d.startKeepAlive(ctx)
 	d.log.Info("configuration reloaded", "config", d.opts.ConfigPath)
+	if err := d.applyMetrics(); err != nil {
+		d.log.Error("metrics address not changed; still serving on the old one", "old", d.msrv.addrOrOff(), "error", err)
+	}
 	d.mu.Lock()
 	for k, v := range d.vols {
 		if v.State == StateMissing {
@@ -348,8 +392,12 @@ func (d *Daemon) locked() []VolumeState {
 func (d *Daemon) attempt(ctx context.Context) {
 	todo := d.locked()
 	if len(todo) == 0 {
+		d.noDM = nil // nothing to map: nothing waits for it
 		d.nextTry = time.Time{}
 		d.retry.Reset()
+		return
+	}
+	if !d.deviceMapper(todo) {
 		return
 	}
 	var vols []*volume.Volume
@@ -403,6 +451,37 @@ func (d *Daemon) attempt(ctx context.Context) {
 	delay := d.retry.Delay()
 	d.nextTry = time.Now().Add(delay)
 	d.log.Debug("next unlock attempt", "in", delay.Round(time.Millisecond))
+}
+
+// deviceMapper reports whether the kernel can map volumes. Without a
+// device-mapper no retry can open anything: the condition is reported
+// once (the log, each waiting volume's error, the status line) and the
+// backoff stops, no header is read again; the next rescan or hotplug
+// event looks again (one open and ioctl), so loading dm-crypt later is
+// noticed.
+func (d *Daemon) deviceMapper(todo []VolumeState) bool {
+	err := dmcrypt.Available()
+	if err == nil {
+		if d.noDM != nil {
+			d.log.Info("device-mapper available now; opening volumes")
+			d.noDM = nil
+		}
+		return true
+	}
+	if d.noDM == nil {
+		d.log.Error("no device-mapper: no volume can be opened until the kernel has one (dm-mod, dm-crypt); not retrying until a rescan finds it", "volumes", len(todo), "error", err)
+		for _, s := range todo {
+			d.metrics.unlockAttempts.Inc()
+			d.metrics.unlockFailures.WithLabelValues(reasonDevice).Inc()
+			d.set(s.Key, func(s *VolumeState) { s.Attempts++ })
+		}
+	}
+	d.noDM = err
+	for _, s := range todo {
+		d.set(s.Key, func(s *VolumeState) { s.Error, s.Reason = err.Error(), reasonDevice })
+	}
+	d.nextTry = time.Time{}
+	return false
 }
 
 // fail records err for the volume at key. Errors that retrying may cure

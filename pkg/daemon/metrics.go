@@ -125,6 +125,14 @@ func serveMetrics(addr string, reg *prometheus.Registry) (*metricsServer, error)
 	return m, nil
 }
 
+// addrOrOff is the address served, "off" for none.
+func (m *metricsServer) addrOrOff() string {
+	if m == nil {
+		return "off"
+	}
+	return m.addr
+}
+
 // Close stops serving and removes the socket file it made.
 func (m *metricsServer) Close() error {
 	if m == nil {

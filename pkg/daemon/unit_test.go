@@ -185,3 +185,19 @@ func TestBlockEventsStopsOnCancel(t *testing.T) {
 		t.Fatal("the uevent listener still runs 10s after its context ended")
 	}
 }
+
+// On a machine with many volumes the status line stays one readable
+// line: the first few that are not open (required ones first), then a
+// count of the rest.
+func TestSummaryOfManyVolumes(t *testing.T) {
+	var vols []VolumeState
+	vols = append(vols, VolumeState{Name: "v000", State: StateOpen}, VolumeState{Name: "v001", State: StateOpen})
+	for i := 2; i < 168; i++ {
+		vols = append(vols, VolumeState{Name: fmt.Sprintf("v%03d", i), State: StateLocked, Reason: reasonKMSUnavailable, Required: i == 100})
+	}
+	s := summarize(vols, time.Time{})
+	want := "2/168 volumes open; not open: v100 (locked, kms unavailable), v002 (locked, kms unavailable), v003 (locked, kms unavailable), v004 (locked, kms unavailable), v005 (locked, kms unavailable), and 161 more"
+	if s.line != want || s.requiredWaiting != 1 {
+		t.Errorf("168 volumes, 166 not open:\n%q (required waiting %d)\nwant\n%q", s.line, s.requiredWaiting, want)
+	}
+}

@@ -308,10 +308,13 @@ func (s *Set) Checkers() ([]kms.Checker, error) {
 	return out, nil
 }
 
-// Close releases the local keystore.
+// Close releases the local keystore and the Vault client's connections.
 func (s *Set) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.client != nil {
+		s.client.Close()
+	}
 	if s.keystore != nil {
 		return s.keystore.Close()
 	}
