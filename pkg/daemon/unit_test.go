@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/atrest/atrest/internal/testutil"
+	"github.com/atrest/atrest/internal/testutil/looptest"
 	"github.com/atrest/atrest/pkg/dmcrypt"
 	"github.com/atrest/atrest/pkg/kms"
 	"github.com/atrest/atrest/pkg/luks2"
@@ -184,6 +186,26 @@ func TestBlockEventsStopsOnCancel(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the uevent listener still runs 10s after its context ended")
 	}
+}
+
+// The listener, reading through the runtime's poller, still hears the
+// kernel: attaching a loop device is announced.
+func TestBlockEventsHearsALoopDevice(t *testing.T) {
+	testutil.RequireRoot(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events, done, err := blockEvents(ctx)
+	if err != nil {
+		t.Skipf("no netlink uevent socket here: %v", err)
+	}
+	looptest.Disk(t, 1)
+	select {
+	case <-events:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no block uevent within 10s of attaching a loop device")
+	}
+	cancel()
+	<-done
 }
 
 // On a machine with many volumes the status line stays one readable
