@@ -1,8 +1,9 @@
 // Package daemon is atrestd: the service that opens atrest volumes at boot
 // without a person, and looks after them while the machine runs.
 //
-// At start it loads the configuration, formats configured blank devices
-// that ask for it (provision.go), finds its volumes (the configured ones
+// At start it takes the single-instance lock (a second atrestd refuses to
+// run), loads the configuration, formats configured blank devices that
+// ask for it (discover.go), finds its volumes (the configured ones
 // and every block device whose LUKS2 header carries an atrest token) and
 // opens them all through the volume use cases: one batched KMS call per
 // KEK, keyslots opened in parallel. Required volumes hold READY=1 back; an
