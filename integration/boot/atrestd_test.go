@@ -220,6 +220,11 @@ test "$(sha256sum /srv/data/file | cut -d' ' -f1)" = "$(cat /root/file.sha256)" 
 		boot.Script("status", `atrest status data`),
 		boot.Collect("order", order),
 		boot.Collect("state", "systemctl show -p ActiveState -p StatusText atrestd.service"),
+		// Every header read takes cryptsetup's lock file in
+		// /run/cryptsetup: it must be writable in atrestd's own mount
+		// namespace whatever ProtectSystem= does to /run.
+		boot.Script("lockdir", `pid=$(systemctl show -p MainPID --value atrestd.service)
+nsenter -t "$pid" -m sh -c ': > /run/cryptsetup/atrest-probe && rm /run/cryptsetup/atrest-probe' && echo "lock directory writable"`),
 		// The administrator's cycle through the CLI on the booted system:
 		// close, rekey, open, and the file is still intact.
 		boot.Script("cycle", `umount /srv/data
@@ -243,6 +248,9 @@ test "$(sha256sum /srv/data/file | cut -d' ' -f1)" = "$(cat /root/file.sha256)" 
 	}
 	if s := second.Output("state"); !strings.Contains(s, "ActiveState=active") || !strings.Contains(s, "StatusText=1/1 volumes open") {
 		t.Errorf("boot 2: atrestd's state:\n%s", s)
+	}
+	if got := second.Output("lockdir"); got != "lock directory writable\n" {
+		t.Errorf("boot 2: /run/cryptsetup in atrestd's mount namespace: %q, want it writable", got)
 	}
 	if s := second.Output("cycle"); !strings.Contains(s, "intact after close, rekey, open") {
 		t.Errorf("boot 2: close, rekey, open:\n%s", s)

@@ -1,8 +1,9 @@
 // Package daemon is atrestd: the service that opens atrest volumes at boot
 // without a person, and looks after them while the machine runs.
 //
-// At start it loads the configuration, formats configured blank devices
-// that ask for it (provision.go), finds its volumes (the configured ones
+// At start it takes the single-instance lock (a second atrestd refuses to
+// run), loads the configuration, formats configured blank devices that
+// ask for it (discover.go), finds its volumes (the configured ones
 // and every block device whose LUKS2 header carries an atrest token) and
 // opens them all through the volume use cases: one batched KMS call per
 // KEK, keyslots opened in parallel. Required volumes hold READY=1 back; an
@@ -33,7 +34,9 @@ import (
 	sd "github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/dmcrypt"
 	"github.com/atrest/atrest/pkg/kms/backends"
+	"github.com/atrest/atrest/pkg/kms/vault"
 	"github.com/atrest/atrest/pkg/volume"
 )
 
@@ -53,7 +56,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Getenv supplies VAULT_* overrides (os.Getenv if nil).
 	Getenv func(string) string
-	// RunDir moves the volume locks from /run/atrest (tests).
+	// RunDir moves the volume locks and atrestd's single-instance lock
+	// (atrestd.pid) from /run/atrest (tests).
 	RunDir string
 	// NoHotplug turns off the kernel uevent listener (the periodic rescan
 	// remains).
@@ -100,6 +104,10 @@ type Daemon struct {
 	formatted map[string]bool   // provisioning done or refused, by device
 	refused   map[string]string // why provisioning refused a device
 	stale     int               // volumes still stale after the last rewrap check
+
+	stopRenewal func()         // ends the running Vault token renewal and waits for it
+	msrv        *metricsServer // nil with daemon.metrics: off
+	noDM        error          // why the kernel cannot map volumes, while it cannot
 }
 
 // New prepares a Daemon; Run starts it.
@@ -119,6 +127,14 @@ func New(opts Options) *Daemon {
 	return d
 }
 
+// runDir is where the volume locks and the single-instance lock live.
+func (d *Daemon) runDir() string {
+	if d.opts.RunDir != "" {
+		return d.opts.RunDir
+	}
+	return "/run/atrest"
+}
+
 // load reads the configuration and builds the backends and the Manager.
 func (d *Daemon) load() error {
 	cfg, err := config.Load(d.opts.ConfigPath)
@@ -133,9 +149,27 @@ func (d *Daemon) load() error {
 	if d.opts.RunDir != "" {
 		mopts = append(mopts, volume.WithRunDir(d.opts.RunDir))
 	}
-	d.cfg, d.kms, d.mgr = cfg, set, volume.New(cfg, set, mopts...)
-	d.retry = newBackoff(cfg.Daemon.RetryMin, cfg.Daemon.RetryMax)
+	d.use(cfg, set, volume.New(cfg, set, mopts...), newBackoff(cfg.Daemon.RetryMin, cfg.Daemon.RetryMax))
 	return nil
+}
+
+// use makes cfg and its backends the running configuration. The backends
+// are swapped under mu: the metrics (and tests) read them from other
+// goroutines.
+func (d *Daemon) use(cfg *config.Config, set *backends.Set, mgr *volume.Manager, retry *backoff) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cfg, d.kms, d.mgr, d.retry = cfg, set, mgr, retry
+}
+
+// vault is the running configuration's Vault client (nil without Vault).
+func (d *Daemon) vault() *vault.Client {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.kms == nil {
+		return nil
+	}
+	return d.kms.Vault()
 }
 
 // Snapshot returns the tracked volumes, sorted by name.
@@ -155,28 +189,36 @@ func (d *Daemon) Snapshot() []VolumeState {
 // configuration). reload delivers SIGHUP.
 func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 	d.notify.Status("starting")
+	lock, err := lockInstance(d.runDir())
+	if err != nil {
+		d.notify.Status("cannot start: " + err.Error())
+		return err
+	}
+	defer lock.Close()
 	if err := d.load(); err != nil {
 		d.notify.Status("cannot start: " + err.Error())
 		return err
 	}
 	d.log.Info("atrestd starting", "config", d.opts.ConfigPath, "kms", d.cfg.KMS)
-	if d.cfg.Daemon.Metrics != "off" {
-		ln, err := serveMetrics(ctx, d.cfg.Daemon.Metrics, d.metrics.reg)
-		if err != nil {
-			return fmt.Errorf("metrics on %s: %w", d.cfg.Daemon.Metrics, err)
-		}
-		d.log.Info("metrics listening", "address", ln.Addr().String())
+	if err := d.applyMetrics(); err != nil {
+		d.notify.Status("cannot start: " + err.Error())
+		return err
 	}
+	defer func() { _ = d.msrv.Close() }()
 	var hotplug <-chan struct{}
 	if !d.opts.NoHotplug {
-		ch, err := blockEvents(ctx)
+		hctx, stopHotplug := context.WithCancel(ctx)
+		ch, done, err := blockEvents(hctx)
 		if err != nil {
+			stopHotplug()
 			d.log.Warn("no hotplug events; relying on the periodic rescan", "error", err)
+		} else {
+			defer func() { stopHotplug(); <-done }()
 		}
 		hotplug = ch
 	}
-	keepAliveCtx, stopKeepAlive := context.WithCancel(ctx)
-	d.keepAlive(keepAliveCtx)
+	d.startKeepAlive(ctx)
+	defer d.stopKeepAlive()
 
 	readyBy := time.Now().Add(d.cfg.Daemon.ReadyTimeout)
 	d.rescan(ctx, true)
@@ -197,6 +239,10 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	// A plug is a burst of events: the rescan waits for it to settle,
+	// on a timer of its own so that SIGTERM and the watchdog are served
+	// meanwhile.
+	var settle <-chan time.Time
 	for {
 		d.report(readyBy)
 		wake := d.nextTry
@@ -209,7 +255,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 		}
 		select {
 		case <-ctx.Done():
-			stopKeepAlive()
+			d.stopKeepAlive()
 			d.notify.Stopping()
 			d.log.Info("atrestd stopping; volumes stay open")
 			return nil
@@ -217,12 +263,12 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 			d.reload(ctx)
 			rescan.Reset(d.cfg.Daemon.Rescan)
 			rewrap.Reset(d.cfg.Daemon.Rewrap)
-			stopKeepAlive()
-			keepAliveCtx, stopKeepAlive = context.WithCancel(ctx)
-			d.keepAlive(keepAliveCtx)
 		case <-hotplug:
-			// Give the burst of events of one plug time to settle.
-			time.Sleep(200 * time.Millisecond)
+			if settle == nil {
+				settle = time.After(200 * time.Millisecond)
+			}
+		case <-settle:
+			settle = nil
 			d.rescan(ctx, false)
 			d.attempt(ctx)
 		case <-rescan.C:
@@ -242,6 +288,30 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 	}
 }
 
+// applyMetrics serves the metrics where the configuration says, moving
+// them when daemon.metrics changed (SIGHUP). The new address is bound
+// before the old one is let go; if it cannot be, the old one stays.
+func (d *Daemon) applyMetrics() error {
+	addr := d.cfg.Daemon.Metrics
+	if d.msrv == nil && addr == "off" || d.msrv != nil && d.msrv.addr == addr {
+		return nil
+	}
+	var srv *metricsServer
+	if addr != "off" {
+		var err error
+		if srv, err = serveMetrics(addr, d.metrics.reg); err != nil {
+			return fmt.Errorf("metrics on %s: %w", addr, err)
+		}
+		d.log.Info("metrics listening", "address", srv.ln.Addr().String())
+	}
+	if d.msrv != nil {
+		_ = d.msrv.Close()
+		d.log.Info("metrics no longer served", "address", d.msrv.addr)
+	}
+	d.msrv = srv
+	return nil
+}
+
 // bounded bounds KMS work done from the main loop to n KMS call timeouts
 // (at least 5 s each): retries are the loop's business, and a loop stuck
 // in a hung KMS call would miss the watchdog.
@@ -249,17 +319,31 @@ func (d *Daemon) bounded(ctx context.Context, n int) (context.Context, context.C
 	return context.WithTimeout(ctx, time.Duration(n)*max(d.cfg.Vault.Timeout, 5*time.Second))
 }
 
-// keepAlive renews the Vault token in the background, when Vault is used.
-func (d *Daemon) keepAlive(ctx context.Context) {
-	vc := d.kms.Vault()
+// startKeepAlive renews the current backends' Vault token in the
+// background, when Vault is used, until stopKeepAlive.
+func (d *Daemon) startKeepAlive(ctx context.Context) {
+	vc := d.vault()
 	if vc == nil {
 		return
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		if err := vc.KeepAlive(ctx); err != nil && ctx.Err() == nil {
 			d.log.Error("vault token renewal stopped", "error", err)
 		}
 	}()
+	d.stopRenewal = func() { cancel(); <-done }
+}
+
+// stopKeepAlive ends the token renewal and waits until it has returned,
+// so that its client can be closed under it.
+func (d *Daemon) stopKeepAlive() {
+	if d.stopRenewal != nil {
+		d.stopRenewal()
+		d.stopRenewal = nil
+	}
 }
 
 // reload rereads the configuration (SIGHUP). A bad file is reported and
@@ -269,12 +353,18 @@ func (d *Daemon) reload(ctx context.Context) {
 	defer d.notify.Reloaded()
 	cfg, set, mgr, retry := d.cfg, d.kms, d.mgr, d.retry
 	if err := d.load(); err != nil {
-		d.cfg, d.kms, d.mgr, d.retry = cfg, set, mgr, retry
+		d.use(cfg, set, mgr, retry)
 		d.log.Error("reload failed; keeping the running configuration", "error", err)
 		return
 	}
+	// The old token renewal goes before the backends it uses.
+	d.stopKeepAlive()
 	_ = set.Close()
+	d.startKeepAlive(ctx)
 	d.log.Info("configuration reloaded", "config", d.opts.ConfigPath)
+	if err := d.applyMetrics(); err != nil {
+		d.log.Error("metrics address not changed; still serving on the old one", "old", d.msrv.addrOrOff(), "error", err)
+	}
 	d.mu.Lock()
 	for k, v := range d.vols {
 		if v.State == StateMissing {
@@ -303,8 +393,12 @@ func (d *Daemon) locked() []VolumeState {
 func (d *Daemon) attempt(ctx context.Context) {
 	todo := d.locked()
 	if len(todo) == 0 {
+		d.noDM = nil // nothing to map: nothing waits for it
 		d.nextTry = time.Time{}
 		d.retry.Reset()
+		return
+	}
+	if !d.deviceMapper(todo) {
 		return
 	}
 	var vols []*volume.Volume
@@ -358,6 +452,37 @@ func (d *Daemon) attempt(ctx context.Context) {
 	delay := d.retry.Delay()
 	d.nextTry = time.Now().Add(delay)
 	d.log.Debug("next unlock attempt", "in", delay.Round(time.Millisecond))
+}
+
+// deviceMapper reports whether the kernel can map volumes. Without a
+// device-mapper no retry can open anything: the condition is reported
+// once (the log, each waiting volume's error, the status line) and the
+// backoff stops, no header is read again; the next rescan or hotplug
+// event looks again (one open and ioctl), so loading dm-crypt later is
+// noticed.
+func (d *Daemon) deviceMapper(todo []VolumeState) bool {
+	err := dmcrypt.Available()
+	if err == nil {
+		if d.noDM != nil {
+			d.log.Info("device-mapper available now; opening volumes")
+			d.noDM = nil
+		}
+		return true
+	}
+	if d.noDM == nil {
+		d.log.Error("no device-mapper: no volume can be opened until the kernel has one (dm-mod, dm-crypt); not retrying until a rescan finds it", "volumes", len(todo), "error", err)
+		for _, s := range todo {
+			d.metrics.unlockAttempts.Inc()
+			d.metrics.unlockFailures.WithLabelValues(reasonDevice).Inc()
+			d.set(s.Key, func(s *VolumeState) { s.Attempts++ })
+		}
+	}
+	d.noDM = err
+	for _, s := range todo {
+		d.set(s.Key, func(s *VolumeState) { s.Error, s.Reason = err.Error(), reasonDevice })
+	}
+	d.nextTry = time.Time{}
+	return false
 }
 
 // fail records err for the volume at key. Errors that retrying may cure

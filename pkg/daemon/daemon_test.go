@@ -34,6 +34,9 @@ type node struct {
 	config  string
 	notify  chan string
 	metrics string
+	// kms is the configuration's KMS part (a local keystore in dir if
+	// empty).
+	kms string
 }
 
 func newNode(t *testing.T, extra string) *node {
@@ -66,7 +69,11 @@ func newNode(t *testing.T, extra string) *node {
 
 func (n *node) write(extra string) {
 	n.t.Helper()
-	doc := fmt.Sprintf("kms: local\nlocal:\n  keystore: %s/kek\nstate_dir: %s/state\nrecovery:\n  mode: none\ndaemon:\n  metrics: unix:%s\n%s", n.dir, n.dir, n.metrics, extra)
+	kmsPart := n.kms
+	if kmsPart == "" {
+		kmsPart = fmt.Sprintf("kms: local\nlocal:\n  keystore: %s/kek\n", n.dir)
+	}
+	doc := fmt.Sprintf("%sstate_dir: %s/state\nrecovery:\n  mode: none\ndaemon:\n  metrics: unix:%s\n%s", kmsPart, n.dir, n.metrics, extra)
 	if err := os.WriteFile(n.config, []byte(doc), 0o600); err != nil {
 		n.t.Fatal(err)
 	}

@@ -149,6 +149,9 @@ func (d *Daemon) provision(ctx context.Context) {
 func (d *Daemon) report(readyBy time.Time) {
 	st := summarize(d.Snapshot(), d.nextTry)
 	d.metrics.stale.Set(float64(d.stale))
+	if d.noDM != nil {
+		st.line = "no device-mapper in this kernel; " + st.line
+	}
 	if !d.ready {
 		switch {
 		case st.requiredWaiting == 0:
@@ -156,6 +159,12 @@ func (d *Daemon) report(readyBy time.Time) {
 			d.metrics.ready.Set(1)
 			d.notify.Ready(st.line)
 			d.log.Info("ready", "status", st.line)
+			return
+		case d.noDM != nil:
+			// Waiting for the ready timeout cannot open anything.
+			d.ready = true
+			d.metrics.ready.Set(1)
+			d.notify.Ready("degraded: " + st.line)
 			return
 		case !time.Now().Before(readyBy):
 			d.ready = true

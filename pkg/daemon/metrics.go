@@ -1,12 +1,8 @@
 package daemon
 
 import (
-	"context"
-	"errors"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -102,22 +98,20 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// metricsServer is the /metrics endpoint on one address.
+type metricsServer struct {
+	addr string // as configured: unix:/PATH or HOST:PORT
+	ln   net.Listener
+	srv  *http.Server
+}
+
 // serveMetrics serves /metrics on addr (unix:/PATH or HOST:PORT) until
-// ctx ends. A stale socket file left by a previous run is replaced.
-func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry) (net.Listener, error) {
+// Close. On a unix path only a stale socket is replaced (listenUnix).
+func serveMetrics(addr string, reg *prometheus.Registry) (*metricsServer, error) {
 	var ln net.Listener
 	var err error
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return nil, err
-		}
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, err
-		}
-		ln, err = net.Listen("unix", path)
-		if err == nil {
-			err = os.Chmod(path, 0o660)
-		}
+		ln, err = listenUnix(path)
 	} else {
 		ln, err = net.Listen("tcp", addr)
 	}
@@ -126,11 +120,23 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry) (n
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	go func() {
-		<-ctx.Done()
-		_ = srv.Close()
-	}()
-	return ln, nil
+	m := &metricsServer{addr: addr, ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
+	go func() { _ = m.srv.Serve(ln) }()
+	return m, nil
+}
+
+// addrOrOff is the address served, "off" for none.
+func (m *metricsServer) addrOrOff() string {
+	if m == nil {
+		return "off"
+	}
+	return m.addr
+}
+
+// Close stops serving and removes the socket file it made.
+func (m *metricsServer) Close() error {
+	if m == nil {
+		return nil
+	}
+	return m.srv.Close()
 }

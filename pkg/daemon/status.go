@@ -60,25 +60,38 @@ type summary struct {
 	requiredWaiting int
 }
 
+// statusListed is how many volumes that are not open the status line
+// names; the rest are counted ("and 163 more"): systemctl status shows
+// one line, and a machine can carry hundreds of volumes.
+const statusListed = 5
+
 // summarize makes the one-line status: how many volumes are open and,
-// for the others, what they wait for.
+// for the first few others (required ones first), what they wait for.
 func summarize(vols []VolumeState, nextTry time.Time) summary {
 	var s summary
 	open := 0
-	var waiting []string
+	var required, others []string
 	for _, v := range vols {
 		if v.State == StateOpen {
 			open++
 			continue
 		}
-		if v.Required {
-			s.requiredWaiting++
-		}
 		what := v.State
 		if v.Reason != "" {
 			what += ", " + strings.ReplaceAll(v.Reason, "_", " ")
 		}
-		waiting = append(waiting, fmt.Sprintf("%s (%s)", v.Name, what))
+		line := fmt.Sprintf("%s (%s)", v.Name, what)
+		if v.Required {
+			s.requiredWaiting++
+			required = append(required, line)
+		} else {
+			others = append(others, line)
+		}
+	}
+	waiting := append(required, others...)
+	shown := waiting
+	if len(waiting) > statusListed {
+		shown = append(waiting[:statusListed:statusListed], fmt.Sprintf("and %d more", len(waiting)-statusListed))
 	}
 	switch {
 	case len(vols) == 0:
@@ -86,7 +99,7 @@ func summarize(vols []VolumeState, nextTry time.Time) summary {
 	case len(waiting) == 0:
 		s.line = fmt.Sprintf("%d/%d volumes open", open, len(vols))
 	default:
-		s.line = fmt.Sprintf("%d/%d volumes open; not open: %s", open, len(vols), strings.Join(waiting, ", "))
+		s.line = fmt.Sprintf("%d/%d volumes open; not open: %s", open, len(vols), strings.Join(shown, ", "))
 		if wait := time.Until(nextTry); !nextTry.IsZero() && wait >= time.Second {
 			s.line += fmt.Sprintf("; next try in %s", wait.Round(time.Second))
 		}

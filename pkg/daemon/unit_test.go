@@ -1,12 +1,18 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/atrest/atrest/internal/testutil"
+	"github.com/atrest/atrest/internal/testutil/looptest"
 	"github.com/atrest/atrest/pkg/dmcrypt"
 	"github.com/atrest/atrest/pkg/kms"
 	"github.com/atrest/atrest/pkg/luks2"
@@ -107,5 +113,113 @@ func TestSummary(t *testing.T) {
 	}
 	if s := summarize(vols[1:2], time.Now().Add(3*time.Second)); !strings.HasSuffix(s.line, "; next try in 3s") {
 		t.Errorf("with a retry scheduled: %q", s.line)
+	}
+}
+
+// listenUnix replaces only a socket nobody answers on; a file, a
+// directory and a live socket are refused and left as they were.
+func TestListenUnixReplacesOnlyStaleSockets(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	live := filepath.Join(dir, "live.sock")
+	l, err := net.Listen("unix", live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	stale := filepath.Join(dir, "stale.sock")
+	s, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetUnlinkOnClose(false)
+	s.Close()
+
+	for _, tc := range []struct{ path, refusal string }{
+		{file, "is not a socket (a regular file)"},
+		{dir, "is not a socket (a directory)"},
+		{live, "a process answers on"},
+		{stale, ""},
+		{filepath.Join(dir, "new", "metrics.sock"), ""},
+	} {
+		ln, err := listenUnix(tc.path)
+		if tc.refusal == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tc.path, err)
+			} else {
+				ln.Close()
+			}
+			continue
+		}
+		if err == nil {
+			ln.Close()
+			t.Errorf("%s: listened, want a refusal", tc.path)
+		} else if !strings.Contains(err.Error(), tc.refusal) {
+			t.Errorf("%s: %v, want %q", tc.path, err, tc.refusal)
+		}
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "data" {
+		t.Errorf("the regular file afterwards: %q, %v", b, err)
+	}
+	if c, err := net.Dial("unix", live); err != nil {
+		t.Errorf("the live socket afterwards: %v", err)
+	} else {
+		c.Close()
+	}
+}
+
+// The uevent listener ends when its context does: atrestd's reader was
+// once blocked in recvfrom for ever, a goroutine and a netlink socket
+// left behind by every Run.
+func TestBlockEventsStopsOnCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	_, done, err := blockEvents(ctx)
+	if err != nil {
+		t.Skipf("no netlink uevent socket here: %v", err)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the uevent listener still runs 10s after its context ended")
+	}
+}
+
+// The listener, reading through the runtime's poller, still hears the
+// kernel: attaching a loop device is announced.
+func TestBlockEventsHearsALoopDevice(t *testing.T) {
+	testutil.RequireRoot(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events, done, err := blockEvents(ctx)
+	if err != nil {
+		t.Skipf("no netlink uevent socket here: %v", err)
+	}
+	looptest.Disk(t, 1)
+	select {
+	case <-events:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no block uevent within 10s of attaching a loop device")
+	}
+	cancel()
+	<-done
+}
+
+// On a machine with many volumes the status line stays one readable
+// line: the first few that are not open (required ones first), then a
+// count of the rest.
+func TestSummaryOfManyVolumes(t *testing.T) {
+	var vols []VolumeState
+	vols = append(vols, VolumeState{Name: "v000", State: StateOpen}, VolumeState{Name: "v001", State: StateOpen})
+	for i := 2; i < 168; i++ {
+		vols = append(vols, VolumeState{Name: fmt.Sprintf("v%03d", i), State: StateLocked, Reason: reasonKMSUnavailable, Required: i == 100})
+	}
+	s := summarize(vols, time.Time{})
+	want := "2/168 volumes open; not open: v100 (locked, kms unavailable), v002 (locked, kms unavailable), v003 (locked, kms unavailable), v004 (locked, kms unavailable), v005 (locked, kms unavailable), and 161 more"
+	if s.line != want || s.requiredWaiting != 1 {
+		t.Errorf("168 volumes, 166 not open:\n%q (required waiting %d)\nwant\n%q", s.line, s.requiredWaiting, want)
 	}
 }

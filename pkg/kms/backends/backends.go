@@ -375,10 +375,13 @@ func (m missingKeystore) Check(context.Context) []kms.CheckStep {
 	return []kms.CheckStep{{Name: "key file", Detail: "on a new node the first atrest format creates it; else restore it from its backup", Err: m.err}}
 }
 
-// Close releases the local keystore.
+// Close releases the local keystore and the Vault client's connections.
 func (s *Set) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.client != nil {
+		s.client.Close()
+	}
 	if s.keystore != nil {
 		return s.keystore.Close()
 	}

@@ -32,6 +32,7 @@ type Client struct {
 	api  *api.Client // carries the current token
 	anon *api.Client // never carries a token: logins, wrapping lookups
 	auth authenticator
+	hc   *http.Client // api's and anon's: one connection pool
 
 	mu  sync.Mutex // guards tok and serialises logins
 	tok tokenState
@@ -99,7 +100,7 @@ func New(cfg Config) (*Client, error) {
 	tr.TLSClientConfig = tlsConf
 	tr.ForceAttemptHTTP2 = true
 	hc := &http.Client{Transport: tr}
-	c := &Client{cfg: cfg}
+	c := &Client{cfg: cfg, hc: hc}
 	if c.api, err = newAPI(cfg, hc); err != nil {
 		return nil, err
 	}
@@ -146,6 +147,14 @@ func (c *Client) Address() string { return c.cfg.Address }
 // Stats returns the login and renewal counters.
 func (c *Client) Stats() Stats {
 	return Stats{Logins: c.logins.Load(), Renewals: c.renewals.Load(), Retries: c.retries.Load()}
+}
+
+// Close closes the Client's idle connections to Vault (and with them
+// their goroutines). A long-running process that replaces its Client
+// (atrestd on SIGHUP) closes the old one once nothing uses it any more; a
+// request made after Close would open a connection again.
+func (c *Client) Close() {
+	c.hc.CloseIdleConnections()
 }
 
 // withDeadline bounds an operation by the configured total deadline.
