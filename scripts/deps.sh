@@ -21,6 +21,9 @@ pkgs+=(xfsprogs btrfs-progs dosfstools ntfs-3g exfatprogs f2fs-tools fdisk gdisk
   lvm2 mdadm bcache-tools xorriso)
 #   make bench's comparison with clevis and tang (scripts/bench-unlock.sh)
 pkgs+=(clevis clevis-luks tang socat curl)
+#   the TPM2 tier: a software TPM on loopback (internal/testutil/swtpmtest),
+#   the TCTI systemd-cryptenroll --tpm2-device=swtpm:... loads, tpm2-tools
+pkgs+=(swtpm swtpm-tools libtss2-tcti-swtpm0 tpm2-tools)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,0 +1,212 @@
+package tpm2
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"strconv"
+	"testing"
+
+	"github.com/google/go-tpm/tpm2"
+
+	"github.com/atrest/atrest/internal/testutil/swtpmtest"
+	"github.com/atrest/atrest/pkg/secret"
+)
+
+// openSwtpm starts a fresh swtpm for the test and opens it.
+func openSwtpm(t *testing.T) (*swtpmtest.TPM, *TPM) {
+	t.Helper()
+	sw := swtpmtest.Start(t)
+	tp, err := Open(sw.Device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tp.Close() })
+	return sw, tp
+}
+
+// extendPCR measures event into PCR pcr of the sha256 bank, as firmware
+// would. swtpm starts with every PCR zero ("unenforced"): the tests
+// extend PCR 7 first so that the policy binds to a real value.
+func extendPCR(t *testing.T, tp *TPM, pcr int, event string) {
+	t.Helper()
+	d := sha256.Sum256([]byte(event))
+	_, err := (tpm2.PCRExtend{
+		PCRHandle: tpm2.AuthHandle{Handle: tpm2.TPMHandle(pcr), Auth: tpm2.PasswordAuth(nil)},
+		Digests:   tpm2.TPMLDigestValues{Digests: []tpm2.TPMTHA{{HashAlg: tpm2.TPMAlgSHA256, Digest: d[:]}}},
+	}).Execute(tp.t)
+	if err != nil {
+		t.Fatalf("extend PCR %d: %v", pcr, err)
+	}
+}
+
+func key(t *testing.T, s string) *secret.Key {
+	t.Helper()
+	k, err := secret.FromBytes([]byte(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Wipe)
+	return k
+}
+
+func seal(t *testing.T, tp *TPM, opts SealOptions) (*secret.Key, *SealResult) {
+	t.Helper()
+	sec, res, err := tp.Seal(opts)
+	if err != nil {
+		t.Fatalf("seal: %v", err)
+	}
+	t.Cleanup(sec.Wipe)
+	return sec, res
+}
+
+func TestSealUnsealRoundTrip(t *testing.T) {
+	_, tp := openSwtpm(t)
+	// Before any measurement PCR 7 is zero and Seal says so.
+	_, res := seal(t, tp, SealOptions{PCRs: []int{7}})
+	if !res.Unenforced {
+		t.Error("sealing to an all-zero PCR 7 is not reported as unenforced")
+	}
+	extendPCR(t, tp, 7, "secure boot state")
+	for _, alg := range []PrimaryAlg{ECC, RSA} {
+		t.Run(string(alg), func(t *testing.T) {
+			sec, res := seal(t, tp, SealOptions{PCRs: []int{7, 0}, PrimaryAlg: alg})
+			if res.Unenforced || res.PrimaryAlg != alg || res.Bank != SHA256 || fmt.Sprint(res.PCRs) != "[0 7]" || sec.Len() != SecretSize {
+				t.Fatalf("sealed %+v, secret of %d bytes", res.Sealed, sec.Len())
+			}
+			got, err := tp.Unseal(&res.Sealed, nil)
+			if err != nil {
+				t.Fatalf("unseal: %v", err)
+			}
+			defer got.Wipe()
+			if !got.Equal(sec) {
+				t.Fatal("unsealed secret differs from the sealed one")
+			}
+		})
+	}
+}
+
+func TestUnsealAfterPCRChangeIsPCRMismatch(t *testing.T) {
+	_, tp := openSwtpm(t)
+	extendPCR(t, tp, 7, "secure boot state")
+	_, res := seal(t, tp, SealOptions{PCRs: []int{7}})
+	extendPCR(t, tp, 7, "a new boot loader")
+	_, err := tp.Unseal(&res.Sealed, nil)
+	if !errors.Is(err, ErrPCRMismatch) {
+		t.Fatalf("unseal after PCR 7 changed: %v, want ErrPCRMismatch", err)
+	}
+	// Another PCR changing does not matter.
+	_, res = seal(t, tp, SealOptions{PCRs: []int{7}})
+	extendPCR(t, tp, 8, "kernel command line")
+	if got, err := tp.Unseal(&res.Sealed, nil); err != nil {
+		t.Fatalf("unseal after an unbound PCR changed: %v", err)
+	} else {
+		got.Wipe()
+	}
+}
+
+// pinWithZeroInHash returns a PIN whose SHA-256 has a zero byte before its
+// end: the auth value go-tpm's own sessions cut short.
+func pinWithZeroInHash() string {
+	for i := 0; ; i++ {
+		pin := "pin" + strconv.Itoa(i)
+		h := sha256.Sum256([]byte(pin))
+		for j := 0; j < len(h)-1; j++ {
+			if h[j] == 0 && h[len(h)-1] != 0 {
+				return pin
+			}
+		}
+	}
+}
+
+func TestPIN(t *testing.T) {
+	_, tp := openSwtpm(t)
+	extendPCR(t, tp, 7, "secure boot state")
+	for _, pin := range []string{"1234", "correct horse battery staple", pinWithZeroInHash()} {
+		sec, res := seal(t, tp, SealOptions{PCRs: []int{7}, PIN: key(t, pin)})
+		if !res.PIN {
+			t.Fatal("sealed with a PIN but Sealed.PIN is false")
+		}
+		got, err := tp.Unseal(&res.Sealed, key(t, pin))
+		if err != nil {
+			t.Fatalf("unseal with the right PIN %q: %v", pin, err)
+		}
+		if !got.Equal(sec) {
+			t.Fatal("unsealed secret differs")
+		}
+		got.Wipe()
+		if _, err := tp.Unseal(&res.Sealed, key(t, pin+"x")); !errors.Is(err, ErrWrongPIN) {
+			t.Fatalf("unseal with a wrong PIN: %v, want ErrWrongPIN", err)
+		}
+		if _, err := tp.Unseal(&res.Sealed, nil); !errors.Is(err, ErrPINRequired) {
+			t.Fatalf("unseal without the PIN: %v, want ErrPINRequired", err)
+		}
+	}
+}
+
+func TestRepeatedWrongPINLocksOut(t *testing.T) {
+	_, tp := openSwtpm(t)
+	_, res := seal(t, tp, SealOptions{PCRs: []int{7}, PIN: key(t, "1234")})
+	var err error
+	n := 0
+	for n = 1; n <= 64; n++ {
+		_, err = tp.Unseal(&res.Sealed, key(t, "0000"))
+		if !errors.Is(err, ErrWrongPIN) {
+			break
+		}
+	}
+	if !errors.Is(err, ErrLockout) {
+		t.Fatalf("after %d wrong PINs: %v, want ErrLockout", n, err)
+	}
+	t.Logf("lockout after %d wrong PINs", n-1)
+	// In lockout even the right PIN is refused, with the lockout's error.
+	if _, err := tp.Unseal(&res.Sealed, key(t, "1234")); !errors.Is(err, ErrLockout) {
+		t.Fatalf("right PIN during lockout: %v, want ErrLockout", err)
+	}
+}
+
+func TestBlobOfAnotherTPM(t *testing.T) {
+	_, a := openSwtpm(t)
+	_, b := openSwtpm(t)
+	_, res := seal(t, a, SealOptions{PCRs: []int{7}})
+	_, err := b.Unseal(&res.Sealed, nil)
+	if !errors.Is(err, ErrOtherTPM) {
+		t.Fatalf("unseal on another TPM: %v, want ErrOtherTPM", err)
+	}
+	if want := "not this machine's TPM"; !contains(err.Error(), want) {
+		t.Fatalf("message %q does not say %q", err, want)
+	}
+}
+
+func contains(s, sub string) bool { return len(s) >= len(sub) && (s == sub || indexOf(s, sub) >= 0) }
+
+func indexOf(s, sub string) int {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return i
+		}
+	}
+	return -1
+}
+
+func TestNoTPM(t *testing.T) {
+	sw := swtpmtest.Start(t)
+	sw.Stop()
+	for _, dev := range []string{sw.Device, "/nonexistent/tpmrm0", "swtpm:host=127.0.0.1,port=1"} {
+		if tp, err := Open(dev); !errors.Is(err, ErrNoTPM) {
+			if tp != nil {
+				tp.Close()
+			}
+			t.Errorf("Open(%q): %v, want ErrNoTPM", dev, err)
+		}
+	}
+}
+
+func TestStoppedTPMMidUnseal(t *testing.T) {
+	sw, tp := openSwtpm(t)
+	_, res := seal(t, tp, SealOptions{PCRs: []int{7}})
+	sw.Stop()
+	if _, err := tp.Unseal(&res.Sealed, nil); err == nil {
+		t.Fatal("unseal through a stopped TPM succeeded")
+	}
+}
