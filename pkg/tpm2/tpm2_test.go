@@ -1,10 +1,12 @@
 package tpm2
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
@@ -173,20 +175,9 @@ func TestBlobOfAnotherTPM(t *testing.T) {
 	if !errors.Is(err, ErrOtherTPM) {
 		t.Fatalf("unseal on another TPM: %v, want ErrOtherTPM", err)
 	}
-	if want := "not this machine's TPM"; !contains(err.Error(), want) {
+	if want := "not this machine's TPM"; !strings.Contains(err.Error(), want) {
 		t.Fatalf("message %q does not say %q", err, want)
 	}
-}
-
-func contains(s, sub string) bool { return len(s) >= len(sub) && (s == sub || indexOf(s, sub) >= 0) }
-
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
 }
 
 func TestNoTPM(t *testing.T) {
@@ -208,5 +199,15 @@ func TestStoppedTPMMidUnseal(t *testing.T) {
 	sw.Stop()
 	if _, err := tp.Unseal(&res.Sealed, nil); err == nil {
 		t.Fatal("unseal through a stopped TPM succeeded")
+	}
+}
+
+func TestHandEditedPolicyHash(t *testing.T) {
+	_, tp := openSwtpm(t)
+	_, res := seal(t, tp, SealOptions{PCRs: []int{7}})
+	edited := res.Sealed
+	edited.PolicyHash = bytes.Repeat([]byte{1}, 32)
+	if _, err := tp.Unseal(&edited, nil); !errors.Is(err, ErrBadToken) {
+		t.Fatalf("unseal with an edited policy hash: %v, want ErrBadToken", err)
 	}
 }

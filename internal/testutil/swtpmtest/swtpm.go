@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -61,6 +62,8 @@ func start(bin, dir string, port int) (*TPM, error) {
 		"--server", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", port),
 		"--ctrl", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", port+1),
 		"--flags", "not-need-init,startup-clear")
+	// swtpm dies with the test binary, even when a timeout kills it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	log, err := os.Create(filepath.Join(dir, "swtpm.log"))
 	if err != nil {
 		return nil, err
