@@ -12,8 +12,8 @@
 // keyslot passphrase systemd derives from the secret (Passphrase).
 //
 // What an unseal returns lands in a secret.Key and nowhere else that this
-// package controls: the transport wipes every command and response buffer
-// once the command is done, and the secret travels between host and TPM
+// package controls: the transport wipes the command and response buffers of
+// Create and Unseal as soon as go-tpm has parsed them, and the secret travels between host and TPM
 // encrypted by a salted session (AES-128-CFB parameter encryption), as
 // systemd does. go-tpm's own marshalling makes short-lived heap copies of
 // the command being built; those cannot be wiped from here (docs/tpm.md).
