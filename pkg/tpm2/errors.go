@@ -28,6 +28,10 @@ var (
 	// ErrOtherTPM: the TPM cannot load the sealed object: it was sealed by
 	// another TPM, or this TPM's owner hierarchy was cleared since.
 	ErrOtherTPM = errors.New("not this machine's TPM (the sealed object was made by another TPM, or this TPM was cleared)")
+	// ErrOwnerAuth: the TPM's owner hierarchy has an authorization value;
+	// systemd's scheme derives its primary key with empty owner
+	// authorization, so neither systemd nor atrest can seal or unseal.
+	ErrOwnerAuth = errors.New("the TPM's owner hierarchy has a password (systemd's TPM2 scheme needs it empty)")
 	// ErrPINRequired: the sealed object needs a PIN and none was given.
 	ErrPINRequired = errors.New("the TPM binding needs a PIN")
 	// ErrUnsupported: a token or request uses a feature this package does not

@@ -1,6 +1,7 @@
 package tpm2
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/google/go-tpm/tpm2"
@@ -74,8 +75,8 @@ func (p *primary) authHandle() tpm2.AuthHandle {
 func (t *TPM) createPrimary(alg PrimaryAlg) (*primary, error) {
 	if alg == "" {
 		p, err := t.createPrimary(ECC)
-		if err == nil {
-			return p, nil
+		if err == nil || errors.Is(err, ErrOwnerAuth) || errors.Is(err, ErrLockout) {
+			return p, err
 		}
 		return t.createPrimary(RSA)
 	}
@@ -88,6 +89,9 @@ func (t *TPM) createPrimary(alg PrimaryAlg) (*primary, error) {
 		InPublic:      tpm2.New2B(tmpl),
 	}).Execute(t.t)
 	if err != nil {
+		if errors.Is(err, tpm2.TPMRCBadAuth) || errors.Is(err, tpm2.TPMRCAuthFail) {
+			return nil, fmt.Errorf("%w (create %s primary key: %w)", ErrOwnerAuth, alg, err)
+		}
 		return nil, classify(fmt.Sprintf("create %s primary key", alg), err)
 	}
 	pub, err := rsp.OutPublic.Contents()

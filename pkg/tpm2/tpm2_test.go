@@ -211,3 +211,35 @@ func TestHandEditedPolicyHash(t *testing.T) {
 		t.Fatalf("unseal with an edited policy hash: %v, want ErrBadToken", err)
 	}
 }
+
+// With no PCRs only the TPM itself binds (systemd-cryptenroll
+// --tpm2-pcrs= with an empty list): PolicyPCR over an empty selection.
+func TestSealToNoPCRs(t *testing.T) {
+	_, tp := openSwtpm(t)
+	sec, res := seal(t, tp, SealOptions{})
+	extendPCR(t, tp, 7, "anything")
+	got, err := tp.Unseal(&res.Sealed, nil)
+	if err != nil {
+		t.Fatalf("unseal with no PCRs bound: %v", err)
+	}
+	defer got.Wipe()
+	if !got.Equal(sec) {
+		t.Fatal("unsealed secret differs")
+	}
+}
+
+// An owner hierarchy with a password is not a wrong PIN: systemd's scheme
+// creates the primary key with empty owner authorization.
+func TestOwnerPasswordIsNotAWrongPIN(t *testing.T) {
+	_, tp := openSwtpm(t)
+	if _, err := (tpm2.HierarchyChangeAuth{
+		AuthHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+		NewAuth:    tpm2.TPM2BAuth{Buffer: []byte("owner")},
+	}).Execute(tp.t); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := tp.Seal(SealOptions{PCRs: []int{7}})
+	if !errors.Is(err, ErrOwnerAuth) || errors.Is(err, ErrWrongPIN) || !strings.Contains(err.Error(), "owner hierarchy") {
+		t.Fatalf("seal with an owner password: %v, want an error naming the owner hierarchy", err)
+	}
+}
