@@ -158,3 +158,19 @@ func unenforced(values map[int][]byte) bool {
 	}
 	return true
 }
+
+// PCRsMatch reports whether the PCRs s is sealed to hold the values it was
+// sealed with, by computing the policy digest from today's values: what
+// status shows, without asking the TPM to unseal (so without touching its
+// dictionary-attack counter).
+func (t *TPM) PCRsMatch(s *Sealed) (bool, error) {
+	values, err := t.ReadPCRs(s.Bank, s.PCRs)
+	if err != nil {
+		return false, err
+	}
+	d, err := PolicyDigest(s.Bank, s.PCRs, values, s.PIN)
+	if err != nil {
+		return false, err
+	}
+	return bytes.Equal(d, s.PolicyHash), nil
+}

@@ -92,7 +92,13 @@ func TestUnsealAfterPCRChangeIsPCRMismatch(t *testing.T) {
 	_, tp := openSwtpm(t)
 	extendPCR(t, tp, 7, "secure boot state")
 	_, res := seal(t, tp, SealOptions{PCRs: []int{7}})
+	if ok, err := tp.PCRsMatch(&res.Sealed); err != nil || !ok {
+		t.Fatalf("PCRsMatch right after sealing: %v, %v", ok, err)
+	}
 	extendPCR(t, tp, 7, "a new boot loader")
+	if ok, err := tp.PCRsMatch(&res.Sealed); err != nil || ok {
+		t.Fatalf("PCRsMatch after PCR 7 changed: %v, %v", ok, err)
+	}
 	_, err := tp.Unseal(&res.Sealed, nil)
 	if !errors.Is(err, ErrPCRMismatch) {
 		t.Fatalf("unseal after PCR 7 changed: %v, want ErrPCRMismatch", err)
@@ -241,5 +247,28 @@ func TestOwnerPasswordIsNotAWrongPIN(t *testing.T) {
 	_, _, err := tp.Seal(SealOptions{PCRs: []int{7}})
 	if !errors.Is(err, ErrOwnerAuth) || errors.Is(err, ErrWrongPIN) || !strings.Contains(err.Error(), "owner hierarchy") {
 		t.Fatalf("seal with an owner password: %v, want an error naming the owner hierarchy", err)
+	}
+}
+
+// BenchmarkUnseal measures one unseal on swtpm (primary key derivation,
+// load, policy session, unseal): the cost each TPM2 keyslot pays at boot.
+func BenchmarkUnseal(b *testing.B) {
+	sw := swtpmtest.Start(b)
+	tp, err := Open(sw.Device)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tp.Close()
+	sec, res, err := tp.Seal(SealOptions{PCRs: []int{7}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sec.Wipe()
+	for b.Loop() {
+		got, err := tp.Unseal(&res.Sealed, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		got.Wipe()
 	}
 }
