@@ -34,7 +34,8 @@ type Sealed struct {
 
 // SealOptions choose the policy of a new sealed secret.
 type SealOptions struct {
-	// Bank of the PCRs; SHA256 when empty.
+	// Bank of the PCRs; when empty, the one systemd would pick (sha256
+	// unless only sha1 has measurements in the selected PCRs).
 	Bank Bank
 	// PCRs to bind to; may be empty (then only the TPM itself binds).
 	PCRs []int
@@ -58,13 +59,15 @@ type SealResult struct {
 // tpm2_seal does. It returns the secret (the caller wipes it) and the
 // sealed object.
 func (t *TPM) Seal(opts SealOptions) (*secret.Key, *SealResult, error) {
-	bank := opts.Bank
-	if bank == "" {
-		bank = SHA256
-	}
 	pcrs, err := checkPCRs(opts.PCRs)
 	if err != nil {
 		return nil, nil, err
+	}
+	bank := opts.Bank
+	if bank == "" {
+		if bank, err = t.bestBank(pcrs); err != nil {
+			return nil, nil, err
+		}
 	}
 	values, err := t.ReadPCRs(bank, pcrs)
 	if err != nil {

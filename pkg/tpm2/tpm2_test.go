@@ -272,3 +272,37 @@ func BenchmarkUnseal(b *testing.B) {
 		got.Wipe()
 	}
 }
+
+// Without a configured bank Seal picks the one systemd would: sha256, unless
+// only the sha1 bank has measurements in the selected PCRs.
+func TestSealPicksTheBankSystemdWould(t *testing.T) {
+	_, tp := openSwtpm(t)
+	_, res := seal(t, tp, SealOptions{PCRs: []int{7}})
+	if res.Bank != SHA256 {
+		t.Fatalf("no measurements: bank %s, want sha256", res.Bank)
+	}
+	// A firmware that measures into sha1 only.
+	d := sha256.Sum256([]byte("sha1-only firmware"))
+	if _, err := (tpm2.PCRExtend{
+		PCRHandle: tpm2.AuthHandle{Handle: 7, Auth: tpm2.PasswordAuth(nil)},
+		Digests:   tpm2.TPMLDigestValues{Digests: []tpm2.TPMTHA{{HashAlg: tpm2.TPMAlgSHA1, Digest: d[:20]}}},
+	}).Execute(tp.t); err != nil {
+		t.Skipf("this swtpm has no sha1 bank: %v", err)
+	}
+	sec, res := seal(t, tp, SealOptions{PCRs: []int{7}})
+	if res.Bank != SHA1 || res.Unenforced {
+		t.Fatalf("sha1-only measurements: bank %s (unenforced %v), want sha1", res.Bank, res.Unenforced)
+	}
+	got, err := tp.Unseal(&res.Sealed, nil)
+	if err != nil {
+		t.Fatalf("unseal from the sha1 bank: %v", err)
+	}
+	defer got.Wipe()
+	if !got.Equal(sec) {
+		t.Fatal("unsealed secret differs")
+	}
+	extendPCR(t, tp, 7, "sha256 measurement")
+	if _, res := seal(t, tp, SealOptions{PCRs: []int{7}}); res.Bank != SHA256 {
+		t.Fatalf("measurements in both banks: bank %s, want sha256", res.Bank)
+	}
+}
