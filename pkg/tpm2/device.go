@@ -145,11 +145,11 @@ func (w *wipingTransport) Send(cmd []byte) ([]byte, error) {
 
 func (w *wipingTransport) roundTrip(cmd []byte) ([]byte, error) {
 	if _, err := w.rw.Write(cmd); err != nil {
-		return nil, fmt.Errorf("tpm2: send command: %w", err)
+		return nil, fmt.Errorf("%w (send command: %w)", ErrTPMGone, err)
 	}
 	var hdr [10]byte // tag, size, response code
 	if _, err := io.ReadFull(w.rw, hdr[:]); err != nil {
-		return nil, fmt.Errorf("tpm2: read response: %w", err)
+		return nil, fmt.Errorf("%w (read response: %w)", ErrTPMGone, err)
 	}
 	n := binary.BigEndian.Uint32(hdr[2:6])
 	if n < uint32(len(hdr)) || n > maxResponse {
@@ -158,7 +158,7 @@ func (w *wipingTransport) roundTrip(cmd []byte) ([]byte, error) {
 	rsp := make([]byte, n)
 	copy(rsp, hdr[:])
 	if _, err := io.ReadFull(w.rw, rsp[len(hdr):]); err != nil {
-		return nil, fmt.Errorf("tpm2: read response: %w", err)
+		return nil, fmt.Errorf("%w (read response: %w)", ErrTPMGone, err)
 	}
 	w.rsp = rsp
 	return rsp, nil

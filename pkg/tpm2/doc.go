@@ -8,7 +8,7 @@
 // sealing a fresh 32-byte secret under a PolicyPCR (one bank, a PCR list)
 // with an optional PolicyAuthValue (a PIN), unsealing it, reading PCRs,
 // classifying the TPM's refusals (ErrPCRMismatch, ErrWrongPIN, ErrLockout,
-// ErrOtherTPM, ErrNoTPM), and the systemd-tpm2 LUKS2 token (Token) with the
+// ErrOtherTPM, ErrOwnerAuth, ErrNoTPM, ErrTPMGone; docs/tpm.md), and the systemd-tpm2 LUKS2 token (Token) with the
 // keyslot passphrase systemd derives from the secret (Passphrase).
 //
 // What an unseal returns lands in a secret.Key and nowhere else that this

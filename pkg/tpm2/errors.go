@@ -14,6 +14,9 @@ var (
 	// ErrNoTPM: there is no TPM at the named device (no /dev/tpmrm0, or
 	// nothing listening on the swtpm socket).
 	ErrNoTPM = errors.New("no TPM 2.0 found")
+	// ErrTPMGone: the TPM stopped answering an open connection (a software
+	// TPM that exited, a device that went away).
+	ErrTPMGone = errors.New("the TPM stopped answering")
 	// ErrPCRMismatch: the PCRs the secret was sealed to hold other values
 	// now (firmware, boot loader, kernel or Secure Boot state changed), so
 	// the TPM refuses to unseal. Re-sealing needs another factor.
