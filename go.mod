@@ -50,6 +50,7 @@ require (
 
 require (
 	github.com/coreos/go-systemd/v22 v22.7.0
+	github.com/google/go-tpm v0.9.8
 	github.com/urfave/cli/v2 v2.27.7
 	golang.org/x/term v0.37.0
 )

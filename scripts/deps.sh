@@ -23,6 +23,9 @@ pkgs+=(xfsprogs btrfs-progs dosfstools ntfs-3g exfatprogs f2fs-tools fdisk gdisk
 pkgs+=(clevis clevis-luks tang socat curl)
 #   the KMIP backend's real server (pykmip-server, internal/testutil/kmiptest)
 pkgs+=(python3-pykmip)
+#   the TPM2 tier: a software TPM on loopback (internal/testutil/swtpmtest),
+#   the TCTI systemd-cryptenroll --tpm2-device=swtpm:... loads, tpm2-tools
+pkgs+=(swtpm swtpm-tools libtss2-tcti-swtpm0 tpm2-tools)
 
 missing=()
 for p in "${pkgs[@]}"; do
