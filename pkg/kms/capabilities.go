@@ -84,4 +84,11 @@ type Escrow interface {
 	// timestamp), create-only, and returns where it went, for the operator.
 	// s stays the caller's to wipe.
 	Deposit(ctx context.Context, volume, id string, s *secret.Key) (location string, err error)
+	// DepositLocation is the location Deposit(volume, id) returns, known
+	// before anything is stored.
+	DepositLocation(volume, id string) string
+	// CanDeposit asks, writing nothing, whether a Deposit for volume would
+	// be allowed now: the escrow answers and the credentials may create
+	// there (ErrUnavailable, ErrAuth, ErrPermissionDenied otherwise).
+	CanDeposit(ctx context.Context, volume string) error
 }

@@ -111,7 +111,7 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	res = &FormatResult{Device: pf.Device.Path, Name: o.Name}
 	untouched := "nothing was written to the device"
 	fail := func(state string, err error) (*FormatResult, error) {
-		if res.Recovery != nil && res.Recovery.Location != "" {
+		if res.Recovery != nil && res.Recovery.deposited {
 			// Escrow is create-only for the node: say where the key of
 			// the volume that was not made went, for an administrator.
 			state += "; the recovery key escrowed at " + res.Recovery.Location + " belongs to no volume (an administrator may delete it)"
@@ -142,7 +142,9 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	}
 	defer ps.Wipe()
 	res.KMS, res.Key, res.KeyVersion = tok.KMS, tok.Key, tok.KeyVersion
-	if res.Recovery, err = m.newRecovery(ctx, h.UUID, mode); err != nil {
+	// The escrow is asked now whether it would take the recovery key, and
+	// given it last, once the volume exists and opens.
+	if res.Recovery, err = m.plannedRecovery(ctx, h.UUID, mode); err != nil {
 		return fail(untouched, err)
 	}
 	tok.Recovery = res.Recovery.record()
@@ -175,8 +177,19 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	// Prove the platform path (through the KMS, as the next boot will)
 	// and the recovery key before reporting success.
 	if err := m.verifyKeys(ctx, written, dev, k); err != nil {
-		return fail("formatted, but the new keyslots did not open; run format again with --force", fmt.Errorf("%w: %v", ErrVerify, err))
+		return fail("formatted, but the new keyslots did not open; run format again with --force", fmt.Errorf("%w: %w", ErrVerify, err))
 	}
+	if err := res.Recovery.deposit(ctx); err != nil {
+		// A volume whose recovery key went nowhere is not what was asked
+		// for: erase the header just written (the data area holds nothing
+		// yet), so that neither a volume nor an escrow entry is left.
+		state := "the escrow refused the recovery key; the LUKS2 header just written was erased again (the device holds no volume); run format again once the escrow answers"
+		if _, eerr := luks2.Erase(ctx, dev); eerr != nil {
+			state = fmt.Sprintf("the escrow refused the recovery key, and erasing the LUKS2 header just written failed too (%v): run format again with --force", eerr)
+		}
+		return fail(state, err)
+	}
+	failpoint("format-after-deposit")
 	res.Recovery.settle()
 	if err := m.saveBackup(ctx, dev, h.UUID); err != nil {
 		res.Warnings = append(res.Warnings, err.Error()+"; run: atrest header backup "+o.Name)

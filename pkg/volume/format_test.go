@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/atrest/atrest/internal/testutil"
 	"github.com/atrest/atrest/internal/testutil/vaulttest"
@@ -145,13 +146,27 @@ func TestConcurrentFormatsWithOneName(t *testing.T) {
 	}
 }
 
-// A format that fails after its recovery key was escrowed (here: the new
-// keyslots do not open) names the escrow entry that now belongs to no
-// volume, and the entry is indeed there: the node cannot delete it
-// (escrow is create-only), an administrator can.
-func TestFormatFailureNamesTheOrphanEscrowEntry(t *testing.T) {
+// A format that fails once the header is written (here: the new keyslots
+// do not open) leaves no escrow entry behind: the node cannot delete one
+// (escrow is create-only), so the recovery key is escrowed last, once the
+// volume exists and opens. A format that succeeds escrows its key where
+// the token says.
+func TestFailedFormatLeavesNoEscrowEntry(t *testing.T) {
 	s := vaulttest.Shared(t)
 	dir := t.TempDir()
+	prefix := fmt.Sprintf("orphan-test-%d", time.Now().UnixNano())
+	entries := func() []any {
+		t.Helper()
+		sec, err := s.Client(t).Logical().List("secret/metadata/" + prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sec == nil {
+			return nil
+		}
+		keys, _ := sec.Data["keys"].([]any)
+		return keys
+	}
 	yaml := fmt.Sprintf(`kms: local
 local:
   keystore: %s/kek
@@ -165,7 +180,9 @@ vault:
     method: token
   kv:
     mount: secret
-`, dir, dir, s.Address, s.CAFile)
+  escrow:
+    prefix: %s
+`, dir, dir, s.Address, s.CAFile, prefix)
 	cfg, err := config.Parse([]byte(yaml), filepath.Join(dir, "atrest.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -203,14 +220,23 @@ vault:
 	}
 	t.Cleanup(func() { failpoint = prev })
 	_, err = m.Format(context.Background(), FormatOptions{Device: img, Name: "orphan"})
-	_, loc, ok := strings.Cut(fmt.Sprint(err), "the recovery key escrowed at ")
-	loc, _, _ = strings.Cut(loc, " ")
-	if !errors.Is(err, ErrVerify) || !ok || loc == "" {
-		t.Fatalf("failed format: %v, want ErrVerify naming the escrow entry", err)
+	if !errors.Is(err, ErrVerify) {
+		t.Fatalf("failed format: %v, want ErrVerify", err)
 	}
-	mount, rest, _ := strings.Cut(loc, "/")
-	sec, err := s.Client(t).Logical().Read(mount + "/data/" + rest)
-	if err != nil || sec == nil {
-		t.Fatalf("the escrow entry %s named by the error is not there: %v", loc, err)
+	if e := entries(); len(e) != 0 {
+		t.Fatalf("a failed format left escrow entries under %s: %v", prefix, e)
+	}
+
+	failpoint = prev
+	res, err := m.Format(context.Background(), FormatOptions{Device: testImage(t), Name: "kept"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mount, rest, _ := strings.Cut(res.Recovery.Location, "/")
+	if sec, err := s.Client(t).Logical().Read(mount + "/data/" + rest); err != nil || sec == nil {
+		t.Fatalf("the escrow entry %s of a formatted volume is not there: %v", res.Recovery.Location, err)
+	}
+	if e := entries(); len(e) != 1 {
+		t.Fatalf("escrow entries after one good format: %v, want one host", e)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/kms"
 	"github.com/atrest/atrest/pkg/luks2"
 	"github.com/atrest/atrest/pkg/luks2/kdf"
 	"github.com/atrest/atrest/pkg/recoverykey"
@@ -24,6 +25,13 @@ type Recovery struct {
 	// Key is the recovery key itself in mode print, for the caller to show
 	// once and then Wipe; nil otherwise.
 	Key *secret.Key
+
+	// A planned escrow (plannedRecovery): where and under which id the
+	// key goes, and whether it went.
+	escrow    kms.Escrow
+	uuid      string
+	escrowID  string
+	deposited bool
 }
 
 // Wipe forgets the recovery key.
@@ -37,6 +45,23 @@ func (r *Recovery) Wipe() {
 // It runs before anything is written, so a failed escrow changes nothing.
 // The caller enrolls it with enroll, then wipes it.
 func (m *Manager) newRecovery(ctx context.Context, uuid, mode string) (*Recovery, error) {
+	r, err := m.plannedRecovery(ctx, uuid, mode)
+	if err == nil {
+		err = r.deposit(ctx)
+	}
+	if err != nil {
+		r.Wipe()
+		return nil, err
+	}
+	return r, nil
+}
+
+// plannedRecovery makes a recovery key whose escrow (mode escrow) is
+// asked, writing nothing, whether it would take the key, and deposits it
+// only when deposit is called: format escrows last, once the volume
+// exists, so a format that fails leaves no escrow entry behind. Location
+// is already the one the deposit will have.
+func (m *Manager) plannedRecovery(ctx context.Context, uuid, mode string) (*Recovery, error) {
 	r := &Recovery{Mode: mode, Keyslot: -1}
 	if mode == config.RecoveryNone {
 		return r, nil
@@ -48,17 +73,32 @@ func (m *Manager) newRecovery(ctx context.Context, uuid, mode string) (*Recovery
 	r.Key = rk
 	if mode == config.RecoveryEscrow {
 		esc, err := m.kms.Escrow()
-		if err != nil {
-			r.Wipe()
-			return nil, err
+		if err == nil {
+			err = esc.CanDeposit(ctx, uuid)
 		}
-		id := strconv.FormatInt(m.now().UTC().UnixNano(), 36)
-		if r.Location, err = esc.Deposit(ctx, uuid, id, rk); err != nil {
+		if err != nil {
 			r.Wipe()
 			return nil, fmt.Errorf("escrow recovery key: %w", err)
 		}
+		r.escrow, r.uuid = esc, uuid
+		r.escrowID = strconv.FormatInt(m.now().UTC().UnixNano(), 36)
+		r.Location = esc.DepositLocation(uuid, r.escrowID)
 	}
 	return r, nil
+}
+
+// deposit escrows a planned recovery key (nothing to do in other modes,
+// or when it was deposited already).
+func (r *Recovery) deposit(ctx context.Context) error {
+	if r == nil || r.escrow == nil || r.deposited {
+		return nil
+	}
+	loc, err := r.escrow.Deposit(ctx, r.uuid, r.escrowID, r.Key)
+	if err != nil {
+		return fmt.Errorf("escrow recovery key: %w", err)
+	}
+	r.Location, r.deposited = loc, true
+	return nil
 }
 
 // enroll adds the recovery keyslot and its systemd-recovery token to u.

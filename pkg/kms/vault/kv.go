@@ -157,6 +157,25 @@ func (kv *KV) Deposit(ctx context.Context, volume, id string, s *secret.Key) (st
 	return kv.cfg.Mount + "/" + rel, nil
 }
 
+// DepositLocation is where Deposit(volume, id) escrows a secret.
+func (kv *KV) DepositLocation(volume, id string) string {
+	return kv.cfg.Mount + "/" + kv.rel(volume, id)
+}
+
+// CanDeposit checks, writing nothing, that Vault answers and the node's
+// policy may create escrow entries for volume (sys/capabilities-self).
+func (kv *KV) CanDeposit(ctx context.Context, volume string) error {
+	if err := pathPart("volume", volume); err != nil {
+		return err
+	}
+	probe := kv.dataPath(kv.rel(volume, "atrest-can-deposit"))
+	step := kv.cl.checkCapabilities(ctx, map[string][]string{probe: {"create"}}, nil)
+	if step.Err != nil {
+		return fmt.Errorf("escrow %s: %w", kv.cfg.Mount, step.Err)
+	}
+	return nil
+}
+
 func (kv *KV) create(ctx context.Context, op string, rel string, s *secret.Key) error {
 	if s.Len() == 0 {
 		return fmt.Errorf("%w: %s: no secret (nil or wiped)", kms.ErrInvalidRequest, op)
