@@ -61,12 +61,23 @@ type failure struct {
 	// atDeadline: the attempt ran out of time because the whole
 	// operation's deadline passed, not its own timeout.
 	atDeadline bool
+	// nodeDown: this address failed as a whole (unreachable, sealed,
+	// 5xx such as a standby without an active node); another address
+	// may answer.
+	nodeDown bool
+	// maybeSent: the request may have reached Vault and run there (a
+	// timeout or reset after sending, a 5xx), so an operation that is
+	// not idempotent must not be sent again.
+	maybeSent bool
+	// retryAfter is what a 429 asked for (Retry-After,
+	// X-Ratelimit-Reset).
+	retryAfter time.Duration
 }
 
 // classifyTransport classifies an error that came without an HTTP
 // response: the request never completed.
 func classifyTransport(err error) failure {
-	f := failure{kind: kms.ErrUnavailable, transient: true}
+	f := failure{kind: kms.ErrUnavailable, transient: true, nodeDown: true, maybeSent: true}
 	var uaErr x509.UnknownAuthorityError
 	var hostErr x509.HostnameError
 	var invErr x509.CertificateInvalidError
@@ -83,13 +94,13 @@ func classifyTransport(err error) failure {
 	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
 		f.reason = "timeout"
 	case errors.Is(err, syscall.ECONNREFUSED):
-		f.reason = "connection refused"
+		f.reason, f.maybeSent = "connection refused", false
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		f.reason = "connection reset"
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		f.reason = "network unreachable"
+		f.reason, f.maybeSent = "network unreachable", false
 	case errors.As(err, &dnsErr):
-		f.reason = "cannot resolve host " + dnsErr.Name
+		f.reason, f.maybeSent = "cannot resolve host "+dnsErr.Name, false
 	default:
 		f.reason = "network error: " + oneLine(lastCause(err))
 	}
@@ -131,7 +142,7 @@ func classifyStatus(status int, messages []string) failure {
 	joined := strings.ToLower(strings.Join(messages, " "))
 	switch {
 	case status == 503 && strings.Contains(joined, "sealed"):
-		f.kind, f.reason, f.transient = kms.ErrUnavailable, "vault is sealed (HTTP 503)", true
+		f.kind, f.reason, f.transient, f.nodeDown = kms.ErrUnavailable, "vault is sealed (HTTP 503)", true, true
 		f.messages = nil
 	case status == 429:
 		f.kind, f.reason, f.transient = kms.ErrUnavailable, "rate limited (HTTP 429)", true
@@ -139,6 +150,7 @@ func classifyStatus(status int, messages []string) failure {
 		f.kind, f.reason, f.transient = kms.ErrUnavailable, "not yet replicated (HTTP 412)", true
 	case status >= 500:
 		f.kind, f.reason, f.transient = kms.ErrUnavailable, fmt.Sprintf("server error (HTTP %d)", status), true
+		f.nodeDown, f.maybeSent = true, true
 	case status == 401:
 		f.kind, f.reason = kms.ErrAuth, "HTTP 401"
 	case status == 403:
