@@ -178,6 +178,11 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 	keepAliveCtx, stopKeepAlive := context.WithCancel(ctx)
 	d.keepAlive(keepAliveCtx)
 
+	if !d.startJitter(ctx) {
+		stopKeepAlive()
+		d.notify.Stopping()
+		return nil
+	}
 	readyBy := time.Now().Add(d.cfg.Daemon.ReadyTimeout)
 	d.rescan(ctx, true)
 	d.attempt(ctx)
