@@ -75,7 +75,7 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 				return nil, err
 			}
 		}
-		i := cl.pick(r)
+		i := cl.pick(r, false)
 		rep, f, ok := cl.attempt(ctx, c, cl.nodes[i])
 		if ok {
 			cl.pref.Store(int32(i))
@@ -113,8 +113,9 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 		r.tried[i], r.reasons[i] = true, f.reason
 		if f.nodeDown {
 			cl.nodes[i].markDown(time.Now())
-			if cl.pick(r) >= 0 {
-				// Another address has not been tried in this round.
+			if cl.pick(r, true) >= 0 {
+				// Another address that is up has not been tried in
+				// this round.
 				cl.failovers.Add(1)
 				last = f
 				continue
@@ -128,6 +129,8 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 		if f.status == http.StatusTooManyRequests {
 			cl.rateLimited.Add(1)
 			wait = rateLimitWait(f.retryAfter, wait)
+		} else {
+			wait = max(wait, f.retryAfter)
 		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 			last.reason += ", giving up at the deadline"
@@ -135,7 +138,7 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 		}
 		cl.retries.Add(1)
 		cl.backoff.Add(int64(wait))
-		r = cl.newRound()
+		clear(r.tried) // a new round; what each node said stays for the error
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

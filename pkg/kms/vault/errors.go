@@ -70,7 +70,7 @@ type failure struct {
 	// not idempotent must not be sent again.
 	maybeSent bool
 	// retryAfter is what a 429 asked for (Retry-After,
-	// X-Ratelimit-Reset).
+	// X-Ratelimit-Reset), or the least wait during an election.
 	retryAfter time.Duration
 }
 
@@ -136,6 +136,12 @@ func lastCause(err error) string {
 	}
 }
 
+// electionWait is the least pause while a standby knows no active node:
+// an election takes seconds (Raft's election timeout is 1 s times the
+// performance_multiplier, 5 by default), so polling faster only adds
+// requests.
+const electionWait = time.Second
+
 // classifyStatus classifies an HTTP error status with Vault's messages.
 func classifyStatus(status int, messages []string) failure {
 	f := failure{status: status, messages: messages}
@@ -148,6 +154,11 @@ func classifyStatus(status int, messages []string) failure {
 		f.kind, f.reason, f.transient = kms.ErrUnavailable, "rate limited (HTTP 429)", true
 	case status == 412:
 		f.kind, f.reason, f.transient = kms.ErrUnavailable, "not yet replicated (HTTP 412)", true
+	case status >= 500 && (strings.Contains(joined, "active cluster node not found") || strings.Contains(joined, "no active vault instance")):
+		// A standby during a leader election: the other nodes know no
+		// more, so the client backs off instead of asking them too.
+		f.kind, f.reason, f.transient = kms.ErrUnavailable, fmt.Sprintf("no active node, leader election under way? (HTTP %d)", status), true
+		f.retryAfter = electionWait
 	case status >= 500:
 		f.kind, f.reason, f.transient = kms.ErrUnavailable, fmt.Sprintf("server error (HTTP %d)", status), true
 		f.nodeDown, f.maybeSent = true, true

@@ -22,8 +22,10 @@ import (
 // operation's deadline. Only when every node failed in a round does the
 // client back off before the next round.
 
-// downFor is how long a failed node is tried after the others.
-const downFor = 3 * time.Second
+// downFor is how long a failed node is tried only after the others: a
+// killed node refuses every attempt, and during an election each retry
+// that asks it first is one request more per client.
+const downFor = 10 * time.Second
 
 // node is one address of the cluster.
 type node struct {
@@ -73,7 +75,7 @@ func (n *node) release() { <-n.slots }
 // client backs off: each node once.
 type round struct {
 	tried   []bool
-	reasons []string // per node, what its attempt in this round saw
+	reasons []string // per node, what its last attempt of the operation saw
 }
 
 func (cl *Client) newRound() *round {
@@ -81,9 +83,9 @@ func (cl *Client) newRound() *round {
 }
 
 // pick returns the index of the next node to try in r: from the
-// preferred node on, the first untried node that is up, else the first
-// untried one; -1 when every node was tried.
-func (cl *Client) pick(r *round) int {
+// preferred node on, the first untried node that is up, else (with
+// upOnly false) the first untried one; -1 when there is none.
+func (cl *Client) pick(r *round, upOnly bool) int {
 	now := time.Now()
 	first := -1
 	start := int(cl.pref.Load())
@@ -95,7 +97,7 @@ func (cl *Client) pick(r *round) int {
 		if !cl.nodes[i].down(now) {
 			return i
 		}
-		if first < 0 {
+		if first < 0 && !upOnly {
 			first = i
 		}
 	}
@@ -121,9 +123,9 @@ func (cl *Client) summary(r *round) string {
 		at[why] = append(at[why], cl.nodes[i].addr)
 	}
 	switch {
-	case n < 2:
+	case n < 2 && len(cl.nodes) < 2:
 		return ""
-	case len(reasons) == 1:
+	case len(reasons) == 1 && n == len(cl.nodes):
 		return reasons[0] + " on every address (" + strconv.Itoa(n) + ")"
 	}
 	parts := make([]string, len(reasons))
