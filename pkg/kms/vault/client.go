@@ -117,7 +117,11 @@ func New(cfg Config) (*Client, error) {
 	// at most the connect timeout before the next address is tried.
 	tr.DialContext = (&net.Dialer{Timeout: min(cfg.Timeout, connectTimeout), KeepAlive: 30 * time.Second}).DialContext
 	tr.ForceAttemptHTTP2 = true
-	hc := &http.Client{Transport: tr}
+	hc := &http.Client{Transport: tr,
+		// net/http follows a 307 by itself, which would take a request
+		// to the dead active node a standby names: see DisableRedirects.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 	c := &Client{cfg: cfg}
 	if c.nodes, err = newNodes(cfg, hc); err != nil {
 		return nil, err
@@ -140,6 +144,11 @@ func newAPI(cfg Config, address string, hc *http.Client) (*api.Client, error) {
 		Address:    address,
 		HttpClient: hc,
 		MaxRetries: 0, // atrest retries itself, transient failures only
+		// A standby redirects (307) to the active node only when it
+		// cannot forward, which in a cluster means the active node is
+		// gone: atrest sees the 307 and treats it as an election
+		// instead of following it to a dead address (nodes.go).
+		DisableRedirects: true,
 		// No api-level timeout: its raw calls cancel their context when
 		// they return, before a large body is read. atrest bounds each
 		// request, body included, with its own context instead.

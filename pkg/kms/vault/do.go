@@ -111,7 +111,19 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 			return nil, cl.fail(c, last, attempt, start)
 		}
 		r.tried[i], r.reasons[i] = true, f.reason
-		if f.nodeDown {
+		r.election = r.election || f.election
+		if f.status == http.StatusTemporaryRedirect {
+			// The standby names the active node it cannot reach: if
+			// that is one of ours and not known dead, ask it next;
+			// otherwise the others know no more, wait for the election.
+			r.next = cl.nodeAt(f.location)
+			if r.next >= 0 && !r.tried[r.next] && !cl.nodes[r.next].down(time.Now()) {
+				cl.failovers.Add(1)
+				last = f
+				continue
+			}
+			r.next = -1
+		} else if f.nodeDown {
 			cl.nodes[i].markDown(time.Now())
 			if cl.pick(r, true) >= 0 {
 				// Another address that is up has not been tried in
@@ -126,11 +138,12 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 		}
 		last = f
 		wait := cl.cfg.Backoff.wait(attempt - 1)
-		if f.status == http.StatusTooManyRequests {
+		switch {
+		case f.status == http.StatusTooManyRequests:
 			cl.rateLimited.Add(1)
 			wait = rateLimitWait(f.retryAfter, wait)
-		} else {
-			wait = max(wait, f.retryAfter)
+		case r.election:
+			wait = electionWait + rand.N(electionWait)
 		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 			last.reason += ", giving up at the deadline"
@@ -139,6 +152,7 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 		cl.retries.Add(1)
 		cl.backoff.Add(int64(wait))
 		clear(r.tried) // a new round; what each node said stays for the error
+		r.election, r.next = false, -1
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -235,6 +249,9 @@ func (cl *Client) attempt(ctx context.Context, c call, n *node) (*reply, failure
 		}
 	}
 	f := classifyStatus(resp.StatusCode, msgs)
+	if resp.StatusCode == http.StatusTemporaryRedirect {
+		f.location = resp.Header.Get("Location")
+	}
 	if resp.StatusCode == http.StatusTooManyRequests {
 		f.retryAfter = retryAfter(resp.Header, time.Now())
 	}

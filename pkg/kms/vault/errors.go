@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"syscall"
 	"time"
@@ -70,8 +71,12 @@ type failure struct {
 	// not idempotent must not be sent again.
 	maybeSent bool
 	// retryAfter is what a 429 asked for (Retry-After,
-	// X-Ratelimit-Reset), or the least wait during an election.
+	// X-Ratelimit-Reset).
 	retryAfter time.Duration
+	// election: a standby knows no active node, or cannot reach it.
+	election bool
+	// location is where a 307 points.
+	location string
 }
 
 // classifyTransport classifies an error that came without an HTTP
@@ -136,10 +141,12 @@ func lastCause(err error) string {
 	}
 }
 
-// electionWait is the least pause while a standby knows no active node:
-// an election takes seconds (Raft's election timeout is 1 s times the
-// performance_multiplier, 5 by default), so polling faster only adds
-// requests.
+// electionWait is the pause while a standby knows no active node: 1 to 2
+// s, not growing. An election takes seconds (Raft's election timeout is
+// 1 s times the performance_multiplier, 5 by default): polling faster
+// only adds requests, and an exponential backoff would leave the nodes
+// asleep for seconds after the new leader is up (measured in the storm,
+// docs/fleet.md). Such an answer costs a standby next to nothing.
 const electionWait = time.Second
 
 // classifyStatus classifies an HTTP error status with Vault's messages.
@@ -154,11 +161,17 @@ func classifyStatus(status int, messages []string) failure {
 		f.kind, f.reason, f.transient = kms.ErrUnavailable, "rate limited (HTTP 429)", true
 	case status == 412:
 		f.kind, f.reason, f.transient = kms.ErrUnavailable, "not yet replicated (HTTP 412)", true
+	case status == http.StatusTemporaryRedirect:
+		// A standby that could not forward to the active node: another
+		// address may be the new active node (or the one answering
+		// when forwarding is turned off); else wait for the election.
+		f.kind, f.reason, f.transient = kms.ErrUnavailable, "standby cannot reach the active node, leader election under way? (HTTP 307)", true
+		f.election = true
 	case status >= 500 && (strings.Contains(joined, "active cluster node not found") || strings.Contains(joined, "no active vault instance")):
 		// A standby during a leader election: the other nodes know no
 		// more, so the client backs off instead of asking them too.
 		f.kind, f.reason, f.transient = kms.ErrUnavailable, fmt.Sprintf("no active node, leader election under way? (HTTP %d)", status), true
-		f.retryAfter = electionWait
+		f.election = true
 	case status >= 500:
 		f.kind, f.reason, f.transient = kms.ErrUnavailable, fmt.Sprintf("server error (HTTP %d)", status), true
 		f.nodeDown, f.maybeSent = true, true

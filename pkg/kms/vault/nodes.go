@@ -76,16 +76,35 @@ func (n *node) release() { <-n.slots }
 type round struct {
 	tried   []bool
 	reasons []string // per node, what its last attempt of the operation saw
+	// election: a node of this round answered that it knows no
+	// reachable active node.
+	election bool
+	// next is the node to try next (a standby's redirect), or -1.
+	next int
 }
 
 func (cl *Client) newRound() *round {
-	return &round{tried: make([]bool, len(cl.nodes)), reasons: make([]string, len(cl.nodes))}
+	return &round{tried: make([]bool, len(cl.nodes)), reasons: make([]string, len(cl.nodes)), next: -1}
+}
+
+// nodeAt returns the index of the node whose address a redirect's
+// Location starts with, or -1.
+func (cl *Client) nodeAt(location string) int {
+	for i, n := range cl.nodes {
+		if location != "" && strings.HasPrefix(location, n.addr+"/") {
+			return i
+		}
+	}
+	return -1
 }
 
 // pick returns the index of the next node to try in r: from the
 // preferred node on, the first untried node that is up, else (with
 // upOnly false) the first untried one; -1 when there is none.
 func (cl *Client) pick(r *round, upOnly bool) int {
+	if r.next >= 0 && !r.tried[r.next] {
+		return r.next
+	}
 	now := time.Now()
 	first := -1
 	start := int(cl.pref.Load())
