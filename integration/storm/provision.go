@@ -63,7 +63,11 @@ type Node struct {
 // (nodePolicy, written for ExampleNode), an AppRole role and secret-id
 // (written under dir), and the volumes' platform secrets wrapped by
 // one batch encrypt. The plaintexts are random and dropped.
-func Provision(ctx context.Context, admin *api.Client, addresses []string, caFile, nodePolicy, prefix string, m, volumes, parallel int, dir string) (*Fleet, error) {
+//
+// tokenType is the AppRole role's token_type: "service" (Vault's
+// default, what docs/vault.md sets up) or "batch" (not written to
+// storage; docs/fleet.md).
+func Provision(ctx context.Context, admin *api.Client, addresses []string, caFile, nodePolicy, tokenType, prefix string, m, volumes, parallel int, dir string) (*Fleet, error) {
 	if err := mounts(ctx, admin); err != nil {
 		return nil, err
 	}
@@ -76,7 +80,7 @@ func Provision(ctx context.Context, admin *api.Client, addresses []string, caFil
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				f.Nodes[i], errs[i] = provisionNode(ctx, admin, nodePolicy, prefix, i, volumes, dir)
+				f.Nodes[i], errs[i] = provisionNode(ctx, admin, nodePolicy, tokenType, prefix, i, volumes, dir)
 			}
 		}()
 	}
@@ -113,7 +117,7 @@ func mounts(ctx context.Context, admin *api.Client) error {
 	return nil
 }
 
-func provisionNode(ctx context.Context, admin *api.Client, policy, prefix string, idx, volumes int, dir string) (*Node, error) {
+func provisionNode(ctx context.Context, admin *api.Client, policy, tokenType, prefix string, idx, volumes int, dir string) (*Node, error) {
 	name := fmt.Sprintf("%s%d", prefix, idx)
 	n := &Node{Name: name, Key: "atrest-" + name}
 	l := admin.Logical()
@@ -123,7 +127,7 @@ func provisionNode(ctx context.Context, admin *api.Client, policy, prefix string
 	if err := admin.Sys().PutPolicyWithContext(ctx, n.Key, strings.ReplaceAll(policy, ExampleNode, name)); err != nil {
 		return nil, err
 	}
-	if _, err := l.WriteWithContext(ctx, "auth/approle/role/"+n.Key, map[string]any{"token_policies": n.Key, "token_ttl": "1h"}); err != nil {
+	if _, err := l.WriteWithContext(ctx, "auth/approle/role/"+n.Key, map[string]any{"token_policies": n.Key, "token_ttl": "1h", "token_type": tokenType}); err != nil {
 		return nil, err
 	}
 	sec, err := l.ReadWithContext(ctx, "auth/approle/role/"+n.Key+"/role-id")
