@@ -58,7 +58,8 @@ func unwrapAll(tr *vault.Transit, reqs []kms.UnwrapRequest) error {
 
 // A fleet's life on a Vault cluster, one cluster for all of it to keep
 // CI short: a rate-limit quota below the demand, then the active node
-// killed in the middle of unlocks, then every node sealed.
+// killed in the middle of unlocks, then a second node killed (quorum
+// lost), then the last node sealed.
 func TestClusterQuotaFailoverAndSeal(t *testing.T) {
 	c := vaulttest.StartCluster(t)
 	n := vaulttest.Provision(t, c.Server, "fleet1", nil)
@@ -132,12 +133,18 @@ func TestClusterQuotaFailoverAndSeal(t *testing.T) {
 		}
 	})
 
+	t.Run("quorum lost: its own error within the deadline", func(t *testing.T) {
+		const deadline = 4 * time.Second
+		tr := clusterTransit(t, c, n, deadline)
+		c.KillActive(t) // one of three left: no election can succeed
+		start := time.Now()
+		err := unwrapAll(tr, reqs)
+		wantUnavailable(t, err, "leader election under way?", time.Since(start), deadline)
+	})
+
 	t.Run("sealed cluster: its own error within the deadline", func(t *testing.T) {
 		const deadline = 3 * time.Second
 		tr := clusterTransit(t, c, n, deadline)
-		if err := unwrapAll(tr, reqs[:1]); err != nil { // logged in
-			t.Fatal(err)
-		}
 		c.Seal(t)
 		start := time.Now()
 		err := unwrapAll(tr, reqs)
