@@ -58,8 +58,24 @@ func main() {
 	state := flag.String("state", "", "keep Vault's storage, unseal keys and root token in `dir` across restarts (default: in memory, gone on exit)")
 	exitOnEOF := flag.Bool("exit-on-eof", false, "stop when standard input reaches end of file")
 	verbose := flag.Bool("v", false, "log Vault's messages to standard error")
+	clusterN := flag.Int("cluster", 0, "run `N` Vault nodes with integrated storage (Raft), one process each (see cluster.go)")
+	var n nodeFlags
+	flag.IntVar(&n.index, "node", -1, "internal (-cluster): run node `I` of a cluster")
+	flag.IntVar(&n.clusterPort, "cluster-port", 0, "internal (-cluster): the node's cluster port")
+	flag.StringVar(&n.caFile, "ca", "", "internal (-cluster): the cluster's CA (ca.json)")
+	flag.StringVar(&n.join, "join", "", "internal (-cluster): API `URL` of the node to join through Raft")
+	flag.StringVar(&n.keysFile, "keys", "", "internal (-cluster): the file with the cluster's unseal keys and root token")
 	flag.Parse()
-	if err := run(*dir, *listen, *state, *exitOnEOF, *verbose); err != nil {
+	var err error
+	switch {
+	case *clusterN > 0:
+		err = runCluster(*clusterN, *dir, *exitOnEOF, *verbose)
+	case n.index >= 0:
+		err = runNode(n, *dir, *listen, *exitOnEOF, *verbose)
+	default:
+		err = run(*dir, *listen, *state, *exitOnEOF, *verbose)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "vaultserver:", err)
 		os.Exit(1)
 	}
@@ -71,14 +87,11 @@ func run(dir, listen, state string, exitOnEOF, verbose bool) error {
 			return fmt.Errorf("-listen: %w", err)
 		}
 	}
-	if dir == "" {
-		d, err := os.MkdirTemp("", "atrest-vaultserver-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(d)
-		dir = d
+	dir, cleanup, err := workDir(dir)
+	if err != nil {
+		return err
 	}
+	defer cleanup()
 	logOut := io.Discard
 	logger := hclog.NewNullLogger()
 	if verbose {
@@ -93,15 +106,7 @@ func run(dir, listen, state string, exitOnEOF, verbose bool) error {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
 
-	coreConfig := &vault.CoreConfig{
-		LogicalBackends: map[string]logical.Factory{
-			"transit": transit.Factory,
-			"kv":      kv.Factory,
-		},
-		CredentialBackends: map[string]logical.Factory{
-			"approle": approle.Factory,
-		},
-	}
+	coreConfig := backends()
 	var saved *persisted
 	if state != "" {
 		var err error
@@ -109,16 +114,7 @@ func run(dir, listen, state string, exitOnEOF, verbose bool) error {
 			return err
 		}
 	}
-	opts := &vault.TestClusterOptions{
-		SkipInit:          saved != nil,
-		HandlerFunc:       vaulthttp.Handler,
-		NumCores:          1,
-		KVVersion:         "2",
-		TempDir:           filepath.Join(dir, "cluster"),
-		Logger:            logger,
-		BaseListenAddress: listen,
-		NoDefaultQuotas:   true,
-	}
+	opts := clusterOptions(dir, listen, logger, saved != nil)
 	if saved != nil {
 		if err := saved.tls(opts); err != nil {
 			return err
@@ -139,8 +135,60 @@ func run(dir, listen, state string, exitOnEOF, verbose bool) error {
 		}
 	}
 
+	if err := printInfo(cluster); err != nil {
+		return err
+	}
+	serve(stop, exitOnEOF)
+	return nil
+}
+
+// backends is the core configuration every server shares: the engines
+// atrest's tests use.
+func backends() *vault.CoreConfig {
+	return &vault.CoreConfig{
+		LogicalBackends: map[string]logical.Factory{
+			"transit": transit.Factory,
+			"kv":      kv.Factory,
+		},
+		CredentialBackends: map[string]logical.Factory{
+			"approle": approle.Factory,
+		},
+	}
+}
+
+// workDir returns dir, or a new temporary directory that cleanup
+// removes.
+func workDir(dir string) (string, func(), error) {
+	if dir != "" {
+		return dir, func() {}, nil
+	}
+	d, err := os.MkdirTemp("", "atrest-vaultserver-")
+	if err != nil {
+		return "", nil, err
+	}
+	return d, func() { os.RemoveAll(d) }, nil
+}
+
+// clusterOptions are the options of Vault's test cluster every server
+// shares: one core, TLS on listen (or a free port), KV v2 at secret/, no
+// default quotas.
+func clusterOptions(dir, listen string, logger hclog.Logger, skipInit bool) *vault.TestClusterOptions {
+	return &vault.TestClusterOptions{
+		SkipInit:          skipInit,
+		HandlerFunc:       vaulthttp.Handler,
+		NumCores:          1,
+		KVVersion:         "2",
+		TempDir:           filepath.Join(dir, "cluster"),
+		Logger:            logger,
+		BaseListenAddress: listen,
+		NoDefaultQuotas:   true,
+	}
+}
+
+// printInfo prints the ready line of a server.
+func printInfo(cluster *vault.TestCluster) error {
 	info := Info{
-		Address:   core.Client.Address(),
+		Address:   cluster.Cores[0].Client.Address(),
 		RootToken: cluster.RootToken,
 		CAFile:    cluster.CACertPEMFile,
 		PID:       os.Getpid(),
@@ -152,10 +200,13 @@ func run(dir, listen, state string, exitOnEOF, verbose bool) error {
 	if err != nil {
 		return err
 	}
-	if _, err := fmt.Printf("%s\n", line); err != nil {
-		return err
-	}
+	_, err = fmt.Printf("%s\n", line)
+	return err
+}
 
+// serve waits for a stop signal, or with exitOnEOF for the end of
+// standard input.
+func serve(stop <-chan os.Signal, exitOnEOF bool) {
 	eof := make(chan struct{})
 	if exitOnEOF {
 		go func() {
@@ -167,5 +218,6 @@ func run(dir, listen, state string, exitOnEOF, verbose bool) error {
 	case <-stop:
 	case <-eof:
 	}
-	return nil
 }
+
+func decodeKey(s string) ([]byte, error) { return base64.StdEncoding.DecodeString(s) }

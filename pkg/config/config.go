@@ -76,6 +76,10 @@ type Daemon struct {
 	// RequireDiscovered makes every volume found by its atrest token at
 	// start-up hold readiness like a configured volume (default true).
 	RequireDiscovered *bool `yaml:"require_discovered"`
+	// StartJitter delays atrestd's first unlock by a random time up to
+	// this much (default 0: none), so that a datacenter powering on does
+	// not send every node's unlock to Vault in the same second.
+	StartJitter time.Duration `yaml:"start_jitter"`
 	// Metrics is where the Prometheus endpoint listens:
 	// "unix:/run/atrest/metrics.sock" (default), "127.0.0.1:PORT", or
 	// "off".
@@ -96,16 +100,21 @@ type Local struct {
 
 // Vault configures the connection, authentication and engines.
 type Vault struct {
-	Address       string        `yaml:"address"`
-	Namespace     string        `yaml:"namespace"`
-	CAFile        string        `yaml:"ca_file"`
-	TLSServerName string        `yaml:"tls_server_name"`
-	Auth          VaultAuth     `yaml:"auth"`
-	Transit       VaultTransit  `yaml:"transit"`
-	KV            VaultKV       `yaml:"kv"`
-	Escrow        VaultEscrow   `yaml:"escrow"`
-	Timeout       time.Duration `yaml:"timeout"`  // per call
-	Deadline      time.Duration `yaml:"deadline"` // all retries of one operation
+	Address string `yaml:"address"`
+	// Addresses are a Vault cluster's nodes, tried in turn (address, if
+	// set too, first); docs/fleet.md.
+	Addresses []string `yaml:"addresses"`
+	// MaxConcurrency bounds requests in flight to each address.
+	MaxConcurrency int           `yaml:"max_concurrency"`
+	Namespace      string        `yaml:"namespace"`
+	CAFile         string        `yaml:"ca_file"`
+	TLSServerName  string        `yaml:"tls_server_name"`
+	Auth           VaultAuth     `yaml:"auth"`
+	Transit        VaultTransit  `yaml:"transit"`
+	KV             VaultKV       `yaml:"kv"`
+	Escrow         VaultEscrow   `yaml:"escrow"`
+	Timeout        time.Duration `yaml:"timeout"`  // per call
+	Deadline       time.Duration `yaml:"deadline"` // all retries of one operation
 }
 
 // KMIP is a key manager or HSM reached over KMIP with mutual TLS.

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -34,12 +35,33 @@ func (c *Config) validate(root *yaml.Node) error {
 	usesVault := c.UsesVault()
 	// VAULT_ADDR supplies the address when the file does not (the vault
 	// package applies every VAULT_* variable on top of the file).
-	if usesVault && v.Address == "" && os.Getenv("VAULT_ADDR") == "" {
+	if usesVault && v.Address == "" && len(v.Addresses) == 0 && os.Getenv("VAULT_ADDR") == "" {
 		field := "kms"
 		if c.KMS == BackendLocal || c.KMS == BackendKMIP {
 			field = "recovery.mode"
 		}
-		return bad(field, "needs vault.address (or VAULT_ADDR)")
+		return bad(field, "needs vault.address or vault.addresses (or VAULT_ADDR)")
+	}
+	seen := map[string]bool{}
+	for i, a := range append([]string{v.Address}, v.Addresses...) {
+		if a == "" && i == 0 {
+			continue
+		}
+		u, err := url.Parse(a)
+		field := fmt.Sprintf("vault.addresses[%d]", i-1)
+		if i == 0 {
+			field = "vault.address"
+		}
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return bad(field, "%q is not an http(s) URL such as https://vault1.example:8200", a)
+		}
+		if seen[strings.TrimSuffix(a, "/")] {
+			return bad(field, "%q is listed twice", a)
+		}
+		seen[strings.TrimSuffix(a, "/")] = true
+	}
+	if v.MaxConcurrency < 0 {
+		return bad("vault.max_concurrency", "must be positive (leave it out for the default, 4)")
 	}
 	switch v.Auth.Method {
 	case "token":
@@ -66,7 +88,7 @@ func (c *Config) validate(root *yaml.Node) error {
 	for _, f := range []struct {
 		field string
 		dur   time.Duration
-	}{{"daemon.ready_timeout", d.ReadyTimeout}, {"daemon.retry_min", d.RetryMin}, {"daemon.retry_max", d.RetryMax}, {"daemon.rescan", d.Rescan}, {"daemon.rewrap", d.Rewrap}} {
+	}{{"daemon.ready_timeout", d.ReadyTimeout}, {"daemon.retry_min", d.RetryMin}, {"daemon.retry_max", d.RetryMax}, {"daemon.rescan", d.Rescan}, {"daemon.rewrap", d.Rewrap}, {"daemon.start_jitter", d.StartJitter}} {
 		if f.dur < 0 {
 			return bad(f.field, "must be a positive duration such as 30s (leave it out for the default)")
 		}

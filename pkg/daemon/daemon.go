@@ -220,6 +220,11 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 	d.startKeepAlive(ctx)
 	defer d.stopKeepAlive()
 
+	if !d.startJitter(ctx) {
+		d.stopKeepAlive()
+		d.notify.Stopping()
+		return nil
+	}
 	readyBy := time.Now().Add(d.cfg.Daemon.ReadyTimeout)
 	d.rescan(ctx, true)
 	d.attempt(ctx)

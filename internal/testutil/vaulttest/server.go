@@ -84,7 +84,13 @@ func Main(m *testing.M) int {
 }
 
 func start(bin string) (*Server, error) {
-	cmd := exec.Command(bin, "-exit-on-eof")
+	return startProcess(bin, nil)
+}
+
+// startProcess runs bin with args and -exit-on-eof and reads its ready
+// line into the Server and, if not nil, into also.
+func startProcess(bin string, also any, args ...string) (*Server, error) {
+	cmd := exec.Command(bin, append(args, "-exit-on-eof")...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -110,7 +116,11 @@ func start(bin string) (*Server, error) {
 	}()
 	select {
 	case b := <-line:
-		if err := json.Unmarshal(b, s); err != nil {
+		err := json.Unmarshal(b, s)
+		if err == nil && also != nil {
+			err = json.Unmarshal(b, also)
+		}
+		if err != nil {
 			s.stop()
 			return nil, fmt.Errorf("vaultserver did not start: %q: %s", b, s.stderr.String())
 		}
@@ -199,8 +209,13 @@ func (s *Server) Thaw(t testing.TB) {
 // Client returns a client with the root token that trusts the server's CA.
 func (s *Server) Client(t testing.TB) *api.Client {
 	t.Helper()
+	return s.client(t, s.Address)
+}
+
+func (s *Server) client(t testing.TB, address string) *api.Client {
+	t.Helper()
 	conf := api.DefaultConfig()
-	conf.Address = s.Address
+	conf.Address = address
 	conf.MaxRetries = 0
 	if err := conf.ConfigureTLS(&api.TLSConfig{CACert: s.CAFile}); err != nil {
 		t.Fatal(err)

@@ -76,12 +76,14 @@ func (s *Set) vaultClient() (*vault.Client, error) {
 	}
 	v := s.cfg.Vault
 	vc := vault.Config{
-		Address:       v.Address,
-		Namespace:     v.Namespace,
-		CACert:        v.CAFile,
-		TLSServerName: v.TLSServerName,
-		Timeout:       v.Timeout,
-		Deadline:      v.Deadline,
+		Address:        v.Address,
+		Addresses:      v.Addresses,
+		MaxConcurrency: v.MaxConcurrency,
+		Namespace:      v.Namespace,
+		CACert:         v.CAFile,
+		TLSServerName:  v.TLSServerName,
+		Timeout:        v.Timeout,
+		Deadline:       v.Deadline,
 		Auth: vault.Auth{
 			Method:    v.Auth.Method,
 			TokenFile: v.Auth.TokenFile,

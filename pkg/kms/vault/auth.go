@@ -43,7 +43,7 @@ func (cl *Client) loginLocked(ctx context.Context) error {
 	t.gen = cl.tok.gen + 1
 	t.issued = t.ttl
 	cl.tok = t
-	cl.api.SetToken(t.value)
+	cl.setToken(t.value)
 	cl.logins.Add(1)
 	return nil
 }
@@ -64,7 +64,7 @@ func (cl *Client) relogin(ctx context.Context, gen uint64) error {
 	}
 	if cl.tok.value == rejected {
 		cl.tok.value = ""
-		cl.api.ClearToken()
+		cl.setToken("")
 		return &Error{Op: cl.auth.describe() + " login", Kind: kms.ErrAuth,
 			Reason: "vault no longer accepts the token (expired or revoked) and there is no new one"}
 	}
@@ -76,7 +76,7 @@ func (cl *Client) relogin(ctx context.Context, gen uint64) error {
 // the operation (report ErrPermissionDenied). Only a 401 or 403 answer
 // counts as rejection.
 func (cl *Client) tokenAccepted(ctx context.Context) bool {
-	_, f, ok := cl.attempt(ctx, call{op: "token lookup-self", method: http.MethodGet, path: "auth/token/lookup-self"})
+	_, f, ok := cl.attempt(ctx, call{op: "token lookup-self", method: http.MethodGet, path: "auth/token/lookup-self"}, cl.nodes[cl.pref.Load()])
 	return ok || (f.status != http.StatusForbidden && f.status != http.StatusUnauthorized)
 }
 

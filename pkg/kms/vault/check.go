@@ -62,30 +62,27 @@ func failed(steps []kms.CheckStep) bool {
 // checkBase checks that Vault answers and is unsealed, then the login.
 func (cl *Client) checkBase(ctx context.Context) []kms.CheckStep {
 	reach := kms.CheckStep{Name: "reachable"}
-	rep, f, ok := cl.attempt(ctx, call{op: "health", method: http.MethodGet, path: "sys/health", anon: true,
-		params: map[string][]string{"standbyok": {"true"}, "perfstandbyok": {"true"}}})
-	var h struct {
-		Version     string `json:"version"`
-		Sealed      bool   `json:"sealed"`
-		Initialized bool   `json:"initialized"`
-		Standby     bool   `json:"standby"`
-	}
-	if rep != nil {
-		_ = decode(rep, "health", &h)
+	var up, down []string
+	var firstErr error
+	for _, n := range cl.nodes {
+		detail, err := cl.checkNode(ctx, n)
+		if err == nil {
+			up = append(up, detail)
+			continue
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+		down = append(down, n.addr+": "+err.Error())
 	}
 	switch {
-	case rep == nil:
-		reach.Err = &Error{Op: "health", Kind: f.kind, Reason: f.reason, Attempts: 1}
-	case h.Sealed || rep.status == http.StatusServiceUnavailable:
-		reach.Err = &Error{Op: "health", Kind: kms.ErrUnavailable, Reason: "vault is sealed", Status: rep.status, Attempts: 1}
-	case !ok && rep.status != http.StatusTooManyRequests:
-		reach.Err = &Error{Op: "health", Kind: f.kind, Reason: f.reason, Status: rep.status, Messages: f.messages, Attempts: 1}
+	case len(up) == 0 && len(cl.nodes) == 1:
+		reach.Err = firstErr
+	case len(up) == 0:
+		reach.Err = &Error{Op: "health", Kind: kms.ErrUnavailable, Reason: "no address answered unsealed: " + strings.Join(down, "; "), Attempts: len(cl.nodes)}
 	default:
-		role := "active"
-		if h.Standby {
-			role = "standby"
-		}
-		reach.Detail = fmt.Sprintf("%s: vault %s, unsealed, %s", cl.cfg.Address, h.Version, role)
+		// A cluster with a node down still works; the detail names it.
+		reach.Detail = strings.Join(append(up, down...), "; ")
 	}
 	steps := []kms.CheckStep{reach}
 	if reach.Err != nil {
@@ -177,4 +174,32 @@ func capsOf(v any) []string {
 		}
 	}
 	return out
+}
+
+// checkNode asks one node whether it answers and is unsealed.
+func (cl *Client) checkNode(ctx context.Context, n *node) (string, error) {
+	rep, f, ok := cl.attempt(ctx, call{op: "health", method: http.MethodGet, path: "sys/health", anon: true,
+		params: map[string][]string{"standbyok": {"true"}, "perfstandbyok": {"true"}}}, n)
+	var h struct {
+		Version     string `json:"version"`
+		Sealed      bool   `json:"sealed"`
+		Initialized bool   `json:"initialized"`
+		Standby     bool   `json:"standby"`
+	}
+	if rep != nil {
+		_ = decode(rep, "health", &h)
+	}
+	switch {
+	case rep == nil:
+		return "", &Error{Op: "health", Kind: f.kind, Reason: f.reason, Attempts: 1}
+	case h.Sealed || rep.status == http.StatusServiceUnavailable:
+		return "", &Error{Op: "health", Kind: kms.ErrUnavailable, Reason: "vault is sealed", Status: rep.status, Attempts: 1}
+	case !ok && rep.status != http.StatusTooManyRequests:
+		return "", &Error{Op: "health", Kind: f.kind, Reason: f.reason, Status: rep.status, Messages: f.messages, Attempts: 1}
+	}
+	role := "active"
+	if h.Standby {
+		role = "standby"
+	}
+	return fmt.Sprintf("%s: vault %s, unsealed, %s", n.addr, h.Version, role), nil
 }

@@ -14,6 +14,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -28,18 +29,22 @@ import (
 // Client is a connection to Vault with its login. It is safe for
 // concurrent use; logins are serialised.
 type Client struct {
-	cfg  Config
-	api  *api.Client // carries the current token
-	anon *api.Client // never carries a token: logins, wrapping lookups
-	auth authenticator
-	hc   *http.Client // api's and anon's: one connection pool
+	cfg   Config
+	nodes []*node      // one per address, see nodes.go
+	pref  atomic.Int32 // the node that answered last
+	auth  authenticator
+	hc    *http.Client // every node's: one connection pool
 
 	mu  sync.Mutex // guards tok and serialises logins
 	tok tokenState
 
-	logins   atomic.Int64
-	renewals atomic.Int64
-	retries  atomic.Int64
+	logins      atomic.Int64
+	renewals    atomic.Int64
+	retries     atomic.Int64
+	requests    atomic.Int64
+	failovers   atomic.Int64
+	rateLimited atomic.Int64
+	backoff     atomic.Int64 // nanoseconds waited before retries
 }
 
 // tokenState is what atrest knows about its current token.
@@ -69,12 +74,23 @@ func (t tokenState) usable(now time.Time) bool {
 	return exp.IsZero() || now.Add(min(time.Second, t.ttl/10)).Before(exp)
 }
 
-// Stats counts a Client's logins, token renewals and retried requests
-// (for atrestd's metrics, and for tests that must see them happen).
+// Stats counts a Client's logins, token renewals, HTTP requests and
+// what went wrong with them (for atrestd's metrics, the boot-storm
+// figures, and tests that must see them happen).
 type Stats struct {
 	Logins   int64 `json:"logins"`
 	Renewals int64 `json:"renewals"`
-	Retries  int64 `json:"retries"`
+	// Retries are requests sent again after a backoff wait.
+	Retries int64 `json:"retries"`
+	// Requests are every HTTP request sent to Vault, logins included.
+	Requests int64 `json:"requests"`
+	// Failovers are requests sent again at once to another address
+	// after one failed (dead, sealed, or without an active node).
+	Failovers int64 `json:"failovers"`
+	// RateLimited are HTTP 429 answers (a rate-limit quota).
+	RateLimited int64 `json:"rate_limited"`
+	// Backoff is the total time waited before retries.
+	Backoff time.Duration `json:"backoff_ns"`
 }
 
 // New validates cfg and prepares a Client. It reads the CA file but does
@@ -98,13 +114,17 @@ func New(cfg Config) (*Client, error) {
 	}
 	tr := cleanhttp.DefaultPooledTransport()
 	tr.TLSClientConfig = tlsConf
+	// A node that is down but not refusing (a black-holed address) costs
+	// at most the connect timeout before the next address is tried.
+	tr.DialContext = (&net.Dialer{Timeout: min(cfg.Timeout, connectTimeout), KeepAlive: 30 * time.Second}).DialContext
 	tr.ForceAttemptHTTP2 = true
-	hc := &http.Client{Transport: tr}
-	c := &Client{cfg: cfg, hc: hc}
-	if c.api, err = newAPI(cfg, hc); err != nil {
-		return nil, err
+	hc := &http.Client{Transport: tr,
+		// net/http follows a 307 by itself, which would take a request
+		// to the dead active node a standby names: see DisableRedirects.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	if c.anon, err = newAPI(cfg, hc); err != nil {
+	c := &Client{cfg: cfg, hc: hc}
+	if c.nodes, err = newNodes(cfg, hc); err != nil {
 		return nil, err
 	}
 	switch cfg.Auth.Method {
@@ -119,12 +139,17 @@ func New(cfg Config) (*Client, error) {
 // newAPI makes an api.Client that ignores the process environment (the
 // api package reads VAULT_TOKEN and VAULT_NAMESPACE by itself; atrest's
 // Config already decided about both).
-// Both share one HTTP client, so one connection pool.
-func newAPI(cfg Config, hc *http.Client) (*api.Client, error) {
+// All share one HTTP client, so one connection pool.
+func newAPI(cfg Config, address string, hc *http.Client) (*api.Client, error) {
 	a, err := api.NewClient(&api.Config{
-		Address:    cfg.Address,
+		Address:    address,
 		HttpClient: hc,
 		MaxRetries: 0, // atrest retries itself, transient failures only
+		// A standby redirects (307) to the active node only when it
+		// cannot forward, which in a cluster means the active node is
+		// gone: atrest sees the 307 and treats it as an election
+		// instead of following it to a dead address (nodes.go).
+		DisableRedirects: true,
 		// No api-level timeout: its raw calls cancel their context when
 		// they return, before a large body is read. atrest bounds each
 		// request, body included, with its own context instead.
@@ -141,12 +166,19 @@ func newAPI(cfg Config, hc *http.Client) (*api.Client, error) {
 	return a, nil
 }
 
-// Address is the Vault server's URL.
-func (c *Client) Address() string { return c.cfg.Address }
+// Address is the Vault server's URL: the first of Addresses.
+func (c *Client) Address() string { return c.cfg.Addresses[0] }
 
-// Stats returns the login and renewal counters.
+// Addresses are every Vault node's URL the client uses.
+func (c *Client) Addresses() []string { return append([]string(nil), c.cfg.Addresses...) }
+
+// Stats returns the counters.
 func (c *Client) Stats() Stats {
-	return Stats{Logins: c.logins.Load(), Renewals: c.renewals.Load(), Retries: c.retries.Load()}
+	return Stats{
+		Logins: c.logins.Load(), Renewals: c.renewals.Load(), Retries: c.retries.Load(),
+		Requests: c.requests.Load(), Failovers: c.failovers.Load(), RateLimited: c.rateLimited.Load(),
+		Backoff: time.Duration(c.backoff.Load()),
+	}
 }
 
 // Close closes the Client's idle connections to Vault (and with them

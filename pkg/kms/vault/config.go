@@ -3,6 +3,7 @@ package vault
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +16,15 @@ import (
 type Config struct {
 	// Address is Vault's URL, e.g. https://vault.example:8200 (VAULT_ADDR).
 	Address string `json:"address"`
+	// Addresses are the URLs of a Vault cluster's nodes (active and
+	// standbys, or a load balancer and the nodes behind it), tried in
+	// turn: a node that is down or sealed costs one attempt, then the
+	// next is asked at once (nodes.go). Address, if set too, comes first.
+	// VAULT_ADDR replaces both.
+	Addresses []string `json:"addresses,omitempty"`
+	// MaxConcurrency bounds this client's requests in flight to each
+	// address; default 4.
+	MaxConcurrency int `json:"max_concurrency,omitempty"`
 	// Namespace is the Vault Enterprise namespace, sent on every request
 	// (VAULT_NAMESPACE); empty for the root namespace.
 	Namespace string `json:"namespace,omitempty"`
@@ -85,7 +95,15 @@ const (
 	DefaultInitial  = 250 * time.Millisecond
 	DefaultMaxWait  = 5 * time.Second
 	DefaultAppRole  = "approle"
+	// DefaultMaxConcurrency is Config.MaxConcurrency's default: atrestd
+	// sends one batch per unlock, a few at most during a rewrap.
+	DefaultMaxConcurrency = 4
 )
+
+// connectTimeout bounds a TCP connect (below Timeout), so that an
+// address that black-holes packets costs seconds before the next one is
+// tried.
+const connectTimeout = 3 * time.Second
 
 // WithEnv returns c overlaid with the VAULT_* environment variables that
 // are set (getenv is os.Getenv in production): an environment value
@@ -98,7 +116,11 @@ func (c Config) WithEnv(getenv func(string) string) (Config, error) {
 			*dst = v
 		}
 	}
-	set(&c.Address, "VAULT_ADDR")
+	if v := getenv("VAULT_ADDR"); v != "" {
+		// As with the vault CLI, the environment wins over the file:
+		// VAULT_ADDR names the one server to use.
+		c.Address, c.Addresses = v, nil
+	}
 	set(&c.Namespace, "VAULT_NAMESPACE")
 	set(&c.CACert, "VAULT_CACERT")
 	set(&c.TLSServerName, "VAULT_TLS_SERVER_NAME")
@@ -131,12 +153,31 @@ func (c Config) withDefaults() (Config, error) {
 	bad := func(format string, a ...any) (Config, error) {
 		return c, fmt.Errorf("%w: vault: %s", kms.ErrConfig, fmt.Sprintf(format, a...))
 	}
-	if c.Address == "" {
-		return bad("no address (set address or VAULT_ADDR)")
+	all := c.Addresses
+	if c.Address != "" {
+		all = append([]string{c.Address}, c.Addresses...)
 	}
-	u, err := url.Parse(c.Address)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return bad("address %q is not an http(s) URL", c.Address)
+	if len(all) == 0 {
+		return bad("no address (set address, addresses or VAULT_ADDR)")
+	}
+	c.Addresses = nil
+	for _, a := range all {
+		u, err := url.Parse(a)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return bad("address %q is not an http(s) URL", a)
+		}
+		a = strings.TrimSuffix(a, "/")
+		if slices.Contains(c.Addresses, a) {
+			return bad("address %q is listed twice", a)
+		}
+		c.Addresses = append(c.Addresses, a)
+	}
+	c.Address = c.Addresses[0]
+	if c.MaxConcurrency < 0 {
+		return bad("max_concurrency %d must be positive", c.MaxConcurrency)
+	}
+	if c.MaxConcurrency == 0 {
+		c.MaxConcurrency = DefaultMaxConcurrency
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = DefaultTimeout

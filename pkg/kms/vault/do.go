@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/atrest/atrest/pkg/kms"
@@ -33,6 +35,10 @@ type call struct {
 	notFound error
 	// badRequest is the sentinel for HTTP 400; kms.ErrInvalidRequest if nil.
 	badRequest error
+	// once: the call changes Vault's state each time it runs (a key
+	// rotation), so it is not sent again after a failure in which Vault
+	// may have executed it (a timeout or reset after sending, a 5xx).
+	once bool
 }
 
 // reply is a completed HTTP exchange. Its body belongs to the caller, who
@@ -43,17 +49,24 @@ type reply struct {
 }
 
 // do runs c with the retry policy: transient failures (network errors,
-// timeouts, 5xx, sealed, 429) are retried with jittered exponential
-// backoff until the deadline; a 403 triggers one check of the token and,
-// if Vault no longer accepts it, one fresh login; anything else fails at
-// once. On a non-transient HTTP error the reply is returned too, so that
-// batch callers can read per-item results from a 400.
+// timeouts, 5xx, sealed, 429) are retried until the deadline. A node
+// that fails at the transport level, is sealed or answers 5xx is left
+// for the next address at once (see nodes.go); when every address failed
+// in a round, the client waits a jittered exponential backoff, or for a
+// 429 what Vault's Retry-After / X-Ratelimit-Reset says (plus jitter),
+// and starts a new round. A call marked once is not sent again after a
+// failure in which Vault may have executed it. A 403 triggers one check
+// of the token and, if Vault no longer accepts it, one fresh login;
+// anything else fails at once. On a non-transient HTTP error the reply
+// is returned too, so that batch callers can read per-item results from
+// a 400.
 func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 	start := time.Now()
 	ctx, cancel := cl.withDeadline(ctx)
 	defer cancel()
 	reauthed := false
 	var last failure
+	r := cl.newRound()
 	for attempt := 1; ; attempt++ {
 		var gen uint64
 		if !c.anon && c.token == "" {
@@ -62,8 +75,10 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 				return nil, err
 			}
 		}
-		rep, f, ok := cl.attempt(ctx, c)
+		i := cl.pick(r, false)
+		rep, f, ok := cl.attempt(ctx, c, cl.nodes[i])
 		if ok {
+			cl.pref.Store(int32(i))
 			return rep, nil
 		}
 		if f.status == http.StatusForbidden && !c.anon && c.token == "" && !reauthed {
@@ -82,6 +97,10 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 		if f.status == http.StatusBadRequest && c.badRequest != nil {
 			f.kind = c.badRequest
 		}
+		if f.maybeSent && c.once {
+			f.reason += " (not retried: Vault may have executed it; check before running it again)"
+			return rep, cl.fail(c, f, attempt, start)
+		}
 		if !f.transient {
 			return rep, cl.fail(c, f, attempt, start)
 		}
@@ -91,13 +110,49 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 			last.reason += ", giving up at the deadline"
 			return nil, cl.fail(c, last, attempt, start)
 		}
+		r.tried[i], r.reasons[i] = true, f.reason
+		r.election = r.election || f.election
+		if f.status == http.StatusTemporaryRedirect {
+			// The standby names the active node it cannot reach: if
+			// that is one of ours and not known dead, ask it next;
+			// otherwise the others know no more, wait for the election.
+			r.next = cl.nodeAt(f.location)
+			if r.next >= 0 && !r.tried[r.next] && !cl.nodes[r.next].down(time.Now()) {
+				cl.failovers.Add(1)
+				last = f
+				continue
+			}
+			r.next = -1
+		} else if f.nodeDown {
+			cl.nodes[i].markDown(time.Now())
+			if cl.pick(r, true) >= 0 {
+				// Another address that is up has not been tried in
+				// this round.
+				cl.failovers.Add(1)
+				last = f
+				continue
+			}
+		}
+		if sum := cl.summary(r); sum != "" {
+			f.reason = sum
+		}
 		last = f
 		wait := cl.cfg.Backoff.wait(attempt - 1)
+		switch {
+		case f.status == http.StatusTooManyRequests:
+			cl.rateLimited.Add(1)
+			wait = rateLimitWait(f.retryAfter, wait)
+		case r.election:
+			wait = electionWait + rand.N(electionWait)
+		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 			last.reason += ", giving up at the deadline"
 			return nil, cl.fail(c, last, attempt, start)
 		}
 		cl.retries.Add(1)
+		cl.backoff.Add(int64(wait))
+		clear(r.tried) // a new round; what each node said stays for the error
+		r.election, r.next = false, -1
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -112,6 +167,34 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 	}
 }
 
+// rateLimitWait is the pause after a 429: what Vault asked for, or the
+// backoff if that is longer (so a client never loops tightly on a
+// header of 0), plus up to as much again at random, so the nodes a
+// quota turned away do not all come back in the same instant.
+func rateLimitWait(asked, backoff time.Duration) time.Duration {
+	d := max(asked, backoff)
+	return d + rand.N(d+1)
+}
+
+// retryAfter reads how long Vault asks a rate-limited client to wait:
+// Retry-After (seconds or an HTTP date, sent while a quota's
+// block_interval holds) or X-Ratelimit-Reset (seconds until the quota's
+// bucket refills, with enable_rate_limit_response_headers).
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	if v := h.Get("Retry-After"); v != "" {
+		if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+			return time.Duration(n) * time.Second
+		}
+		if t, err := http.ParseTime(v); err == nil {
+			return max(0, t.Sub(now))
+		}
+	}
+	if n, err := strconv.Atoi(h.Get("X-Ratelimit-Reset")); err == nil && n >= 0 {
+		return time.Duration(n) * time.Second
+	}
+	return 0
+}
+
 func (cl *Client) fail(c call, f failure, attempts int, start time.Time) error {
 	return &Error{
 		Op: c.op, Kind: f.kind, Reason: f.reason, Status: f.status,
@@ -119,12 +202,18 @@ func (cl *Client) fail(c call, f failure, attempts int, start time.Time) error {
 	}
 }
 
-// attempt makes one request within the per-call timeout.
-func (cl *Client) attempt(ctx context.Context, c call) (*reply, failure, bool) {
+// attempt makes one request to node n within the per-call timeout.
+func (cl *Client) attempt(ctx context.Context, c call, n *node) (*reply, failure, bool) {
 	actx, cancel := context.WithTimeout(ctx, cl.cfg.Timeout)
 	defer cancel()
 	t0 := time.Now()
-	resp, err := cl.send(actx, c)
+	var resp *api.Response
+	err := n.acquire(actx)
+	if err == nil {
+		cl.requests.Add(1)
+		resp, err = cl.send(actx, c, n)
+		defer n.release()
+	}
 	if resp == nil || resp.Response == nil {
 		if err == nil {
 			err = errors.New("no response")
@@ -136,7 +225,7 @@ func (cl *Client) attempt(ctx context.Context, c call) (*reply, failure, bool) {
 				// the call short (possibly before it started).
 				reason = "timeout: no response before the deadline"
 			}
-			return nil, failure{kind: kms.ErrUnavailable, transient: true, atDeadline: ctx.Err() != nil, reason: reason}, false
+			return nil, failure{kind: kms.ErrUnavailable, transient: true, atDeadline: ctx.Err() != nil, reason: reason, nodeDown: true, maybeSent: true}, false
 		}
 		return nil, classifyTransport(err), false
 	}
@@ -159,18 +248,25 @@ func (cl *Client) attempt(ctx context.Context, c call) (*reply, failure, bool) {
 			msgs = append(msgs, m)
 		}
 	}
-	return rep, classifyStatus(resp.StatusCode, msgs), false
+	f := classifyStatus(resp.StatusCode, msgs)
+	if resp.StatusCode == http.StatusTemporaryRedirect {
+		f.location = resp.Header.Get("Location")
+	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		f.retryAfter = retryAfter(resp.Header, time.Now())
+	}
+	return rep, f, false
 }
 
 // send issues the HTTP request through the api package.
-func (cl *Client) send(ctx context.Context, c call) (*api.Response, error) {
-	a := cl.api
+func (cl *Client) send(ctx context.Context, c call, n *node) (*api.Response, error) {
+	a := n.api
 	if c.anon || c.token != "" {
-		a = cl.anon
+		a = n.anon
 	}
 	if c.token != "" {
 		var err error
-		if a, err = cl.anon.CloneWithHeaders(); err != nil {
+		if a, err = n.anon.CloneWithHeaders(); err != nil {
 			return nil, err
 		}
 		a.SetToken(c.token)

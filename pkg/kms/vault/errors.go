@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"syscall"
 	"time"
@@ -61,12 +62,27 @@ type failure struct {
 	// atDeadline: the attempt ran out of time because the whole
 	// operation's deadline passed, not its own timeout.
 	atDeadline bool
+	// nodeDown: this address failed as a whole (unreachable, sealed,
+	// 5xx such as a standby without an active node); another address
+	// may answer.
+	nodeDown bool
+	// maybeSent: the request may have reached Vault and run there (a
+	// timeout or reset after sending, a 5xx), so an operation that is
+	// not idempotent must not be sent again.
+	maybeSent bool
+	// retryAfter is what a 429 asked for (Retry-After,
+	// X-Ratelimit-Reset).
+	retryAfter time.Duration
+	// election: a standby knows no active node, or cannot reach it.
+	election bool
+	// location is where a 307 points.
+	location string
 }
 
 // classifyTransport classifies an error that came without an HTTP
 // response: the request never completed.
 func classifyTransport(err error) failure {
-	f := failure{kind: kms.ErrUnavailable, transient: true}
+	f := failure{kind: kms.ErrUnavailable, transient: true, nodeDown: true, maybeSent: true}
 	var uaErr x509.UnknownAuthorityError
 	var hostErr x509.HostnameError
 	var invErr x509.CertificateInvalidError
@@ -83,13 +99,13 @@ func classifyTransport(err error) failure {
 	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
 		f.reason = "timeout"
 	case errors.Is(err, syscall.ECONNREFUSED):
-		f.reason = "connection refused"
+		f.reason, f.maybeSent = "connection refused", false
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		f.reason = "connection reset"
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		f.reason = "network unreachable"
+		f.reason, f.maybeSent = "network unreachable", false
 	case errors.As(err, &dnsErr):
-		f.reason = "cannot resolve host " + dnsErr.Name
+		f.reason, f.maybeSent = "cannot resolve host "+dnsErr.Name, false
 	default:
 		f.reason = "network error: " + oneLine(lastCause(err))
 	}
@@ -125,20 +141,40 @@ func lastCause(err error) string {
 	}
 }
 
+// electionWait is the pause while a standby knows no active node: 1 to 2
+// s, not growing. An election takes seconds (Raft's election timeout is
+// 1 s times the performance_multiplier, 5 by default): polling faster
+// only adds requests, and an exponential backoff would leave the nodes
+// asleep for seconds after the new leader is up (measured in the storm,
+// docs/fleet.md). Such an answer costs a standby next to nothing.
+const electionWait = time.Second
+
 // classifyStatus classifies an HTTP error status with Vault's messages.
 func classifyStatus(status int, messages []string) failure {
 	f := failure{status: status, messages: messages}
 	joined := strings.ToLower(strings.Join(messages, " "))
 	switch {
 	case status == 503 && strings.Contains(joined, "sealed"):
-		f.kind, f.reason, f.transient = kms.ErrUnavailable, "vault is sealed (HTTP 503)", true
+		f.kind, f.reason, f.transient, f.nodeDown = kms.ErrUnavailable, "vault is sealed (HTTP 503)", true, true
 		f.messages = nil
 	case status == 429:
 		f.kind, f.reason, f.transient = kms.ErrUnavailable, "rate limited (HTTP 429)", true
 	case status == 412:
 		f.kind, f.reason, f.transient = kms.ErrUnavailable, "not yet replicated (HTTP 412)", true
+	case status == http.StatusTemporaryRedirect:
+		// A standby that could not forward to the active node: another
+		// address may be the new active node (or the one answering
+		// when forwarding is turned off); else wait for the election.
+		f.kind, f.reason, f.transient = kms.ErrUnavailable, "standby cannot reach the active node, leader election under way? (HTTP 307)", true
+		f.election = true
+	case status >= 500 && (strings.Contains(joined, "active cluster node not found") || strings.Contains(joined, "no active vault instance")):
+		// A standby during a leader election: the other nodes know no
+		// more, so the client backs off instead of asking them too.
+		f.kind, f.reason, f.transient = kms.ErrUnavailable, fmt.Sprintf("no active node, leader election under way? (HTTP %d)", status), true
+		f.election = true
 	case status >= 500:
 		f.kind, f.reason, f.transient = kms.ErrUnavailable, fmt.Sprintf("server error (HTTP %d)", status), true
+		f.nodeDown, f.maybeSent = true, true
 	case status == 401:
 		f.kind, f.reason = kms.ErrAuth, "HTTP 401"
 	case status == 403:

@@ -201,6 +201,13 @@ func (kv *KV) create(ctx context.Context, op string, rel string, s *secret.Key) 
 		case ve.Status == http.StatusBadRequest && strings.Contains(strings.Join(ve.Messages, " "), "check-and-set"):
 			ve.Kind, ve.Reason = kms.ErrSecretExists, kv.cfg.Mount+"/"+rel+" already holds a secret"
 			ve.Messages = nil
+			if ve.Attempts > 1 {
+				// The write is create-only (cas 0), so a retry never
+				// stores a second version; but an earlier attempt that
+				// was cut off (a leader lost mid-request) may be the
+				// one that stored it.
+				ve.Reason += " (possibly this very secret: an earlier attempt of this write got no answer)"
+			}
 		case ve.Status == http.StatusForbidden:
 			ve.Reason += " (writing " + kv.cfg.Mount + "/" + rel + "; with a create-only policy this also means a secret is already there)"
 		}

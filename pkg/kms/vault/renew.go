@@ -111,7 +111,7 @@ func (cl *Client) renewLocked(ctx context.Context) (tokenState, error) {
 	}
 	t.gen, t.issued = cl.tok.gen, cl.tok.issued
 	cl.tok = t
-	cl.api.SetToken(t.value)
+	cl.setToken(t.value)
 	cl.renewals.Add(1)
 	return t, nil
 }

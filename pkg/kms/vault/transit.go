@@ -160,7 +160,7 @@ func (t *Transit) requireDerived(ctx context.Context) error {
 // Rotate adds a key version (transit/keys/<key>/rotate). Nodes' policies
 // normally do not allow it; administrators do.
 func (t *Transit) Rotate(ctx context.Context) (kms.KeyInfo, error) {
-	if _, err := t.cl.do(ctx, call{op: "transit rotate", method: http.MethodPut, path: t.mount + "/keys/" + t.key + "/rotate", body: []byte("{}")}); err != nil {
+	if _, err := t.cl.do(ctx, call{op: "transit rotate", method: http.MethodPut, path: t.mount + "/keys/" + t.key + "/rotate", body: []byte("{}"), once: true}); err != nil {
 		return kms.KeyInfo{}, err
 	}
 	return t.Describe(ctx)

@@ -1,0 +1,161 @@
+package vaulttest
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+// Cluster is a running three-node test Vault with integrated storage
+// (vaultserver -cluster 3): one process per node, so Kill is a real
+// kill -9 and the survivors elect a new active node. The embedded Server
+// is node 0 as it was at start (its Address, the root token, the CA) and
+// the supervisor process.
+type Cluster struct {
+	*Server
+	// Addresses are every node's API URL.
+	Addresses []string `json:"addresses"`
+	// Nodes are the nodes, in the order of Addresses.
+	Nodes []ClusterNode `json:"nodes"`
+
+	killed map[int]bool
+}
+
+// ClusterNode is one node process of a Cluster.
+type ClusterNode struct {
+	Address string `json:"address"`
+	PID     int    `json:"pid"`
+	NodeID  string `json:"node_id"`
+}
+
+// ClusterSize is the number of nodes StartCluster starts: the smallest
+// cluster that survives the loss of one node.
+const ClusterSize = 3
+
+// StartCluster runs a three-node Vault cluster for t alone and stops it
+// when t ends. Every node is unsealed and a voter; node 0 is active.
+// Starting costs a few seconds (three processes, two Raft joins).
+func StartCluster(t testing.TB) *Cluster {
+	t.Helper()
+	c := &Cluster{killed: map[int]bool{}}
+	s, err := startProcess(Binary(t), c, "-cluster", fmt.Sprint(ClusterSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Server = s
+	t.Cleanup(func() { c.stop() })
+	return c
+}
+
+// NodeClient returns a root client of node i alone.
+func (c *Cluster) NodeClient(t testing.TB, i int) *api.Client {
+	t.Helper()
+	return c.client(t, c.Addresses[i])
+}
+
+// Active waits up to a minute for a live node to be active (the end of
+// an election) and returns its index.
+func (c *Cluster) Active(t testing.TB) int {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		for i := range c.Nodes {
+			if c.killed[i] {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			l, err := c.NodeClient(t, i).Sys().LeaderWithContext(ctx)
+			cancel()
+			if err == nil && l.IsSelf {
+				return i
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("no active Vault node a minute after asking")
+	return -1
+}
+
+// Kill kills node i with SIGKILL, as a power loss would, and waits until
+// its process is gone. Its port then refuses connections.
+func (c *Cluster) Kill(t testing.TB, i int) {
+	t.Helper()
+	pid := c.Nodes[i].PID
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill node %d (pid %d): %v", i, pid, err)
+	}
+	c.killed[i] = true
+	deadline := time.Now().Add(30 * time.Second)
+	// The supervisor reaps its child; until then the pid is a zombie
+	// and kill(pid, 0) still succeeds.
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("node %d (pid %d) still exists 30s after SIGKILL", i, pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// KillActive kills the active node and returns its index.
+func (c *Cluster) KillActive(t testing.TB) int {
+	t.Helper()
+	i := c.Active(t)
+	c.Kill(t, i)
+	return i
+}
+
+// Seal seals every live node (SIGUSR1, see integration/vaultserver's
+// node.go: Vault's API seals only the active node) and waits until each
+// reports sealed.
+func (c *Cluster) Seal(t testing.TB) {
+	t.Helper()
+	for i, n := range c.Nodes {
+		if c.killed[i] {
+			continue
+		}
+		if err := syscall.Kill(n.PID, syscall.SIGUSR1); err != nil {
+			t.Fatalf("seal node %d: %v", i, err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			st, err := c.NodeClient(t, i).Sys().SealStatus()
+			if err == nil && st.Sealed {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d not sealed 30s after SIGUSR1: %+v, %v", i, st, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// RateLimit sets a rate-limit quota of rate requests per interval on
+// the whole cluster (per client IP, as Vault counts), blocking an
+// offender for block, and turns on the X-Ratelimit-* response headers.
+func (c *Cluster) RateLimit(t testing.TB, name string, rate float64, interval, block time.Duration) {
+	t.Helper()
+	cl := c.NodeClient(t, c.Active(t))
+	if _, err := cl.Logical().Write("sys/quotas/config", map[string]any{"enable_rate_limit_response_headers": true}); err != nil {
+		t.Fatalf("quota config: %v", err)
+	}
+	q := map[string]any{"rate": rate, "interval": interval.String()}
+	if block > 0 {
+		q["block_interval"] = block.String()
+	}
+	if _, err := cl.Logical().Write("sys/quotas/rate-limit/"+name, q); err != nil {
+		t.Fatalf("rate-limit quota %s: %v", name, err)
+	}
+}
+
+// RemoveRateLimit deletes a quota RateLimit set.
+func (c *Cluster) RemoveRateLimit(t testing.TB, name string) {
+	t.Helper()
+	if _, err := c.NodeClient(t, c.Active(t)).Logical().Delete("sys/quotas/rate-limit/" + name); err != nil {
+		t.Fatalf("delete quota %s: %v", name, err)
+	}
+}

@@ -1,0 +1,166 @@
+package vault
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+// A Vault cluster is several addresses (Config.Addresses): the active
+// node and standbys, which forward to the active one (Community
+// Edition) or serve Transit themselves (Enterprise performance
+// standbys). atrest sends each request to one node, starting with the
+// last one that answered; a node that fails at the transport level, is
+// sealed or answers 5xx is skipped for downFor and the same request goes
+// at once to the next node, so a dead node costs one attempt (a refused
+// connection, or at most the connect or per-request timeout), not the
+// operation's deadline. Only when every node failed in a round does the
+// client back off before the next round.
+
+// downFor is how long a failed node is tried only after the others: a
+// killed node refuses every attempt, and during an election each retry
+// that asks it first is one request more per client.
+const downFor = 10 * time.Second
+
+// node is one address of the cluster.
+type node struct {
+	addr string
+	api  *api.Client // carries the current token
+	anon *api.Client // never carries a token
+	// slots bounds this client's concurrent requests to the node
+	// (Config.MaxConcurrency), so that one atrestd, or one simulated
+	// node of the storm, cannot flood a Vault node on its own.
+	slots     chan struct{}
+	downUntil atomic.Int64 // UnixNano; 0 = up
+}
+
+func newNodes(cfg Config, hc *http.Client) ([]*node, error) {
+	var nodes []*node
+	for _, a := range cfg.Addresses {
+		n := &node{addr: a, slots: make(chan struct{}, cfg.MaxConcurrency)}
+		var err error
+		if n.api, err = newAPI(cfg, a, hc); err != nil {
+			return nil, err
+		}
+		if n.anon, err = newAPI(cfg, a, hc); err != nil {
+			return nil, err
+		}
+		nodes = append(nodes, n)
+	}
+	return nodes, nil
+}
+
+func (n *node) down(now time.Time) bool { return now.UnixNano() < n.downUntil.Load() }
+
+func (n *node) markDown(now time.Time) { n.downUntil.Store(now.Add(downFor).UnixNano()) }
+
+// acquire takes one of the node's request slots, or fails when ctx ends.
+func (n *node) acquire(ctx context.Context) error {
+	select {
+	case n.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (n *node) release() { <-n.slots }
+
+// round is the nodes one attempt of a request may still try before the
+// client backs off: each node once.
+type round struct {
+	tried   []bool
+	reasons []string // per node, what its last attempt of the operation saw
+	// election: a node of this round answered that it knows no
+	// reachable active node.
+	election bool
+	// next is the node to try next (a standby's redirect), or -1.
+	next int
+}
+
+func (cl *Client) newRound() *round {
+	return &round{tried: make([]bool, len(cl.nodes)), reasons: make([]string, len(cl.nodes)), next: -1}
+}
+
+// nodeAt returns the index of the node whose address a redirect's
+// Location starts with, or -1.
+func (cl *Client) nodeAt(location string) int {
+	for i, n := range cl.nodes {
+		if location != "" && strings.HasPrefix(location, n.addr+"/") {
+			return i
+		}
+	}
+	return -1
+}
+
+// pick returns the index of the next node to try in r: from the
+// preferred node on, the first untried node that is up, else (with
+// upOnly false) the first untried one; -1 when there is none.
+func (cl *Client) pick(r *round, upOnly bool) int {
+	if r.next >= 0 && !r.tried[r.next] {
+		return r.next
+	}
+	now := time.Now()
+	first := -1
+	start := int(cl.pref.Load())
+	for k := range cl.nodes {
+		i := (start + k) % len(cl.nodes)
+		if r.tried[i] {
+			continue
+		}
+		if !cl.nodes[i].down(now) {
+			return i
+		}
+		if first < 0 && !upOnly {
+			first = i
+		}
+	}
+	return first
+}
+
+// summary says what the nodes saw in the round, for the final error
+// of a multi-address client: "vault is sealed (HTTP 503) on every
+// address (3)", or grouped by reason, "vault is sealed (HTTP 503) at
+// https://b:8200, https://c:8200; connection refused at https://a:8200".
+func (cl *Client) summary(r *round) string {
+	var reasons []string
+	at := map[string][]string{}
+	n := 0
+	for i, why := range r.reasons {
+		if why == "" {
+			continue
+		}
+		n++
+		if at[why] == nil {
+			reasons = append(reasons, why)
+		}
+		at[why] = append(at[why], cl.nodes[i].addr)
+	}
+	switch {
+	case n < 2 && len(cl.nodes) < 2:
+		return ""
+	case len(reasons) == 1 && n == len(cl.nodes):
+		return reasons[0] + " on every address (" + strconv.Itoa(n) + ")"
+	}
+	parts := make([]string, len(reasons))
+	for i, why := range reasons {
+		parts[i] = why + " at " + strings.Join(at[why], ", ")
+	}
+	return strings.Join(parts, "; ")
+}
+
+// setToken installs the token on every node's client ("" clears it).
+func (cl *Client) setToken(v string) {
+	for _, n := range cl.nodes {
+		if v == "" {
+			n.api.ClearToken()
+		} else {
+			n.api.SetToken(v)
+		}
+	}
+}
