@@ -166,21 +166,7 @@ vault:
   kv:
     mount: secret
 `, dir, dir, s.Address, s.CAFile)
-	cfg, err := config.Parse([]byte(yaml), filepath.Join(dir, "atrest.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := backends.Open(cfg, func(k string) string {
-		if k == "VAULT_TOKEN" {
-			return s.RootToken
-		}
-		return ""
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { set.Close() })
-	m := New(cfg, set, WithRunDir(filepath.Join(dir, "run")))
+	m := vaultManager(t, dir, yaml, s.RootToken)
 
 	img := testImage(t)
 	prev := failpoint
@@ -202,7 +188,7 @@ vault:
 		}
 	}
 	t.Cleanup(func() { failpoint = prev })
-	_, err = m.Format(context.Background(), FormatOptions{Device: img, Name: "orphan"})
+	_, err := m.Format(context.Background(), FormatOptions{Device: img, Name: "orphan"})
 	_, loc, ok := strings.Cut(fmt.Sprint(err), "the recovery key escrowed at ")
 	loc, _, _ = strings.Cut(loc, " ")
 	if !errors.Is(err, ErrVerify) || !ok || loc == "" {

@@ -146,7 +146,7 @@ type kekInfo struct {
 func (m *Manager) describeKEKs(ctx context.Context, vols []*Volume) map[[2]string]kekInfo {
 	out := map[[2]string]kekInfo{}
 	for _, v := range vols {
-		if !v.Managed() || v.Platform.KMS == config.BackendVaultKV {
+		if !v.Managed() || v.Platform.KMS == config.BackendVaultKV || v.Platform.Policy != nil {
 			continue
 		}
 		id := [2]string{v.Platform.KMS, v.Platform.Key}
@@ -189,9 +189,13 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 
 	roles := map[int]string{}
 	if v.Managed() {
-		roles[v.Platform.Keyslot] = RolePlatform
+		for _, s := range v.Platform.Slots() {
+			roles[s] = RolePlatform
+		}
 		for _, t := range v.Others {
-			roles[t.Keyslot] = RolePending
+			for _, s := range t.Slots() {
+				roles[s] = RolePending
+			}
 		}
 		if len(v.Others) > 0 {
 			problem("%d extra platform keyslot(s): a rekey is under way or was interrupted; run: atrest rekey %s", len(v.Others), v.Ref())
@@ -226,7 +230,7 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 	if v.Managed() {
 		t := v.Platform
 		k := &KMSStatus{Backend: t.KMS, Key: t.Key, KeyVersion: t.KeyVersion}
-		if t.KMS != config.BackendVaultKV {
+		if t.KMS != config.BackendVaultKV && t.Policy == nil {
 			ki := infos[[2]string{t.KMS, t.Key}]
 			if ki.err != nil {
 				k.Error = ki.err.Error()

@@ -24,6 +24,7 @@ import (
 	"github.com/atrest/atrest/pkg/kms/kmip"
 	"github.com/atrest/atrest/pkg/kms/local"
 	"github.com/atrest/atrest/pkg/kms/vault"
+	"github.com/atrest/atrest/pkg/policy"
 )
 
 // ErrNoEscrow means recovery mode escrow is configured without Vault.
@@ -109,15 +110,28 @@ func (s *Set) vaultClient() (*vault.Client, error) {
 // Wrapper returns the KEK that wraps new platform secrets, or nil with no
 // error in vault-kv mode (where Store keeps the raw secret instead).
 func (s *Set) Wrapper() (kms.KEK, error) {
-	switch s.cfg.KMS {
-	case config.BackendLocal:
+	f, ok := map[string]string{config.BackendLocal: policy.FactorLocal, config.BackendVaultTransit: policy.FactorVault, config.BackendKMIP: policy.FactorKMIP}[s.cfg.KMS]
+	if !ok {
+		return nil, nil
+	}
+	return s.Factor(f)
+}
+
+// Factor returns the KEK of an unlock-policy factor (docs/policy.md):
+// local is the local keystore, vault the Transit key vault.transit.key,
+// kmip the key kmip.key names. Each is configured by its own section, so
+// any number of them serve at once; kms: only picks the one for volumes
+// without a policy.
+func (s *Set) Factor(name string) (kms.KEK, error) {
+	switch name {
+	case policy.FactorLocal:
 		return s.localKEK(true)
-	case config.BackendVaultTransit:
+	case policy.FactorVault:
 		return s.transit(s.cfg.Vault.Transit.Key)
-	case config.BackendKMIP:
+	case policy.FactorKMIP:
 		return s.kmipKEK(KMIPKeyName(s.cfg.KMIP.Key, os.Hostname))
 	default:
-		return nil, nil
+		return nil, fmt.Errorf("%w: policy factor %q", kms.ErrUnknownBackend, name)
 	}
 }
 
