@@ -345,3 +345,24 @@ func perBranch(t *token.Token) []*token.Token {
 	}
 	return out
 }
+
+// shareWrapped is what a policy share says about its ciphertext, in the
+// KMS's terms.
+func shareWrapped(s token.Share) kms.Wrapped {
+	return kms.Wrapped{Backend: s.KMS, Key: s.Key, KeyVersion: s.KeyVersion, Ciphertext: s.Ciphertext}
+}
+
+// wrappedOf lists every ciphertext of a token: its own, or each share of
+// a policy token (none for vault-kv, which wraps nothing).
+func wrappedOf(t *token.Token) []kms.Wrapped {
+	if t.Policy == nil {
+		return []kms.Wrapped{wrapped(t)}
+	}
+	var out []kms.Wrapped
+	for _, b := range t.Policy.Branches {
+		for _, s := range b.Shares {
+			out = append(out, shareWrapped(s))
+		}
+	}
+	return out
+}
