@@ -241,16 +241,32 @@ func (c *Config) PolicyFor(name string) *policy.Policy {
 	return c.Policy
 }
 
-// policyNames reports whether any policy in the file names factor.
-func (c *Config) policyNames(factor string) bool {
-	all := []*policy.Policy{c.Policy}
-	for _, v := range c.Volumes {
-		all = append(all, v.Policy)
-	}
-	for _, p := range all {
-		if p != nil && slices.Contains(p.Factors(), factor) {
-			return true
+// PolicyFactors lists every factor the fleet policy and the volumes'
+// policies name, each once, in order of first mention.
+func (c *Config) PolicyFactors() []string {
+	var out []string
+	for _, p := range append([]*policy.Policy{c.Policy}, c.volumePolicies()...) {
+		if p == nil {
+			continue
+		}
+		for _, f := range p.Factors() {
+			if !slices.Contains(out, f) {
+				out = append(out, f)
+			}
 		}
 	}
-	return false
+	return out
+}
+
+func (c *Config) volumePolicies() []*policy.Policy {
+	out := make([]*policy.Policy, len(c.Volumes))
+	for i, v := range c.Volumes {
+		out[i] = v.Policy
+	}
+	return out
+}
+
+// policyNames reports whether any policy in the file names factor.
+func (c *Config) policyNames(factor string) bool {
+	return slices.Contains(c.PolicyFactors(), factor)
 }

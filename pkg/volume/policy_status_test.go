@@ -2,6 +2,7 @@ package volume
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,5 +37,29 @@ func TestPolicyStatusPerFactor(t *testing.T) {
 	p := st[0].Policy
 	if !p.Satisfied || !hasProblem(st[0].Problems, "policy factor vault is broken") || hasProblem(st[0].Problems, "policy factor local") {
 		t.Fatalf("vault frozen: policy %+v, problems %v", p, st[0].Problems)
+	}
+}
+
+// kms check diagnoses every factor a policy names, not only the kms:
+// backend, and names the factor in each of its steps.
+func TestPolicyKMSCheckCoversEveryFactor(t *testing.T) {
+	s := vaulttest.Shared(t)
+	m := policyManager(t, s, nil, "any: [vault, local]")
+	formatted(t, m, "chkvol") // makes the local keystore
+	steps, err := m.KMSCheck(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	vault := 0
+	for _, st := range steps {
+		if st.Err != nil {
+			t.Errorf("step %s: %v", st.Name, st.Err)
+		}
+		if strings.HasPrefix(st.Name, "factor vault: ") {
+			vault++
+		}
+	}
+	if vault == 0 {
+		t.Fatalf("kms check has no step for the vault factor: %+v", steps)
 	}
 }

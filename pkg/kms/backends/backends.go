@@ -378,7 +378,50 @@ func (s *Set) Checkers() ([]kms.Checker, error) {
 			return nil, err
 		}
 	}
+	return s.factorCheckers(out)
+}
+
+// factorCheckers adds to out a checker for every policy factor other than
+// the kms: backend (checked already), its steps named after the factor.
+func (s *Set) factorCheckers(out []kms.Checker) ([]kms.Checker, error) {
+	backendOf := map[string]string{policy.FactorLocal: config.BackendLocal, policy.FactorVault: config.BackendVaultTransit, policy.FactorKMIP: config.BackendKMIP}
+	for _, f := range s.cfg.PolicyFactors() {
+		if backendOf[f] == s.cfg.KMS {
+			continue
+		}
+		var k kms.KEK
+		var err error
+		if f == policy.FactorLocal {
+			// As above: a diagnosis never creates the keystore.
+			if k, err = s.localKEK(false); errors.Is(err, kms.ErrKeyNotFound) {
+				out = append(out, factorChecker{f, missingKeystore{err}})
+				continue
+			}
+		} else {
+			k, err = s.Factor(f)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if c, ok := k.(kms.Checker); ok {
+			out = append(out, factorChecker{f, c})
+		}
+	}
 	return out, nil
+}
+
+// factorChecker names a policy factor in each step of its check.
+type factorChecker struct {
+	factor string
+	kms.Checker
+}
+
+func (f factorChecker) Check(ctx context.Context) []kms.CheckStep {
+	steps := f.Checker.Check(ctx)
+	for i := range steps {
+		steps[i].Name = "factor " + f.factor + ": " + steps[i].Name
+	}
+	return steps
 }
 
 // missingKeystore is kms check's finding for a local keystore that does
