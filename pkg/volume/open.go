@@ -159,6 +159,11 @@ func (m *Manager) unlockOn(ctx context.Context, vols []*Volume, devs []*device, 
 		}(i, v, secrets[j])
 	}
 	wg.Wait()
+	for _, i := range idx {
+		if errs[i] == nil && len(by[i]) > 0 {
+			m.noteUnlocked(vols[i].UUID(), by[i])
+		}
+	}
 	return keys, by
 }
 

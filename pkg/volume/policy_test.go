@@ -113,6 +113,13 @@ func TestPolicyAnyOpensWhileVaultIsFrozen(t *testing.T) {
 	if !before {
 		t.Fatal("the unlock waited for the frozen vault until the deadline")
 	}
+	// status names the factor that unlocked it last, and vault as broken.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	st, errs := m.StatusOf(ctx, []string{img})
+	if len(errs) > 0 || st[0].LastUnlock == nil || !slices.Equal(st[0].LastUnlock.By, []string{"local"}) || !hasProblem(st[0].Problems, "policy factor vault is broken") {
+		t.Fatalf("status after the unlock through local: %+v %v", st, errs)
+	}
 	_ = res
 }
 

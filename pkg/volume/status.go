@@ -43,6 +43,9 @@ type Status struct {
 	Flags      []string        `json:"flags"`
 	Keyslots   []KeyslotStatus `json:"keyslots"`
 	KMS        *KMSStatus      `json:"kms,omitempty"`
+	// LastUnlock names the factors that last unlocked the volume on this
+	// node, and when.
+	LastUnlock *LastUnlock `json:"last_unlock,omitempty"`
 	// Policy is the unlock policy and its factors' health (policy
 	// volumes only).
 	Policy   *PolicyStatus  `json:"policy,omitempty"`
@@ -267,6 +270,7 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 		if t.Policy != nil {
 			s.Policy = policyStatus(v, t, infos, problem)
 		}
+		s.LastUnlock = m.lastUnlock(h.UUID)
 		if t.Recovery != "" {
 			s.Recovery.Escrow = t.Recovery
 		}
