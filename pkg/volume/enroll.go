@@ -40,11 +40,12 @@ func (k *newKeys) add(u *luks2.Update) error {
 	return nil
 }
 
-// added lists the keyslots add made.
+// added lists the keyslots add made: the platform keyslot (one per
+// branch of a policy token) and the recovery keyslot.
 func (k *newKeys) added() []int {
 	var out []int
 	if k.ps != nil {
-		out = append(out, k.slot)
+		out = append(out, k.tok.Slots()...)
 	}
 	if k.rec != nil && k.rec.Keyslot >= 0 {
 		out = append(out, k.rec.Keyslot)
