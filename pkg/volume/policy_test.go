@@ -21,7 +21,7 @@ import (
 // policyManager is a Manager whose fleet policy is pol (YAML), over the
 // local keystore, Vault server s (Transit, a 30 s call timeout) and, when
 // k is not nil, KMIP server k.
-func policyManager(t *testing.T, s *vaulttest.Server, k *kmiptest.Server, pol string) *Manager {
+func policyManager(t testing.TB, s *vaulttest.Server, k *kmiptest.Server, pol string) *Manager {
 	t.Helper()
 	n := vaulttest.Provision(t, s, "pol", nil)
 	dir := t.TempDir()
@@ -52,7 +52,7 @@ policy:
 
 // vaultManager is a Manager for the configuration yaml (written for dir)
 // whose Vault token is token.
-func vaultManager(t *testing.T, dir, yaml, token string) *Manager {
+func vaultManager(t testing.TB, dir, yaml, token string) *Manager {
 	t.Helper()
 	cfg, err := config.Parse([]byte(yaml), filepath.Join(dir, "atrest.yaml"))
 	if err != nil {
