@@ -15,7 +15,6 @@ require (
 	github.com/bwesterb/go-ristretto v1.2.3 // indirect
 	github.com/cenkalti/backoff/v4 v4.3.0 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
-	github.com/cloudflare/circl v1.6.1 // indirect
 	github.com/cpuguy83/go-md2man/v2 v2.0.7 // indirect
 	github.com/dgryski/go-camellia v0.0.0-20191119043421-69a8a13fb23d // indirect
 	github.com/go-jose/go-jose/v4 v4.1.1 // indirect
@@ -51,6 +50,7 @@ require (
 )
 
 require (
+	github.com/cloudflare/circl v1.6.1
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/urfave/cli/v2 v2.27.7
 	golang.org/x/term v0.37.0
