@@ -10,7 +10,10 @@
 package config
 
 import (
+	"slices"
 	"time"
+
+	"github.com/atrest/atrest/pkg/policy"
 )
 
 // DefaultPath is where atrest and atrestd look for the file.
@@ -33,8 +36,14 @@ const (
 
 // Config is the whole file after defaults and validation.
 type Config struct {
-	// KMS selects the backend that wraps platform secrets for new volumes.
+	// KMS selects the backend that wraps platform secrets for new volumes
+	// without a policy.
 	KMS string `yaml:"kms"`
+	// Policy, when set, is the unlock policy of new volumes that have none
+	// of their own: any-of, all-of or k-of-n over the factors local,
+	// vault and kmip, each configured by its own section below
+	// (docs/policy.md). It takes precedence over KMS.
+	Policy *policy.Policy `yaml:"policy"`
 	// Local configures the local keystore backend.
 	Local Local `yaml:"local"`
 	// Vault configures both Vault backends and recovery escrow.
@@ -214,6 +223,9 @@ type Volume struct {
 	Required *bool `yaml:"required"`
 	// Discard passes discards through to the device (allow_discards).
 	Discard bool `yaml:"discard"`
+	// Policy is this volume's unlock policy; it overrides the fleet
+	// policy and KMS.
+	Policy *policy.Policy `yaml:"policy"`
 	// Format lets atrestd format the device on first boot if it is blank
 	// (never when it carries any signature).
 	Format bool `yaml:"format"`
@@ -225,5 +237,50 @@ func (v Volume) IsRequired() bool { return v.Required == nil || *v.Required }
 // UsesVault reports whether the configuration needs a Vault server: a
 // Vault backend, or recovery keys escrowed in Vault KV.
 func (c *Config) UsesVault() bool {
-	return c.KMS == BackendVaultTransit || c.KMS == BackendVaultKV || c.Recovery.Mode == RecoveryEscrow
+	return c.KMS == BackendVaultTransit || c.KMS == BackendVaultKV || c.Recovery.Mode == RecoveryEscrow || c.policyNames(policy.FactorVault)
+}
+
+// UsesKMIP reports whether the configuration needs a KMIP server.
+func (c *Config) UsesKMIP() bool { return c.KMS == BackendKMIP || c.policyNames(policy.FactorKMIP) }
+
+// PolicyFor returns the unlock policy of new key material for the volume
+// called name: its own, else the fleet's, else nil (the backend kms names
+// alone).
+func (c *Config) PolicyFor(name string) *policy.Policy {
+	for _, v := range c.Volumes {
+		if v.Name == name && v.Policy != nil {
+			return v.Policy
+		}
+	}
+	return c.Policy
+}
+
+// PolicyFactors lists every factor the fleet policy and the volumes'
+// policies name, each once, in order of first mention.
+func (c *Config) PolicyFactors() []string {
+	var out []string
+	for _, p := range append([]*policy.Policy{c.Policy}, c.volumePolicies()...) {
+		if p == nil {
+			continue
+		}
+		for _, f := range p.Factors() {
+			if !slices.Contains(out, f) {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+func (c *Config) volumePolicies() []*policy.Policy {
+	out := make([]*policy.Policy, len(c.Volumes))
+	for i, v := range c.Volumes {
+		out[i] = v.Policy
+	}
+	return out
+}
+
+// policyNames reports whether any policy in the file names factor.
+func (c *Config) policyNames(factor string) bool {
+	return slices.Contains(c.PolicyFactors(), factor)
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/atrest/atrest/pkg/policy"
 )
 
 // Error is a problem with the configuration file. Field is the dotted path
@@ -103,6 +105,10 @@ func Parse(data []byte, path string) (*Config, error) {
 
 // yamlError turns the YAML library's "yaml: line N: msg" into an Error.
 func yamlError(path string, err error) error {
+	var pe *policy.Error
+	if errors.As(err, &pe) {
+		return &Error{Path: path, Line: pe.Line, Field: "policy", Msg: pe.Msg}
+	}
 	var te *yaml.TypeError
 	msg := err.Error()
 	if errors.As(err, &te) && len(te.Errors) > 0 {

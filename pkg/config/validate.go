@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/atrest/atrest/pkg/policy"
 )
 
 // validate checks the defaulted configuration; root, when not nil, is the
@@ -31,6 +33,9 @@ func (c *Config) validate(root *yaml.Node) error {
 	if err := c.validateKMIP(bad); err != nil {
 		return err
 	}
+	if err := c.validatePolicies(); err != nil {
+		return err
+	}
 	v := c.Vault
 	usesVault := c.UsesVault()
 	// VAULT_ADDR supplies the address when the file does not (the vault
@@ -39,6 +44,9 @@ func (c *Config) validate(root *yaml.Node) error {
 		field := "kms"
 		if c.KMS == BackendLocal || c.KMS == BackendKMIP {
 			field = "recovery.mode"
+			if c.policyNames(policy.FactorVault) {
+				field = "policy"
+			}
 		}
 		return bad(field, "needs vault.address or vault.addresses (or VAULT_ADDR)")
 	}
@@ -128,7 +136,7 @@ func (c *Config) validate(root *yaml.Node) error {
 // validateKMIP checks the kmip section when kms is kmip.
 func (c *Config) validateKMIP(bad func(field, format string, args ...any) error) error {
 	k := c.KMIP
-	if c.KMS != BackendKMIP {
+	if !c.UsesKMIP() {
 		return nil
 	}
 	if k.Address == "" {

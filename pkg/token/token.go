@@ -29,7 +29,7 @@ const Type = "atrest"
 
 // Version is the token format version this build writes; it reads any
 // version up to it.
-const Version = 1
+const Version = PolicyVersion
 
 // ErrNotAtrest means the JSON is a token of another type.
 var ErrNotAtrest = errors.New("not an atrest token")
@@ -62,6 +62,10 @@ type Token struct {
 	// Recovery says where this volume's recovery key went: "" (none),
 	// "printed", or "<backend>:<path>" for an escrow.
 	Recovery string
+	// Policy, when set, makes this a policy token (version 2, KMS
+	// KMSPolicy, Key the policy's canonical form): bound to one keyslot
+	// per branch, Keyslot being the first branch's.
+	Policy *Policy
 }
 
 type wire struct {
@@ -76,6 +80,8 @@ type wire struct {
 	Created    string   `json:"created"`
 	Rotated    string   `json:"rotated"`
 	Recovery   string   `json:"recovery,omitempty"`
+	// Policy is only in version 2 tokens.
+	Policy *wirePolicy `json:"policy,omitempty"`
 }
 
 // Marshal renders the token as LUKS2 token JSON.
@@ -83,8 +89,15 @@ func (t *Token) Marshal() ([]byte, error) {
 	if err := t.validate(); err != nil {
 		return nil, err
 	}
+	version, slots := 1, []string{}
+	for _, s := range t.Slots() {
+		slots = append(slots, strconv.Itoa(s))
+	}
+	if t.Policy != nil {
+		version = PolicyVersion
+	}
 	return json.Marshal(wire{
-		Type: Type, Keyslots: []string{strconv.Itoa(t.Keyslot)}, Version: Version,
+		Type: Type, Keyslots: slots, Version: version, Policy: t.Policy.toWire(),
 		Name: t.Name, KMS: t.KMS, Key: t.Key, KeyVersion: t.KeyVersion,
 		Ciphertext: t.Ciphertext,
 		Created:    t.Created.UTC().Format(time.RFC3339Nano),
@@ -121,15 +134,34 @@ func parse(w wire) (*Token, error) {
 	if w.Version < 1 || w.Version > Version {
 		return nil, fmt.Errorf("version %d is not supported by this build (up to %d); upgrade atrest", w.Version, Version)
 	}
-	if len(w.Keyslots) != 1 {
-		return nil, fmt.Errorf("bound to %d keyslots, want exactly 1", len(w.Keyslots))
+	var pol *Policy
+	if w.Version >= PolicyVersion && w.Policy != nil {
+		var err error
+		if pol, err = w.Policy.parse(); err != nil {
+			return nil, err
+		}
+	}
+	want := 1
+	if pol != nil {
+		want = len(pol.Branches)
+	}
+	if len(w.Keyslots) != want {
+		return nil, fmt.Errorf("bound to %d keyslots, want exactly %d", len(w.Keyslots), want)
 	}
 	slot, err := strconv.Atoi(w.Keyslots[0])
 	if err != nil {
 		return nil, fmt.Errorf("keyslot %q is not a number", w.Keyslots[0])
 	}
 	t := &Token{Keyslot: slot, Name: w.Name, KMS: w.KMS, Key: w.Key, KeyVersion: w.KeyVersion,
-		Ciphertext: w.Ciphertext, Recovery: w.Recovery}
+		Ciphertext: w.Ciphertext, Recovery: w.Recovery, Policy: pol}
+	if pol != nil {
+		t.Keyslot = pol.Branches[0].Keyslot
+		for i, s := range t.Slots() {
+			if w.Keyslots[i] != strconv.Itoa(s) {
+				return nil, fmt.Errorf("keyslots %v are not the policy's %v", w.Keyslots, t.Slots())
+			}
+		}
+	}
 	if t.Created, err = parseTime(w.Created); err != nil {
 		return nil, fmt.Errorf("created: %w", err)
 	}
@@ -162,6 +194,12 @@ func (t *Token) check() error {
 		return fmt.Errorf("keyslot %d out of range", t.Keyslot)
 	case t.KMS == "":
 		return errors.New("no kms backend")
+	case (t.KMS == KMSPolicy) != (t.Policy != nil):
+		return errors.New("kms policy and a policy go together")
+	case t.Policy != nil:
+		if err := t.Policy.check(); err != nil {
+			return err
+		}
 	case t.Ciphertext == "" && t.KMS != "vault-kv":
 		return errors.New("no ciphertext")
 	}

@@ -44,13 +44,18 @@ func BenchmarkUnlock(b *testing.B) {
 }
 
 func benchUnlock(b *testing.B, cfg *config.Config, n int) {
-	ctx := context.Background()
 	set, err := backends.Open(cfg, func(string) string { return "" })
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer set.Close()
-	m := New(cfg, set, WithRunDir(b.TempDir()))
+	benchUnlockOn(b, New(cfg, set, WithRunDir(b.TempDir())), n, nil)
+}
+
+// benchUnlockOn formats n volumes with m, runs ready (if any), then
+// measures unlocking all of them in one call.
+func benchUnlockOn(b *testing.B, m *Manager, n int, ready func()) {
+	ctx := context.Background()
 	dir := b.TempDir()
 	vols := make([]*Volume, n)
 	for i := range n {
@@ -64,9 +69,13 @@ func benchUnlock(b *testing.B, cfg *config.Config, n int) {
 		if _, err := m.Format(ctx, FormatOptions{Device: img, Name: fmt.Sprintf("b%02d", i)}); err != nil {
 			b.Fatal(err)
 		}
+		var err error
 		if vols[i], err = m.load(ctx, img); err != nil {
 			b.Fatal(err)
 		}
+	}
+	if ready != nil {
+		ready()
 	}
 	b.ResetTimer()
 	for range b.N {

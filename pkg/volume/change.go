@@ -122,10 +122,10 @@ func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recov
 
 	old := []int{}
 	if j.OldKeyslot >= 0 {
-		old = append(old, j.OldKeyslot)
+		old = append(old, v.Platform.Slots()...)
 	}
 	for _, t := range v.Others {
-		old = append(old, t.Keyslot)
+		old = append(old, t.Slots()...)
 	}
 	if err := c.remove(ctx, old, nil); err != nil {
 		return 0, nil, &StageError{Op: c.op, Device: v.Device, Err: err,
@@ -315,10 +315,10 @@ func (c *change) finishInterrupted(ctx context.Context) (string, error) {
 	var old []int
 	result := "completed"
 	if verr == nil {
-		old = append(old, v.Platform.Keyslot)
+		old = append(old, v.Platform.Slots()...)
 		for _, t := range v.Others {
 			if t != newTok {
-				old = append(old, t.Keyslot)
+				old = append(old, t.Slots()...)
 			}
 		}
 	} else {
@@ -326,7 +326,7 @@ func (c *change) finishInterrupted(ctx context.Context) (string, error) {
 		if err := c.verify(ctx, v.Platform, nil); err != nil {
 			return "", fmt.Errorf("an interrupted %s left two platform keyslots and neither opens through the KMS (new: %w; old: %w); nothing was changed", opName(j), verr, err)
 		}
-		old, result = []int{newTok.Keyslot}, "rolled back"
+		old, result = newTok.Slots(), "rolled back"
 	}
 	if err := c.remove(ctx, old, nil); err != nil {
 		return "", err

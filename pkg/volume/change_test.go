@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/luks2"
 	"github.com/atrest/atrest/pkg/secret"
 )
 
@@ -210,41 +211,58 @@ func TestPlatformChangeInterrupted(t *testing.T) {
 	for _, point := range []string{"rekey-after-add", "rekey-after-verify", "rekey-after-remove",
 		"reseal-after-add", "reseal-after-verify", "reseal-after-remove"} {
 		t.Run(point, func(t *testing.T) {
-			ctx := context.Background()
-			m := withRecovery(newTestManager(t), config.RecoveryPrint)
-			img, f := formatted(t, m, "plat")
-			key := keyCopy(t, f.Recovery.Key)
-			armFailpoint(t, point)
-			hit := crashed(func() {
-				if point[:5] == "rekey" {
-					_, _ = m.Rekey(ctx, find(t, m, img), RekeyOptions{})
-				} else {
-					_, _ = m.Reseal(ctx, find(t, m, img), key)
-				}
-			})
-			if !hit {
-				t.Fatal("the failpoint was not reached")
-			}
-			v := find(t, m, img)
-			if err := platformOpens(t, m, v); err != nil {
-				t.Fatalf("after a crash at %s: %v", point, err)
-			}
-			if !recoveryOpens(t, v, key) {
-				t.Fatalf("after a crash at %s the recovery key does not open", point)
-			}
-			failpoint = func(string) {}
-			res, err := m.Rekey(ctx, v, RekeyOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			v = find(t, m, img)
-			if len(v.Others) != 0 || len(v.Header.Keyslots) != 2 || !recoveryOpens(t, v, key) || platformOpens(t, m, v) != nil {
-				t.Fatalf("after the next rekey (resumed %q): %d keyslots, %d extra tokens", res.Resumed, len(v.Header.Keyslots), len(v.Others))
-			}
-			if ps := problems(t, m, img); len(ps) > 0 {
-				t.Fatalf("status: %v", ps)
-			}
+			interruptAndResume(t, withRecovery(newTestManager(t), config.RecoveryPrint), point, 2)
 		})
+	}
+}
+
+// interruptAndResume crashes a rekey or a reseal (by point's prefix) of a
+// new volume of m at failpoint point, checks that the volume opens
+// through the KMS and with its recovery key, and that the next rekey
+// completes the change, leaving keyslots keyslots, every platform keyslot
+// opening through the KMS, and a healthy status.
+func interruptAndResume(t *testing.T, m *Manager, point string, keyslots int) {
+	t.Helper()
+	ctx := context.Background()
+	img, f := formatted(t, m, "plat")
+	key := keyCopy(t, f.Recovery.Key)
+	armFailpoint(t, point)
+	hit := crashed(func() {
+		if point[:5] == "rekey" {
+			_, _ = m.Rekey(ctx, find(t, m, img), RekeyOptions{})
+		} else {
+			_, _ = m.Reseal(ctx, find(t, m, img), key)
+		}
+	})
+	if !hit {
+		t.Fatal("the failpoint was not reached")
+	}
+	v := find(t, m, img)
+	if err := platformOpens(t, m, v); err != nil {
+		t.Fatalf("after a crash at %s: %v", point, err)
+	}
+	if !recoveryOpens(t, v, key) {
+		t.Fatalf("after a crash at %s the recovery key does not open", point)
+	}
+	failpoint = func(string) {}
+	res, err := m.Rekey(ctx, v, RekeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v = find(t, m, img)
+	if len(v.Others) != 0 || len(v.Header.Keyslots) != keyslots || !recoveryOpens(t, v, key) || platformOpens(t, m, v) != nil {
+		t.Fatalf("after the next rekey (resumed %q): %d keyslots (want %d), %d extra tokens", res.Resumed, len(v.Header.Keyslots), keyslots, len(v.Others))
+	}
+	f2, err := luks2.OpenFile(img, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f2.Close()
+	if err := m.verifyToken(ctx, v.Header, f2, v.Platform, nil); err != nil {
+		t.Fatalf("a platform keyslot does not open after the resumed change: %v", err)
+	}
+	if ps := problems(t, m, img); len(ps) > 0 {
+		t.Fatalf("status: %v", ps)
 	}
 }
 

@@ -40,11 +40,12 @@ func (k *newKeys) add(u *luks2.Update) error {
 	return nil
 }
 
-// added lists the keyslots add made.
+// added lists the keyslots add made: the platform keyslot (one per
+// branch of a policy token) and the recovery keyslot.
 func (k *newKeys) added() []int {
 	var out []int
 	if k.ps != nil {
-		out = append(out, k.slot)
+		out = append(out, k.tok.Slots()...)
 	}
 	if k.rec != nil && k.rec.Keyslot >= 0 {
 		out = append(out, k.rec.Keyslot)
@@ -72,19 +73,29 @@ func (m *Manager) verifyKeys(ctx context.Context, h *luks2.Header, dev luks2.Rea
 // verifyToken unwraps tok's secret through the KMS and checks that it
 // opens tok's keyslot in h to the volume key vk (nil: any key that passes
 // the digest).
+// A policy token is verified branch by branch, every share of every
+// branch: each keyslot must open through its own factors.
 func (m *Manager) verifyToken(ctx context.Context, h *luks2.Header, dev luks2.Reader, tok *token.Token, vk *secret.Key) error {
-	keys, errs := m.unwrapAll(ctx, []string{h.UUID}, []*token.Token{tok})
-	defer wipeAll(keys)
-	if errs[0] != nil {
-		return errs[0]
+	toks := perBranch(tok)
+	uuids := make([]string, len(toks))
+	for i := range uuids {
+		uuids[i] = h.UUID
 	}
-	got, err := h.OpenKeyslot(dev, tok.Keyslot, keys[0])
-	if err != nil {
-		return err
-	}
-	defer got.Wipe()
-	if vk != nil && !got.Equal(vk) {
-		return luks2.ErrWrongVolumeKey
+	res := m.unwrapAll(ctx, uuids, toks)
+	defer wipeUnlocked(res)
+	for _, r := range res {
+		if r.err != nil {
+			return r.err
+		}
+		got, err := h.OpenKeyslot(dev, r.slot, r.ps)
+		if err != nil {
+			return fmt.Errorf("keyslot %d: %w", r.slot, err)
+		}
+		same := vk == nil || got.Equal(vk)
+		got.Wipe()
+		if !same {
+			return luks2.ErrWrongVolumeKey
+		}
 	}
 	return nil
 }

@@ -183,21 +183,7 @@ vault:
   escrow:
     prefix: %s
 `, dir, dir, s.Address, s.CAFile, prefix)
-	cfg, err := config.Parse([]byte(yaml), filepath.Join(dir, "atrest.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := backends.Open(cfg, func(k string) string {
-		if k == "VAULT_TOKEN" {
-			return s.RootToken
-		}
-		return ""
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { set.Close() })
-	m := New(cfg, set, WithRunDir(filepath.Join(dir, "run")))
+	m := vaultManager(t, dir, yaml, s.RootToken)
 
 	img := testImage(t)
 	prev := failpoint
@@ -219,7 +205,7 @@ vault:
 		}
 	}
 	t.Cleanup(func() { failpoint = prev })
-	_, err = m.Format(context.Background(), FormatOptions{Device: img, Name: "orphan"})
+	_, err := m.Format(context.Background(), FormatOptions{Device: img, Name: "orphan"})
 	if !errors.Is(err, ErrVerify) {
 		t.Fatalf("failed format: %v, want ErrVerify", err)
 	}

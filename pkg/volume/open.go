@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strings"
 	"sync"
@@ -30,7 +31,10 @@ type OpenResult struct {
 	AlreadyOpen bool
 	// Duration is the unlock time for this volume (KMS share excluded).
 	Duration time.Duration
-	Err      error
+	// By names the factors whose secrets opened the volume ("local",
+	// "vault"...; for a plain token its backend).
+	By  []string
+	Err error
 }
 
 // Open unlocks vols: one KMS round trip per KEK for all their platform
@@ -70,7 +74,7 @@ func (m *Manager) Open(ctx context.Context, vols []*Volume, o OpenOptions) []Ope
 	// read, and used for the keyslot and the mapping alike.
 	devs, errs := openAll(sel)
 	defer closeAll(devs)
-	keys := m.unlockOn(ctx, sel, devs, errs)
+	keys, by := m.unlockOn(ctx, sel, devs, errs)
 	defer wipeAll(keys)
 	// Map several at a time: creating a mapping is quick, but waiting for
 	// udev to make /dev/mapper/NAME is not, and the waits overlap.
@@ -93,8 +97,8 @@ func (m *Manager) Open(ctx context.Context, vols []*Volume, o OpenOptions) []Ope
 	wg.Wait()
 	for j, i := range todo {
 		v := vols[i]
-		res[i].Err = errs[j]
-		m.audit(ctx, "open", v.UUID(), v.Name, v.Device, errs[j])
+		res[i].Err, res[i].By = errs[j], by[j]
+		m.audit(ctx, "open", v.UUID(), v.Name, v.Device, errs[j], slog.String("factors", strings.Join(by[j], ",")))
 	}
 	return res
 }
@@ -106,9 +110,16 @@ const mapParallel = 16
 // no kernel, on devices it opens for the purpose (see unlockOn). The
 // caller wipes every key.
 func (m *Manager) unlock(ctx context.Context, vols []*Volume) ([]*secret.Key, []error) {
+	keys, _, errs := m.unlockBy(ctx, vols)
+	return keys, errs
+}
+
+// unlockBy is unlock that also names the factors that opened each volume.
+func (m *Manager) unlockBy(ctx context.Context, vols []*Volume) ([]*secret.Key, [][]string, []error) {
 	devs, errs := openAll(vols)
 	defer closeAll(devs)
-	return m.unlockOn(ctx, vols, devs, errs), errs
+	keys, by := m.unlockOn(ctx, vols, devs, errs)
+	return keys, by, errs
 }
 
 // unlockOn recovers the volume keys of vols through their open devices
@@ -116,8 +127,9 @@ func (m *Manager) unlock(ctx context.Context, vols []*Volume) ([]*secret.Key, []
 // keyslots opened several at a time. A volume whose platform token fails
 // but which has another (an interrupted rekey) is tried through that one.
 // errs holds a failure per volume on entry (a device that did not open:
-// skipped) and on return. The caller wipes every key.
-func (m *Manager) unlockOn(ctx context.Context, vols []*Volume, devs []*device, errs []error) []*secret.Key {
+// skipped) and on return. by names the factors that opened each. The
+// caller wipes every key.
+func (m *Manager) unlockOn(ctx context.Context, vols []*Volume, devs []*device, errs []error) (keys []*secret.Key, by [][]string) {
 	var uuids []string
 	var toks []*token.Token
 	var idx []int
@@ -126,36 +138,43 @@ func (m *Manager) unlockOn(ctx context.Context, vols []*Volume, devs []*device, 
 			uuids, toks, idx = append(uuids, v.UUID()), append(toks, v.Platform), append(idx, i)
 		}
 	}
-	secrets, kmsErrs := m.unwrapAll(ctx, uuids, toks)
-	defer wipeAll(secrets)
-	keys := make([]*secret.Key, len(vols))
+	secrets := m.unwrapAll(ctx, uuids, toks)
+	defer wipeUnlocked(secrets)
+	keys = make([]*secret.Key, len(vols))
+	by = make([][]string, len(vols))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	for j, i := range idx {
 		v := vols[i]
-		if errs[i] = kmsErrs[j]; errs[i] != nil && len(v.Others) == 0 {
+		if errs[i] = secrets[j].err; errs[i] != nil && len(v.Others) == 0 {
 			continue
 		}
+		by[i] = secrets[j].by
 		wg.Add(1)
 		sem <- struct{}{}
-		go func(i int, v *Volume, ps *secret.Key) {
+		go func(i int, v *Volume, u unlocked) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			keys[i], errs[i] = m.openKeyslot(ctx, v, devs[i], ps)
+			keys[i], errs[i] = m.openKeyslot(ctx, v, devs[i], u.ps, u.slot)
 		}(i, v, secrets[j])
 	}
 	wg.Wait()
-	return keys
+	for _, i := range idx {
+		if errs[i] == nil && len(by[i]) > 0 {
+			m.noteUnlocked(vols[i].UUID(), by[i])
+		}
+	}
+	return keys, by
 }
 
-// openKeyslot opens v's platform keyslot on f with ps (or, when ps is nil
-// or does not open it and a rekey left other tokens, through every
+// openKeyslot opens v's platform keyslot slot on f with ps (or, when ps
+// is nil or does not open it and a rekey left other tokens, through every
 // platform token) and returns the volume key.
-func (m *Manager) openKeyslot(ctx context.Context, v *Volume, f luks2.Reader, ps *secret.Key) (*secret.Key, error) {
+func (m *Manager) openKeyslot(ctx context.Context, v *Volume, f luks2.Reader, ps *secret.Key, slot int) (*secret.Key, error) {
 	var err error
 	var vk *secret.Key
 	if ps != nil {
-		vk, err = v.Header.OpenKeyslot(f, v.Platform.Keyslot, ps)
+		vk, err = v.Header.OpenKeyslot(f, slot, ps)
 	}
 	if ps == nil || (err != nil && len(v.Others) > 0) {
 		vk, err = m.platformKey(ctx, v, f)

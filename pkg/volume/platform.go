@@ -28,6 +28,10 @@ func (m *Manager) protect(ctx context.Context, uuid, name string) (*secret.Key, 
 	}
 	now := m.now().UTC()
 	tok := &token.Token{Name: name, Created: now, Rotated: now}
+	if p := m.cfg.PolicyFor(name); p != nil {
+		ps.Wipe()
+		return m.protectPolicy(ctx, uuid, tok, p)
+	}
 	kek, err := m.kms.Wrapper()
 	if err != nil {
 		ps.Wipe()
@@ -63,41 +67,57 @@ func wrapped(t *token.Token) kms.Wrapped {
 	return kms.Wrapped{Backend: t.KMS, Key: t.Key, KeyVersion: t.KeyVersion, Ciphertext: t.Ciphertext}
 }
 
-// unwrapAll recovers the platform secrets of toks (tokens of the volumes
-// with the given UUIDs) with one KMS round trip per KEK; vault-kv secrets
-// are fetched one by one. The caller wipes every returned secret.
-func (m *Manager) unwrapAll(ctx context.Context, uuids []string, toks []*token.Token) ([]*secret.Key, []error) {
-	keys := make([]*secret.Key, len(toks))
-	errs := make([]error, len(toks))
-	var reqs []kms.UnwrapRequest
+// unwrapAll recovers a keyslot secret for each of toks (tokens of the
+// volumes with the given UUIDs) with one KMS round trip per KEK, every
+// factor of a policy asked at once (unlockPolicies); vault-kv secrets are
+// fetched one by one. The caller wipes every returned secret.
+func (m *Manager) unwrapAll(ctx context.Context, uuids []string, toks []*token.Token) []unlocked {
+	out := make([]unlocked, len(toks))
+	var sub []*token.Token
+	var subUUIDs []string
 	var idx []int
 	for i, t := range toks {
 		if t.KMS == config.BackendVaultKV {
 			store, err := m.kms.Store()
 			if err == nil {
-				keys[i], err = store.Get(ctx, t.Key)
+				out[i].ps, err = store.Get(ctx, t.Key)
 			}
-			errs[i] = err
+			out[i].slot, out[i].by, out[i].err = t.Keyslot, []string{t.KMS}, err
 			continue
 		}
-		reqs = append(reqs, kms.UnwrapRequest{Context: uuids[i], Wrapped: wrapped(t)})
-		idx = append(idx, i)
+		sub, subUUIDs, idx = append(sub, t), append(subUUIDs, uuids[i]), append(idx, i)
 	}
-	if len(reqs) > 0 {
-		res := observed(m, "unwrap", func() []kms.UnwrapResult { return m.kms.Unwrap(ctx, reqs) },
-			func(r kms.UnwrapResult) error { return r.Err })
+	if len(sub) > 0 {
+		res := observed(m, "unwrap", func() []unlocked { return m.unlockPolicies(ctx, subUUIDs, sub) },
+			func(r unlocked) error { return r.err })
 		for j, r := range res {
-			keys[idx[j]], errs[idx[j]] = r.Plaintext, r.Err
+			out[idx[j]] = r
 		}
 	}
-	return keys, errs
+	return out
 }
 
 // addPlatform adds a platform keyslot for ps and its token to u and
-// returns the keyslot and token numbers.
+// returns the keyslot and token numbers. A policy token gets one keyslot
+// per branch, ps holding their secrets (protectPolicy); slot is the
+// first.
 func addPlatform(u *luks2.Update, vk, ps *secret.Key, tok *token.Token) (slot, id int, err error) {
-	slot, err = u.AddKeyslot(vk, ps, luks2.KeyslotOptions{Slot: luks2.AnySlot, KDF: kdf.Platform(), Priority: luks2.PriorityNormal})
-	if err != nil {
+	opts := luks2.KeyslotOptions{Slot: luks2.AnySlot, KDF: kdf.Platform(), Priority: luks2.PriorityNormal}
+	if tok.Policy != nil {
+		for i := range tok.Policy.Branches {
+			bs, err := branchSecret(ps, i)
+			if err != nil {
+				return 0, 0, err
+			}
+			s, err := u.AddKeyslot(vk, bs, opts)
+			bs.Wipe()
+			if err != nil {
+				return 0, 0, fmt.Errorf("add policy keyslot: %w", err)
+			}
+			tok.Policy.Branches[i].Keyslot = s
+		}
+		slot = tok.Policy.Branches[0].Keyslot
+	} else if slot, err = u.AddKeyslot(vk, ps, opts); err != nil {
 		return 0, 0, fmt.Errorf("add platform keyslot: %w", err)
 	}
 	tok.Keyslot = slot
@@ -128,17 +148,17 @@ func (m *Manager) platformKey(ctx context.Context, v *Volume, dev luks2.Reader) 
 	for i := range uuids {
 		uuids[i] = v.UUID()
 	}
-	keys, errs := m.unwrapAll(ctx, uuids, toks)
-	defer wipeAll(keys)
+	res := m.unwrapAll(ctx, uuids, toks)
+	defer wipeUnlocked(res)
 	var first error
-	for i, ps := range keys {
-		if errs[i] != nil {
+	for _, r := range res {
+		if r.err != nil {
 			if first == nil {
-				first = errs[i]
+				first = r.err
 			}
 			continue
 		}
-		vk, err := v.Header.OpenKeyslot(dev, toks[i].Keyslot, ps)
+		vk, err := v.Header.OpenKeyslot(dev, r.slot, r.ps)
 		if err == nil {
 			return vk, nil
 		}
@@ -152,5 +172,11 @@ func (m *Manager) platformKey(ctx context.Context, v *Volume, dev luks2.Reader) 
 func wipeAll(keys []*secret.Key) {
 	for _, k := range keys {
 		k.Wipe()
+	}
+}
+
+func wipeUnlocked(res []unlocked) {
+	for _, r := range res {
+		r.ps.Wipe()
 	}
 }

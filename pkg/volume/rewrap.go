@@ -43,6 +43,9 @@ func (m *Manager) Rewrap(ctx context.Context, vols []*Volume, force bool) []Rewr
 		}
 		t := v.Platform
 		r.KMS, r.Key, r.From, r.To = t.KMS, t.Key, t.KeyVersion, t.KeyVersion
+		if t.Policy != nil {
+			continue // policyRewrap
+		}
 		if t.KMS == config.BackendVaultKV {
 			r.Skipped = true
 			continue
@@ -59,6 +62,7 @@ func (m *Manager) Rewrap(ctx context.Context, vols []*Volume, force bool) []Rewr
 		reqs = append(reqs, kms.UnwrapRequest{Context: v.UUID(), Wrapped: wrapped(t)})
 		idx = append(idx, i)
 	}
+	m.policyRewrap(ctx, vols, res, infos, force)
 	if len(reqs) == 0 {
 		return res
 	}
@@ -82,24 +86,30 @@ func (m *Manager) Rewrap(ctx context.Context, vols []*Volume, force bool) []Rewr
 // replaceToken swaps the platform token's ciphertext for w, after checking
 // that w unwraps to a secret that opens the keyslot.
 func (m *Manager) replaceToken(ctx context.Context, v *Volume, w kms.Wrapped) ([]string, error) {
+	next := *v.Platform
+	next.KMS, next.Key, next.KeyVersion, next.Ciphertext, next.Rotated = w.Backend, w.Key, w.KeyVersion, w.Ciphertext, m.now().UTC()
+	return m.replaceWith(ctx, v, &next)
+}
+
+// replaceWith swaps v's platform token for next, which carries new
+// ciphertexts of the same secrets, after checking that they unwrap to
+// secrets that open every keyslot of the token.
+func (m *Manager) replaceWith(ctx context.Context, v *Volume, next *token.Token) ([]string, error) {
 	c, release, err := m.begin(ctx, v, "rewrap")
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	old := c.v.Platform
-	if old == nil || old.Ciphertext != v.Platform.Ciphertext {
+	if !sameCiphertexts(c.v.Platform, v.Platform) {
 		return nil, fmt.Errorf("%s: the platform token changed while rewrapping; run rewrap again", v.Device)
 	}
-	next := *old
-	next.KMS, next.Key, next.KeyVersion, next.Ciphertext, next.Rotated = w.Backend, w.Key, w.KeyVersion, w.Ciphertext, m.now().UTC()
-	if err := c.verify(ctx, &next, nil); err != nil {
-		return nil, fmt.Errorf("rewrapped secret does not open keyslot %d, token left as it was: %w", old.Keyslot, err)
+	if err := c.verify(ctx, next, nil); err != nil {
+		return nil, fmt.Errorf("rewrapped secret does not open keyslots %v, token left as it was: %w", next.Slots(), err)
 	}
 	if err := m.ensureBackup(ctx, c.dev, c.v.Header); err != nil {
 		return nil, err
 	}
-	err = c.setToken(ctx, c.v.TokenID, &next)
+	err = c.setToken(ctx, c.v.TokenID, next)
 	return c.warnings, err
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/dmcrypt"
@@ -42,9 +43,15 @@ type Status struct {
 	Flags      []string        `json:"flags"`
 	Keyslots   []KeyslotStatus `json:"keyslots"`
 	KMS        *KMSStatus      `json:"kms,omitempty"`
-	Recovery   RecoveryStatus  `json:"recovery"`
-	Backup     BackupInfo      `json:"backup"`
-	Header     HeaderStatus    `json:"header"`
+	// LastUnlock names the factors that last unlocked the volume on this
+	// node, and when.
+	LastUnlock *LastUnlock `json:"last_unlock,omitempty"`
+	// Policy is the unlock policy and its factors' health (policy
+	// volumes only).
+	Policy   *PolicyStatus  `json:"policy,omitempty"`
+	Recovery RecoveryStatus `json:"recovery"`
+	Backup   BackupInfo     `json:"backup"`
+	Header   HeaderStatus   `json:"header"`
 	// Problems lists what needs attention; empty when healthy.
 	Problems []string `json:"problems"`
 	Healthy  bool     `json:"healthy"`
@@ -145,21 +152,34 @@ type kekInfo struct {
 // describeKEKs asks each KEK the volumes use for its versions, once.
 func (m *Manager) describeKEKs(ctx context.Context, vols []*Volume) map[[2]string]kekInfo {
 	out := map[[2]string]kekInfo{}
+	var todo []kms.Wrapped
 	for _, v := range vols {
 		if !v.Managed() || v.Platform.KMS == config.BackendVaultKV {
 			continue
 		}
-		id := [2]string{v.Platform.KMS, v.Platform.Key}
-		if _, ok := out[id]; ok {
-			continue
+		for _, w := range wrappedOf(v.Platform) {
+			if _, ok := out[[2]string{w.Backend, w.Key}]; !ok {
+				out[[2]string{w.Backend, w.Key}] = kekInfo{}
+				todo = append(todo, w)
+			}
 		}
-		k, err := m.kms.For(wrapped(v.Platform))
-		if err != nil {
-			out[id] = kekInfo{err: err}
-			continue
-		}
-		info, err := k.Describe(ctx)
-		out[id] = kekInfo{info, err}
+	}
+	// The KEKs are asked in parallel: one that is down costs its own
+	// timeout once, not one per KEK after it.
+	got := make([]kekInfo, len(todo))
+	var wg sync.WaitGroup
+	for i, w := range todo {
+		wg.Go(func() {
+			k, err := m.kms.For(w)
+			if err == nil {
+				got[i].info, err = k.Describe(ctx)
+			}
+			got[i].err = err
+		})
+	}
+	wg.Wait()
+	for i, w := range todo {
+		out[[2]string{w.Backend, w.Key}] = got[i]
 	}
 	return out
 }
@@ -189,9 +209,13 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 
 	roles := map[int]string{}
 	if v.Managed() {
-		roles[v.Platform.Keyslot] = RolePlatform
+		for _, s := range v.Platform.Slots() {
+			roles[s] = RolePlatform
+		}
 		for _, t := range v.Others {
-			roles[t.Keyslot] = RolePending
+			for _, s := range t.Slots() {
+				roles[s] = RolePending
+			}
 		}
 		if len(v.Others) > 0 {
 			problem("%d extra platform keyslot(s): a rekey is under way or was interrupted; run: atrest rekey %s", len(v.Others), v.Ref())
@@ -226,7 +250,7 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 	if v.Managed() {
 		t := v.Platform
 		k := &KMSStatus{Backend: t.KMS, Key: t.Key, KeyVersion: t.KeyVersion}
-		if t.KMS != config.BackendVaultKV {
+		if t.KMS != config.BackendVaultKV && t.Policy == nil {
 			ki := infos[[2]string{t.KMS, t.Key}]
 			if ki.err != nil {
 				k.Error = ki.err.Error()
@@ -243,6 +267,10 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 			}
 		}
 		s.KMS = k
+		if t.Policy != nil {
+			s.Policy = policyStatus(v, t, infos, problem)
+		}
+		s.LastUnlock = m.lastUnlock(h.UUID)
 		if t.Recovery != "" {
 			s.Recovery.Escrow = t.Recovery
 		}

@@ -24,6 +24,7 @@ import (
 	"github.com/atrest/atrest/pkg/kms/kmip"
 	"github.com/atrest/atrest/pkg/kms/local"
 	"github.com/atrest/atrest/pkg/kms/vault"
+	"github.com/atrest/atrest/pkg/policy"
 )
 
 // ErrNoEscrow means recovery mode escrow is configured without Vault.
@@ -111,15 +112,28 @@ func (s *Set) vaultClient() (*vault.Client, error) {
 // Wrapper returns the KEK that wraps new platform secrets, or nil with no
 // error in vault-kv mode (where Store keeps the raw secret instead).
 func (s *Set) Wrapper() (kms.KEK, error) {
-	switch s.cfg.KMS {
-	case config.BackendLocal:
+	f, ok := map[string]string{config.BackendLocal: policy.FactorLocal, config.BackendVaultTransit: policy.FactorVault, config.BackendKMIP: policy.FactorKMIP}[s.cfg.KMS]
+	if !ok {
+		return nil, nil
+	}
+	return s.Factor(f)
+}
+
+// Factor returns the KEK of an unlock-policy factor (docs/policy.md):
+// local is the local keystore, vault the Transit key vault.transit.key,
+// kmip the key kmip.key names. Each is configured by its own section, so
+// any number of them serve at once; kms: only picks the one for volumes
+// without a policy.
+func (s *Set) Factor(name string) (kms.KEK, error) {
+	switch name {
+	case policy.FactorLocal:
 		return s.localKEK(true)
-	case config.BackendVaultTransit:
+	case policy.FactorVault:
 		return s.transit(s.cfg.Vault.Transit.Key)
-	case config.BackendKMIP:
+	case policy.FactorKMIP:
 		return s.kmipKEK(KMIPKeyName(s.cfg.KMIP.Key, os.Hostname))
 	default:
-		return nil, nil
+		return nil, fmt.Errorf("%w: policy factor %q", kms.ErrUnknownBackend, name)
 	}
 }
 
@@ -366,7 +380,50 @@ func (s *Set) Checkers() ([]kms.Checker, error) {
 			return nil, err
 		}
 	}
+	return s.factorCheckers(out)
+}
+
+// factorCheckers adds to out a checker for every policy factor other than
+// the kms: backend (checked already), its steps named after the factor.
+func (s *Set) factorCheckers(out []kms.Checker) ([]kms.Checker, error) {
+	backendOf := map[string]string{policy.FactorLocal: config.BackendLocal, policy.FactorVault: config.BackendVaultTransit, policy.FactorKMIP: config.BackendKMIP}
+	for _, f := range s.cfg.PolicyFactors() {
+		if backendOf[f] == s.cfg.KMS {
+			continue
+		}
+		var k kms.KEK
+		var err error
+		if f == policy.FactorLocal {
+			// As above: a diagnosis never creates the keystore.
+			if k, err = s.localKEK(false); errors.Is(err, kms.ErrKeyNotFound) {
+				out = append(out, factorChecker{f, missingKeystore{err}})
+				continue
+			}
+		} else {
+			k, err = s.Factor(f)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if c, ok := k.(kms.Checker); ok {
+			out = append(out, factorChecker{f, c})
+		}
+	}
 	return out, nil
+}
+
+// factorChecker names a policy factor in each step of its check.
+type factorChecker struct {
+	factor string
+	kms.Checker
+}
+
+func (f factorChecker) Check(ctx context.Context) []kms.CheckStep {
+	steps := f.Checker.Check(ctx)
+	for i := range steps {
+		steps[i].Name = "factor " + f.factor + ": " + steps[i].Name
+	}
+	return steps
 }
 
 // missingKeystore is kms check's finding for a local keystore that does

@@ -1,0 +1,54 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/atrest/atrest/pkg/policy"
+)
+
+// validatePolicies checks the fleet policy and every volume's: their
+// shape, and that each factor they name is a configured backend. The
+// error carries the line of the offending node.
+func (c *Config) validatePolicies() error {
+	check := func(field string, p *policy.Policy) error {
+		if p == nil {
+			return nil
+		}
+		err := p.Validate(c.factorUsable)
+		var pe *policy.Error
+		if errors.As(err, &pe) {
+			return &Error{Path: c.Path, Line: pe.Line, Field: field, Msg: pe.Msg}
+		}
+		return err
+	}
+	if err := check("policy", c.Policy); err != nil {
+		return err
+	}
+	for i, v := range c.Volumes {
+		if err := check("volumes["+strconv.Itoa(i)+"].policy", v.Policy); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// factorUsable says why a policy cannot use factor, or nil. Every factor
+// is one configuration section; kmip's is checked by validateKMIP.
+func (c *Config) factorUsable(factor string) error {
+	switch factor {
+	case policy.FactorLocal, policy.FactorKMIP:
+		return nil
+	case policy.FactorVault:
+		if c.Vault.Address == "" && os.Getenv("VAULT_ADDR") == "" {
+			return fmt.Errorf("needs vault.address (or VAULT_ADDR)")
+		}
+		return nil
+	case policy.FactorTPM:
+		return fmt.Errorf("the TPM factor is not available in this build yet")
+	default:
+		return fmt.Errorf("unknown factor (want %s, %s or %s: the backends configured in this file)", policy.FactorLocal, policy.FactorVault, policy.FactorKMIP)
+	}
+}

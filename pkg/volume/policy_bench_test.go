@@ -1,0 +1,26 @@
+package volume
+
+import (
+	"testing"
+
+	"github.com/atrest/atrest/internal/testutil/vaulttest"
+)
+
+// BenchmarkPolicyAnyUnlock unlocks 32 volumes under any: [vault, local]
+// (Manager.unlock, the part of Open without the kernel) with Vault up and
+// with Vault frozen (SIGSTOP: connections accepted, nothing answers; its
+// call timeout is 30 s). With Vault frozen an unlock costs what the local
+// keystore costs, never a Vault timeout.
+func BenchmarkPolicyAnyUnlock(b *testing.B) {
+	for _, frozen := range []bool{false, true} {
+		b.Run(map[bool]string{false: "vault-up", true: "vault-frozen"}[frozen], func(b *testing.B) {
+			s := vaulttest.Start(b)
+			m := policyManager(b, s, nil, "any: [vault, local]")
+			benchUnlockOn(b, m, 32, func() {
+				if frozen {
+					s.Freeze(b)
+				}
+			})
+		})
+	}
+}
