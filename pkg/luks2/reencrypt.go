@@ -238,45 +238,56 @@ func (h *Header) VerifyReencrypt(st *ReencryptState, oldVK, newVK *secret.Key) e
 	return nil
 }
 
+// ReencryptKeys are the two volume keys of a re-encryption and the
+// keyslots that yielded them.
+type ReencryptKeys struct {
+	Old, New         *secret.Key
+	OldSlot, NewSlot int
+}
+
+// Wipe wipes both keys.
+func (k *ReencryptKeys) Wipe() {
+	k.Old.Wipe()
+	k.New.Wipe()
+}
+
 // OpenReencryptKeys unlocks, in a header under re-encryption, one keyslot
 // of the old key and one of the new with passphrase (atrest enrols the same
 // secrets under both keys) and returns both keys, checked against their
 // digests and the reencrypt digest. The caller wipes them.
-func (h *Header) OpenReencryptKeys(dev Reader, passphrase *secret.Key) (oldVK, newVK *secret.Key, err error) {
+func (h *Header) OpenReencryptKeys(dev Reader, passphrase *secret.Key) (*ReencryptKeys, error) {
 	st, err := h.Reencryption()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if st == nil {
-		return nil, nil, fmt.Errorf("luks2: no reencryption under way")
+		return nil, fmt.Errorf("luks2: no reencryption under way")
 	}
-	keys := map[int]*secret.Key{}
-	defer func() {
-		if err != nil {
-			for _, k := range keys {
-				k.Wipe()
-			}
-		}
-	}()
+	keys, slots := map[int]*secret.Key{}, map[int]int{}
 	for _, id := range h.KeyslotIDs() {
 		k := h.Keyslots[id]
 		d := h.DigestForKeyslot(id)
 		if k.Type != "luks2" || d == nil || keys[d.ID] != nil || (d.ID != st.OldDigest && d.ID != st.NewDigest) {
 			continue
 		}
-		vk, err := h.unsealFor(dev, k, d, passphrase)
-		if err != nil {
-			continue
+		if vk, err := h.unsealFor(dev, k, d, passphrase); err == nil {
+			keys[d.ID], slots[d.ID] = vk, id
 		}
-		keys[d.ID] = vk
 	}
-	if keys[st.OldDigest] == nil || keys[st.NewDigest] == nil {
-		return nil, nil, fmt.Errorf("%w: the passphrase opens no keyslot of the %s volume key", ErrKeyRejected, map[bool]string{true: "old", false: "new"}[keys[st.OldDigest] == nil])
+	rk := &ReencryptKeys{Old: keys[st.OldDigest], New: keys[st.NewDigest], OldSlot: slots[st.OldDigest], NewSlot: slots[st.NewDigest]}
+	if rk.Old == nil || rk.New == nil {
+		which := "new"
+		if rk.Old == nil {
+			which = "old"
+		}
+		rk.Wipe()
+		return nil, fmt.Errorf("%w: the passphrase opens no keyslot of the %s volume key", ErrKeyRejected, which)
 	}
-	if err := h.VerifyReencrypt(st, keys[st.OldDigest], keys[st.NewDigest]); err != nil {
-		return nil, nil, err
+	if err := h.VerifyReencrypt(st, rk.Old, rk.New); err != nil {
+		rk.Wipe()
+		return nil, err
 	}
-	return keys[st.OldDigest], keys[st.NewDigest], nil
+	return rk, nil
 }
 
 // unsealFor opens keyslot k and checks the key against digest d.

@@ -77,9 +77,9 @@ func cloneSegment(s *Segment, id int, flags ...string) *Segment {
 	return &c
 }
 
-// CommitReencrypt adds the reencrypt keyslot (its area is the largest free
-// part of the keyslots area, which bounds the hotzone: one 32-byte
-// checksum per block), the reencrypt digest and the requirement, and
+// CommitReencrypt adds the reencrypt keyslot (its area is 1 MiB of the
+// largest free part of the keyslots area; it bounds the hotzone: one
+// 32-byte checksum per block), the reencrypt digest and the requirement, and
 // commits: from here on only re-encryption-aware tools open the volume.
 func (u *Update) CommitReencrypt(ctx context.Context, dev Device) (*Header, error) {
 	if u.reenc == nil {
@@ -123,7 +123,9 @@ func (u *Update) CommitReencrypt(ctx context.Context, dev Device) (*Header, erro
 	return u.Commit(ctx, dev)
 }
 
-// largestFreeArea is the largest 4 KiB-aligned part of the keyslots area
+const reencryptAreaMax = 1 << 20
+
+// largestFreeArea is the start (at most reencryptAreaMax) of the largest 4 KiB-aligned part of the keyslots area
 // that no keyslot of either copy on the device or of the new header uses.
 func (u *Update) largestFreeArea() (Area, error) {
 	used := u.base.referencedAreas()
@@ -143,6 +145,9 @@ func (u *Update) largestFreeArea() (Area, error) {
 		off = max(off, roundUp(a.Offset+a.Size, 4096))
 	}
 	consider(end)
+	// cryptsetup takes all of it; 1 MiB holds the checksums of a 128 MiB
+	// hotzone (of 4 KiB blocks) and is quicker to wipe at the end.
+	best.Size = min(best.Size, reencryptAreaMax)
 	if best.Size < 4096 {
 		return Area{}, fmt.Errorf("%w: no free space in the keyslots area for the reencryption checksums", ErrNoSpace)
 	}

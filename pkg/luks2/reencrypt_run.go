@@ -33,6 +33,10 @@ type Reencryptor struct {
 	Hotzone uint64
 	// Progress, when set, is called after every step with the bytes done.
 	Progress func(done, total uint64)
+	// Rebind maps old keyslots to new ones: when the re-encryption ends,
+	// a token bound to an old keyslot is bound to its new one instead
+	// (atrest tokens name exactly one keyslot).
+	Rebind map[int]int
 }
 
 // ResumeReencrypt prepares to continue the re-encryption h records on dev
@@ -262,15 +266,40 @@ func (r *Reencryptor) setSegments(h *Header, done, hot uint64) {
 
 // finish writes the ordinary header with the new key only; the old key's
 // keyslots and the reencrypt keyslot are wiped once it is on the device.
+// Tokens follow Rebind; a token left bound to no keyslot is removed.
 func (r *Reencryptor) finish(ctx context.Context) (*Header, error) {
 	u := r.update()
 	next, st := u.next, r.st
 	rd := next.reencryptDigest(st)
+	for _, t := range next.Tokens {
+		for i, ks := range t.Keyslots {
+			if to, ok := r.Rebind[ks]; ok && next.Keyslots[to] != nil && slices.Contains(next.Digests[st.NewDigest].Keyslots, to) {
+				t.Keyslots[i] = to
+			}
+		}
+		var uniq []int
+		for _, ks := range t.Keyslots {
+			if !slices.Contains(uniq, ks) {
+				uniq = append(uniq, ks)
+			}
+		}
+		t.Keyslots = uniq
+	}
+	bound := map[int]bool{}
+	for id, t := range next.Tokens {
+		bound[id] = len(t.Keyslots) > 0
+	}
 	for _, id := range next.KeyslotIDs() {
 		if id == st.Keyslot || slices.Contains(next.Digests[st.OldDigest].Keyslots, id) {
 			if err := u.KillKeyslot(id); err != nil {
 				return nil, err
 			}
+		}
+	}
+	// A token that was bound only to removed keyslots opens nothing.
+	for id, t := range next.Tokens {
+		if bound[id] && len(t.Keyslots) == 0 {
+			delete(next.Tokens, id)
 		}
 	}
 	final := next.segmentByFlag(flagBackupFinal)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/atrest/atrest/pkg/luks2/kdf"
 	"github.com/atrest/atrest/pkg/secret"
@@ -116,17 +117,17 @@ func resume(t testing.TB, dev Device, hotzone uint64) (*Header, error) {
 	if err != nil {
 		return nil, err
 	}
-	oldVK, newVK, err := h.OpenReencryptKeys(dev, pass(t, "platform"))
+	keys, err := h.OpenReencryptKeys(dev, pass(t, "platform"))
 	if err != nil {
 		return nil, err
 	}
-	defer oldVK.Wipe()
-	defer newVK.Wipe()
-	r, err := h.ResumeReencrypt(dev, oldVK, newVK)
+	defer keys.Wipe()
+	r, err := h.ResumeReencrypt(dev, keys.Old, keys.New)
 	if err != nil {
 		return nil, err
 	}
 	r.Hotzone = hotzone
+	r.Rebind = map[int]int{keys.OldSlot: keys.NewSlot}
 	return r.Run(context.Background())
 }
 
@@ -146,15 +147,7 @@ func TestReencryptOffline(t *testing.T) {
 	if _, err := resume(t, dev, 16<<10); err != nil {
 		t.Fatal(err)
 	}
-	h, err = Read(context.Background(), dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, slot, err := h.Open(dev, pass(t, "platform"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer got.Wipe()
+	h, got, slot := finished(t, dev)
 	if !got.Equal(newVK) {
 		t.Fatal("the platform secret does not open the new volume key")
 	}
@@ -183,17 +176,48 @@ func TestReencryptRefusesWrongDigest(t *testing.T) {
 	// segment's IV offset (which would re-encrypt the data wrongly).
 	h.segmentByFlag(flagBackupFinal).IVTweak = 8
 	_ = st
-	if _, _, err := h.OpenReencryptKeys(dev, pass(t, "platform")); !errors.Is(err, ErrReencryptDigest) {
+	if _, err := h.OpenReencryptKeys(dev, pass(t, "platform")); !errors.Is(err, ErrReencryptDigest) {
 		t.Fatalf("tampered backup segment: %v, want ErrReencryptDigest", err)
 	}
+}
+
+// finished reads dev after a re-encryption: not in re-encryption any
+// more, opened by the platform secret. It returns the header, the key
+// (wiped at cleanup) and its keyslot.
+func finished(t testing.TB, dev Reader) (*Header, *secret.Key, int) {
+	t.Helper()
+	h, err := Read(context.Background(), dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := h.Reencryption(); st != nil || len(h.Config.Requirements) > 0 {
+		t.Fatalf("still in re-encryption: %s", h.encodeJSON())
+	}
+	vk, slot, err := h.Open(dev, pass(t, "platform"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(vk.Wipe)
+	return h, vk, slot
 }
 
 // imageOf writes dev to a file for cryptsetup.
 func imageOf(t testing.TB, dev *memDevice, dir, name string) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, dev.bytesOf(), 0o600); err != nil {
+	f, err := os.Create(p)
+	if err != nil {
 		t.Fatal(err)
+	}
+	defer f.Close()
+	// Sparse: only the pages the device holds.
+	if err := f.Truncate(dev.size); err != nil {
+		t.Fatal(err)
+	}
+	for off, page := range dev.pages {
+		if _, err := f.WriteAt(page[:], off*memPage); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return p
 }
@@ -221,8 +245,16 @@ func cryptsetupResume(t testing.TB, img string) (*memDevice, error) {
 	if err := os.WriteFile(keyFile, []byte("platform"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := cryptsetup(t, "reencrypt", "--resume-only", "--force-offline-reencrypt", "--key-file", keyFile, img); err != nil {
+	// A run cut short in a hotzone needs recovery first, which cryptsetup
+	// does on repair (or open).
+	if out, err := cryptsetup(t, "repair", "--key-file", keyFile, img); err != nil {
 		return nil, errors.New(strings.TrimSpace(out))
+	}
+	// Recovery of the last hotzone ends the re-encryption.
+	if out, _ := cryptsetup(t, "luksDump", img); strings.Contains(out, "online-reencrypt") {
+		if out, err := cryptsetup(t, "reencrypt", "--resume-only", "--force-offline-reencrypt", "--key-file", keyFile, img); err != nil {
+			return nil, errors.New(strings.TrimSpace(out))
+		}
 	}
 	b, err := os.ReadFile(img)
 	if err != nil {
@@ -244,11 +276,12 @@ func TestReencryptCryptsetupResumesAtrest(t *testing.T) {
 	}
 	// Re-encrypt one 16 KiB hotzone, then stop.
 	h, _ := Read(context.Background(), dev)
-	o, n, err := h.OpenReencryptKeys(dev, pass(t, "platform"))
+	keys, err := h.OpenReencryptKeys(dev, pass(t, "platform"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := h.ResumeReencrypt(dev, o, n)
+	defer keys.Wipe()
+	r, err := h.ResumeReencrypt(dev, keys.Old, keys.New)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,16 +303,105 @@ func TestReencryptCryptsetupResumesAtrest(t *testing.T) {
 	if err != nil {
 		t.Fatalf("cryptsetup reencrypt --resume-only: %v", err)
 	}
-	h, err = Read(context.Background(), done)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _, err := h.Open(done, pass(t, "platform"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer got.Wipe()
+	_, got, _ := finished(t, done)
 	if !got.Equal(newVK) || !bytes.Equal(readPlain(t, done, newVK), plain) {
 		t.Fatal("after cryptsetup finished: wrong key or plaintext changed")
+	}
+}
+
+// cryptsetupStarted makes an image with cryptsetup (passphrase
+// "platform"), writes plaintext under its key and starts a re-encryption
+// with cryptsetup reencrypt --init-only; with poll set, cryptsetup then
+// runs in 1 MiB hotzones and is killed (SIGKILL) as soon as the header,
+// read every poll, shows progress.
+func cryptsetupStarted(t *testing.T, dataSize int64, poll time.Duration) (string, []byte) {
+	needCryptsetup(t)
+	dir := t.TempDir()
+	img, keyFile := filepath.Join(dir, "cs.img"), filepath.Join(dir, "key")
+	os.WriteFile(keyFile, []byte("platform"), 0o600)
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Truncate(img, DefaultDataOffset+dataSize)
+	if out, err := cryptsetup(t, "luksFormat", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", keyFile, img); err != nil {
+		t.Fatalf("luksFormat: %v\n%s", err, out)
+	}
+	dev, err := OpenFile(img, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	h, err := Read(context.Background(), dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vk, _, err := h.Open(dev, pass(t, "platform"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vk.Wipe()
+	plain := make([]byte, dataSize)
+	rand.Read(plain)
+	writePlain(t, dev, vk, plain)
+	if out, err := cryptsetup(t, "reencrypt", "--init-only", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", keyFile, img); err != nil {
+		t.Fatalf("reencrypt --init-only: %v\n%s", err, out)
+	}
+	if poll > 0 {
+		cmd := exec.Command("cryptsetup", "--batch-mode", "reencrypt", "--resume-only", "--force-offline-reencrypt", "--hotzone-size", "1M", "--key-file", keyFile, img)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Kill it once a header shows progress.
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(poll) {
+			if h, err := Read(context.Background(), dev); err == nil {
+				if st, _ := h.Reencryption(); st != nil && (st.Done > 0 || st.Hotzone > 0) {
+					break
+				}
+			}
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+	return img, plain
+}
+
+// TestReencryptAtrestResumesCryptsetup: atrest reads the metadata
+// cryptsetup writes (its reencrypt digest included) and finishes a
+// re-encryption cryptsetup started, or was killed in the middle of; the
+// plaintext is intact under the new key and cryptsetup opens the result.
+func TestReencryptAtrestResumesCryptsetup(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		size int64
+		poll time.Duration
+	}{{"init-only", 1 << 20, 0}, {"killed", 48 << 20, 5 * time.Millisecond}} {
+		t.Run(c.name, func(t *testing.T) {
+			img, plain := cryptsetupStarted(t, c.size, c.poll)
+			dev, err := OpenFile(img, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dev.Close()
+			h, err := Read(context.Background(), dev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := h.Reencryption()
+			if err != nil || st == nil {
+				t.Fatalf("state cryptsetup left: %v %v", st, err)
+			}
+			t.Logf("cryptsetup left %d of %d bytes done, hotzone %d", st.Done, c.size, st.Hotzone)
+			if _, err := resume(t, dev, 0); err != nil {
+				t.Fatal(err)
+			}
+			_, vk, _ := finished(t, dev)
+			if !bytes.Equal(readPlain(t, dev, vk), plain) {
+				t.Fatal("plaintext changed")
+			}
+			keyFile := filepath.Join(filepath.Dir(img), "key")
+			if out, err := cryptsetup(t, "open", "--test-passphrase", "--key-file", keyFile, img); err != nil {
+				t.Fatalf("cryptsetup open --test-passphrase: %v\n%s", err, out)
+			}
+		})
 	}
 }
