@@ -2,12 +2,15 @@ package volume
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strconv"
 
 	"github.com/atrest/atrest/pkg/blockdev"
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/luks2"
 	"github.com/atrest/atrest/pkg/luks2/kdf"
+	"github.com/atrest/atrest/pkg/recoverykey"
 	"github.com/atrest/atrest/pkg/secret"
 	"github.com/atrest/atrest/pkg/token"
 )
@@ -65,6 +68,12 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 		return nil, err
 	}
 	defer release()
+	if slot, err := c.settleHandover(ctx); err != nil {
+		return nil, err
+	} else if slot >= 0 {
+		c.refreshBackup(ctx)
+		return &ReencryptResult{Name: c.v.Name, UUID: c.v.UUID(), Device: c.v.Device, OldKeyslot: -1, NewKeyslot: slot, Resumed: true, Warnings: c.warnings}, nil
+	}
 	if !c.v.Managed() {
 		return nil, fmt.Errorf("reencrypt: %w", c.v.errNotManaged())
 	}
@@ -190,4 +199,83 @@ func (c *change) runReencrypt(ctx context.Context, ps *secret.Key, o ReencryptOp
 		return &StageError{Op: c.op, Device: c.v.Device, Err: err, State: state}
 	}
 	return c.reload(ctx)
+}
+
+// settleHandover completes a re-encryption another tool finished
+// (cryptsetup reencrypt --resume-only on a run atrest started): cryptsetup
+// removed the old keyslots and left the atrest token bound to none, and
+// the old recovery token too. The atrest token is bound to the keyslot its
+// secret opens now and recovery tokens bound to no keyslot are removed, in
+// one commit. It returns the platform keyslot, or -1 when there was
+// nothing to settle.
+func (c *change) settleHandover(ctx context.Context) (int, error) {
+	h := c.v.Header
+	if c.v.Platform != nil || len(c.v.Unreadable) == 0 || len(c.v.Unreadable[0].Keyslots) > 0 {
+		return -1, nil
+	}
+	if st, err := h.Reencryption(); st != nil || err != nil {
+		return -1, nil
+	}
+	id := c.v.Unreadable[0].ID
+	var doc map[string]any
+	if err := json.Unmarshal(h.Tokens[id].JSON(), &doc); err != nil {
+		return -1, nil
+	}
+	bind := func(slot int) ([]byte, *token.Token, error) {
+		doc["keyslots"] = []string{strconv.Itoa(slot)}
+		data, err := json.Marshal(doc)
+		if err != nil {
+			return nil, nil, err
+		}
+		tok, err := token.Parse(data)
+		return data, tok, err
+	}
+	_, tok, err := bind(0)
+	if err != nil {
+		return -1, nil // unreadable for another reason: status says why
+	}
+	keys, errs := c.m.unwrapAll(ctx, []string{h.UUID}, []*token.Token{tok})
+	defer wipeAll(keys)
+	if errs[0] != nil {
+		return -1, errs[0]
+	}
+	bound := map[int]bool{}
+	for _, t := range h.Tokens {
+		for _, ks := range t.Keyslots {
+			bound[ks] = true
+		}
+	}
+	for _, slot := range h.KeyslotIDs() {
+		if bound[slot] || h.Keyslots[slot].Type != "luks2" {
+			continue
+		}
+		vk, err := h.OpenKeyslot(c.dev, slot, keys[0])
+		if err != nil {
+			continue
+		}
+		vk.Wipe()
+		data, _, err := bind(slot)
+		if err != nil {
+			return -1, err
+		}
+		u, err := h.Begin()
+		if err != nil {
+			return -1, err
+		}
+		if _, err := u.SetToken(id, data); err != nil {
+			return -1, err
+		}
+		for tid, t := range h.Tokens {
+			if t.Type == recoverykey.TokenType && len(t.Keyslots) == 0 {
+				if err := u.RemoveToken(tid); err != nil {
+					return -1, err
+				}
+			}
+		}
+		if _, err := u.Commit(ctx, c.dev); err != nil {
+			return -1, c.afterFailedCommit(ctx, err)
+		}
+		return slot, c.reload(ctx)
+	}
+	return -1, nil
 }

@@ -6,13 +6,17 @@ import (
 	"crypto/aes"
 	"crypto/rand"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"golang.org/x/crypto/xts"
 
+	"github.com/atrest/atrest/internal/testutil"
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/luks2"
 	"github.com/atrest/atrest/pkg/secret"
+	"github.com/atrest/atrest/pkg/token"
 )
 
 // dataCrypt en- or decrypts data (a volume's data area) with vk as dm-crypt does
@@ -139,19 +143,27 @@ func TestReencrypt(t *testing.T) {
 	checkReencrypted(t, m, img, b, newRec)
 }
 
+// killedAfterStart runs a re-encryption of v that dies right after the
+// header went into re-encryption, and returns the recovery key it showed.
+func killedAfterStart(t *testing.T, m *Manager, v *Volume) *secret.Key {
+	t.Helper()
+	var newRec *secret.Key
+	armFailpoint(t, "reencrypt-after-start")
+	if !crashed(func() {
+		_, _ = m.Reencrypt(context.Background(), v, ReencryptOptions{Show: func(r *ReencryptResult) error { newRec = keyCopy(t, r.Recovery.Key); return nil }})
+	}) {
+		t.Fatal("the failpoint was not reached")
+	}
+	failpoint = func(string) {}
+	return newRec
+}
+
 // A re-encryption killed after it started is resumed by the next run:
 // the data is intact and the recovery key shown by the first run works.
 func TestReencryptInterruptedResumes(t *testing.T) {
 	ctx := context.Background()
 	m, img, v, b := reencryptSetup(t)
-	var newRec *secret.Key
-	armFailpoint(t, "reencrypt-after-start")
-	if !crashed(func() {
-		_, _ = m.Reencrypt(ctx, v, ReencryptOptions{Show: func(r *ReencryptResult) error { newRec = keyCopy(t, r.Recovery.Key); return nil }})
-	}) {
-		t.Fatal("the failpoint was not reached")
-	}
-	failpoint = func(string) {}
+	newRec := killedAfterStart(t, m, v)
 	t.Logf("status of a volume in re-encryption: %v", problems(t, m, img))
 	res, err := m.Reencrypt(ctx, find(t, m, img), ReencryptOptions{})
 	if err != nil {
@@ -159,6 +171,43 @@ func TestReencryptInterruptedResumes(t *testing.T) {
 	}
 	if !res.Resumed {
 		t.Fatal("the second run did not resume")
+	}
+	checkReencrypted(t, m, img, b, newRec)
+}
+
+// cryptsetup reencrypt --resume-only finishes a run atrest started; it
+// leaves the atrest token bound to no keyslot (it removed the old one).
+// The next atrest reencrypt binds the token to the new keyslot and drops
+// the old recovery token: the volume opens through the KMS again, status
+// is healthy.
+func TestReencryptFinishedByCryptsetup(t *testing.T) {
+	testutil.RequireCommand(t, "cryptsetup", "cryptsetup-bin")
+	ctx := context.Background()
+	m, img, v, b := reencryptSetup(t)
+	newRec := killedAfterStart(t, m, v)
+	v = find(t, m, img)
+	keys, errs := m.unwrapAll(ctx, []string{v.UUID()}, []*token.Token{v.Platform})
+	if errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	kf := filepath.Join(t.TempDir(), "platform")
+	err := os.WriteFile(kf, keys[0].Bytes(), 0o600)
+	wipeAll(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cryptsetup", "--batch-mode", "reencrypt", "--resume-only", "--force-offline-reencrypt", "--key-file", kf, img).CombinedOutput(); err != nil {
+		t.Fatalf("cryptsetup reencrypt --resume-only: %v\n%s", err, out)
+	}
+	if v := find(t, m, img); v.Managed() {
+		t.Fatal("want the atrest token bound to no keyslot after cryptsetup")
+	}
+	res, err := m.Reencrypt(ctx, find(t, m, img), ReencryptOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Resumed {
+		t.Fatalf("result %+v", res)
 	}
 	checkReencrypted(t, m, img, b, newRec)
 }
