@@ -151,5 +151,14 @@ func (c *Config) encode() *ojson.Value {
 	} else {
 		v.Delete("flags")
 	}
+	// Requirements change only when a reencryption starts or ends; an
+	// empty list read from a header is kept as it was.
+	if len(c.Requirements) > 0 {
+		r := objectOf(c.raw.Get("requirements"))
+		r.Set("mandatory", stringsValue(c.Requirements))
+		v.Set("requirements", r)
+	} else if r := c.raw.Get("requirements"); r != nil && r.Get("mandatory") != nil && len(r.Get("mandatory").Elems) > 0 {
+		v.Delete("requirements")
+	}
 	return v
 }

@@ -26,6 +26,7 @@ type Update struct {
 	base    *Header
 	next    *Header
 	pending map[int][]byte // new keyslot → encrypted area content
+	reenc   *reencInit     // set by BeginReencrypt: keyslots enrol the new key
 	wipe    []Area         // areas of killed keyslots, wiped after the commit
 	wipeAll bool
 	done    bool
@@ -59,7 +60,11 @@ type KeyslotOptions struct {
 // runs now; the keyslot area is written by Commit, into a part of the
 // keyslots area that the header on the device does not use.
 func (u *Update) AddKeyslot(vk, passphrase *secret.Key, opts KeyslotOptions) (int, error) {
-	if err := u.next.VerifyVolumeKey(vk); err != nil {
+	d, err := u.enrolDigest()
+	if err != nil {
+		return -1, err
+	}
+	if err := d.verify(vk); err != nil {
 		return -1, err
 	}
 	if passphrase.Len() == 0 {
@@ -105,8 +110,6 @@ func (u *Update) AddKeyslot(vk, passphrase *secret.Key, opts KeyslotOptions) (in
 	if err != nil {
 		return -1, err
 	}
-	seg, _ := u.next.dataSegment()
-	d := u.next.DigestForSegment(seg.ID)
 	u.next.Keyslots[id] = k
 	d.Keyslots = append(d.Keyslots, id)
 	if err := u.checkFits(); err != nil {

@@ -1,0 +1,113 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/atrest/atrest/pkg/blockdev/overwrite"
+	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/volume"
+	ucli "github.com/urfave/cli/v2"
+)
+
+func reencryptCommand(e *env) *ucli.Command {
+	return &ucli.Command{
+		Name:      "reencrypt",
+		Usage:     "give closed volumes a new volume key and re-encrypt their data in place",
+		ArgsUsage: "NAME|DEVICE|UUID...",
+		Description: `Generates a new volume key, enrols the platform secret under it (and a
+new recovery key, under the recovery policy, when the volume has one),
+then re-encrypts the data in place, hotzone by hotzone, in cryptsetup's
+on-disk format (docs/reencrypt.md). The volume must be closed; re-encryption
+of an open volume is not built yet. Interrupted (kill, power loss), the
+volume is left in re-encryption with its data intact: run the same command
+again to resume it (cryptsetup reencrypt --resume-only can finish it too);
+it opens again once the re-encryption is finished. A re-encryption that
+cryptsetup started is resumed as well.
+
+With the recovery policy print, the new recovery key is printed before the
+re-encryption starts (the old one keeps its keyslot until the end); -o json
+is refused with print, since the document is written at the end.
+
+EXAMPLES:
+   atrest reencrypt data1
+   atrest reencrypt data1 --recovery-mode escrow
+   atrest -o json reencrypt data1 --recovery-mode none
+
+` + exitCodeHelp(),
+		Flags: []ucli.Flag{
+			&ucli.StringFlag{Name: "recovery-mode", Usage: "for a volume with a recovery key: escrow, print or none (default from the configuration)"},
+		},
+		Action: func(c *ucli.Context) error {
+			if c.NArg() == 0 {
+				return fmt.Errorf("%w: name the volumes to re-encrypt", volume.ErrInvalidArgument)
+			}
+			vols, err := e.find(c.Context, c.Args().Slice(), false)
+			if err != nil {
+				return err
+			}
+			m, _ := e.manager()
+			mode := c.String("recovery-mode")
+			if mode == "" {
+				mode = m.Config().Recovery.Mode
+			}
+			if e.json && mode == config.RecoveryPrint {
+				return fmt.Errorf("%w: -o json with recovery mode print (the key would be output only after the old recovery keyslot is gone): use text output or --recovery-mode escrow|none", volume.ErrInvalidArgument)
+			}
+			var errs []error
+			list := &jsonList{e: e}
+			for _, v := range vols {
+				start := time.Now()
+				progress := e.progress("reencrypt " + v.Name)
+				res, err := m.Reencrypt(c.Context, v, volume.ReencryptOptions{
+					RecoveryMode: mode,
+					Show:         func(r *volume.ReencryptResult) error { return e.showRecovery(r.Recovery) },
+					Progress: func(done, total uint64) {
+						progress(overwrite.Progress{Done: int64(done), Total: int64(total)})
+					},
+				})
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", v.Name, err))
+					_ = list.add(reencryptResult{Name: v.Name, UUID: v.UUID(), failed: failure(err)}, nil)
+					continue
+				}
+				took := time.Since(start)
+				_ = list.add(reencryptResult{Name: res.Name, UUID: res.UUID, reencrypted: &reencrypted{
+					OldKeyslot: res.OldKeyslot, NewKeyslot: res.NewKeyslot, Bytes: res.Bytes, Seconds: took.Seconds(),
+					Recovery: recoveryJSON(res.Recovery), Resumed: res.Resumed, Warnings: nonNil(res.Warnings),
+				}}, res.Recovery)
+				if res.Resumed {
+					e.printf("%s: resumed a re-encryption found on the device\n", res.Name)
+				}
+				e.printf("%s: re-encrypted %d bytes in %s under a new volume key, platform keyslot %d -> %d\n", res.Name, res.Bytes, took.Round(time.Millisecond), res.OldKeyslot, res.NewKeyslot)
+				if res.Recovery != nil && res.Recovery.Mode != config.RecoveryPrint {
+					_ = e.showRecovery(res.Recovery)
+				}
+				res.Recovery.Wipe()
+				for _, w := range res.Warnings {
+					e.warn("%s: %s", res.Name, w)
+				}
+			}
+			list.close()
+			return joinVolumeErrors(e, errs)
+		},
+	}
+}
+
+// reencryptResult is a re-encrypted volume (reencrypted set) or a failed one.
+type reencryptResult struct {
+	Name string `json:"name"`
+	UUID string `json:"uuid"`
+	*reencrypted
+	failed
+}
+
+type reencrypted struct {
+	OldKeyslot int          `json:"old_keyslot"`
+	NewKeyslot int          `json:"new_keyslot"`
+	Bytes      uint64       `json:"bytes"`
+	Seconds    float64      `json:"seconds"`
+	Recovery   *recoveryDoc `json:"recovery"`
+	Resumed    bool         `json:"resumed"`
+	Warnings   []string     `json:"warnings"`
+}
