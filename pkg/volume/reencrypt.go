@@ -89,12 +89,15 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 	} else if err := d.CheckUnused(); err != nil {
 		return nil, fmt.Errorf("reencrypt needs the device unused: %w", err)
 	}
-	keys, errs := m.unwrapAll(ctx, []string{c.v.UUID()}, []*token.Token{c.v.Platform})
-	defer wipeAll(keys)
-	if errs[0] != nil {
-		return nil, errs[0]
+	if c.v.Platform.Policy != nil {
+		return nil, fmt.Errorf("%w: reencrypt of a volume under an unlock policy is not supported yet (docs/reencrypt.md)", ErrInvalidArgument)
 	}
-	ps := keys[0]
+	secrets := m.unwrapAll(ctx, []string{c.v.UUID()}, []*token.Token{c.v.Platform})
+	defer wipeUnlocked(secrets)
+	if secrets[0].err != nil {
+		return nil, secrets[0].err
+	}
+	ps := secrets[0].ps
 	res = &ReencryptResult{Name: c.v.Name, UUID: c.v.UUID(), Device: c.v.Device}
 	st, err := c.v.Header.Reencryption()
 	if err != nil {
@@ -234,10 +237,10 @@ func (c *change) settleHandover(ctx context.Context) (int, error) {
 	if err != nil {
 		return -1, nil // unreadable for another reason: status says why
 	}
-	keys, errs := c.m.unwrapAll(ctx, []string{h.UUID}, []*token.Token{tok})
-	defer wipeAll(keys)
-	if errs[0] != nil {
-		return -1, errs[0]
+	secrets := c.m.unwrapAll(ctx, []string{h.UUID}, []*token.Token{tok})
+	defer wipeUnlocked(secrets)
+	if secrets[0].err != nil {
+		return -1, secrets[0].err
 	}
 	bound := map[int]bool{}
 	for _, t := range h.Tokens {
@@ -249,7 +252,7 @@ func (c *change) settleHandover(ctx context.Context) (int, error) {
 		if bound[slot] || h.Keyslots[slot].Type != "luks2" {
 			continue
 		}
-		vk, err := h.OpenKeyslot(c.dev, slot, keys[0])
+		vk, err := h.OpenKeyslot(c.dev, slot, secrets[0].ps)
 		if err != nil {
 			continue
 		}

@@ -186,13 +186,13 @@ func TestReencryptFinishedByCryptsetup(t *testing.T) {
 	m, img, v, b := reencryptSetup(t)
 	newRec := killedAfterStart(t, m, v)
 	v = find(t, m, img)
-	keys, errs := m.unwrapAll(ctx, []string{v.UUID()}, []*token.Token{v.Platform})
-	if errs[0] != nil {
-		t.Fatal(errs[0])
+	secrets := m.unwrapAll(ctx, []string{v.UUID()}, []*token.Token{v.Platform})
+	if secrets[0].err != nil {
+		t.Fatal(secrets[0].err)
 	}
 	kf := filepath.Join(t.TempDir(), "platform")
-	err := os.WriteFile(kf, keys[0].Bytes(), 0o600)
-	wipeAll(keys)
+	err := os.WriteFile(kf, secrets[0].ps.Bytes(), 0o600)
+	wipeUnlocked(secrets)
 	if err != nil {
 		t.Fatal(err)
 	}
