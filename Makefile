@@ -92,7 +92,7 @@ install: build ## install atrest, atrestd, the unit, man pages and completions u
 	$(BINDIR)/atrest completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/atrest.fish
 	install -d -m 0700 $(DESTDIR)/etc/atrest
 
-deb: ## the Debian package (bookworm, amd64) in $(DEBDIR), with dpkg-deb (packaging/deb)
+deb: ## the Debian package (bookworm; DEB_ARCH=arm64 cross-builds) in $(DEBDIR), with dpkg-deb (packaging/deb)
 	./packaging/deb/build.sh $(DEBDIR)
 
 clean: ## remove build output

@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Builds the atrest Debian package for bookworm with dpkg-deb from the
-# tree `make install` lays out (PREFIX=/usr), and prints its path.
+# Builds the atrest Debian package for bookworm (amd64, or DEB_ARCH=arm64)
+# with dpkg-deb from the tree `make install` lays out (PREFIX=/usr), and
+# prints its path.
 # `make deb` runs it; docs/operations.md says why dpkg-deb and not
 # debhelper. Usage: build.sh OUTDIR
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 out=${1:?usage: build.sh OUTDIR}
-# amd64 only: `make install` runs the built atrest to write the manual
-# page and completions, which a cross-built binary cannot do here.
-arch=$(dpkg --print-architecture)
+# DEB_ARCH=arm64 cross-builds: `make install` runs the host's atrest to
+# write the manual page and completions, then the programs are replaced
+# by the target's.
+host=$(dpkg --print-architecture)
+arch=${DEB_ARCH:-$host}
+case $arch in
+  amd64 | arm64) ;;
+  *) echo "build.sh: DEB_ARCH=$arch: only amd64 and arm64 are built" >&2; exit 1 ;;
+esac
 maintainer=${DEB_MAINTAINER:-atrest maintainers <atrest-maintainers@users.noreply.github.com>}
 version=${DEB_VERSION:-$("$here/version.sh")}
 describe=$(git -C "$repo" describe --tags --always --dirty)
@@ -23,6 +30,10 @@ umask 022
 
 make -s -C "$repo" install BINDIR="$work/bin" DESTDIR="$root" PREFIX=/usr UNITDIR=/usr/lib/systemd/system \
   ZSHDIR=/usr/share/zsh/vendor-completions VERSION="$version" >&2
+if [ "$arch" != "$host" ]; then
+  make -s -C "$repo" build BINDIR="$work/$arch" VERSION="$version" GO="env GOARCH=$arch go" >&2
+  install -m 0755 "$work/$arch/atrest" "$work/$arch/atrestd" "$root/usr/sbin/"
+fi
 gzip -9n "$root"/usr/share/man/man8/*.8
 install -D -m 0600 "$here/atrest.yaml" "$root/etc/atrest/atrest.yaml"
 chmod 0700 "$root/etc/atrest"

@@ -7,6 +7,7 @@ package deb_test
 import (
 	"bufio"
 	"bytes"
+	"debug/elf"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -115,14 +116,25 @@ var wantFiles = map[string]string{
 	"var/lib/atrest":                                  "drwx------",
 }
 
-// TestPackage builds the package as `make deb` does and checks it the way
-// Debian does (lintian, every tag at every level, the overrides in
+// The architectures `make deb` builds (DEB_ARCH), with their ELF machine.
+var arches = map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
+
+// TestPackage builds the package as `make deb` does, for amd64 and
+// cross-built for arm64, and checks it the way Debian does (lintian,
+// every tag at every level, the overrides in
 // packaging/deb/lintian-overrides aside) and the way an administrator
 // would see it: paths, modes, the conffile, the unit pointing at
-// /usr/sbin/atrestd, the version atrest prints.
+// /usr/sbin/atrestd, the version atrest prints, the programs built for
+// the package's architecture.
 func TestPackage(t *testing.T) {
+	for arch, machine := range arches {
+		t.Run(arch, func(t *testing.T) { checkPackage(t, arch, machine) })
+	}
+}
+
+func checkPackage(t *testing.T, arch string, machine elf.Machine) {
 	lintian := testutil.RequireCommand(t, "lintian", "lintian")
-	deb := debtest.Build(t)
+	deb := debtest.Build(t, "DEB_ARCH="+arch)
 
 	out, err := exec.Command(lintian, "--pedantic", "--info", "--display-experimental",
 		"--fail-on", "error,warning,info,pedantic,experimental", deb).CombinedOutput()
@@ -170,11 +182,11 @@ func TestPackage(t *testing.T) {
 		return strings.TrimSpace(string(out))
 	}
 	version := field("Version")
-	if want, _ := exec.Command("./version.sh").Output(); version != strings.TrimSpace(string(want)) || !strings.Contains(filepath.Base(deb), "_"+version+"_amd64") {
+	if want, _ := exec.Command("./version.sh").Output(); version != strings.TrimSpace(string(want)) || filepath.Base(deb) != "atrest_"+version+"_"+arch+".deb" {
 		t.Errorf("package version %q (%s), want version.sh's %q", version, filepath.Base(deb), want)
 	}
-	if a := field("Architecture"); a != "amd64" {
-		t.Errorf("Architecture %q", a)
+	if a := field("Architecture"); a != arch {
+		t.Errorf("Architecture %q, want %s", a, arch)
 	}
 	conffiles, err := exec.Command("dpkg-deb", "--info", deb, "conffiles").Output()
 	if err != nil || string(conffiles) != "/etc/atrest/atrest.yaml\n" {
@@ -200,7 +212,19 @@ func TestPackage(t *testing.T) {
 		t.Errorf("the packaged unit differs from systemd/atrestd.service by more than the ExecStart path")
 	}
 	for _, prog := range []string{"atrest", "atrestd"} {
-		out, err := exec.Command(filepath.Join(dir, "usr/sbin", prog), "--version").CombinedOutput()
+		bin := filepath.Join(dir, "usr/sbin", prog)
+		f, err := elf.Open(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Machine != machine {
+			t.Errorf("%s is built for %s, want %s (%s)", prog, f.Machine, machine, arch)
+		}
+		f.Close()
+		if arch != runtimeArch() {
+			continue
+		}
+		out, err := exec.Command(bin, "--version").CombinedOutput()
 		if err != nil || !strings.Contains(string(out), version) {
 			t.Errorf("%s --version: %q (%v), want the package version %s", prog, out, err, version)
 		}
@@ -208,4 +232,10 @@ func TestPackage(t *testing.T) {
 	if _, err := config.Load(filepath.Join(dir, "etc/atrest/atrest.yaml")); err != nil {
 		t.Errorf("the installed conffile does not load: %v", err)
 	}
+}
+
+// runtimeArch is the Debian name of the machine the test runs on.
+func runtimeArch() string {
+	out, _ := exec.Command("dpkg", "--print-architecture").Output()
+	return strings.TrimSpace(string(out))
 }
