@@ -8,6 +8,11 @@ GO          ?= go
 PREFIX      ?= /usr/local
 DESTDIR     ?=
 UNITDIR     ?= $(PREFIX)/lib/systemd/system
+ZSHDIR      ?= $(PREFIX)/share/zsh/site-functions
+# Where build puts atrest and atrestd (and install takes them from).
+BINDIR      ?= bin
+# Where `make deb` puts the package.
+DEBDIR      ?= $(CURDIR)/bin
 VERSION     := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -s -w -X github.com/atrest/atrest/internal/version.Version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -18,13 +23,13 @@ FUZZTIME    ?= 30s
 VAULTSERVER := $(CURDIR)/bin/vaultserver
 export ATREST_VAULTSERVER := $(VAULTSERVER)
 
-.PHONY: help build deps test test-unit integration vm boot fuzz bench lint demo install clean vaultserver
+.PHONY: help build deps test test-unit integration vm boot fuzz bench lint demo install deb clean vaultserver
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## build bin/atrest and bin/atrestd
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+build: ## build atrest and atrestd in $(BINDIR)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BINDIR)/ ./cmd/...
 
 deps: ## install the Debian packages the test tiers need (root)
 	./scripts/deps.sh
@@ -73,19 +78,23 @@ vaultserver: ## build bin/vaultserver, the test Vault (cold: ~1 min download + ~
 demo: build ## the main job on the embedded default (local keystore, a loop device); needs root
 	./scripts/demo.sh
 
-install: build ## install atrest, atrestd, the unit, man page and completions under $(DESTDIR)$(PREFIX)
-	install -D -m 0755 bin/atrest $(DESTDIR)$(PREFIX)/sbin/atrest
-	install -D -m 0755 bin/atrestd $(DESTDIR)$(PREFIX)/sbin/atrestd
+install: build ## install atrest, atrestd, the unit, man pages and completions under $(DESTDIR)$(PREFIX)
+	install -D -m 0755 $(BINDIR)/atrest $(DESTDIR)$(PREFIX)/sbin/atrest
+	install -D -m 0755 $(BINDIR)/atrestd $(DESTDIR)$(PREFIX)/sbin/atrestd
 	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/man/man8 \
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
-		$(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+		$(DESTDIR)$(ZSHDIR) $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 	sed 's|/usr/local/sbin/atrestd|$(PREFIX)/sbin/atrestd|' systemd/atrestd.service > $(DESTDIR)$(UNITDIR)/atrestd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/atrestd.service
-	bin/atrest man > $(DESTDIR)$(PREFIX)/share/man/man8/atrest.8
-	bin/atrest completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/atrest
-	bin/atrest completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_atrest
-	bin/atrest completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/atrest.fish
+	$(BINDIR)/atrest man > $(DESTDIR)$(PREFIX)/share/man/man8/atrest.8
+	install -m 0644 systemd/atrestd.8 $(DESTDIR)$(PREFIX)/share/man/man8/atrestd.8
+	$(BINDIR)/atrest completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/atrest
+	$(BINDIR)/atrest completion zsh > $(DESTDIR)$(ZSHDIR)/_atrest
+	$(BINDIR)/atrest completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/atrest.fish
 	install -d -m 0700 $(DESTDIR)/etc/atrest
+
+deb: ## the Debian package (bookworm; DEB_ARCH=arm64 cross-builds) in $(DEBDIR), with dpkg-deb (packaging/deb)
+	./packaging/deb/build.sh $(DEBDIR)
 
 clean: ## remove build output
 	rm -rf bin

@@ -19,6 +19,10 @@ pkgs=(cryptsetup-bin e2fsprogs util-linux qemu-system-x86 busybox-static kmod dm
 #   blkid, wipefs, unshare come with util-linux)
 pkgs+=(xfsprogs btrfs-progs dosfstools ntfs-3g exfatprogs f2fs-tools fdisk gdisk
   lvm2 mdadm bcache-tools xorriso)
+#   the Debian package's test (packaging/deb): lintian; the alerting rules
+#   test (monitoring/): promtool, which Debian ships in prometheus (the
+#   server comes with it; the tests run only promtool)
+pkgs+=(lintian prometheus)
 #   make bench's comparison with clevis and tang (scripts/bench-unlock.sh)
 pkgs+=(clevis clevis-luks tang socat curl)
 #   the KMIP backend's real server (pykmip-server, internal/testutil/kmiptest)

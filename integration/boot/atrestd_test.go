@@ -4,46 +4,75 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/atrest/atrest/integration/boot"
+	"github.com/atrest/atrest/internal/testutil/debtest"
 	"github.com/atrest/atrest/internal/testutil/vaulttest"
 )
 
-// installAtrest lays atrest out in the guest the way `make install` does:
-// it runs `make install DESTDIR=<staging>` in the repository and copies
-// the staging tree into the image, then enables atrestd.service as its
-// [Install] section says.
-func installAtrest(t testing.TB, m *boot.Machine) {
+// installAtrest puts the Debian package that `make deb` builds
+// (internal/testutil/debtest) into the guest as /root/atrest.deb and
+// returns the check that installs it the way an administrator does:
+// dpkg -i, then preStart (the configuration), then systemctl start,
+// because the package enables atrestd.service but does not start it.
+// assertInstalled checks what that check printed. The package's version
+// is returned too.
+func installAtrest(t testing.TB, m *boot.Machine, preStart string) (boot.Check, string) {
 	t.Helper()
-	root, err := vaulttest.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
+	deb := debtest.Build(t)
+	m.CopyFile("/root/atrest.deb", deb, 0o644)
+	return boot.Script("install", `dpkg -i /root/atrest.deb > /root/dpkg.log 2>&1 || { cat /root/dpkg.log; exit 1; }
+echo "enabled=$(systemctl is-enabled atrestd.service)"
+echo "active=$(systemctl is-active atrestd.service || true)"
+`+preStart+`
+systemctl start atrestd.service
+echo "version=$(atrest --version)"
+echo "package=$(dpkg-query -W -f '${Version}' atrest)"`), debtest.Version(t, deb)
+}
+
+// assertInstalled checks the install check's output: the unit enabled and
+// not started by the installation, and atrest printing the package's
+// version.
+func assertInstalled(t testing.TB, r *boot.Result) {
+	t.Helper()
+	out := r.Output("install")
+	vals := map[string]string{}
+	for _, l := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			vals[k] = v
+		}
 	}
-	staging := t.TempDir()
-	cmd := exec.Command("make", "-s", "-C", root, "install", "DESTDIR="+staging)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("make install: %v\n%s", err, out)
+	if vals["enabled"] != "enabled" || vals["active"] != "inactive" {
+		t.Errorf("after dpkg -i, atrestd.service is %q and %q, want enabled and inactive (not started):\n%s", vals["enabled"], vals["active"], out)
 	}
-	m.CopyTree("/", staging)
-	unit := "/usr/local/lib/systemd/system/atrestd.service"
-	for _, target := range []string{"multi-user.target", "remote-cryptsetup.target"} {
-		m.Symlink("/etc/systemd/system/"+target+".wants/atrestd.service", unit)
+	if vals["package"] == "" || !strings.Contains(vals["version"], vals["package"]) {
+		t.Errorf("atrest --version %q does not print the package version %q", vals["version"], vals["package"])
 	}
 }
 
-// The fstab line docs/systemd.md tells users to write.
-const dataFstab = "/dev/mapper/data /srv/data ext4 defaults,_netdev,nofail,x-systemd.device-timeout=20s 0 2\n"
+// The fstab line docs/systemd.md tells users to write. The device
+// timeout runs from early in the boot, alongside atrestd's start, not
+// from its readiness: with 20 s, a boot on a loaded machine (atrestd ready
+// 21 s after systemd began to wait for /dev/mapper/data, both variants)
+// skipped the mount. 60 s leaves room and keeps boot 3, which waits it
+// out, short.
+const dataFstab = "/dev/mapper/data /srv/data ext4 defaults,_netdev,nofail,x-systemd.device-timeout=60s 0 2\n"
 
 // kmsVariant is what differs between the KMS backends in the three-boot
 // story of atrestd.
 type kmsVariant struct {
 	// setup prepares the machine before boot 1.
 	setup func(t *testing.T, m *boot.Machine)
+	// preStart runs in boot 1 after dpkg -i, before atrestd starts.
+	preStart string
+	// lifecycle adds the package's upgrade from the previous commit's,
+	// remove, purge and reinstall to boot 2, with the volume open and
+	// mounted.
+	lifecycle bool
 	// prepare are boot 1's checks before the data disk is formatted.
 	prepare []boot.Check
 	// breakKMS makes the KMS unavailable for boot 3, from the host;
@@ -66,14 +95,17 @@ daemon:
   retry_max: 3s
 `
 
-// Three boots of one machine with atrest installed by `make install` and
-// the local keystore; boot 3 without the keystore file (moved away), which
-// the guest then puts back. See runAtrestdBoots.
+// Three boots of one machine with atrest installed from its Debian
+// package and the local keystore; boot 2 also upgrades to it from the
+// previous commit's package, removes, purges and reinstalls it; boot 3 boots without the keystore file
+// (moved away), which the guest then puts back. See runAtrestdBoots.
 func TestAtrestdBootsLocalKeystore(t *testing.T) {
 	runAtrestdBoots(t, kmsVariant{
 		setup: func(t *testing.T, m *boot.Machine) {
-			m.WriteFile("/etc/atrest/atrest.yaml", []byte(localConfig), 0o600)
+			m.WriteFile("/root/atrest.yaml", []byte(localConfig), 0o600)
 		},
+		preStart:  "install -m 0600 /root/atrest.yaml /etc/atrest/atrest.yaml",
+		lifecycle: true,
 		breakKMS: func(t *testing.T, m *boot.Machine) {
 			kek, err := m.ReadFile("/var/lib/atrest/kek")
 			if err != nil {
@@ -153,9 +185,10 @@ atrest kms check`),
 	})
 }
 
-// runAtrestdBoots boots one machine three times with atrest installed by
-// `make install` and the data disk /dev/vdb. Boot 1: atrestd runs with
-// nothing to do; `atrest format` makes the data disk a volume, atrestd
+// runAtrestdBoots boots one machine three times with atrest installed
+// from its Debian package and the data disk /dev/vdb. Boot 1: dpkg -i
+// enables atrestd and does not start it; started, it runs with nothing
+// to do; `atrest format` makes the data disk a volume, atrestd
 // opens it by itself (the kernel's change event), a file system and a
 // file go on it, and an fstab line. Boot 2: nothing manual; atrestd
 // unlocks before the _netdev mount, the file is intact, status is
@@ -166,10 +199,11 @@ atrest kms check`),
 func runAtrestdBoots(t *testing.T, v kmsVariant) {
 	m := boot.New(t)
 	data := m.AddDisk("data", 64) // /dev/vdb
-	installAtrest(t, m)
+	install, version := installAtrest(t, m, v.preStart)
 	v.setup(t, m)
 
 	checks := append([]boot.Check{
+		install,
 		boot.Script("idle", `systemctl is-active atrestd.service
 systemctl show -p StatusText --value atrestd.service`),
 	}, v.prepare...)
@@ -187,7 +221,8 @@ umount /srv/data
 echo '`+strings.TrimSpace(dataFstab)+`' >> /etc/fstab
 sync`),
 		boot.Journal("atrestd.service"))
-	first := m.Boot(boot.Spec{After: "atrestd.service", Checks: checks, MemoryMiB: v.memoryMiB, Timeout: 8 * time.Minute})
+	first := m.Boot(boot.Spec{Checks: checks, MemoryMiB: v.memoryMiB, Timeout: 8 * time.Minute})
+	assertInstalled(t, first)
 	if got := first.Output("idle"); got != "active\nno atrest volumes found\n" {
 		t.Errorf("boot 1, atrestd with no volumes: %q", got)
 	}
@@ -213,8 +248,12 @@ sync`),
 		t.Fatalf("the data disk has no LUKS header")
 	}
 
+	var lifecycle []boot.Check
+	if v.lifecycle {
+		lifecycle = packageLifecycle(t, m)
+	}
 	const order = "systemctl show -p Id -p ActiveEnterTimestampMonotonic atrestd.service remote-fs-pre.target srv-data.mount"
-	second := m.Boot(boot.Spec{MemoryMiB: v.memoryMiB, Timeout: 8 * time.Minute, Checks: []boot.Check{
+	checks = []boot.Check{
 		boot.Script("mounted", `findmnt -n -o SOURCE,FSTYPE /srv/data
 test "$(sha256sum /srv/data/file | cut -d' ' -f1)" = "$(cat /root/file.sha256)" && echo "file intact"`),
 		boot.Script("status", `atrest status data`),
@@ -234,11 +273,15 @@ atrest rekey data
 atrest open data
 mount /srv/data
 test "$(sha256sum /srv/data/file | cut -d' ' -f1)" = "$(cat /root/file.sha256)" && echo "intact after close, rekey, open"`),
+	}
+	checks = append(checks, lifecycle...)
+	checks = append(checks,
 		boot.Collect("audit", "journalctl -o json --no-pager ATREST_AUDIT=true"),
 		boot.Collect("security", "systemd-analyze security --no-pager atrestd.service | tail -1"),
 		boot.Journal("atrestd.service"),
 		boot.Analyze(),
-	}})
+	)
+	second := m.Boot(boot.Spec{MemoryMiB: v.memoryMiB, Timeout: 8 * time.Minute, Checks: checks})
 	t.Logf("boot 2: systemd-analyze security atrestd.service: %s", strings.TrimSpace(second.Output("security")))
 	if got := second.Output("mounted"); got != "/dev/mapper/data ext4\nfile intact\n" {
 		t.Errorf("boot 2: /srv/data: %q", got)
@@ -254,6 +297,9 @@ test "$(sha256sum /srv/data/file | cut -d' ' -f1)" = "$(cat /root/file.sha256)" 
 	}
 	if s := second.Output("cycle"); !strings.Contains(s, "intact after close, rekey, open") {
 		t.Errorf("boot 2: close, rekey, open:\n%s", s)
+	}
+	if v.lifecycle {
+		assertLifecycle(t, second.Output("lifecycle"), version)
 	}
 	assertBefore(t, second.Output("order"), [][2]string{
 		{"atrestd.service", "remote-fs-pre.target"},
@@ -299,6 +345,63 @@ systemctl show -p StatusText atrestd.service`),
 	}
 	if s := third.Output("comeback"); !strings.Contains(s, "opened after the KMS came back") || !strings.Contains(s, "StatusText=1/1 volumes open") {
 		t.Errorf("boot 3: after the KMS came back:\n%s", s)
+	}
+}
+
+// packageLifecycle returns boot 2's check that, with the volume open and
+// mounted, downgrades to the package of the previous commit
+// (debtest.BuildPrevious) and upgrades from it to this one, then removes
+// and purges the package and reinstalls it with the configuration for
+// boot 3; after each step the volume must still be open and the file
+// intact. assertLifecycle checks its output.
+func packageLifecycle(t *testing.T, m *boot.Machine) []boot.Check {
+	prev, how := debtest.BuildPrevious(t)
+	t.Logf("boot 2 upgrades from %s (%s)", debtest.Version(t, prev), how)
+	m.CopyFile("/root/atrest-prev.deb", prev, 0o644)
+	return []boot.Check{boot.Script("lifecycle", `intact() {
+	test -e /dev/mapper/data && findmnt -n /srv/data > /dev/null &&
+		test "$(sha256sum /srv/data/file | cut -d' ' -f1)" = "$(cat /root/file.sha256)" && echo "open and intact after $1"
+}
+dpkgq() { "$@" > /root/dpkg.log 2>&1 || { cat /root/dpkg.log; exit 1; }; }
+dpkgq dpkg -i /root/atrest-prev.deb
+echo "downgraded=$(dpkg-query -W -f '${Version}' atrest)"
+intact downgrade
+pid=$(systemctl show -p MainPID --value atrestd.service)
+dpkgq dpkg -i /root/atrest.deb
+test "$(systemctl show -p MainPID --value atrestd.service)" != "$pid" && echo "upgrade restarted atrestd"
+echo "upgraded=$(atrest --version)"
+echo "status=$(systemctl show -p StatusText --value atrestd.service)"
+intact upgrade
+dpkgq dpkg -r atrest
+echo "removed=$(systemctl is-active atrestd.service || true)"
+test ! -e /usr/sbin/atrest && echo "atrest removed"
+intact remove
+dpkg -P atrest > /root/purge.log 2>&1 || { cat /root/purge.log; exit 1; }
+grep -q "kept /var/lib/atrest" /root/purge.log && echo "purge says it kept /var/lib/atrest"
+test -s /var/lib/atrest/kek && echo "keystore kept"
+ls /var/lib/atrest/backups/*.luks2 > /dev/null && echo "header backups kept"
+test ! -e /etc/atrest/atrest.yaml && echo "configuration purged"
+intact purge
+dpkgq dpkg -i /root/atrest.deb
+install -m 0600 /root/atrest.yaml /etc/atrest/atrest.yaml
+echo "reinstalled=$(systemctl is-enabled atrestd.service)"`)}
+}
+
+// assertLifecycle checks what packageLifecycle's check printed; version
+// is this tree's package version.
+func assertLifecycle(t *testing.T, out, version string) {
+	t.Helper()
+	for _, want := range []string{
+		"open and intact after downgrade",
+		"upgrade restarted atrestd", "upgraded=atrest version " + version, "status=1/1 volumes open",
+		"open and intact after upgrade",
+		"removed=inactive", "atrest removed", "open and intact after remove",
+		"purge says it kept /var/lib/atrest", "keystore kept", "header backups kept", "configuration purged",
+		"open and intact after purge", "reinstalled=enabled",
+	} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("boot 2, the package's downgrade, upgrade, remove, purge and reinstall: no %q in:\n%s", want, out)
+		}
 	}
 }
 

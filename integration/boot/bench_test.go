@@ -35,9 +35,9 @@ done`
 // whatever b.N.
 func BenchmarkAtrestdReady32(b *testing.B) {
 	m := boot.New(b)
-	installAtrest(b, m)
-	m.WriteFile("/etc/atrest/atrest.yaml", []byte("kms: local\nrecovery:\n  mode: none\n"), 0o600)
-	res := m.Boot(boot.Spec{After: "atrestd.service", Checks: []boot.Check{boot.Script("ready", readyScript)}})
+	m.WriteFile("/root/atrest.yaml", []byte("kms: local\nrecovery:\n  mode: none\n"), 0o600)
+	install, _ := installAtrest(b, m, "install -m 0600 /root/atrest.yaml /etc/atrest/atrest.yaml")
+	res := m.Boot(boot.Spec{Checks: []boot.Check{install, boot.Script("ready", readyScript)}})
 	var us []int
 	for _, l := range strings.Split(res.Output("ready"), "\n") {
 		if v, ok := strings.CutPrefix(l, "ready_us "); ok {

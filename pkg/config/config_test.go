@@ -146,3 +146,19 @@ func TestLoadMissingFile(t *testing.T) {
 		t.Fatal("a missing explicit config file was accepted")
 	}
 }
+
+// A file that holds only comments (the packaged /etc/atrest/atrest.yaml
+// before anyone edits it) is the defaults, not an error.
+func TestCommentsOnlyFileIsDefaults(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "atrest.yaml")
+	if err := os.WriteFile(p, []byte("# nothing set yet\n#kms: vault-transit\n\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.KMS != BackendLocal || c.StateDir != "/var/lib/atrest" {
+		t.Fatalf("kms %q state_dir %q, want the defaults", c.KMS, c.StateDir)
+	}
+}

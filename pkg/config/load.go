@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strings"
@@ -91,7 +92,9 @@ func Parse(data []byte, path string) (*Config, error) {
 	if len(bytes.TrimSpace(data)) > 0 {
 		dec := yaml.NewDecoder(bytes.NewReader(data))
 		dec.KnownFields(true)
-		if err := dec.Decode(c); err != nil {
+		// A file of comments only (the packaged example) is an empty
+		// document: the defaults.
+		if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 			return nil, yamlError(path, err)
 		}
 	}
