@@ -182,3 +182,15 @@ func (w *wipingTransport) Close() error {
 	w.wipe()
 	return w.rw.Close()
 }
+
+// Present reports whether device names a TPM that is there: a character
+// device at its path, or a software TPM that accepts a connection (which
+// Present closes again, since swtpm serves one connection at a time).
+func Present(device string) bool {
+	t, err := Open(device)
+	if err != nil {
+		return false
+	}
+	t.Close()
+	return true
+}
