@@ -20,7 +20,7 @@ func config(t *testing.T, sw *swtpmtest.TPM) tpm.Config {
 	return tpm.Config{Device: sw.Device, Path: filepath.Join(t.TempDir(), tpm.FileName), PCRs: []int{7}}
 }
 
-func wrapMany(t *testing.T, k kms.KEK, n int) ([]kms.UnwrapRequest, []*secret.Key) {
+func wrapMany(t testing.TB, k kms.KEK, n int) ([]kms.UnwrapRequest, []*secret.Key) {
 	t.Helper()
 	var reqs []kms.WrapRequest
 	var pts []*secret.Key
