@@ -113,14 +113,18 @@ the old keyslot. The volume key comes through the platform keyslot (the
 KMS vouches for the node). --force reseals keyslots that still match.
 
 ` + exitCodeHelp(),
-				Flags: []ucli.Flag{&ucli.BoolFlag{Name: "force", Usage: "reseal keyslots whose PCRs still match too"}, pinFileFlag},
+				Flags: []ucli.Flag{
+					&ucli.BoolFlag{Name: "force", Usage: "reseal keyslots whose PCRs still match too"},
+					&ucli.BoolFlag{Name: "pin", Usage: "the PIN of the PIN keyslots (asked for on the terminal, read as one line from standard input, or from --pin-file); it becomes their PIN"},
+					pinFileFlag,
+				},
 				Action: func(c *ucli.Context) error {
 					v, err := e.one(c)
 					if err != nil {
 						return err
 					}
 					var pin *secret.Key
-					if c.IsSet("pin-file") {
+					if c.Bool("pin") || c.IsSet("pin-file") {
 						if pin, err = e.readSecretFlag(c, "pin-file", "TPM PIN for "+v.Device, true); err != nil {
 							return err
 						}

@@ -111,7 +111,15 @@ func TestTPMEnrollStatusResealRemove(t *testing.T) {
 	if code != ExitAttention || len(doc.Volumes[0].TPM) != 2 || *doc.Volumes[0].TPM[0].PCRsMatch || !strings.Contains(strings.Join(doc.Volumes[0].Problems, "\n"), "atrest tpm reseal") {
 		t.Fatalf("status after PCR 7 changed: exit %d %+v", code, doc)
 	}
-	n.expect(ExitOK, "tpm", "reseal", vol, "--pin-file", pinFile)
+	img, err := os.ReadFile(vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.expect(ExitUsage, "tpm", "reseal", vol) // the PIN keyslot needs its PIN
+	if now, _ := os.ReadFile(vol); string(now) != string(img) {
+		t.Fatal("a reseal refused for want of a PIN changed the volume")
+	}
+	n.expect(ExitOK, "tpm", "reseal", vol, "--pin", "--pin-file", pinFile)
 	doc, _ = n.tpmStatus(vol)
 	if len(doc.Volumes[0].TPM) != 2 {
 		t.Fatalf("after reseal: %+v", doc)

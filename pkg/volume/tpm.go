@@ -111,18 +111,23 @@ func (m *Manager) TPMRemove(ctx context.Context, v *Volume, keyslot int) (res *T
 func (m *Manager) TPMReseal(ctx context.Context, v *Volume, pin *secret.Key, force bool) (res *TPMResult, err error) {
 	defer func() { m.audit(ctx, "tpm-reseal", v.UUID(), v.Name, v.Device, err) }()
 	return m.tpmChange(ctx, v, "tpm-reseal", func(c *change, vk *secret.Key, res *TPMResult) error {
+		// Decide everything before the first change: a missing PIN is
+		// refused with nothing resealed.
+		var stale []TPMKeyslot
 		for _, s := range m.tpmStatus(c.v.Header) {
-			if s.Bank == "" { // unparsable token
+			switch {
+			case s.Bank == "": // unparsable token
 				return fmt.Errorf("TPM keyslot %d: %s", s.Keyslot, s.Error)
-			}
-			if !force && s.PCRsMatch != nil && *s.PCRsMatch {
+			case !force && s.PCRsMatch != nil && *s.PCRsMatch:
 				continue
+			case s.PIN && pin == nil:
+				return fmt.Errorf("%w: TPM keyslot %d needs its PIN (--pin, or --pin-file)", ErrInvalidArgument, s.Keyslot)
 			}
+			stale = append(stale, s)
+		}
+		for _, s := range stale {
 			opts := TPMOptions{PCRs: s.PCRs, Bank: tpm2.Bank(s.Bank)}
 			if s.PIN {
-				if pin == nil {
-					return fmt.Errorf("%w: TPM keyslot %d needs its PIN (--pin-file or the terminal)", ErrInvalidArgument, s.Keyslot)
-				}
 				opts.PIN = pin
 			}
 			if err := c.enrollTPM(ctx, vk, opts, res); err != nil {
