@@ -144,3 +144,44 @@ func TestTPMEnrollStatusResealRemove(t *testing.T) {
 	n.expect(ExitNotFound, "tpm", "remove", vol)
 	n.expect(ExitOK, "rewrap", vol, "--force") // the platform keyslot still opens
 }
+
+// A keyslot systemd-cryptenroll enrolled on an atrest volume is a TPM
+// keyslot to atrest: status shows its binding and whether today's PCRs
+// satisfy it, and tpm remove takes it away.
+func TestSystemdEnrolledKeyslotInStatusAndRemove(t *testing.T) {
+	sw := swtpmtest.Start(t)
+	sw.ExtendPCR7(t)
+	n := newNode(t)
+	doc := "kms: local\nlocal:\n  keystore: " + n.dir + "/kek\nstate_dir: " + n.dir + "/state\nrecovery:\n  mode: print\ntpm:\n  device: \"" + sw.Device + "\"\n"
+	if err := os.WriteFile(n.config, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	img := n.image("vol.img", 20)
+	var f struct {
+		Recovery struct {
+			Key string `json:"key"`
+		} `json:"recovery"`
+	}
+	r := n.expect(ExitOK, "-o", "json", "format", img, "--name", "vol")
+	if err := json.Unmarshal([]byte(r.stdout), &f); err != nil || f.Recovery.Key == "" {
+		t.Fatalf("no recovery key in format's output: %v: %s", err, r)
+	}
+	kf := filepath.Join(n.dir, "recovery.key")
+	if err := os.WriteFile(kf, []byte(f.Recovery.Key), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	oracle(t, "systemd-cryptenroll", "systemd", "--unlock-key-file="+kf, "--tpm2-device="+sw.Device, "--tpm2-pcrs=7", img)
+
+	d, _ := n.tpmStatus(img)
+	if len(d.Volumes[0].TPM) != 1 || d.Volumes[0].TPM[0].PCRsMatch == nil || !*d.Volumes[0].TPM[0].PCRsMatch || d.Volumes[0].TPM[0].Bank != "sha256" {
+		t.Fatalf("status of systemd's TPM keyslot: %+v", d.Volumes[0].TPM)
+	}
+	sw.ExtendPCR7(t)
+	if d, code := n.tpmStatus(img); code != ExitAttention || *d.Volumes[0].TPM[0].PCRsMatch {
+		t.Fatalf("status after PCR 7 changed: exit %d %+v", code, d.Volumes[0].TPM)
+	}
+	n.expect(ExitOK, "tpm", "remove", img)
+	if list := oracle(t, "systemd-cryptenroll", "systemd", img); strings.Contains(list, "tpm2") {
+		t.Fatalf("systemd-cryptenroll still lists a tpm2 keyslot:\n%s", list)
+	}
+}
