@@ -79,6 +79,12 @@ func sharedLibs(ctx context.Context, p string) ([]string, error) {
 	if static, err := isStatic(p); err != nil || static {
 		return nil, err
 	}
+	return ldd(ctx, p)
+}
+
+// ldd lists the libraries ldd resolves for the executable or shared
+// library at p (a library has no interpreter, so isStatic cannot tell).
+func ldd(ctx context.Context, p string) ([]string, error) {
 	out, err := exec.CommandContext(ctx, "ldd", p).Output()
 	if err != nil {
 		return nil, fmt.Errorf("vm: ldd %s: %w", p, err)

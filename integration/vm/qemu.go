@@ -32,6 +32,9 @@ type Boot struct {
 	Results string
 	// Timeout bounds the whole run; the guest is killed after it.
 	Timeout time.Duration
+	// TPMSocket, when set, is the control socket of a swtpm: the guest
+	// gets a TPM 2.0 on its TIS interface (/dev/tpmrm0).
+	TPMSocket string
 }
 
 // Args returns the QEMU command line.
@@ -57,6 +60,10 @@ func (b *Boot) Args() []string {
 	}
 	for _, d := range b.Disks {
 		args = append(args, "-drive", "file="+d+",format=raw,if=virtio")
+	}
+	if b.TPMSocket != "" {
+		args = append(args, "-chardev", "socket,id=chrtpm,path="+b.TPMSocket,
+			"-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0")
 	}
 	return args
 }

@@ -48,6 +48,9 @@ type Spec struct {
 	Timeout time.Duration
 	// MemoryMiB sizes the guest (1536 when zero).
 	MemoryMiB int
+	// TPM gives the guest a TPM 2.0 (swtpm behind QEMU's tpm-tis) and
+	// the libraries of systemd's cryptsetup token plugin (TPMLibraries).
+	TPM bool
 }
 
 // Run builds the guest for spec, boots it and reports every guest test as
@@ -106,6 +109,9 @@ func Run(t *testing.T, spec Spec) {
 		Kernel: k.Image, Initrd: initrd, MemoryMiB: spec.MemoryMiB, Timeout: spec.Timeout,
 		Console: filepath.Join(logDir, "console.log"), Results: filepath.Join(logDir, "results.log"),
 	}
+	if spec.TPM {
+		boot.TPMSocket = startTPM(t, work)
+	}
 	t.Logf("booting; console log: %s", boot.Console)
 	start = time.Now()
 	bootErr := boot.Run(ctx)
@@ -153,6 +159,15 @@ func buildInitramfs(ctx context.Context, out string, k *Kernel, spec *Spec, bins
 	files, err := programFiles(ctx, programs)
 	if err != nil {
 		return err
+	}
+	if spec.TPM {
+		libs, err := libraryFiles(ctx, TPMLibraries)
+		if err != nil {
+			return err
+		}
+		for g, h := range libs {
+			files[g] = h
+		}
 	}
 	for g, h := range spec.Files {
 		files[g] = h

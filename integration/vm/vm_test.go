@@ -16,3 +16,12 @@ func TestRealKernel(t *testing.T) {
 		"github.com/atrest/atrest/pkg/daemon",
 	}})
 }
+
+// TestRealKernelTPM runs the TPM tests in a guest with a TPM 2.0 (swtpm
+// behind QEMU's tpm-tis): pkg/tpm2 over /dev/tpmrm0, kms: tpm, and
+// systemd's cryptsetup token plugin opening an atrest-enrolled volume.
+func TestRealKernelTPM(t *testing.T) {
+	vm.Run(t, vm.Spec{TPM: true, Packages: []string{
+		"github.com/atrest/atrest/integration/vm/tpmguest",
+	}})
+}

@@ -26,6 +26,10 @@ const (
 	ExitBusy           = 13 // the mapping is in use, or another atrest process holds the volume
 	ExitNoDM           = 14 // this kernel has no device-mapper
 	ExitPartial        = 15 // failed part-way; the message says what state the device is in
+	ExitNoTPM          = 16 // no TPM at tpm.device, or it stopped answering
+	ExitPCRMismatch    = 17 // the TPM's PCRs changed since the secret was sealed
+	ExitTPMLockout     = 18 // the TPM is in dictionary-attack lockout
+	ExitOtherTPM       = 19 // the sealed object belongs to another TPM (or this one was cleared)
 )
 
 // ExitCodes describes every code, for --help and docs.
@@ -49,6 +53,10 @@ var ExitCodes = []struct {
 	{ExitBusy, "the mapping is in use, or another atrest process holds the volume"},
 	{ExitNoDM, "this kernel has no device-mapper"},
 	{ExitPartial, "failed part-way; the message says what state the device is in"},
+	{ExitNoTPM, "no TPM at tpm.device, or it stopped answering"},
+	{ExitPCRMismatch, "the TPM's PCRs changed since the secret was sealed; nothing was changed"},
+	{ExitTPMLockout, "the TPM is in dictionary-attack lockout"},
+	{ExitOtherTPM, "the sealed secret belongs to another TPM, or this TPM was cleared"},
 }
 
 // class is what the CLI knows about an error: its exit code, a short kind
@@ -104,6 +112,12 @@ var classes = map[volume.Kind]class{
 	volume.KindKMSUnknownBackend: {ExitKMSKey, "kms-key-not-found", "the token names a KMS this node is not configured for; " + hintReseal},
 	volume.KindKMSRejected:       {ExitKMSKey, "", "the token does not belong to this volume or its key version was retired; " + hintReseal},
 	volume.KindKMSSecretNotFound: {ExitKMSKey, "", ""},
+	volume.KindNoTPM:             {ExitNoTPM, "", "check tpm.device (ls /dev/tpmrm0; modprobe tpm_tis or tpm_crb); the recovery key opens the volume meanwhile (atrest recovery unlock)"},
+	volume.KindTPMGone:           {ExitNoTPM, "", "the TPM stopped answering mid-operation; check it (a software TPM: is swtpm running?) and run the command again"},
+	volume.KindPCRMismatch:       {ExitPCRMismatch, "", "measured boot changed since the secret was sealed (firmware, boot loader, Secure Boot state); nothing was changed; the recovery key opens the volume (atrest recovery unlock); docs/tpm.md says how to seal again"},
+	volume.KindTPMLockout:        {ExitTPMLockout, "", "too many failed authorizations: wait for the TPM's lockout to expire, or clear it (tpm2_dictionarylockout --clear-lockout); the recovery key opens the volume meanwhile"},
+	volume.KindOtherTPM:          {ExitOtherTPM, "", "the disk or the state directory came from another machine, or this TPM was cleared; the recovery key opens the volume (atrest recovery unlock); docs/tpm.md says how to seal again"},
+	volume.KindWrongPIN:          {ExitKeyRejected, "", "the TPM counts wrong PINs towards its lockout"},
 	volume.KindNotFound:          {ExitNotFound, "", ""},
 	volume.KindNotADevice:        {ExitNotFound, "", hintDeviceArgs},
 	volume.KindNoRecovery:        {ExitNotFound, "", ""},

@@ -24,7 +24,13 @@ var keyFileFlag = &ucli.StringFlag{
 // does, never from argv or the environment: --key-file (verbatim), the
 // terminal without echo, or one line of standard input.
 func (e *env) readSecret(c *ucli.Context, prompt string) (*secret.Key, error) {
-	if path := c.String("key-file"); path != "" {
+	return e.readSecretFlag(c, "key-file", prompt, false)
+}
+
+// readSecretFlag is readSecret with the file named by flag; trim drops
+// one trailing newline of the file (a PIN file written with echo).
+func (e *env) readSecretFlag(c *ucli.Context, flag, prompt string, trim bool) (*secret.Key, error) {
+	if path := c.String(flag); path != "" {
 		var r io.Reader = e.stdin
 		if path != "-" {
 			f, err := os.Open(path)
@@ -34,7 +40,7 @@ func (e *env) readSecret(c *ucli.Context, prompt string) (*secret.Key, error) {
 			defer f.Close()
 			r = f
 		}
-		return secret.Read(r, maxSecret, false)
+		return secret.Read(r, maxSecret, trim)
 	}
 	if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		fmt.Fprint(e.stderr, prompt+": ")

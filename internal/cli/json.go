@@ -75,9 +75,9 @@ func formatJSON(r *volume.FormatResult) formatDoc {
 	}
 }
 
-func nonNil(s []string) []string {
+func nonNil[T any](s []T) []T {
 	if s == nil {
-		return []string{}
+		return []T{}
 	}
 	return s
 }

@@ -98,14 +98,22 @@ key for all volumes), checks the result opens the keyslot, and replaces
 the token. Tokens already at the newest version are left alone unless
 --force.
 
+With --to BACKEND (local, tpm, vault-transit, kmip), rewrap moves the
+tokens under that backend's configured KEK instead: each secret is
+unwrapped by the KMS its token names and wrapped by the target, checked
+against its keyslot, and the token replaced; no keyslot changes. So
+file-keystore volumes move under the TPM with: atrest rewrap --all --to tpm
+
 EXAMPLES:
    atrest rewrap --all
    atrest -o json rewrap data1
+   atrest rewrap --all --to tpm
 
 ` + exitCodeHelp(),
 		Flags: []ucli.Flag{
 			&ucli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "every atrest volume"},
 			&ucli.BoolFlag{Name: "force", Usage: "rewrap tokens already at the newest version too"},
+			&ucli.StringFlag{Name: "to", Usage: "move the tokens under this backend's KEK (local, tpm, vault-transit, kmip)"},
 		},
 		Action: func(c *ucli.Context) error {
 			vols, err := e.find(c.Context, c.Args().Slice(), c.Bool("all"))
@@ -113,6 +121,9 @@ EXAMPLES:
 				return err
 			}
 			m, _ := e.manager()
+			if c.IsSet("to") {
+				return e.rewrapTo(c.Context, m, vols, c.String("to"))
+			}
 			var errs []error
 			out := volumesDoc[rewrapResult]{v1, []rewrapResult{}}
 			for _, r := range m.Rewrap(c.Context, vols, c.Bool("force")) {

@@ -152,6 +152,9 @@ func (e *env) statusLong(sts []volume.Status) {
 			}
 			row("kms", v)
 		}
+		for _, t := range s.TPM {
+			row(fmt.Sprintf("tpm keyslot %d", t.Keyslot), tpmLine(t))
+		}
 		rec := "none"
 		if s.Recovery.Present {
 			rec = fmt.Sprintf("keyslots %v", s.Recovery.Keyslots)

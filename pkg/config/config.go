@@ -25,6 +25,7 @@ const (
 	BackendVaultTransit = "vault-transit"
 	BackendVaultKV      = "vault-kv"
 	BackendKMIP         = "kmip"
+	BackendTPM          = "tpm"
 )
 
 // Recovery policies for new volumes.
@@ -50,6 +51,12 @@ type Config struct {
 	Vault Vault `yaml:"vault"`
 	// KMIP configures the KMIP backend (docs/kmip.md).
 	KMIP KMIP `yaml:"kmip"`
+	// TPM configures the TPM-sealed KEK (kms: tpm; docs/tpm.md).
+	TPM TPM `yaml:"tpm"`
+	// KMSDefaulted: the file named no kms (or there is no file), so KMS
+	// holds the default, local; new volumes then go under the TPM when
+	// the machine has one (pkg/kms/backends).
+	KMSDefaulted bool `yaml:"-"`
 	// Recovery is the recovery-key policy for new volumes.
 	Recovery Recovery `yaml:"recovery"`
 	// StateDir holds header backups and operation journals.

@@ -147,8 +147,9 @@ func checkMode(path string, st fs.FileInfo, creds bool) error {
 
 func (c *Config) applyDefaults() {
 	if c.KMS == "" {
-		c.KMS = BackendLocal
+		c.KMS, c.KMSDefaulted = BackendLocal, true
 	}
+	c.TPM.applyDefaults()
 	if c.Local.Keystore == "" {
 		c.Local.Keystore = "/var/lib/atrest/kek"
 	}

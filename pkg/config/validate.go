@@ -21,9 +21,12 @@ func (c *Config) validate(root *yaml.Node) error {
 		return &Error{Path: c.Path, Line: lineOf(root, field), Field: field, Msg: fmt.Sprintf(format, args...)}
 	}
 	switch c.KMS {
-	case BackendLocal, BackendVaultTransit, BackendVaultKV, BackendKMIP:
+	case BackendLocal, BackendVaultTransit, BackendVaultKV, BackendKMIP, BackendTPM:
 	default:
-		return bad("kms", "unknown backend %q (want %s, %s, %s or %s)", c.KMS, BackendLocal, BackendVaultTransit, BackendVaultKV, BackendKMIP)
+		return bad("kms", "unknown backend %q (want %s, %s, %s, %s or %s)", c.KMS, BackendLocal, BackendTPM, BackendVaultTransit, BackendVaultKV, BackendKMIP)
+	}
+	if err := c.TPM.validate(bad); err != nil {
+		return err
 	}
 	switch c.Recovery.Mode {
 	case RecoveryEscrow, RecoveryPrint, RecoveryNone:

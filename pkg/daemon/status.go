@@ -19,10 +19,11 @@ const (
 	reasonKeyslot        = "keyslot"
 	reasonDevice         = "device"
 	reasonNotManaged     = "not_managed"
+	reasonTPM            = "tpm"
 	reasonOther          = "other"
 )
 
-var reasons = []string{reasonKMSUnavailable, reasonKMSAuth, reasonKMSConfig, reasonKMSKey, reasonKeyslot, reasonDevice, reasonNotManaged, reasonOther}
+var reasons = []string{reasonKMSUnavailable, reasonKMSAuth, reasonKMSConfig, reasonKMSKey, reasonKeyslot, reasonDevice, reasonNotManaged, reasonTPM, reasonOther}
 
 // reasonOf maps pkg/volume's classification (the one the CLI's exit codes
 // come from) to the failure reasons of metrics and the status line.
@@ -45,6 +46,12 @@ var reasonOf = map[volume.Kind]string{
 	volume.KindHeaderDamaged:     reasonDevice,
 	volume.KindNotManaged:        reasonNotManaged,
 	volume.KindBadToken:          reasonNotManaged,
+	volume.KindNoTPM:             reasonTPM,
+	volume.KindTPMGone:           reasonTPM,
+	volume.KindPCRMismatch:       reasonTPM,
+	volume.KindTPMLockout:        reasonTPM,
+	volume.KindOtherTPM:          reasonTPM,
+	volume.KindWrongPIN:          reasonTPM,
 }
 
 // classify names the part that failed, for metrics and the status line.

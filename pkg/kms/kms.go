@@ -6,7 +6,8 @@
 // secrets to the backend that made them.
 //
 // Backends live in sub-packages: kms/vault (HashiCorp Vault Transit and KV
-// version 2) and kms/local (a key file on the node).
+// version 2), kms/kmip, kms/local (a key file on the node) and kms/tpm (a
+// key sealed by the node's TPM).
 //
 // # Context
 //

@@ -68,11 +68,16 @@ func Open(device string) (*TPM, error) {
 	if fi.Mode()&os.ModeCharDevice == 0 {
 		return nil, fmt.Errorf("%w: %s is not a character device", ErrNoTPM, device)
 	}
-	f, err := os.OpenFile(device, os.O_RDWR, 0)
+	// A blocking descriptor, not os.OpenFile's: Go puts a pollable
+	// character device in non-blocking mode, and the kernel's TPM driver
+	// then runs the command asynchronously and answers a read before the
+	// response is ready with 0 bytes (EOF), not EAGAIN. os.NewFile keeps
+	// a blocking descriptor blocking.
+	fd, err := syscall.Open(device, syscall.O_RDWR|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNoTPM, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrNoTPM, device, err)
 	}
-	return &TPM{device: device, t: &wipingTransport{rw: f}}, nil
+	return &TPM{device: device, t: &wipingTransport{rw: os.NewFile(uintptr(fd), device)}}, nil
 }
 
 // swtpmAddress parses systemd's/tpm2-tss's swtpm TCTI configuration
@@ -181,4 +186,16 @@ func (w *wipingTransport) wipeLocked() {
 func (w *wipingTransport) Close() error {
 	w.wipe()
 	return w.rw.Close()
+}
+
+// Present reports whether device names a TPM that is there: a character
+// device at its path, or a software TPM that accepts a connection (which
+// Present closes again, since swtpm serves one connection at a time).
+func Present(device string) bool {
+	t, err := Open(device)
+	if err != nil {
+		return false
+	}
+	t.Close()
+	return true
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/atrest/atrest/pkg/recoverykey"
 	"github.com/atrest/atrest/pkg/secret"
 	"github.com/atrest/atrest/pkg/token"
+	"github.com/atrest/atrest/pkg/tpm2"
 )
 
 // A platform change (rekey, reseal) runs in header commits that are each
@@ -215,7 +216,7 @@ func (c *change) remove(ctx context.Context, slots []int, record *string) error 
 	}
 	for _, id := range h.TokenIDs() {
 		t := h.Tokens[id]
-		if t.Type != token.Type && t.Type != recoverykey.TokenType {
+		if t.Type != token.Type && t.Type != recoverykey.TokenType && t.Type != tpm2.TokenType {
 			continue
 		}
 		if !slices.ContainsFunc(t.Keyslots, func(s int) bool { return !gone[s] }) {

@@ -15,6 +15,7 @@ import (
 	"github.com/atrest/atrest/pkg/recoverykey"
 	"github.com/atrest/atrest/pkg/secret"
 	"github.com/atrest/atrest/pkg/token"
+	"github.com/atrest/atrest/pkg/tpm2"
 )
 
 // Kind is what an error means to a caller that must act on it. It is the
@@ -62,6 +63,12 @@ const (
 	KindKMSUnknownBackend Kind = "kms-unknown-backend"
 	KindKMSRejected       Kind = "kms-rejected"
 	KindKMSSecretNotFound Kind = "kms-secret-not-found"
+	KindNoTPM             Kind = "no-tpm"
+	KindTPMGone           Kind = "tpm-gone"
+	KindPCRMismatch       Kind = "tpm-pcr-mismatch"
+	KindTPMLockout        Kind = "tpm-lockout"
+	KindOtherTPM          Kind = "tpm-other"
+	KindWrongPIN          Kind = "tpm-wrong-pin"
 	KindNotFound          Kind = "not-found"
 	KindNotADevice        Kind = "not-a-device"
 	KindNoRecovery        Kind = "no-recovery"
@@ -89,10 +96,20 @@ func (k Kind) IsKMS() bool {
 	return false
 }
 
+// IsTPM reports whether the TPM is what to fix (kms: tpm and TPM
+// keyslots): like a KMS failure, such a failure keeps its kind part-way.
+func (k Kind) IsTPM() bool {
+	switch k {
+	case KindNoTPM, KindTPMGone, KindPCRMismatch, KindTPMLockout, KindOtherTPM, KindWrongPIN:
+		return true
+	}
+	return false
+}
+
 // Elsewhere reports whether the remedy lies outside the device and
-// atrest: the KMS, or the process's locked-memory limit. Such a failure
-// keeps its kind when a use case failed part-way.
-func (k Kind) Elsewhere() bool { return k.IsKMS() || k == KindMemoryLock }
+// atrest: the KMS or the TPM, or the process's locked-memory limit. Such
+// a failure keeps its kind when a use case failed part-way.
+func (k Kind) Elsewhere() bool { return k.IsKMS() || k.IsTPM() || k == KindMemoryLock }
 
 // kindRules are tried in order; the first sentinel the error wraps wins.
 var kindRules = []struct {
@@ -126,6 +143,13 @@ var kindRules = []struct {
 	{luks2.ErrAmbiguousSignatures, KindAmbiguous},
 	{luks2.ErrHeaderDamaged, KindHeaderDamaged},
 	{ErrDeviceChanged, KindDeviceChanged},
+	// The TPM's own failures, before the KMS kinds they may travel with.
+	{tpm2.ErrNoTPM, KindNoTPM},
+	{tpm2.ErrTPMGone, KindTPMGone},
+	{tpm2.ErrPCRMismatch, KindPCRMismatch},
+	{tpm2.ErrLockout, KindTPMLockout},
+	{tpm2.ErrOtherTPM, KindOtherTPM},
+	{tpm2.ErrWrongPIN, KindWrongPIN},
 	{kms.ErrUnavailable, KindKMSUnavailable},
 	{context.DeadlineExceeded, KindKMSUnavailable},
 	{kms.ErrAuth, KindKMSAuth},

@@ -11,13 +11,15 @@ import (
 
 // newKeys is key material a use case adds to a header in one commit: a
 // platform keyslot for ps (tok describes it; nil ps: none) and a recovery
-// keyslot for rec (nil: none), both opening to the volume key vk. Format,
+// keyslot for rec (nil: none), a TPM keyslot (tpm), all opening to the volume key vk. Format,
 // adopt, rekey, reseal and recovery rotate all add, verify and (on a
 // failed verification) remove through it, so they do it the same way.
 type newKeys struct {
 	vk, ps *secret.Key
 	tok    *token.Token
 	rec    *Recovery
+	// tpm is a TPM keyslot with its systemd-tpm2 token (nil: none).
+	tpm *tpmSlot
 	// slot and id are the platform keyslot and token once added.
 	slot, id int
 	// record, when set, is the recovery arrangement the platform token
@@ -31,6 +33,11 @@ func (k *newKeys) add(u *luks2.Update) error {
 	if k.ps != nil {
 		var err error
 		if k.slot, k.id, err = addPlatform(u, k.vk, k.ps, k.tok); err != nil {
+			return err
+		}
+	}
+	if k.tpm != nil {
+		if err := k.tpm.add(u, k.vk); err != nil {
 			return err
 		}
 	}
@@ -50,6 +57,9 @@ func (k *newKeys) added() []int {
 	if k.rec != nil && k.rec.Keyslot >= 0 {
 		out = append(out, k.rec.Keyslot)
 	}
+	if k.tpm != nil {
+		out = append(out, k.tpm.slot)
+	}
 	return out
 }
 
@@ -60,6 +70,11 @@ func (m *Manager) verifyKeys(ctx context.Context, h *luks2.Header, dev luks2.Rea
 	if k.ps != nil {
 		if err := m.verifyToken(ctx, h, dev, k.tok, k.vk); err != nil {
 			return err
+		}
+	}
+	if k.tpm != nil {
+		if err := k.tpm.verify(h, dev, k.vk); err != nil {
+			return fmt.Errorf("TPM keyslot %d: %w", k.tpm.slot, err)
 		}
 	}
 	if k.rec != nil {

@@ -49,6 +49,7 @@ type Status struct {
 	// Policy is the unlock policy and its factors' health (policy
 	// volumes only).
 	Policy   *PolicyStatus  `json:"policy,omitempty"`
+	TPM      []TPMKeyslot   `json:"tpm_keyslots"`
 	Recovery RecoveryStatus `json:"recovery"`
 	Backup   BackupInfo     `json:"backup"`
 	Header   HeaderStatus   `json:"header"`
@@ -243,6 +244,13 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 	}
 	for _, id := range v.Recovery {
 		roles[id] = RoleRecovery
+	}
+	s.TPM = m.tpmStatus(h)
+	for _, t := range s.TPM {
+		roles[t.Keyslot] = RoleTPM
+		if t.PCRsMatch != nil && !*t.PCRsMatch {
+			problem("TPM keyslot %d: the PCRs %v it is sealed to changed, the TPM will not unseal it; run: atrest tpm reseal %s", t.Keyslot, t.PCRs, v.Ref())
+		}
 	}
 	for _, ks := range h.ListKeyslots() {
 		role := roles[ks.ID]

@@ -129,3 +129,16 @@ func freePortPair() (int, error) {
 	}
 	return 0, fmt.Errorf("no free pair of TCP ports on 127.0.0.1")
 }
+
+// ExtendPCR7 changes PCR 7 of the sha256 bank with tpm2-tools (as a
+// changed Secure Boot state would), through the data port, so nothing
+// else may hold the TPM's connection at the time.
+func (s *TPM) ExtendPCR7(t testing.TB) {
+	t.Helper()
+	bin := testutil.RequireCommand(t, "tpm2_pcrextend", "tpm2-tools")
+	out, err := exec.Command(bin, "-T", fmt.Sprintf("swtpm:host=127.0.0.1,port=%d", s.Port),
+		"7:sha256=0000000000000000000000000000000000000000000000000000000000000001").CombinedOutput()
+	if err != nil {
+		t.Fatalf("tpm2_pcrextend: %v: %s", err, out)
+	}
+}

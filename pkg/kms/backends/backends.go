@@ -23,8 +23,10 @@ import (
 	"github.com/atrest/atrest/pkg/kms"
 	"github.com/atrest/atrest/pkg/kms/kmip"
 	"github.com/atrest/atrest/pkg/kms/local"
+	"github.com/atrest/atrest/pkg/kms/tpm"
 	"github.com/atrest/atrest/pkg/kms/vault"
 	"github.com/atrest/atrest/pkg/policy"
+	"github.com/atrest/atrest/pkg/tpm2"
 )
 
 // ErrNoEscrow means recovery mode escrow is configured without Vault.
@@ -43,6 +45,8 @@ type Set struct {
 	store    *vault.KV
 	escrow   *vault.KV
 	kmip     *kmip.Client
+	tpm      *tpm.KEK
+	backend  string // the effective kms, decided on first use
 }
 
 // Open prepares the backends for cfg; getenv supplies VAULT_* overrides
@@ -59,8 +63,21 @@ func Open(cfg *config.Config, getenv func(string) string) (*Set, error) {
 
 func (s *Set) usesVault() bool { return s.cfg.UsesVault() }
 
-// Backend names the backend that protects new volumes.
-func (s *Set) Backend() string { return s.cfg.KMS }
+// Backend names the backend that protects new volumes: the configured
+// kms, or, when the configuration names none (config.KMSDefaulted), tpm
+// if the machine has a TPM at tpm.device and local if not. The TPM is
+// looked for once, on first use.
+func (s *Set) Backend() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.backend == "" {
+		s.backend = s.cfg.KMS
+		if s.cfg.KMSDefaulted && tpm2.Present(s.cfg.TPM.Device) {
+			s.backend = config.BackendTPM
+		}
+	}
+	return s.backend
+}
 
 // Vault returns the Vault client, or nil when no Vault is configured.
 func (s *Set) Vault() *vault.Client {
@@ -112,11 +129,10 @@ func (s *Set) vaultClient() (*vault.Client, error) {
 // Wrapper returns the KEK that wraps new platform secrets, or nil with no
 // error in vault-kv mode (where Store keeps the raw secret instead).
 func (s *Set) Wrapper() (kms.KEK, error) {
-	f, ok := map[string]string{config.BackendLocal: policy.FactorLocal, config.BackendVaultTransit: policy.FactorVault, config.BackendKMIP: policy.FactorKMIP}[s.cfg.KMS]
-	if !ok {
+	if s.Backend() == config.BackendVaultKV {
 		return nil, nil
 	}
-	return s.Factor(f)
+	return s.Target(s.Backend())
 }
 
 // Factor returns the KEK of an unlock-policy factor (docs/policy.md):
@@ -125,16 +141,11 @@ func (s *Set) Wrapper() (kms.KEK, error) {
 // any number of them serve at once; kms: only picks the one for volumes
 // without a policy.
 func (s *Set) Factor(name string) (kms.KEK, error) {
-	switch name {
-	case policy.FactorLocal:
-		return s.localKEK(true)
-	case policy.FactorVault:
-		return s.transit(s.cfg.Vault.Transit.Key)
-	case policy.FactorKMIP:
-		return s.kmipKEK(KMIPKeyName(s.cfg.KMIP.Key, os.Hostname))
-	default:
+	b, ok := map[string]string{policy.FactorLocal: config.BackendLocal, policy.FactorVault: config.BackendVaultTransit, policy.FactorKMIP: config.BackendKMIP}[name]
+	if !ok {
 		return nil, fmt.Errorf("%w: policy factor %q", kms.ErrUnknownBackend, name)
 	}
+	return s.Target(b)
 }
 
 // KMIPKeyName expands "{hostname}" in the configured key name.
@@ -183,20 +194,60 @@ func (s *Set) kmipKEK(key string) (kms.KEK, error) {
 // that is missing is ErrKeyNotFound, and a later call looks again, so a
 // keystore restored from backup is picked up without a restart.
 func (s *Set) localKEK(create bool) (kms.KEK, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.keystore == nil {
+	return openOnce(s, &s.keystore, func() (*local.Keystore, error) {
 		if _, err := os.Lstat(s.cfg.Local.Keystore); !create && errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%w: the local keystore %s does not exist", kms.ErrKeyNotFound, s.cfg.Local.Keystore)
 		}
-		ks, err := local.Open(s.cfg.Local.Keystore)
+		return local.Open(s.cfg.Local.Keystore)
+	})
+}
+
+// tpmKEK opens the TPM-sealed KEK in the state directory; only create
+// seals a new one when there is none, as with the local keystore.
+func (s *Set) tpmKEK(create bool) (kms.KEK, error) {
+	return openOnce(s, &s.tpm, func() (*tpm.KEK, error) {
+		t := s.cfg.TPM
+		return tpm.Open(tpm.Config{Device: t.Device, Path: tpm.DefaultPath(s.cfg.StateDir), PCRs: t.PCRs, Bank: tpm2.Bank(t.Bank)}, create)
+	})
+}
+
+// openOnce returns *slot, opening it and registering it on first use; a
+// failed open is tried again by the next call.
+func openOnce[T interface {
+	comparable
+	kms.KEK
+}](s *Set, slot *T, open func() (T, error)) (kms.KEK, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var none T
+	if *slot == none {
+		k, err := open()
 		if err != nil {
 			return nil, err
 		}
-		s.keystore = ks
-		s.reg.Add(ks)
+		*slot = k
+		s.reg.Add(k)
 	}
-	return s.keystore, nil
+	return *slot, nil
+}
+
+// Target returns the configured KEK of backend (local, tpm, vault-transit
+// or kmip), creating the local keystore or sealing the TPM KEK if there is
+// none yet: where rewrap --to moves tokens.
+func (s *Set) Target(backend string) (kms.KEK, error) {
+	switch backend {
+	case config.BackendLocal:
+		return s.localKEK(true)
+	case config.BackendTPM:
+		return s.tpmKEK(true)
+	case config.BackendVaultTransit:
+		return s.transit(s.cfg.Vault.Transit.Key)
+	case config.BackendKMIP:
+		return s.kmipKEK(KMIPKeyName(s.cfg.KMIP.Key, os.Hostname))
+	default:
+		return nil, fmt.Errorf("%w: %q is not a KEK backend (want %s, %s, %s or %s)", kms.ErrConfig, backend,
+			config.BackendLocal, config.BackendTPM, config.BackendVaultTransit, config.BackendKMIP)
+	}
 }
 
 // transit returns the Transit KEK named key on the configured mount,
@@ -224,6 +275,8 @@ func (s *Set) For(w kms.Wrapped) (kms.KEK, error) {
 	switch w.Backend {
 	case local.Backend:
 		return s.localKEK(false)
+	case tpm.Backend:
+		return s.tpmKEK(false)
 	case vault.BackendTransit:
 		return s.transit(w.Key)
 	case kmip.Backend:
@@ -356,15 +409,19 @@ func (s *Set) Checkers() ([]kms.Checker, error) {
 		}
 		return nil
 	}
-	switch s.cfg.KMS {
+	switch s.Backend() {
 	case config.BackendVaultKV:
 		if err := add(s.Store()); err != nil {
 			return nil, err
 		}
-	case config.BackendLocal:
+	case config.BackendLocal, config.BackendTPM:
 		// A diagnosis never creates the keystore: a missing one is the
 		// finding (the first format creates it).
-		k, err := s.localKEK(false)
+		open := s.localKEK
+		if s.Backend() == config.BackendTPM {
+			open = s.tpmKEK
+		}
+		k, err := open(false)
 		if errors.Is(err, kms.ErrKeyNotFound) {
 			out = append(out, missingKeystore{err})
 		} else if err := add(k, err); err != nil {
@@ -440,6 +497,9 @@ func (s *Set) Close() error {
 	defer s.mu.Unlock()
 	if s.client != nil {
 		s.client.Close()
+	}
+	if s.tpm != nil {
+		s.tpm.Close()
 	}
 	if s.keystore != nil {
 		return s.keystore.Close()

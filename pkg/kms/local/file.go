@@ -3,11 +3,8 @@ package local
 import (
 	"crypto/rand"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/atrest/atrest/pkg/kms"
 	"github.com/atrest/atrest/pkg/kms/internal/keyfile"
@@ -142,41 +139,16 @@ func (f *kekFile) write(path string) error {
 	return keyfile.WriteAtomic(path, enc.Bytes())
 }
 
-// create writes f as a new file at path, failing if one appeared
-// meanwhile, so two processes starting at once cannot both create a KEK.
+// create writes f as a new file at path, failing with errExists if one
+// appeared meanwhile, so two processes starting at once cannot both
+// create a KEK.
 func (f *kekFile) create(path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
 	enc, err := f.encode()
 	if err != nil {
 		return err
 	}
 	defer enc.Wipe()
-	// Write a private temporary file, then link it into place: link fails
-	// if path exists, and readers never see a partial file.
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".new-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	_, werr := tmp.Write(enc.Bytes())
-	if werr == nil {
-		werr = tmp.Sync()
-	}
-	if cerr := tmp.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		return werr
-	}
-	if err := os.Link(tmp.Name(), path); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return errExists
-		}
-		return err
-	}
-	return keyfile.SyncDir(filepath.Dir(path))
+	return keyfile.CreateExclusive(path, enc.Bytes())
 }
 
-var errExists = errors.New("kek file appeared while creating it")
+var errExists = keyfile.ErrExists

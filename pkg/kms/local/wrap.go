@@ -2,13 +2,12 @@ package local
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 
 	"github.com/atrest/atrest/pkg/kms"
+	"github.com/atrest/atrest/pkg/kms/internal/gcm"
 	"github.com/atrest/atrest/pkg/secret"
 )
 
@@ -18,12 +17,8 @@ import (
 //
 //	"atrest-local-kek-v1" 0x00 | keystore id | version (4 bytes) | volume UUID
 const (
-	prefix   = "local"
-	adLabel  = "atrest-local-kek-v1\x00"
-	nonceLen = 12
-	// maxPlaintext bounds what is wrapped: platform secrets are 32 bytes,
-	// recovery keys under 100.
-	maxPlaintext = 4096
+	prefix  = "local"
+	adLabel = "atrest-local-kek-v1\x00"
 )
 
 func additionalData(f *kekFile, n int, volume string) []byte {
@@ -36,31 +31,17 @@ func additionalData(f *kekFile, n int, volume string) []byte {
 
 // seal wraps one plaintext with the newest version.
 func seal(f *kekFile, volume string, pt *secret.Key) (kms.Wrapped, error) {
-	if pt.Len() > maxPlaintext {
-		return kms.Wrapped{}, fmt.Errorf("%w: plaintext of %d bytes, at most %d", kms.ErrInvalidRequest, pt.Len(), maxPlaintext)
-	}
 	v := f.latest()
-	aead, err := secret.NewAESGCM(v.key)
+	ct, err := gcm.Seal(v.key, prefix, v.n, pt, additionalData(f, v.n, volume))
 	if err != nil {
 		return kms.Wrapped{}, err
 	}
-	defer aead.Wipe()
-	out := make([]byte, nonceLen, nonceLen+pt.Len()+aead.Overhead())
-	if _, err := rand.Read(out); err != nil {
-		return kms.Wrapped{}, err
-	}
-	out = aead.Seal(out, out[:nonceLen], pt.Bytes(), additionalData(f, v.n, volume))
-	return kms.Wrapped{
-		Backend:    Backend,
-		Key:        hex.EncodeToString(f.id[:]),
-		KeyVersion: v.n,
-		Ciphertext: fmt.Sprintf("%s:v%d:%s", prefix, v.n, base64.StdEncoding.EncodeToString(out)),
-	}, nil
+	return kms.Wrapped{Backend: Backend, Key: hex.EncodeToString(f.id[:]), KeyVersion: v.n, Ciphertext: ct}, nil
 }
 
 // open unwraps one ciphertext into locked memory.
 func open(f *kekFile, volume string, w kms.Wrapped) (*secret.Key, error) {
-	n, err := kms.CiphertextVersion(prefix, w.Ciphertext)
+	n, err := gcm.Version(prefix, w.Ciphertext)
 	if err != nil {
 		return nil, err
 	}
@@ -71,37 +52,7 @@ func open(f *kekFile, volume string, w kms.Wrapped) (*secret.Key, error) {
 		}
 		return nil, fmt.Errorf("%w: key version %d was retired (minimum decryption version is %d)", kms.ErrCiphertextRejected, n, f.versions[0].n)
 	}
-	body := w.Ciphertext[len(fmt.Sprintf("%s:v%d:", prefix, n)):]
-	raw, err := base64.StdEncoding.DecodeString(body)
-	if err != nil {
-		return nil, fmt.Errorf("%w: ciphertext is not base64", kms.ErrCiphertextRejected)
-	}
-	aead, err := secret.NewAESGCM(key)
-	if err != nil {
-		return nil, err
-	}
-	defer aead.Wipe()
-	if len(raw) < nonceLen+aead.Overhead()+1 {
-		return nil, fmt.Errorf("%w: ciphertext too short", kms.ErrCiphertextRejected)
-	}
-	pt, err := secret.New(len(raw) - nonceLen - aead.Overhead())
-	if err != nil {
-		return nil, err
-	}
-	// Decrypt straight into locked memory: dst has exactly the capacity
-	// needed, so Open does not allocate.
-	dst := pt.Bytes()[:0]
-	got, err := aead.Open(dst, raw[:nonceLen], raw[nonceLen:], additionalData(f, n, volume))
-	if err != nil {
-		pt.Wipe()
-		return nil, fmt.Errorf("%w: authentication failed (another volume's token, or tampered)", kms.ErrCiphertextRejected)
-	}
-	if len(got) == 0 || &got[0] != &pt.Bytes()[0] {
-		clear(got)
-		pt.Wipe()
-		return nil, fmt.Errorf("local: decrypted outside locked memory")
-	}
-	return pt, nil
+	return gcm.Open(key, prefix, n, w.Ciphertext, additionalData(f, n, volume))
 }
 
 // Wrap encrypts each plaintext under the newest KEK version.
@@ -115,11 +66,7 @@ func (ks *Keystore) Wrap(_ context.Context, reqs []kms.WrapRequest) ([]kms.WrapR
 	if err != nil {
 		return nil, err
 	}
-	out := make([]kms.WrapResult, len(reqs))
-	for i, r := range reqs {
-		out[i].Wrapped, out[i].Err = seal(f, r.Context, r.Plaintext)
-	}
-	return out, nil
+	return gcm.WrapEach(reqs, func(volume string, pt *secret.Key) (kms.Wrapped, error) { return seal(f, volume, pt) }), nil
 }
 
 // Unwrap decrypts each wrapped secret; the caller wipes the plaintexts.
@@ -134,15 +81,11 @@ func (ks *Keystore) Unwrap(_ context.Context, reqs []kms.UnwrapRequest) ([]kms.U
 	if err != nil {
 		return nil, err
 	}
-	out := make([]kms.UnwrapResult, len(reqs))
-	for i, r := range reqs {
-		if itemErrs[i] != nil {
-			out[i].Err = itemErrs[i]
-			continue
-		}
-		out[i].Plaintext, out[i].Err = open(f, r.Context, r.Wrapped)
-	}
-	return out, nil
+	return gcm.UnwrapEach(reqs, itemErrs, opener(f)), nil
+}
+
+func opener(f *kekFile) gcm.Opener {
+	return func(volume string, w kms.Wrapped) (*secret.Key, error) { return open(f, volume, w) }
 }
 
 // Rewrap unwraps and wraps again under the newest version; the plaintext
@@ -158,21 +101,7 @@ func (ks *Keystore) Rewrap(_ context.Context, reqs []kms.UnwrapRequest) ([]kms.W
 	if err != nil {
 		return nil, err
 	}
-	out := make([]kms.WrapResult, len(reqs))
-	for i, r := range reqs {
-		if itemErrs[i] != nil {
-			out[i].Err = itemErrs[i]
-			continue
-		}
-		pt, err := open(f, r.Context, r.Wrapped)
-		if err != nil {
-			out[i].Err = err
-			continue
-		}
-		out[i].Wrapped, out[i].Err = seal(f, r.Context, pt)
-		pt.Wipe()
-	}
-	return out, nil
+	return gcm.RewrapEach(reqs, itemErrs, opener(f), func(volume string, pt *secret.Key) (kms.Wrapped, error) { return seal(f, volume, pt) }), nil
 }
 
 // locked is a view of ks for helpers that call Backend and Key while

@@ -114,3 +114,42 @@ func SyncDir(dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// ErrExists is CreateExclusive's error when path exists already.
+var ErrExists = errors.New("file appeared while creating it")
+
+// CreateExclusive writes data as a new file at path, mode 0600, creating
+// its directory (mode 0700) if needed, failing with ErrExists if a file
+// appeared there meanwhile: two processes creating a key at once cannot
+// both succeed, and readers never see a partial file. The caller clears
+// data if it is secret.
+func CreateExclusive(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	// Write a private temporary file, then link it into place: link fails
+	// if path exists.
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".new-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, werr := tmp.Write(data)
+	if werr == nil {
+		werr = tmp.Sync()
+	}
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return werr
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return ErrExists
+		}
+		return err
+	}
+	return SyncDir(dir)
+}

@@ -1,0 +1,165 @@
+package tpm_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/atrest/atrest/internal/testutil/swtpmtest"
+	"github.com/atrest/atrest/pkg/kms"
+	"github.com/atrest/atrest/pkg/kms/tpm"
+	"github.com/atrest/atrest/pkg/secret"
+	"github.com/atrest/atrest/pkg/tpm2"
+)
+
+func config(t *testing.T, sw *swtpmtest.TPM) tpm.Config {
+	return tpm.Config{Device: sw.Device, Path: filepath.Join(t.TempDir(), tpm.FileName), PCRs: []int{7}}
+}
+
+func wrapMany(t testing.TB, k kms.KEK, n int) ([]kms.UnwrapRequest, []*secret.Key) {
+	t.Helper()
+	var reqs []kms.WrapRequest
+	var pts []*secret.Key
+	for i := range n {
+		pt, err := secret.Random(32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pt.Wipe)
+		pts = append(pts, pt)
+		reqs = append(reqs, kms.WrapRequest{Context: fmt.Sprintf("uuid-%d", i), Plaintext: pt})
+	}
+	res, err := k.Wrap(context.Background(), reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []kms.UnwrapRequest
+	for i, r := range res {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		out = append(out, kms.UnwrapRequest{Context: reqs[i].Context, Wrapped: r.Wrapped})
+	}
+	return out, pts
+}
+
+// A node's first use seals a KEK into a root-only file; a later process
+// (a reboot) unseals it once and unwraps every volume's token with it.
+func TestOneUnsealServesEveryVolume(t *testing.T) {
+	sw := swtpmtest.Start(t)
+	cfg := config(t, sw)
+	if _, err := tpm.Open(cfg, false); !errors.Is(err, kms.ErrKeyNotFound) {
+		t.Fatalf("opening a KEK that was never sealed: %v, want kms.ErrKeyNotFound", err)
+	}
+	k, err := tpm.Open(cfg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs, pts := wrapMany(t, k, 32)
+	k.Close()
+	fi, err := os.Stat(cfg.Path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("sealed KEK file: %v, mode %v; want 0600", err, fi.Mode())
+	}
+	if bytes.Contains(mustRead(t, cfg.Path), []byte(reqs[0].Wrapped.Ciphertext)) {
+		t.Fatal("the file holds a token")
+	}
+
+	boot, err := tpm.Open(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer boot.Close()
+	if boot.Key() != k.Key() || reqs[0].Wrapped.Backend != "tpm" {
+		t.Fatalf("key %q backend %q after reopening, want %q tpm", boot.Key(), reqs[0].Wrapped.Backend, k.Key())
+	}
+	for i, r := range reqs { // one volume at a time, as atrestd opens them
+		got, err := kms.Unwrap(context.Background(), boot, r.Context, r.Wrapped)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got.Equal(pts[i]) {
+			t.Fatalf("volume %d unwrapped to other bytes", i)
+		}
+		got.Wipe()
+	}
+	if n := boot.Unseals(); n != 1 {
+		t.Fatalf("%d unseals for 32 volumes, want 1", n)
+	}
+	// Another volume's token is refused.
+	if _, err := kms.Unwrap(context.Background(), boot, reqs[1].Context, reqs[0].Wrapped); !errors.Is(err, kms.ErrCiphertextRejected) {
+		t.Fatalf("a token under another volume's UUID: %v, want kms.ErrCiphertextRejected", err)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// After measured boot changed, the TPM refuses to unseal: its own error,
+// and the sealed file is left as it was.
+func TestPCRChangeRefusesAndChangesNothing(t *testing.T) {
+	sw := swtpmtest.Start(t)
+	cfg := config(t, sw)
+	k, err := tpm.Open(cfg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs, _ := wrapMany(t, k, 2)
+	k.Close()
+	before := mustRead(t, cfg.Path)
+	sw.ExtendPCR7(t)
+	boot, err := tpm.Open(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer boot.Close()
+	_, err = boot.Unwrap(context.Background(), reqs)
+	if !errors.Is(err, tpm2.ErrPCRMismatch) {
+		t.Fatalf("unwrap after a PCR change: %v, want tpm2.ErrPCRMismatch", err)
+	}
+	if !bytes.Equal(before, mustRead(t, cfg.Path)) {
+		t.Fatal("the sealed KEK file changed")
+	}
+	var failed bool
+	for _, st := range boot.Check(context.Background()) {
+		failed = failed || errors.Is(st.Err, tpm2.ErrPCRMismatch)
+	}
+	if !failed {
+		t.Fatal("kms check does not report the PCR change")
+	}
+}
+
+// A sealed KEK file copied to another machine (another TPM) does not
+// unseal there, and a TPM that is gone is ErrNoTPM.
+func TestOtherTPMAndNoTPM(t *testing.T) {
+	a, b := swtpmtest.Start(t), swtpmtest.Start(t)
+	cfg := config(t, a)
+	k, err := tpm.Open(cfg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs, _ := wrapMany(t, k, 1)
+	k.Close()
+	cfg.Device = b.Device
+	other, err := tpm.Open(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Unwrap(context.Background(), reqs); !errors.Is(err, tpm2.ErrOtherTPM) {
+		t.Fatalf("unwrap on another TPM: %v, want tpm2.ErrOtherTPM", err)
+	}
+	b.Stop()
+	if _, err := other.Unwrap(context.Background(), reqs); !errors.Is(err, tpm2.ErrNoTPM) {
+		t.Fatalf("unwrap with the TPM stopped: %v, want tpm2.ErrNoTPM", err)
+	}
+}
