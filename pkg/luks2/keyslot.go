@@ -48,7 +48,7 @@ func (h *Header) OpenKeyslot(dev io.ReaderAt, id int, passphrase *secret.Key) (*
 	}
 	// One locked buffer holds every intermediate: split material, keyslot
 	// key, KDF scratch and the digest computation.
-	work, err := secret.New(af.Size(k.KeySize, af.Stripes) + k.Area.KeySize + kdf.ScratchSize + digestScratch)
+	work, err := secret.New(af.Size(k.KeySize, af.Stripes) + k.Area.KeySize + max(kdf.ScratchSize, xtsScheduleSize) + digestScratch)
 	if err != nil {
 		return nil, err
 	}
@@ -159,46 +159,29 @@ func (k *Keyslot) unseal(dev io.ReaderAt, passphrase *secret.Key, work []byte) (
 	if err != nil {
 		return nil, err
 	}
-	// Decrypt the first quarter, start merging it while another goroutine
-	// decrypts the rest.
-	c, err := newXTS(derived)
+	c, err := newXTS(derived, scratch[:xtsScheduleSize])
 	if err != nil {
 		return nil, err
 	}
-	sectors := len(material) / areaSectorSize
-	first := sectors / 4
-	done := make(chan struct{})
-	c2 := c.fork()
-	go func() {
-		defer close(done)
-		for i := first; i < sectors; i++ {
-			c2.decrypt(material[i*areaSectorSize:(i+1)*areaSectorSize], uint64(i))
-		}
-	}()
-	for i := range first {
-		c.decrypt(material[i*areaSectorSize:(i+1)*areaSectorSize], uint64(i))
-	}
+	c.cryptSectors(material, areaSectorSize, 0, false)
+	clear(scratch[:xtsScheduleSize])
 	newHash, _ := kdf.NewHash(k.AF.Hash)
-	vk, err := af.MergeStreaming(material, k.KeySize, af.Stripes, newHash, first*areaSectorSize, func() { <-done })
-	<-done
-	return vk, err
+	return af.MergeBytes(material, k.KeySize, af.Stripes, newHash)
 }
 
 // cryptArea en- or decrypts keyslot material in place with AES-XTS, sector
 // numbers (the plain64 IV) counted from 0 at the area start.
 func cryptArea(key, buf []byte, encrypt bool) error {
-	c, err := newXTS(key)
+	sched, err := secret.New(xtsScheduleSize)
 	if err != nil {
 		return err
 	}
-	for i := 0; i*areaSectorSize < len(buf); i++ {
-		s := buf[i*areaSectorSize : (i+1)*areaSectorSize]
-		if encrypt {
-			c.crypt(s, uint64(i), true)
-		} else {
-			c.decrypt(s, uint64(i))
-		}
+	defer sched.Wipe()
+	c, err := newXTS(key, sched.Bytes())
+	if err != nil {
+		return err
 	}
+	c.cryptSectors(buf, areaSectorSize, 0, encrypt)
 	return nil
 }
 
