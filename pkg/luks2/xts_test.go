@@ -88,13 +88,7 @@ func TestXTSReadsCryptsetupAreas(t *testing.T) {
 	for _, bits := range []int{256, 512} {
 		t.Run(fmt.Sprint(bits), func(t *testing.T) {
 			dir := t.TempDir()
-			img := filepath.Join(dir, "img")
-			if err := os.WriteFile(img, nil, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Truncate(img, 20<<20); err != nil {
-				t.Fatal(err)
-			}
+			img := imageFile(t, dir, 20<<20)
 			vkBytes := make([]byte, bits/8)
 			rand.Read(vkBytes)
 			vkFile := filepath.Join(dir, "vk")
@@ -112,12 +106,7 @@ func TestXTSReadsCryptsetupAreas(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, err := secret.FromBytes([]byte("cryptsetup wrote this"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Wipe()
-			vk, err := h.OpenKeyslot(f, 0, p)
+			vk, err := h.OpenKeyslot(f, 0, pass(t, "cryptsetup wrote this"))
 			if err != nil {
 				t.Fatalf("keyslot cryptsetup wrote: %v", err)
 			}
@@ -125,16 +114,11 @@ func TestXTSReadsCryptsetupAreas(t *testing.T) {
 			if !bytes.Equal(vk.Bytes(), vkBytes) {
 				t.Fatal("keyslot cryptsetup wrote opens to another volume key")
 			}
-			p2, err := secret.FromBytes([]byte("atrest wrote this"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p2.Wipe()
 			u, err := h.Begin()
 			if err != nil {
 				t.Fatal(err)
 			}
-			id, err := u.AddKeyslot(vk, p2, KeyslotOptions{Slot: AnySlot, KDF: kdf.Platform()})
+			id, err := u.AddKeyslot(vk, pass(t, "atrest wrote this"), KeyslotOptions{Slot: AnySlot, KDF: kdf.Platform()})
 			if err != nil {
 				t.Fatal(err)
 			}

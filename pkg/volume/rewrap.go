@@ -6,6 +6,7 @@ import (
 
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/kms"
+	"github.com/atrest/atrest/pkg/secret"
 	"github.com/atrest/atrest/pkg/token"
 )
 
@@ -25,9 +26,9 @@ type RewrapResult struct {
 }
 
 // Rewrap moves the platform tokens of vols to their KEK's newest version:
-// one KMS rewrap round trip per KEK for all of them, each new ciphertext
-// unwrapped and checked against its keyslot, then each token replaced in
-// one header commit. No keyslot and no data change. With force, tokens
+// one KMS rewrap round trip per KEK for all of them, then one unwrap
+// round trip per KEK for all the new ciphertexts, each secret checked
+// against its keyslot, then each token replaced in one header commit. No keyslot and no data change. With force, tokens
 // already at the newest version are rewrapped too.
 func (m *Manager) Rewrap(ctx context.Context, vols []*Volume, force bool) []RewrapResult {
 	res := make([]RewrapResult, len(vols))
@@ -64,13 +65,32 @@ func (m *Manager) Rewrap(ctx context.Context, vols []*Volume, force bool) []Rewr
 	}
 	rewrapped := observed(m, "rewrap", func() []kms.WrapResult { return m.kms.Rewrap(ctx, reqs) },
 		func(r kms.WrapResult) error { return r.Err })
+	// One unwrap batch for every new ciphertext: each must give back a
+	// secret that opens its keyslot before it replaces the token.
+	var uuids []string
+	var toks []*token.Token
+	var jdx []int
+	for j, w := range rewrapped {
+		if w.Err == nil {
+			uuids, toks, jdx = append(uuids, vols[idx[j]].UUID()), append(toks, rewrappedToken(vols[idx[j]].Platform, w.Wrapped)), append(jdx, j)
+		}
+	}
+	secrets, unwrapErrs := m.unwrapAll(ctx, uuids, toks)
+	defer wipeAll(secrets)
+	secretOf := make([]*secret.Key, len(rewrapped))
+	for k, j := range jdx {
+		secretOf[j] = secrets[k]
+		if err := unwrapErrs[k]; err != nil {
+			rewrapped[j].Err = fmt.Errorf("rewrapped secret does not unwrap, token left as it was: %w", err)
+		}
+	}
 	for j, w := range rewrapped {
 		i := idx[j]
 		if w.Err != nil {
 			res[i].Err = w.Err
 			continue
 		}
-		res[i].Warnings, res[i].Err = m.replaceToken(ctx, vols[i], w.Wrapped)
+		res[i].Warnings, res[i].Err = m.replaceToken(ctx, vols[i], w.Wrapped, secretOf[j])
 		if res[i].Err == nil {
 			res[i].To = w.Wrapped.KeyVersion
 		}
@@ -79,9 +99,16 @@ func (m *Manager) Rewrap(ctx context.Context, vols []*Volume, force bool) []Rewr
 	return res
 }
 
+// rewrappedToken is t with its ciphertext replaced by w.
+func rewrappedToken(t *token.Token, w kms.Wrapped) *token.Token {
+	next := *t
+	next.KMS, next.Key, next.KeyVersion, next.Ciphertext = w.Backend, w.Key, w.KeyVersion, w.Ciphertext
+	return &next
+}
+
 // replaceToken swaps the platform token's ciphertext for w, after checking
-// that w unwraps to a secret that opens the keyslot.
-func (m *Manager) replaceToken(ctx context.Context, v *Volume, w kms.Wrapped) ([]string, error) {
+// that ps, what w unwrapped to, opens the keyslot.
+func (m *Manager) replaceToken(ctx context.Context, v *Volume, w kms.Wrapped, ps *secret.Key) ([]string, error) {
 	c, release, err := m.begin(ctx, v, "rewrap")
 	if err != nil {
 		return nil, err
@@ -91,15 +118,17 @@ func (m *Manager) replaceToken(ctx context.Context, v *Volume, w kms.Wrapped) ([
 	if old == nil || old.Ciphertext != v.Platform.Ciphertext {
 		return nil, fmt.Errorf("%s: the platform token changed while rewrapping; run rewrap again", v.Device)
 	}
-	next := *old
-	next.KMS, next.Key, next.KeyVersion, next.Ciphertext, next.Rotated = w.Backend, w.Key, w.KeyVersion, w.Ciphertext, m.now().UTC()
-	if err := c.verify(ctx, &next, nil); err != nil {
+	next := rewrappedToken(old, w)
+	next.Rotated = m.now().UTC()
+	vk, err := c.v.Header.OpenKeyslot(c.dev, old.Keyslot, ps)
+	if err != nil {
 		return nil, fmt.Errorf("rewrapped secret does not open keyslot %d, token left as it was: %w", old.Keyslot, err)
 	}
+	vk.Wipe()
 	if err := m.ensureBackup(ctx, c.dev, c.v.Header); err != nil {
 		return nil, err
 	}
-	err = c.setToken(ctx, c.v.TokenID, &next)
+	err = c.setToken(ctx, c.v.TokenID, next)
 	return c.warnings, err
 }
 
