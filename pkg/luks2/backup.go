@@ -63,22 +63,26 @@ func BackupSparse(ctx context.Context, dev Reader, f io.WriterAt) (int64, error)
 	}
 	slices.SortFunc(regions, func(a, b Area) int { return compareU64(a.Offset, b.Offset) })
 	var zero [backupAlign]byte
-	buf := make([]byte, 64<<10)
-	done := uint64(0) // regions may overlap (both copies name one area)
+	buf := make([]byte, 256<<10) // a 512-bit key's keyslot area in one read
+	done := uint64(0)            // regions may overlap (both copies name one area)
 	for _, r := range regions {
 		for off := max(r.Offset, done); off < r.Offset+r.Size; {
 			n := min(uint64(len(buf)), r.Offset+r.Size-off)
 			if _, err := dev.ReadAt(buf[:n], int64(off)); err != nil {
 				return 0, fmt.Errorf("luks2: read header and keyslots at %d: %w", off, err)
 			}
-			for b := uint64(0); b < n; b += backupAlign {
-				chunk := buf[b:min(b+backupAlign, n)]
-				if bytes.Equal(chunk, zero[:len(chunk)]) {
-					continue
+			// One write per run of blocks that are not all zeros.
+			for b := uint64(0); b < n; {
+				end := b
+				for end < n && !bytes.Equal(buf[end:min(end+backupAlign, n)], zero[:min(backupAlign, n-end)]) {
+					end = min(end+backupAlign, n)
 				}
-				if _, err := f.WriteAt(chunk, int64(off+b)); err != nil {
-					return 0, fmt.Errorf("luks2: write backup: %w", err)
+				if end > b {
+					if _, err := f.WriteAt(buf[b:end], int64(off+b)); err != nil {
+						return 0, fmt.Errorf("luks2: write backup: %w", err)
+					}
 				}
+				b = min(end+backupAlign, n)
 			}
 			off += n
 			done = off

@@ -82,7 +82,9 @@ func (m *Manager) saveBackup(ctx context.Context, dev luks2.Reader, uuid string)
 	}
 	// Remember the device, so that a header damaged beyond repair (whose
 	// UUID cannot be read any more) still finds its backup.
-	if dev := devicePathOf(dev); dev != "" {
+	// (Unchanged, as after every change but the first, it is not
+	// rewritten: that would cost a synced write and a rename.)
+	if dev := devicePathOf(dev); dev != "" && !fileHolds(path+".device", dev+"\n") {
 		if err := replaceFile(path+".device", []byte(dev+"\n")); err != nil {
 			return fmt.Errorf("header backup of %s: %w", uuid, err)
 		}
@@ -145,6 +147,12 @@ func keepPrevious(path string) error {
 		return err
 	}
 	return nil
+}
+
+// fileHolds reports whether the file at path holds exactly data.
+func fileHolds(path, data string) bool {
+	b, err := os.ReadFile(path)
+	return err == nil && string(b) == data
 }
 
 // replaceFile writes data to path through a synced temporary file and one
