@@ -3,6 +3,7 @@ package volume
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/kms"
@@ -28,7 +29,8 @@ type RewrapResult struct {
 // Rewrap moves the platform tokens of vols to their KEK's newest version:
 // one KMS rewrap round trip per KEK for all of them, then one unwrap
 // round trip per KEK for all the new ciphertexts, each secret checked
-// against its keyslot, then each token replaced in one header commit. No keyslot and no data change. With force, tokens
+// against its keyslot, then each token replaced in one header commit
+// (several volumes at a time). No keyslot and no data change. With force, tokens
 // already at the newest version are rewrapped too.
 func (m *Manager) Rewrap(ctx context.Context, vols []*Volume, force bool) []RewrapResult {
 	res := make([]RewrapResult, len(vols))
@@ -84,20 +86,35 @@ func (m *Manager) Rewrap(ctx context.Context, vols []*Volume, force bool) []Rewr
 			rewrapped[j].Err = fmt.Errorf("rewrapped secret does not unwrap, token left as it was: %w", err)
 		}
 	}
+	// The volumes are independent (each under its own lock, with its own
+	// header and backup files) and each replacement mostly waits for its
+	// synced writes, so several run at once.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, changeParallel)
 	for j, w := range rewrapped {
 		i := idx[j]
 		if w.Err != nil {
 			res[i].Err = w.Err
 			continue
 		}
-		res[i].Warnings, res[i].Err = m.replaceToken(ctx, vols[i], w.Wrapped, secretOf[j])
-		if res[i].Err == nil {
-			res[i].To = w.Wrapped.KeyVersion
-		}
-		m.audit(ctx, "rewrap", vols[i].UUID(), vols[i].Name, vols[i].Device, res[i].Err)
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			res[i].Warnings, res[i].Err = m.replaceToken(ctx, vols[i], w.Wrapped, secretOf[j])
+			if res[i].Err == nil {
+				res[i].To = w.Wrapped.KeyVersion
+			}
+			m.audit(ctx, "rewrap", vols[i].UUID(), vols[i].Name, vols[i].Device, res[i].Err)
+		}()
 	}
+	wg.Wait()
 	return res
 }
+
+// changeParallel bounds the header changes Rewrap makes at once.
+const changeParallel = 16
 
 // rewrappedToken is t with its ciphertext replaced by w.
 func rewrappedToken(t *token.Token, w kms.Wrapped) *token.Token {
