@@ -30,8 +30,8 @@ type RewrapResult struct {
 // one KMS rewrap round trip per KEK for all of them, then one unwrap
 // round trip per KEK for all the new ciphertexts, each secret checked
 // against its keyslot, then each token replaced in one header commit
-// (several volumes at a time). No keyslot and no data change. With force, tokens
-// already at the newest version are rewrapped too.
+// (several volumes at a time). No keyslot and no data change. With force,
+// tokens already at the newest version are rewrapped too.
 func (m *Manager) Rewrap(ctx context.Context, vols []*Volume, force bool) []RewrapResult {
 	res := make([]RewrapResult, len(vols))
 	infos := m.describeKEKs(ctx, vols)
