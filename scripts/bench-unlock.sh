@@ -2,9 +2,10 @@
 # Unlock work for N volumes without the kernel part, atrest against clevis
 # and tang in one run (needs root, cryptsetup-bin, clevis, clevis-luks,
 # tang and socat; `make deps` installs them):
-#   atrest: BenchmarkUnlock/{local,vault-transit}/32 in pkg/volume: one
-#     batched KMS unwrap (the local keystore; Vault Transit on loopback)
-#     and the 32 PBKDF2-SHA512/1000 platform keyslots opened in parallel;
+#   atrest: BenchmarkUnlock/N in pkg/volume (ATREST_BENCH_VOLUMES=N): one
+#     batched KMS unwrap (the local keystore and Vault Transit on loopback,
+#     alternating in every iteration) and the N PBKDF2-SHA512/1000 platform
+#     keyslots opened in parallel;
 #   clevis: per volume `clevis luks pass` (a tang exchange with tang on
 #     127.0.0.1) piped to `cryptsetup open --test-passphrase`, the keyslot
 #     clevis bound (PBKDF2, 1000 iterations) — one volume after another, as
@@ -64,12 +65,16 @@ done
 cs=$(printf '%s\n' "${seq_ms[@]}" | median)
 cp=$(printf '%s\n' "${par_ms[@]}" | median)
 
-out=$(go test -run '^$' -bench "BenchmarkUnlock/(local|vault-transit)/$n\$" -benchtime 20x -count "$rounds" ./pkg/volume/)
+out=$(ATREST_BENCH_VOLUMES=$n go test -run '^$' -bench "^BenchmarkUnlock\$/^$n\$" -benchtime 20x -count "$rounds" ./pkg/volume/)
 echo "$out" | grep -E '^(Benchmark|cpu)'
-ms() { echo "$out" | awk -v b="$1" '$1 ~ "^BenchmarkUnlock/"b"(-[0-9]+)?$" { print $3 / 1e6 }' | median; }
-al=$(ms "local/$n")
-av=$(ms "vault-transit/$n")
-
+# The median of a metric (local-ms/op, vault-ms/op) over the rounds.
+metric() { echo "$out" | awk -v b="^BenchmarkUnlock/$n(-[0-9]+)?\$" -v u="$1" '$1 ~ b { for (i = 2; i < NF; i++) if ($(i+1) == u) print $i }' | median; }
+al=$(metric local-ms/op)
+av=$(metric vault-ms/op)
+if [ -z "$al" ] || [ -z "$av" ]; then
+	echo "bench-unlock: BenchmarkUnlock/$n reported no figures" >&2
+	exit 1
+fi
 echo
 echo "unlock work for $n volumes (medians of $rounds rounds; load $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores):"
 printf '  atrest, local keystore:               %8.1f ms\n' "$al"

@@ -21,38 +21,52 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(vaulttest.Main(m)) }
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
 // atrestBinary builds cmd/atrest with failpoints, once per test binary.
 func atrestBinary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	return failpointBuild.path(t, "atrest_failpoints")
+}
+
+// atrestReleaseBinary is bin/atrest as `make build` makes it (no
+// failpoints), for benchmarks.
+func atrestReleaseBinary(t testing.TB) string {
+	t.Helper()
+	return releaseBuild.path(t, "")
+}
+
+var failpointBuild, releaseBuild atrestBuild
+
+// atrestBuild is one build of cmd/atrest, made once per test process.
+type atrestBuild struct {
+	once sync.Once
+	bin  string
+	err  error
+}
+
+func (b *atrestBuild) path(t testing.TB, tags string) string {
+	b.once.Do(func() {
 		root, err := vaulttest.RepoRoot()
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
 		dir, err := os.MkdirTemp("", "atrest-cli-test-")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		binPath = filepath.Join(dir, "atrest")
-		cmd := exec.Command("go", "build", "-tags", "atrest_failpoints", "-o", binPath, "./cmd/atrest")
+		b.bin = filepath.Join(dir, "atrest")
+		cmd := exec.Command("go", "build", "-tags", tags, "-o", b.bin, "./cmd/atrest")
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("build atrest: %v\n%s", err, out)
+			b.err = fmt.Errorf("build atrest: %v\n%s", err, out)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return binPath
+	return b.bin
 }
 
 // node is one machine's atrest setup: a configuration file and a state

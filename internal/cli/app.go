@@ -150,7 +150,7 @@ func (e *env) manager() (*volume.Manager, error) {
 }
 
 // find resolves refs (names, devices, UUIDs) or, with all, every atrest
-// volume.
+// volume; the devices are scanned at most once for all the refs.
 func (e *env) find(ctx context.Context, refs []string, all bool) ([]*volume.Volume, error) {
 	m, err := e.manager()
 	if err != nil {
@@ -176,8 +176,9 @@ func (e *env) find(ctx context.Context, refs []string, all bool) ([]*volume.Volu
 		return nil, err
 	}
 	var vols []*volume.Volume
+	f := m.Finder()
 	for _, r := range refs {
-		v, err := m.Find(ctx, r)
+		v, err := f.Find(ctx, r)
 		if err != nil {
 			return nil, err
 		}

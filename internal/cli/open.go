@@ -95,10 +95,11 @@ EXAMPLES:
 			}
 			var errs []error
 			out := volumesDoc[closeResult]{v1, []closeResult{}}
+			finder := m.Finder()
 			for _, name := range names {
 				uuid := uuids[name]
 				if uuid == "" {
-					uuid = closeUUID(c.Context, m, name)
+					uuid = closeUUID(c.Context, m, finder, name)
 				}
 				closed, err := m.Close(c.Context, name)
 				out.Volumes = append(out.Volumes, closeResult{name, uuid, closed, failure(err)})
@@ -122,11 +123,11 @@ EXAMPLES:
 // closeUUID is the UUID of the volume mapped or known as name: from the
 // mapping, else from the volume the name finds ("" when neither knows it:
 // close of an unknown name is still "not open").
-func closeUUID(ctx context.Context, m *volume.Manager, name string) string {
+func closeUUID(ctx context.Context, m *volume.Manager, f *volume.Finder, name string) string {
 	if uuid := m.MappingUUID(name); uuid != "" {
 		return uuid
 	}
-	if v, err := m.Find(ctx, name); err == nil {
+	if v, err := f.Find(ctx, name); err == nil {
 		return v.UUID()
 	}
 	return ""

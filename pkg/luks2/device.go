@@ -2,7 +2,6 @@ package luks2
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -145,40 +144,12 @@ func (d *File) Lock(ctx context.Context, exclusive bool) (func() error, error) {
 	return l.Release, nil
 }
 
-// ZeroRange zeroes [off, off+n): BLKZEROOUT on block devices (the device
-// offloads it when it can), fallocate on regular files, and plain writes of
-// zeros where neither works.
+// ZeroRange zeroes [off, off+n) (blockdev.ZeroRange: BLKZEROOUT on block
+// devices, fallocate on regular files, writes of zeros where neither
+// works).
 func (d *File) ZeroRange(off, n int64) error {
-	var err error
-	if d.block {
-		r := [2]uint64{uint64(off), uint64(n)}
-		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, d.f.Fd(), unix.BLKZEROOUT, uintptr(unsafe.Pointer(&r[0]))); errno != 0 {
-			err = errno
-		}
-	} else {
-		err = unix.Fallocate(int(d.f.Fd()), unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, off, n)
-		if err != nil {
-			err = unix.Fallocate(int(d.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
-		}
-	}
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOTTY) && !errors.Is(err, unix.EINVAL) {
-		return fmt.Errorf("luks2: zero %s: %w", d.path, err)
-	}
-	return writeZeros(d, off, n)
-}
-
-func writeZeros(w io.WriterAt, off, n int64) error {
-	buf := make([]byte, min(n, 1<<20))
-	for n > 0 {
-		m := min(n, int64(len(buf)))
-		if _, err := w.WriteAt(buf[:m], off); err != nil {
-			return err
-		}
-		off += m
-		n -= m
+	if err := blockdev.ZeroRange(d.f, off, n); err != nil {
+		return fmt.Errorf("luks2: %w", err)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/atrest/atrest/pkg/blockdev"
 	"github.com/atrest/atrest/pkg/secret"
 )
 
@@ -132,7 +133,7 @@ func (u *Update) commitFormat(dev Device) (*Header, error) {
 	if z, ok := dev.(Zeroer); ok {
 		err = z.ZeroRange(0, int64(seg.Offset))
 	} else {
-		err = writeZeros(dev, 0, int64(seg.Offset))
+		err = blockdev.WriteZeros(dev, 0, int64(seg.Offset))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("luks2: clear the metadata region: %w", err)

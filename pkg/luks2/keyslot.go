@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/atrest/atrest/pkg/luks2/af"
 	"github.com/atrest/atrest/pkg/luks2/kdf"
@@ -48,16 +49,18 @@ func (h *Header) OpenKeyslot(dev io.ReaderAt, id int, passphrase *secret.Key) (*
 	}
 	// One locked buffer holds every intermediate: split material, keyslot
 	// key, KDF scratch and the digest computation.
-	work, err := secret.New(af.Size(k.KeySize, af.Stripes) + k.Area.KeySize + kdf.ScratchSize + digestScratch)
+	size := workSize(k.KeySize, k.Area.KeySize)
+	work, err := getWork(size)
 	if err != nil {
 		return nil, err
 	}
-	defer work.Wipe()
-	vk, err := k.unseal(dev, passphrase, work.Bytes())
+	defer putWork(work)
+	w := work.Bytes()[:size]
+	vk, err := k.unseal(dev, passphrase, w)
 	if err != nil {
 		return nil, fmt.Errorf("keyslot %d: %w", id, err)
 	}
-	if err := d.verifyWith(vk, work.Bytes()[len(work.Bytes())-digestScratch:]); err != nil {
+	if err := d.verifyWith(vk, w[size-digestScratch:]); err != nil {
 		vk.Wipe()
 		if errors.Is(err, ErrWrongVolumeKey) {
 			return nil, fmt.Errorf("keyslot %d: %w", id, ErrKeyRejected)
@@ -100,6 +103,36 @@ func (h *Header) Open(dev io.ReaderAt, passphrase *secret.Key) (*secret.Key, int
 		return nil, -1, fmt.Errorf("%w (and %v)", ErrKeyRejected, lastErr)
 	}
 	return nil, -1, ErrKeyRejected
+}
+
+// workSize is the locked space an open of a keyslot with keys of these
+// sizes works in: split material, keyslot key, KDF scratch or XTS round
+// keys, digest scratch.
+func workSize(keySize, areaKeySize int) int {
+	return af.Size(keySize, af.Stripes) + areaKeySize + max(kdf.ScratchSize, xtsScheduleSize) + digestScratch
+}
+
+// workPool keeps the locked buffers keyslot opens work in, all at least
+// the size a 512-bit key's open needs. Each is a mapping (an mmap, an
+// mlock and an munmap: about a tenth of an open's CPU), and a batch opens
+// a keyslot per core at a time, so the same few are reused. A buffer is
+// cleared before it goes back; one the pool drops is wiped by secret's
+// cleanup when it becomes unreachable.
+var workPool sync.Pool
+
+func getWork(n int) (*secret.Key, error) {
+	if w, ok := workPool.Get().(*secret.Key); ok {
+		if w.Len() >= n {
+			return w, nil
+		}
+		w.Wipe()
+	}
+	return secret.New(max(n, workSize(64, 64)))
+}
+
+func putWork(w *secret.Key) {
+	clear(w.Bytes())
+	workPool.Put(w)
 }
 
 // usable checks what cryptsetup only checks when unlocking.
@@ -159,46 +192,29 @@ func (k *Keyslot) unseal(dev io.ReaderAt, passphrase *secret.Key, work []byte) (
 	if err != nil {
 		return nil, err
 	}
-	// Decrypt the first quarter, start merging it while another goroutine
-	// decrypts the rest.
-	c, err := newXTS(derived)
+	c, err := newXTS(derived, scratch[:xtsScheduleSize])
 	if err != nil {
 		return nil, err
 	}
-	sectors := len(material) / areaSectorSize
-	first := sectors / 4
-	done := make(chan struct{})
-	c2 := c.fork()
-	go func() {
-		defer close(done)
-		for i := first; i < sectors; i++ {
-			c2.decrypt(material[i*areaSectorSize:(i+1)*areaSectorSize], uint64(i))
-		}
-	}()
-	for i := range first {
-		c.decrypt(material[i*areaSectorSize:(i+1)*areaSectorSize], uint64(i))
-	}
+	c.cryptSectors(material, areaSectorSize, 0, false)
+	clear(scratch[:xtsScheduleSize])
 	newHash, _ := kdf.NewHash(k.AF.Hash)
-	vk, err := af.MergeStreaming(material, k.KeySize, af.Stripes, newHash, first*areaSectorSize, func() { <-done })
-	<-done
-	return vk, err
+	return af.MergeBytes(material, k.KeySize, af.Stripes, newHash)
 }
 
 // cryptArea en- or decrypts keyslot material in place with AES-XTS, sector
 // numbers (the plain64 IV) counted from 0 at the area start.
 func cryptArea(key, buf []byte, encrypt bool) error {
-	c, err := newXTS(key)
+	sched, err := secret.New(xtsScheduleSize)
 	if err != nil {
 		return err
 	}
-	for i := 0; i*areaSectorSize < len(buf); i++ {
-		s := buf[i*areaSectorSize : (i+1)*areaSectorSize]
-		if encrypt {
-			c.crypt(s, uint64(i), true)
-		} else {
-			c.decrypt(s, uint64(i))
-		}
+	defer sched.Wipe()
+	c, err := newXTS(key, sched.Bytes())
+	if err != nil {
+		return err
 	}
+	c.cryptSectors(buf, areaSectorSize, 0, encrypt)
 	return nil
 }
 

@@ -77,3 +77,35 @@ func TestUnboundKeyslotYieldsNoKey(t *testing.T) {
 		t.Fatal("keyslot 0 gave another key")
 	}
 }
+
+// TestOpenKeyslotAllocations: an open allocates a bounded number of small
+// objects whatever the area size (1,548 before the area cipher stopped
+// allocating per sector), and leaves no key material in the locked buffer
+// it returns to the pool for the next open.
+func TestOpenKeyslotAllocations(t *testing.T) {
+	dev, h, vk := formatted(t, FormatOptions{})
+	p := pass(t, "platform")
+	allocs := testing.AllocsPerRun(20, func() {
+		got, err := h.OpenKeyslot(dev, 0, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got.Equal(vk) {
+			t.Fatal("keyslot opens to another key")
+		}
+		got.Wipe()
+	})
+	if allocs > 64 {
+		t.Fatalf("a keyslot open makes %.0f allocations (want at most 64)", allocs)
+	}
+	w, err := getWork(workSize(64, 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer putWork(w)
+	for _, b := range w.Bytes() {
+		if b != 0 {
+			t.Fatal("the pooled work buffer still holds an open's intermediates")
+		}
+	}
+}

@@ -7,9 +7,7 @@ import (
 	"maps"
 	"slices"
 
-	"github.com/atrest/atrest/pkg/luks2/af"
 	"github.com/atrest/atrest/pkg/luks2/internal/ojson"
-	"github.com/atrest/atrest/pkg/luks2/kdf"
 	"github.com/atrest/atrest/pkg/secret"
 )
 
@@ -295,7 +293,7 @@ func (h *Header) unsealFor(dev Reader, k *Keyslot, d *Digest, passphrase *secret
 	if err := k.usable(); err != nil {
 		return nil, err
 	}
-	work, err := secret.New(af.Size(k.KeySize, af.Stripes) + k.Area.KeySize + kdf.ScratchSize)
+	work, err := secret.New(workSize(k.KeySize, k.Area.KeySize))
 	if err != nil {
 		return nil, err
 	}

@@ -27,7 +27,8 @@ type Reencryptor struct {
 	h          *Header
 	st         *ReencryptState
 	oldX, newX *xtsAES
-	size       uint64 // bytes of data after DataOffset
+	sched      *secret.Key // both ciphers' round keys (locked memory)
+	size       uint64      // bytes of data after DataOffset
 	sector     uint64
 	// Hotzone is the length of one step; DefaultHotzone when 0.
 	Hotzone uint64
@@ -71,13 +72,24 @@ func (h *Header) ResumeReencrypt(dev Device, oldVK, newVK *secret.Key) (*Reencry
 		return nil, fmt.Errorf("%w: data area of %d bytes is not a multiple of %d", ErrUnsupported, uint64(devSize)-st.DataOffset, st.BlockSize)
 	}
 	r := &Reencryptor{dev: dev, h: h, st: st, size: uint64(devSize) - st.DataOffset, sector: uint64(prev.SectorSize)}
-	if r.oldX, err = newXTS(oldVK.Bytes()); err != nil {
+	if r.sched, err = secret.New(2 * xtsScheduleSize); err != nil {
 		return nil, err
 	}
-	if r.newX, err = newXTS(newVK.Bytes()); err != nil {
+	if r.oldX, err = newXTS(oldVK.Bytes(), r.sched.Bytes()[:xtsScheduleSize]); err != nil {
+		r.Close()
+		return nil, err
+	}
+	if r.newX, err = newXTS(newVK.Bytes(), r.sched.Bytes()[xtsScheduleSize:]); err != nil {
+		r.Close()
 		return nil, err
 	}
 	return r, nil
+}
+
+// Close wipes the ciphers' round keys; the Reencryptor is unusable after.
+func (r *Reencryptor) Close() {
+	r.sched.Wipe()
+	r.oldX, r.newX = nil, nil
 }
 
 // State returns the re-encryption state as of the last header written.
@@ -189,8 +201,8 @@ func (r *Reencryptor) recover(ctx context.Context) error {
 func (r *Reencryptor) recrypt(buf []byte, pos uint64) {
 	for s := uint64(0); s < uint64(len(buf)); s += r.sector {
 		sec, iv := buf[s:s+r.sector], (pos+s)/512
-		r.oldX.crypt(sec, iv, false)
-		r.newX.crypt(sec, iv, true)
+		r.oldX.cryptSectors(sec, len(sec), iv, false)
+		r.newX.cryptSectors(sec, len(sec), iv, true)
 	}
 }
 

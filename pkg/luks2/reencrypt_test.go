@@ -53,7 +53,7 @@ func reencBase(t testing.TB) (*memDevice, *secret.Key, []byte) {
 func writePlain(t testing.TB, dev Device, vk *secret.Key, plain []byte) {
 	t.Helper()
 	buf := bytes.Clone(plain)
-	x, err := newXTS(vk.Bytes())
+	x, err := newXTS(vk.Bytes(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func readPlain(t testing.TB, dev Reader, vk *secret.Key) []byte {
 	if _, err := dev.ReadAt(buf, DefaultDataOffset); err != nil {
 		t.Fatal(err)
 	}
-	x, err := newXTS(vk.Bytes())
+	x, err := newXTS(vk.Bytes(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +126,7 @@ func resume(t testing.TB, dev Device, hotzone uint64) (*Header, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer r.Close()
 	r.Hotzone = hotzone
 	r.Rebind = map[int]int{keys.OldSlot: keys.NewSlot}
 	return r.Run(context.Background())
@@ -285,6 +286,7 @@ func TestReencryptCryptsetupResumesAtrest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer r.Close()
 	r.Hotzone = 16 << 10
 	ctx, cancel := context.WithCancel(context.Background())
 	r.Progress = func(done, total uint64) { cancel() }

@@ -82,7 +82,9 @@ func (m *Manager) saveBackup(ctx context.Context, dev luks2.Reader, uuid string)
 	}
 	// Remember the device, so that a header damaged beyond repair (whose
 	// UUID cannot be read any more) still finds its backup.
-	if dev := devicePathOf(dev); dev != "" {
+	// (Unchanged, as after every change but the first, it is not
+	// rewritten: that would cost a synced write and a rename.)
+	if dev := devicePathOf(dev); dev != "" && !fileHolds(path+".device", dev+"\n") {
 		if err := replaceFile(path+".device", []byte(dev+"\n")); err != nil {
 			return fmt.Errorf("header backup of %s: %w", uuid, err)
 		}
@@ -99,14 +101,18 @@ func (m *Manager) saveBackup(ctx context.Context, dev luks2.Reader, uuid string)
 }
 
 // writeBackupFile writes a backup of dev to the new file tmp (0400),
-// synced. A file left there by a process that died is replaced.
+// synced. A file left there by a process that died is replaced. The file
+// is sparse and holds the header copies and the keyslot areas they use
+// (luks2.BackupSparse): reading, writing and syncing it costs a few
+// hundred KiB, not the 16 MiB of the whole keyslots area, on every header
+// change.
 func writeBackupFile(ctx context.Context, dev luks2.Reader, tmp string) error {
 	_ = os.Remove(tmp)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
-	n, err := luks2.Backup(ctx, dev, &sparseWriter{f: f})
+	n, err := luks2.BackupSparse(ctx, dev, f)
 	if err == nil {
 		err = f.Truncate(n)
 	}
@@ -143,6 +149,12 @@ func keepPrevious(path string) error {
 	return nil
 }
 
+// fileHolds reports whether the file at path holds exactly data.
+func fileHolds(path, data string) bool {
+	b, err := os.ReadFile(path)
+	return err == nil && string(b) == data
+}
+
 // replaceFile writes data to path through a synced temporary file and one
 // rename, so that path holds the old or the new content, never a part.
 func replaceFile(path string, data []byte) error {
@@ -165,42 +177,6 @@ func replaceFile(path string, data []byte) error {
 		_ = os.Remove(tmp)
 	}
 	return err
-}
-
-// sparseWriter writes a backup as a sparse file: blocks of zeros (most of
-// the 16 MiB keyslots area) become holes. The file reads back byte for
-// byte the same, in cryptsetup's format, but writing and syncing it costs a
-// few hundred KiB instead of 16 MiB on every header change.
-type sparseWriter struct {
-	f   *os.File
-	off int64
-}
-
-func (w *sparseWriter) Write(p []byte) (int, error) {
-	const block = 4096
-	for done := 0; done < len(p); {
-		n := min(block, len(p)-done)
-		chunk := p[done : done+n]
-		if allZero(chunk) {
-			w.off += int64(n)
-		} else {
-			if _, err := w.f.WriteAt(chunk, w.off); err != nil {
-				return done, err
-			}
-			w.off += int64(n)
-		}
-		done += n
-	}
-	return len(p), nil
-}
-
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // devicePathOf returns the path a device was opened with, when known.

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/atrest/atrest/internal/testutil/vaulttest"
 	"github.com/atrest/atrest/pkg/config"
@@ -14,47 +16,67 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(vaulttest.Main(m)) }
 
-// BenchmarkUnlock is the work `atrest open --all` and atrestd do for 32
-// and 64 volumes, without the kernel part (Manager.unlock, which Open
-// calls): one batched KMS unwrap for all platform secrets, then the
-// platform keyslots opened, as many at a time as there are CPUs. The local
-// keystore and Vault Transit (a real server on loopback) are measured in
-// the same run. scripts/bench-unlock.sh compares the 32-volume figures
-// with clevis and tang.
+// BenchmarkUnlock is the work `atrest open --all` and atrestd do for n
+// volumes (32 and 64, or ATREST_BENCH_VOLUMES), without the kernel part
+// (Manager.unlock, which Open calls): one batched KMS unwrap for all
+// platform secrets, then the platform keyslots opened, as many at a time
+// as there are CPUs. The local keystore and Vault Transit (a real server
+// on loopback, client already logged in) alternate within every
+// iteration, so load falls on both alike; local-ms/op and vault-ms/op are
+// each one unlock of all n volumes (ns/op is their sum). Login, TLS and
+// the header scan of a whole `atrest open` are not in it.
+// scripts/bench-unlock.sh compares the figures with clevis and tang.
 func BenchmarkUnlock(b *testing.B) {
-	for _, n := range []int{32, 64} {
-		b.Run(fmt.Sprintf("local/%d", n), func(b *testing.B) {
-			dir := b.TempDir()
-			cfg := &config.Config{KMS: config.BackendLocal, Local: config.Local{Keystore: filepath.Join(dir, "kek")},
-				StateDir: filepath.Join(dir, "state"), Recovery: config.Recovery{Mode: config.RecoveryNone}}
-			benchUnlock(b, cfg, n)
-		})
-		b.Run(fmt.Sprintf("vault-transit/%d", n), func(b *testing.B) {
-			srv := vaulttest.Shared(b)
-			vn := vaulttest.Provision(b, srv, fmt.Sprintf("bench%d", n), nil)
-			dir := b.TempDir()
-			cfg := &config.Config{KMS: config.BackendVaultTransit, StateDir: filepath.Join(dir, "state"),
-				Recovery: config.Recovery{Mode: config.RecoveryNone},
-				Vault: config.Vault{Address: srv.Address, CAFile: srv.CAFile,
-					Auth:    config.VaultAuth{Method: "approle", Mount: "approle", RoleID: vn.RoleID, SecretIDFile: vn.SecretIDFile},
-					Transit: config.VaultTransit{Mount: "transit", Key: vn.Key}}}
-			benchUnlock(b, cfg, n)
+	sizes := []int{32, 64}
+	if s := os.Getenv("ATREST_BENCH_VOLUMES"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			b.Fatalf("ATREST_BENCH_VOLUMES=%q is not a number of volumes", s)
+		}
+		sizes = []int{n}
+	}
+	ctx := context.Background()
+	for _, n := range sizes {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			lm, lvols := benchVolumes(b, benchConfig(b, "local", ""), n)
+			vm, vvols := benchVolumes(b, benchConfig(b, "vault-transit", fmt.Sprintf("bench%d", n)), n)
+			unlock := func(m *Manager, vols []*Volume) time.Duration {
+				start := time.Now()
+				keys, errs := m.unlock(ctx, vols)
+				took := time.Since(start)
+				for _, err := range errs {
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				wipeAll(keys)
+				return took
+			}
+			var local, vault time.Duration
+			b.ResetTimer()
+			for range b.N {
+				local += unlock(lm, lvols)
+				vault += unlock(vm, vvols)
+			}
+			b.ReportMetric(float64(local.Nanoseconds())/1e6/float64(b.N), "local-ms/op")
+			b.ReportMetric(float64(vault.Nanoseconds())/1e6/float64(b.N), "vault-ms/op")
 		})
 	}
 }
 
-func benchUnlock(b *testing.B, cfg *config.Config, n int) {
+// benchVolumes formats n volumes on image files with cfg's KMS.
+func benchVolumes(b *testing.B, cfg *config.Config, n int) (*Manager, []*Volume) {
 	set, err := backends.Open(cfg, func(string) string { return "" })
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer set.Close()
-	benchUnlockOn(b, New(cfg, set, WithRunDir(b.TempDir())), n, nil)
+	b.Cleanup(func() { set.Close() })
+	m := New(cfg, set, WithRunDir(b.TempDir()))
+	return m, formatVolumes(b, m, n)
 }
 
-// benchUnlockOn formats n volumes with m, runs ready (if any), then
-// measures unlocking all of them in one call.
-func benchUnlockOn(b *testing.B, m *Manager, n int, ready func()) {
+// formatVolumes formats n volumes on image files with m.
+func formatVolumes(b *testing.B, m *Manager, n int) []*Volume {
 	ctx := context.Background()
 	dir := b.TempDir()
 	vols := make([]*Volume, n)
@@ -69,22 +91,62 @@ func benchUnlockOn(b *testing.B, m *Manager, n int, ready func()) {
 		if _, err := m.Format(ctx, FormatOptions{Device: img, Name: fmt.Sprintf("b%02d", i)}); err != nil {
 			b.Fatal(err)
 		}
-		var err error
-		if vols[i], err = m.load(ctx, img); err != nil {
+		v, err := m.load(ctx, img)
+		if err != nil {
 			b.Fatal(err)
 		}
+		vols[i] = v
 	}
-	if ready != nil {
-		ready()
-	}
-	b.ResetTimer()
-	for range b.N {
-		keys, errs := m.unlock(ctx, vols)
-		for _, err := range errs {
-			if err != nil {
-				b.Fatal(err)
-			}
+	return vols
+}
+
+// BenchmarkRewrap is `atrest rewrap --all --force` in-process for 64 and
+// 256 volumes on image files, end to end: the KMS rewrap and unwrap
+// batches, each keyslot checked, each token replaced in a synced header
+// commit and each header backup refreshed. The local keystore and Vault
+// Transit alternate within one run; ns/op is for all the volumes (divide
+// by n for the figure per volume).
+func BenchmarkRewrap(b *testing.B) {
+	for _, n := range []int{64, 256} {
+		for _, kms := range []string{"local", "vault-transit"} {
+			b.Run(fmt.Sprintf("%s/%d", kms, n), func(b *testing.B) {
+				m, vols := benchVolumes(b, benchConfig(b, kms, fmt.Sprintf("rewrap%d", n)), n)
+				ctx := context.Background()
+				b.ResetTimer()
+				for range b.N {
+					for _, r := range m.Rewrap(ctx, vols, true) {
+						if r.Err != nil {
+							b.Fatal(r.Err)
+						}
+					}
+					b.StopTimer()
+					for i, v := range vols {
+						var err error
+						if vols[i], err = m.load(ctx, v.Device); err != nil {
+							b.Fatal(err)
+						}
+					}
+					b.StartTimer()
+				}
+			})
 		}
-		wipeAll(keys)
 	}
+}
+
+// benchConfig is a configuration for the named KMS ("local" or
+// "vault-transit", a real server on loopback, with an AppRole and a
+// Transit key for node) in a temporary directory.
+func benchConfig(b *testing.B, kms, node string) *config.Config {
+	dir := b.TempDir()
+	if kms == "local" {
+		return &config.Config{KMS: config.BackendLocal, Local: config.Local{Keystore: filepath.Join(dir, "kek")},
+			StateDir: filepath.Join(dir, "state"), Recovery: config.Recovery{Mode: config.RecoveryNone}}
+	}
+	srv := vaulttest.Shared(b)
+	vn := vaulttest.Provision(b, srv, node, nil)
+	return &config.Config{KMS: config.BackendVaultTransit, StateDir: filepath.Join(dir, "state"),
+		Recovery: config.Recovery{Mode: config.RecoveryNone},
+		Vault: config.Vault{Address: srv.Address, CAFile: srv.CAFile,
+			Auth:    config.VaultAuth{Method: "approle", Mount: "approle", RoleID: vn.RoleID, SecretIDFile: vn.SecretIDFile},
+			Transit: config.VaultTransit{Mount: "transit", Key: vn.Key}}}
 }

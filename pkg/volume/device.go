@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/atrest/atrest/pkg/blockdev"
 	"github.com/atrest/atrest/pkg/loop"
 	"github.com/atrest/atrest/pkg/luks2"
 )
@@ -132,14 +133,19 @@ func closeAll(devs []*device) {
 	}
 }
 
-// fileDevice adapts a device opened elsewhere (the preflight's exclusive
-// handle) to luks2.Device.
+// fileDevice adapts the preflight's exclusive handle to luks2.Device and
+// luks2.Zeroer, so a format clears the metadata region with BLKZEROOUT
+// (fallocate on an image file) rather than 16 MiB of writes.
 type fileDevice struct {
 	*os.File
+	h    *blockdev.Handle
 	size int64
 }
 
-func (d fileDevice) Size() (int64, error) { return d.size, nil }
+var _ luks2.Zeroer = fileDevice{}
+
+func (d fileDevice) Size() (int64, error)         { return d.size, nil }
+func (d fileDevice) ZeroRange(off, n int64) error { return d.h.ZeroRange(off, n) }
 
 // blockDevice returns the block device to map d's volume on, held open:
 // d itself, or a loop device attached to d's image file (as cryptsetup

@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -168,7 +169,7 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 		return fail(untouched, err)
 	}
 	res.PlatformKeyslot = k.slot
-	dev := fileDevice{File: pf.Handle.File, size: pf.Device.Size}
+	dev := fileDevice{File: pf.Handle.File, h: pf.Handle, size: pf.Device.Size}
 	written, err := u.Commit(ctx, dev)
 	if err != nil {
 		return fail("the device may hold a partial LUKS2 header and no data; run format again with --force", err)
@@ -212,9 +213,14 @@ type deviceTooSmall struct{ error }
 func (e deviceTooSmall) Unwrap() error        { return e.error }
 func (e deviceTooSmall) Is(target error) bool { return target == luks2.ErrDeviceTooSmall }
 
-// checkNameFree refuses a name that an open mapping or another atrest
-// volume already uses; the volume uuid, or any volume on device, may have
-// it.
+// checkNameFree refuses a name that an open mapping or another volume of
+// the configuration already uses (named so there, or recorded in the
+// token of a configured device); the volume uuid, or any volume on device,
+// may have it. It reads the headers of the configured devices only, not of
+// every LUKS device on the machine: a name recorded solely in the token of
+// an unconfigured volume that is not open is not seen here, and opening
+// both would fail on the second with ErrNameInUse (Open checks the
+// mapping's owner).
 func (m *Manager) checkNameFree(ctx context.Context, name, uuid, device string) error {
 	own, _ := filepath.EvalSymlinks(device)
 	if st, err := dmcrypt.Inspect(name); err == nil {
@@ -222,9 +228,18 @@ func (m *Manager) checkNameFree(ctx context.Context, name, uuid, device string) 
 			return fmt.Errorf("%w: /dev/mapper/%s exists (%s)", ErrNameInUse, name, st.UUID)
 		}
 	}
-	vols, _ := m.Scan(ctx)
-	for _, v := range vols {
-		if v.Name == name && !strings.EqualFold(v.UUID(), uuid) && v.Device != own {
+	for _, c := range m.cfg.Volumes {
+		dev, _ := filepath.EvalSymlinks(c.Device)
+		if c.Device != "" && dev == own {
+			continue
+		}
+		if c.Name == name && (c.UUID == "" || !strings.EqualFold(c.UUID, uuid)) {
+			return fmt.Errorf("%w: the configuration names %s %q", ErrNameInUse, cmp.Or(c.Device, "UUID="+c.UUID), name)
+		}
+		if c.Device == "" || !hasLUKSMagic(dev) {
+			continue
+		}
+		if v, err := m.load(ctx, dev); err == nil && v.Name == name && !strings.EqualFold(v.UUID(), uuid) {
 			return fmt.Errorf("%w: %q is the name of the volume on %s (%s)", ErrNameInUse, name, v.Device, v.UUID())
 		}
 	}

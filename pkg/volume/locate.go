@@ -27,13 +27,33 @@ var sysBlock = "/sys/class/block"
 // name from the configuration, an open mapping, or the name recorded in an
 // atrest token on any block device.
 func (m *Manager) Find(ctx context.Context, ref string) (*Volume, error) {
+	return m.Finder().Find(ctx, ref)
+}
+
+// A Finder resolves volume references as Manager.Find does, reading the
+// headers of every block device (Scan) at most once for any number of
+// references: a command naming sixteen volumes costs one scan, not
+// sixteen. It sees the devices as they were at its first scan, so it is
+// meant for one command.
+type Finder struct {
+	m       *Manager
+	scanned bool
+	vols    []*Volume
+}
+
+// Finder returns a new Finder.
+func (m *Manager) Finder() *Finder { return &Finder{m: m} }
+
+// Find resolves ref (see Manager.Find).
+func (f *Finder) Find(ctx context.Context, ref string) (*Volume, error) {
+	m := f.m
 	switch {
 	case ref == "":
 		return nil, fmt.Errorf("%w: empty volume reference", ErrNotFound)
 	case strings.HasPrefix(ref, "/"):
 		return m.load(ctx, ref)
 	case isUUID(strings.TrimPrefix(ref, "UUID=")):
-		return m.findBy(ctx, ref, func(v *Volume) bool {
+		return f.findBy(ctx, ref, func(v *Volume) bool {
 			return strings.EqualFold(v.UUID(), strings.TrimPrefix(ref, "UUID="))
 		})
 	}
@@ -45,7 +65,7 @@ func (m *Manager) Find(ctx context.Context, ref string) (*Volume, error) {
 		if c.Device != "" {
 			return m.load(ctx, c.Device)
 		}
-		return m.Find(ctx, "UUID="+c.UUID)
+		return f.Find(ctx, "UUID="+c.UUID)
 	}
 	if st, err := dmcrypt.Inspect(ref); err == nil && st.Crypt != nil {
 		if dev, err := devPath(st.Crypt.Device); err == nil {
@@ -54,13 +74,16 @@ func (m *Manager) Find(ctx context.Context, ref string) (*Volume, error) {
 			}
 		}
 	}
-	return m.findBy(ctx, ref, func(v *Volume) bool { return v.Name == ref })
+	return f.findBy(ctx, ref, func(v *Volume) bool { return v.Name == ref })
 }
 
-func (m *Manager) findBy(ctx context.Context, ref string, match func(*Volume) bool) (*Volume, error) {
-	vols, _ := m.Scan(ctx)
+func (f *Finder) findBy(ctx context.Context, ref string, match func(*Volume) bool) (*Volume, error) {
+	if !f.scanned {
+		f.vols, _ = f.m.Scan(ctx)
+		f.scanned = true
+	}
 	var found []*Volume
-	for _, v := range vols {
+	for _, v := range f.vols {
 		if match(v) {
 			found = append(found, v)
 		}

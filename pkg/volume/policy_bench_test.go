@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"context"
 	"testing"
 
 	"github.com/atrest/atrest/internal/testutil/vaulttest"
@@ -16,11 +17,21 @@ func BenchmarkPolicyAnyUnlock(b *testing.B) {
 		b.Run(map[bool]string{false: "vault-up", true: "vault-frozen"}[frozen], func(b *testing.B) {
 			s := vaulttest.Start(b)
 			m := policyManager(b, s, nil, "any: [vault, local]")
-			benchUnlockOn(b, m, 32, func() {
-				if frozen {
-					s.Freeze(b)
+			vols := formatVolumes(b, m, 32)
+			if frozen {
+				s.Freeze(b)
+			}
+			ctx := context.Background()
+			b.ResetTimer()
+			for range b.N {
+				keys, errs := m.unlock(ctx, vols)
+				for _, err := range errs {
+					if err != nil {
+						b.Fatal(err)
+					}
 				}
-			})
+				wipeAll(keys)
+			}
 		})
 	}
 }

@@ -193,6 +193,7 @@ func (c *change) runReencrypt(ctx context.Context, ps *secret.Key, o ReencryptOp
 	if err != nil {
 		return err
 	}
+	defer r.Close()
 	res.OldKeyslot, res.NewKeyslot, res.Bytes = keys.OldSlot, keys.NewSlot, r.Size()
 	r.Rebind = map[int]int{keys.OldSlot: keys.NewSlot}
 	r.Hotzone, r.Progress = o.Hotzone, o.Progress

@@ -3,9 +3,11 @@ package volume
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/kms"
+	"github.com/atrest/atrest/pkg/secret"
 	"github.com/atrest/atrest/pkg/token"
 )
 
@@ -25,10 +27,12 @@ type RewrapResult struct {
 }
 
 // Rewrap moves the platform tokens of vols to their KEK's newest version:
-// one KMS rewrap round trip per KEK for all of them, each new ciphertext
-// unwrapped and checked against its keyslot, then each token replaced in
-// one header commit. No keyslot and no data change. With force, tokens
-// already at the newest version are rewrapped too.
+// one KMS rewrap round trip per KEK for all of them, then one unwrap
+// round trip per KEK for all the new ciphertexts, each secret checked
+// against its keyslot, then each token replaced in one header commit
+// (several volumes at a time). No keyslot and no data change. With force,
+// tokens already at the newest version are rewrapped too. Policy tokens
+// are rewrapped per factor (policyRewrap).
 func (m *Manager) Rewrap(ctx context.Context, vols []*Volume, force bool) []RewrapResult {
 	res := make([]RewrapResult, len(vols))
 	infos := m.describeKEKs(ctx, vols)
@@ -68,27 +72,86 @@ func (m *Manager) Rewrap(ctx context.Context, vols []*Volume, force bool) []Rewr
 	}
 	rewrapped := observed(m, "rewrap", func() []kms.WrapResult { return m.kms.Rewrap(ctx, reqs) },
 		func(r kms.WrapResult) error { return r.Err })
+	// One unwrap batch for every new ciphertext: each must give back a
+	// secret that opens its keyslot before it replaces the token.
+	var uuids []string
+	var toks []*token.Token
+	var jdx []int
+	for j, w := range rewrapped {
+		if w.Err == nil {
+			uuids, toks, jdx = append(uuids, vols[idx[j]].UUID()), append(toks, rewrappedToken(vols[idx[j]].Platform, w.Wrapped)), append(jdx, j)
+		}
+	}
+	secrets := m.unwrapAll(ctx, uuids, toks)
+	defer wipeUnlocked(secrets)
+	secretOf := make([]*secret.Key, len(rewrapped))
+	for k, j := range jdx {
+		secretOf[j] = secrets[k].ps
+		if err := secrets[k].err; err != nil {
+			rewrapped[j].Err = fmt.Errorf("rewrapped secret does not unwrap, token left as it was: %w", err)
+		}
+	}
+	// The volumes are independent (each under its own lock, with its own
+	// header and backup files) and each replacement mostly waits for its
+	// synced writes, so several run at once.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, changeParallel)
 	for j, w := range rewrapped {
 		i := idx[j]
 		if w.Err != nil {
 			res[i].Err = w.Err
 			continue
 		}
-		res[i].Warnings, res[i].Err = m.replaceToken(ctx, vols[i], w.Wrapped)
-		if res[i].Err == nil {
-			res[i].To = w.Wrapped.KeyVersion
-		}
-		m.audit(ctx, "rewrap", vols[i].UUID(), vols[i].Name, vols[i].Device, res[i].Err)
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			res[i].Warnings, res[i].Err = m.replaceToken(ctx, vols[i], w.Wrapped, secretOf[j])
+			if res[i].Err == nil {
+				res[i].To = w.Wrapped.KeyVersion
+			}
+			m.audit(ctx, "rewrap", vols[i].UUID(), vols[i].Name, vols[i].Device, res[i].Err)
+		}()
 	}
+	wg.Wait()
 	return res
 }
 
+// changeParallel bounds the header changes Rewrap makes at once.
+const changeParallel = 16
+
+// rewrappedToken is t with its ciphertext replaced by w.
+func rewrappedToken(t *token.Token, w kms.Wrapped) *token.Token {
+	next := *t
+	next.KMS, next.Key, next.KeyVersion, next.Ciphertext = w.Backend, w.Key, w.KeyVersion, w.Ciphertext
+	return &next
+}
+
 // replaceToken swaps the platform token's ciphertext for w, after checking
-// that w unwraps to a secret that opens the keyslot.
-func (m *Manager) replaceToken(ctx context.Context, v *Volume, w kms.Wrapped) ([]string, error) {
-	next := *v.Platform
-	next.KMS, next.Key, next.KeyVersion, next.Ciphertext, next.Rotated = w.Backend, w.Key, w.KeyVersion, w.Ciphertext, m.now().UTC()
-	return m.replaceWith(ctx, v, &next)
+// that ps, what w unwrapped to, opens the keyslot.
+func (m *Manager) replaceToken(ctx context.Context, v *Volume, w kms.Wrapped, ps *secret.Key) ([]string, error) {
+	c, release, err := m.begin(ctx, v, "rewrap")
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	old := c.v.Platform
+	if !sameCiphertexts(old, v.Platform) {
+		return nil, fmt.Errorf("%s: the platform token changed while rewrapping; run rewrap again", v.Device)
+	}
+	next := rewrappedToken(old, w)
+	next.Rotated = m.now().UTC()
+	vk, err := c.v.Header.OpenKeyslot(c.dev, old.Keyslot, ps)
+	if err != nil {
+		return nil, fmt.Errorf("rewrapped secret does not open keyslot %d, token left as it was: %w", old.Keyslot, err)
+	}
+	vk.Wipe()
+	if err := m.ensureBackup(ctx, c.dev, c.v.Header); err != nil {
+		return nil, err
+	}
+	err = c.setToken(ctx, c.v.TokenID, next)
+	return c.warnings, err
 }
 
 // replaceWith swaps v's platform token for next, which carries new

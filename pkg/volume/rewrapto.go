@@ -82,7 +82,11 @@ func (m *Manager) RewrapTo(ctx context.Context, vols []*Volume, to kms.KEK) []Mo
 		case wrapped[j].Err != nil:
 			res[i].Err = wrapped[j].Err
 		default:
-			res[i].Warnings, res[i].Err = m.replaceToken(ctx, v, wrapped[j].Wrapped)
+			// A new backend: its ciphertext is unwrapped through it once
+			// more (replaceWith) before it replaces the token.
+			next := rewrappedToken(v.Platform, wrapped[j].Wrapped)
+			next.Rotated = m.now().UTC()
+			res[i].Warnings, res[i].Err = m.replaceWith(ctx, v, next)
 		}
 		m.audit(ctx, "rewrap-to", v.UUID(), v.Name, v.Device, res[i].Err,
 			slog.String("from", res[i].FromKMS), slog.String("to", res[i].ToKMS))

@@ -115,8 +115,9 @@ func (m *Manager) StatusOf(ctx context.Context, refs []string) ([]Status, []erro
 			}
 		}
 	} else {
+		f := m.Finder()
 		for _, r := range refs {
-			v, err := m.Find(ctx, r)
+			v, err := f.Find(ctx, r)
 			if errors.Is(err, ErrNotFound) && m.configured(r) {
 				missing = append(missing, r)
 				continue
