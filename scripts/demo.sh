@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default, end to end: an image file on a loop
-# device, formatted with the local keystore, status, rekey, status again,
+# device, formatted with the embedded default (the TPM where the machine
+# has one, else the local keystore), status, rekey, status again,
 # and - where the kernel has device-mapper - open, a filesystem, a file,
 # close, reopen, read. Everything lives in a temporary directory with its
 # own configuration; the machine's /etc/atrest is not touched.
@@ -25,8 +26,9 @@ cleanup() {
 trap cleanup EXIT
 
 cat >"$work/atrest.yaml" <<CONF
-# The embedded default: a local keystore (docs/kms.md says what it protects).
-kms: local
+# The embedded default (no kms: line): the machine's TPM where it has one
+# (a KEK sealed by it, docs/tpm.md), else a local keystore (docs/kms.md
+# says what each protects).
 local:
   keystore: $work/kek
 state_dir: $work/state
