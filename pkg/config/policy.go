@@ -36,7 +36,11 @@ func (c *Config) validatePolicies() error {
 }
 
 // factorUsable says why a policy cannot use factor, or nil. Every factor
-// is one configuration section; kmip's is checked by validateKMIP.
+// is one configuration section; kmip's is checked by validateKMIP. tpm
+// needs tpm.device, which defaults to auto (/dev/tpmrm0): whether the TPM
+// is there is a matter of the machine, not of the file, so a missing TPM
+// is a factor that fails at unlock (the policy's others decide), as a
+// Vault that is down is.
 func (c *Config) factorUsable(factor string) error {
 	switch factor {
 	case policy.FactorLocal, policy.FactorKMIP:
@@ -47,8 +51,11 @@ func (c *Config) factorUsable(factor string) error {
 		}
 		return nil
 	case policy.FactorTPM:
-		return fmt.Errorf("the TPM factor is not available in this build yet")
+		if c.TPM.Device == "" {
+			return fmt.Errorf("needs tpm.device")
+		}
+		return nil
 	default:
-		return fmt.Errorf("unknown factor (want %s, %s or %s: the backends configured in this file)", policy.FactorLocal, policy.FactorVault, policy.FactorKMIP)
+		return fmt.Errorf("unknown factor (want %s, %s, %s or %s: the backends configured in this file)", policy.FactorLocal, policy.FactorVault, policy.FactorKMIP, policy.FactorTPM)
 	}
 }

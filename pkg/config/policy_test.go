@@ -18,6 +18,9 @@ func TestPolicyShapes(t *testing.T) {
 		{"policy:\n  any: [{all: [local, vault]}, kmip]\n", "any(all(local,vault),kmip)"},
 		{"policy:\n  any: [all: [local, vault], kmip]\n", "any(all(local,vault),kmip)"},
 		{"policy: local\n", "local"},
+		// tpm: tpm.device defaults to auto; a missing TPM fails at unlock.
+		{"policy:\n  any: [tpm, vault]\n", "any(tpm,vault)"},
+		{"policy:\n  threshold: {k: 2, of: [tpm, vault, local]}\n", "threshold(2;tpm,vault,local)"},
 	} {
 		c, err := Parse([]byte(policyBase+tc.yaml), "p.yaml")
 		if err != nil {
@@ -56,7 +59,6 @@ func TestPolicyErrorsNameTheLine(t *testing.T) {
 		{"policy:\n  any:\n    - all:\n      - local\n      - all: [vault, kmip]\n", "p.yaml:5: policy: all: policies nest one level only"},
 		{"policy:\n  all: [local, local]\n", "p.yaml:2: policy: all: factor \"local\" is listed twice"},
 		{"policy:\n  some: [local]\n", "p.yaml:2: policy: unknown policy operator \"some\""},
-		{"policy:\n  any: [local, tpm]\n", "p.yaml:2: policy: factor \"tpm\": the TPM factor is not available"},
 		{"volumes:\n  - name: d\n    device: /dev/vdb\n    policy:\n      all: [local, vault]\n", "p.yaml:5: volumes[0].policy: factor \"vault\": needs vault.address"},
 		{"policy:\n  any: [local, kmip]\n", "kmip needs kmip.address"},
 	} {

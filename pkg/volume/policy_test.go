@@ -23,9 +23,17 @@ import (
 // k is not nil, KMIP server k.
 func policyManager(t testing.TB, s *vaulttest.Server, k *kmiptest.Server, pol string) *Manager {
 	t.Helper()
+	dir, yaml := policyConfig(t, s, k, pol)
+	return vaultManager(t, dir, yaml, s.RootToken)
+}
+
+// policyConfig is policyManager's configuration and the directory it is
+// written for (a second Manager over it is the next boot).
+func policyConfig(t testing.TB, s *vaulttest.Server, k *kmiptest.Server, pol string) (dir, yaml string) {
+	t.Helper()
 	n := vaulttest.Provision(t, s, "pol", nil)
-	dir := t.TempDir()
-	yaml := fmt.Sprintf(`kms: local
+	dir = t.TempDir()
+	yaml = fmt.Sprintf(`kms: local
 local:
   keystore: %s/kek
 state_dir: %s/state
@@ -47,7 +55,7 @@ policy:
 		yaml += fmt.Sprintf("kmip:\n  address: %s\n  server_name: %s\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n  key: atrest-pol\n",
 			k.Address, k.ServerName, k.CA.File, k.Client.CertFile, k.Client.KeyFile)
 	}
-	return vaultManager(t, dir, yaml, s.RootToken)
+	return dir, yaml
 }
 
 // vaultManager is a Manager for the configuration yaml (written for dir)

@@ -137,15 +137,24 @@ func (s *Set) Wrapper() (kms.KEK, error) {
 
 // Factor returns the KEK of an unlock-policy factor (docs/policy.md):
 // local is the local keystore, vault the Transit key vault.transit.key,
-// kmip the key kmip.key names. Each is configured by its own section, so
+// kmip the key kmip.key names, tpm the TPM-sealed KEK (sealed on first
+// use, as kms: tpm does). Each is configured by its own section, so
 // any number of them serve at once; kms: only picks the one for volumes
 // without a policy.
 func (s *Set) Factor(name string) (kms.KEK, error) {
-	b, ok := map[string]string{policy.FactorLocal: config.BackendLocal, policy.FactorVault: config.BackendVaultTransit, policy.FactorKMIP: config.BackendKMIP}[name]
+	b, ok := factorBackend[name]
 	if !ok {
 		return nil, fmt.Errorf("%w: policy factor %q", kms.ErrUnknownBackend, name)
 	}
 	return s.Target(b)
+}
+
+// factorBackend is the backend (kms: value) of each policy factor.
+var factorBackend = map[string]string{
+	policy.FactorLocal: config.BackendLocal,
+	policy.FactorVault: config.BackendVaultTransit,
+	policy.FactorKMIP:  config.BackendKMIP,
+	policy.FactorTPM:   config.BackendTPM,
 }
 
 // KMIPKeyName expands "{hostname}" in the configured key name.
@@ -443,20 +452,25 @@ func (s *Set) Checkers() ([]kms.Checker, error) {
 // factorCheckers adds to out a checker for every policy factor other than
 // the kms: backend (checked already), its steps named after the factor.
 func (s *Set) factorCheckers(out []kms.Checker) ([]kms.Checker, error) {
-	backendOf := map[string]string{policy.FactorLocal: config.BackendLocal, policy.FactorVault: config.BackendVaultTransit, policy.FactorKMIP: config.BackendKMIP}
 	for _, f := range s.cfg.PolicyFactors() {
-		if backendOf[f] == s.cfg.KMS {
+		if factorBackend[f] == s.Backend() {
 			continue
 		}
 		var k kms.KEK
 		var err error
-		if f == policy.FactorLocal {
-			// As above: a diagnosis never creates the keystore.
-			if k, err = s.localKEK(false); errors.Is(err, kms.ErrKeyNotFound) {
+		switch f {
+		case policy.FactorLocal, policy.FactorTPM:
+			// As above: a diagnosis never creates the keystore nor
+			// seals a KEK.
+			open := s.localKEK
+			if f == policy.FactorTPM {
+				open = s.tpmKEK
+			}
+			if k, err = open(false); errors.Is(err, kms.ErrKeyNotFound) {
 				out = append(out, factorChecker{f, missingKeystore{err}})
 				continue
 			}
-		} else {
+		default:
 			k, err = s.Factor(f)
 		}
 		if err != nil {

@@ -167,9 +167,39 @@ func (k *KEK) Backend() string { return Backend }
 // file replaced) reports the old one's tokens as kms.ErrKeyNotFound.
 func (k *KEK) Key() string { return hex.EncodeToString(k.f.id[:]) }
 
-// Describe reports the one version.
+// Describe reports the one version, and fails as an unwrap would now: a
+// process that has the KEK unsealed answers; else the TPM must be there
+// (tpm2.ErrNoTPM, ErrTPMGone) and today's PCRs must match the seal
+// (tpm2.ErrPCRMismatch). Status shows a policy's tpm factor broken from
+// this, without unsealing.
 func (k *KEK) Describe(context.Context) (kms.KeyInfo, error) {
+	k.mu.Lock()
+	have := k.key != nil
+	k.mu.Unlock()
+	if !have {
+		if _, err := k.pcrsMatch(); err != nil {
+			return kms.KeyInfo{}, err
+		}
+	}
 	return kms.KeyInfo{Backend: Backend, Key: k.Key(), LatestVersion: version, MinDecryptionVersion: version}, nil
+}
+
+// pcrsMatch asks the TPM whether today's PCRs satisfy the seal; the error
+// says what does not (no TPM, a PCR mismatch). It returns the device's
+// detail for kms check.
+func (k *KEK) pcrsMatch() (string, error) {
+	t, err := tpm2.Open(k.cfg.Device)
+	if err != nil {
+		return "", fmt.Errorf("tpm: %w", err)
+	}
+	s := k.f.sealed
+	ok, err := t.PCRsMatch(&s)
+	t.Close()
+	detail := fmt.Sprintf("%s: KEK %s sealed to %s PCRs %v", k.cfg.Device, k.cfg.Path, s.Bank, s.PCRs)
+	if err == nil && !ok {
+		err = fmt.Errorf("%w: PCRs %v changed since the KEK was sealed", tpm2.ErrPCRMismatch, s.PCRs)
+	}
+	return detail, err
 }
 
 func (k *KEK) additionalData(volume string) []byte {
@@ -255,20 +285,8 @@ func (k *KEK) prepare(reqs []kms.UnwrapRequest) (*secret.Key, []error, error) {
 // Check diagnoses the TPM KEK for `atrest kms check`: the TPM answers,
 // today's PCRs still satisfy the seal, and a probe round trip.
 func (k *KEK) Check(ctx context.Context) []kms.CheckStep {
-	dev := kms.CheckStep{Name: "tpm"}
-	t, err := tpm2.Open(k.cfg.Device)
-	if err != nil {
-		dev.Err = err
-		return []kms.CheckStep{dev}
-	}
-	s := k.f.sealed
-	ok, err := t.PCRsMatch(&s)
-	t.Close()
-	dev.Detail = fmt.Sprintf("%s: KEK %s sealed to %s PCRs %v", k.cfg.Device, k.cfg.Path, s.Bank, s.PCRs)
-	if err == nil && !ok {
-		err = fmt.Errorf("%w: PCRs %v changed since the KEK was sealed", tpm2.ErrPCRMismatch, s.PCRs)
-	}
-	dev.Err = err
+	detail, err := k.pcrsMatch()
+	dev := kms.CheckStep{Name: "tpm", Detail: detail, Err: err}
 	if err != nil {
 		return []kms.CheckStep{dev}
 	}

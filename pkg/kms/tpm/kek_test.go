@@ -137,6 +137,10 @@ func TestPCRChangeRefusesAndChangesNothing(t *testing.T) {
 	if !failed {
 		t.Fatal("kms check does not report the PCR change")
 	}
+	// Status's health of a policy's tpm factor.
+	if _, err := boot.Describe(context.Background()); !errors.Is(err, tpm2.ErrPCRMismatch) {
+		t.Fatalf("describe after a PCR change: %v, want tpm2.ErrPCRMismatch", err)
+	}
 }
 
 // A sealed KEK file copied to another machine (another TPM) does not
