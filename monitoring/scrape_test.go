@@ -42,8 +42,9 @@ const scrapeVolume = "mon1"
 // would, three times, with one volume it provisions on a blank loop
 // device (run 1). Unlocking fails throughout (no device-mapper on the
 // host). Before run 2 the KEK is rotated: the periodic rewrap succeeds.
-// Before run 3 it is rotated again and the token's version retired: the
-// rewrap fails, a KMS error, and the volume stays stale. The series of
+// Before run 3 it is rotated again and the token's version retired, and
+// the header backup deleted: the rewrap fails, a KMS error, the volume
+// stays stale and its header backup shows missing. The series of
 // runs 2 and 3 are those of every state the alerts watch; they must match
 // testdata/scrape.txt (-update rewrites it).
 func TestScrapeMatchesGolden(t *testing.T) {
@@ -106,7 +107,8 @@ daemon:
 	var ok, failed map[string]string
 	waitFor(t, sock, "a rewrap", func(s map[string]string) bool {
 		ok = s
-		return s["atrest_stale_key_versions"] == "0" && hasPrefix(s, `atrest_kms_request_duration_seconds_count{op="rewrap",result="ok"}`)
+		return s["atrest_stale_key_versions"] == "0" && hasPrefix(s, `atrest_kms_request_duration_seconds_count{op="rewrap",result="ok"}`) &&
+			hasPrefix(s, `atrest_volume_header_backup{name="`+scrapeVolume+`",state="current"`)
 	})
 	stop()
 	if info, err = w.(kms.Rotator).Rotate(ctx); err != nil {
@@ -115,10 +117,15 @@ daemon:
 	if _, err := w.(kms.Retirer).SetMinDecryptionVersion(ctx, info.LatestVersion); err != nil {
 		t.Fatal(err)
 	}
+	// And the header backup is lost: the health gauges say so.
+	if err := os.RemoveAll(filepath.Join(dir, "state", "backups")); err != nil {
+		t.Fatal(err)
+	}
 	stop = runDaemon(t, path, dir)
 	waitFor(t, sock, "a failed rewrap", func(s map[string]string) bool {
 		failed = s
-		return s["atrest_stale_key_versions"] == "1" && hasPrefix(s, `atrest_kms_request_duration_seconds_count{op="rewrap",result="error"}`)
+		return s["atrest_stale_key_versions"] == "1" && hasPrefix(s, `atrest_kms_request_duration_seconds_count{op="rewrap",result="error"}`) &&
+			hasPrefix(s, `atrest_volume_header_backup{name="`+scrapeVolume+`",state="missing"`)
 	})
 	stop()
 

@@ -104,6 +104,8 @@ type Daemon struct {
 	formatted map[string]bool   // provisioning done or refused, by device
 	refused   map[string]string // why provisioning refused a device
 	stale     int               // volumes still stale after the last rewrap check
+	health    []volumeHealth    // the health gauges at the last check (checkHealth)
+	failovers int64             // the Vault client's failovers logged so far
 
 	stopRenewal func()         // ends the running Vault token renewal and waits for it
 	msrv        *metricsServer // nil with daemon.metrics: off
