@@ -4,43 +4,8 @@ import (
 	"context"
 	"sort"
 
-	"github.com/atrest/atrest/pkg/volume"
+	"github.com/atrest/atrest/internal/health"
 )
-
-// Header backup states, the state label of atrest_volume_header_backup.
-const (
-	backupMissing = "missing"
-	backupStale   = "stale"
-	backupCurrent = "current"
-)
-
-// volumeHealth is what the health gauges say of one volume, taken from
-// the Status `atrest status` shows.
-type volumeHealth struct {
-	uuid, name      string
-	backup          string
-	recoveryMissing bool
-	resealNeeded    bool
-}
-
-// healthOf reads the gauges' values from s. Recovery is missing where
-// Status itself reports the token's recovery key without a keyslot.
-func healthOf(s volume.Status) volumeHealth {
-	h := volumeHealth{uuid: s.UUID, name: s.Name, backup: backupCurrent}
-	switch {
-	case !s.Backup.Present:
-		h.backup = backupMissing
-	case !s.Backup.Current:
-		h.backup = backupStale
-	}
-	h.recoveryMissing = s.KMS != nil && s.Recovery.Escrow != "" && !s.Recovery.Present
-	for _, t := range s.TPM {
-		if t.PCRsMatch != nil && !*t.PCRsMatch {
-			h.resealNeeded = true
-		}
-	}
-	return h
-}
 
 // checkHealth describes every volume found on a device (as `atrest
 // status` does, one batched KMS call) and keeps the result for the
@@ -50,24 +15,24 @@ func (d *Daemon) checkHealth(ctx context.Context) {
 	for _, err := range errs {
 		d.log.Debug("health check: device skipped", "error", err)
 	}
-	var out []volumeHealth
+	var out []health.Volume
 	for _, s := range sts {
 		if s.UUID == "" { // configured but not found: atrest_volumes{state="missing"} counts it
 			continue
 		}
-		out = append(out, healthOf(s))
+		out = append(out, health.Of(s))
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	d.mu.Lock()
 	d.health = out
 	d.mu.Unlock()
 }
 
 // healthSnapshot is the last health check's result.
-func (d *Daemon) healthSnapshot() []volumeHealth {
+func (d *Daemon) healthSnapshot() []health.Volume {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return append([]volumeHealth(nil), d.health...)
+	return append([]health.Volume(nil), d.health...)
 }
 
 // logFailovers logs, at info level, the Vault failovers since the last

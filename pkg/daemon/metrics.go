@@ -110,9 +110,9 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(volumesDesc, prometheus.GaugeValue, float64(n), state)
 	}
 	for _, h := range c.d.healthSnapshot() {
-		ch <- prometheus.MustNewConstMetric(backupDesc, prometheus.GaugeValue, 1, h.uuid, h.name, h.backup)
-		ch <- prometheus.MustNewConstMetric(recoveryDesc, prometheus.GaugeValue, b2f(h.recoveryMissing), h.uuid, h.name)
-		ch <- prometheus.MustNewConstMetric(resealDesc, prometheus.GaugeValue, b2f(h.resealNeeded), h.uuid, h.name)
+		ch <- prometheus.MustNewConstMetric(backupDesc, prometheus.GaugeValue, 1, h.UUID, h.Name, h.Backup)
+		ch <- prometheus.MustNewConstMetric(recoveryDesc, prometheus.GaugeValue, b2f(h.RecoveryMissing), h.UUID, h.Name)
+		ch <- prometheus.MustNewConstMetric(resealDesc, prometheus.GaugeValue, b2f(h.ResealNeeded), h.UUID, h.Name)
 	}
 }
 
