@@ -18,6 +18,7 @@ import (
 
 	"github.com/atrest/atrest/internal/testutil"
 	"github.com/atrest/atrest/internal/testutil/looptest"
+	"github.com/atrest/atrest/internal/testutil/vaulttest"
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/daemon"
 	"github.com/atrest/atrest/pkg/kms"
@@ -42,10 +43,12 @@ const scrapeVolume = "mon1"
 // would, three times, with one volume it provisions on a blank loop
 // device (run 1). Unlocking fails throughout (no device-mapper on the
 // host). Before run 2 the KEK is rotated: the periodic rewrap succeeds.
-// Before run 3 it is rotated again and the token's version retired: the
-// rewrap fails, a KMS error, and the volume stays stale. The series of
+// Before run 3 it is rotated again and the token's version retired, and
+// the header backup deleted: the rewrap fails, a KMS error, the volume
+// stays stale and its header backup shows missing. The series of
 // runs 2 and 3 are those of every state the alerts watch; they must match
-// testdata/scrape.txt (-update rewrites it).
+// testdata/scrape.txt (-update rewrites it), with those of run 4: atrestd
+// with a real Vault and no volume, for the Vault client's counters.
 func TestScrapeMatchesGolden(t *testing.T) {
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
@@ -106,7 +109,8 @@ daemon:
 	var ok, failed map[string]string
 	waitFor(t, sock, "a rewrap", func(s map[string]string) bool {
 		ok = s
-		return s["atrest_stale_key_versions"] == "0" && hasPrefix(s, `atrest_kms_request_duration_seconds_count{op="rewrap",result="ok"}`)
+		return s["atrest_stale_key_versions"] == "0" && hasPrefix(s, `atrest_kms_request_duration_seconds_count{op="rewrap",result="ok"}`) &&
+			hasPrefix(s, `atrest_volume_header_backup{name="`+scrapeVolume+`",state="current"`)
 	})
 	stop()
 	if info, err = w.(kms.Rotator).Rotate(ctx); err != nil {
@@ -115,14 +119,20 @@ daemon:
 	if _, err := w.(kms.Retirer).SetMinDecryptionVersion(ctx, info.LatestVersion); err != nil {
 		t.Fatal(err)
 	}
+	// And the header backup is lost: the health gauges say so.
+	if err := os.RemoveAll(filepath.Join(dir, "state", "backups")); err != nil {
+		t.Fatal(err)
+	}
 	stop = runDaemon(t, path, dir)
 	waitFor(t, sock, "a failed rewrap", func(s map[string]string) bool {
 		failed = s
-		return s["atrest_stale_key_versions"] == "1" && hasPrefix(s, `atrest_kms_request_duration_seconds_count{op="rewrap",result="error"}`)
+		return s["atrest_stale_key_versions"] == "1" && hasPrefix(s, `atrest_kms_request_duration_seconds_count{op="rewrap",result="error"}`) &&
+			hasPrefix(s, `atrest_volume_header_backup{name="`+scrapeVolume+`",state="missing"`)
 	})
 	stop()
+	vaultSeries := runVaultDaemon(t)
 
-	got := normalize(ok, failed)
+	got := normalize(ok, failed, vaultSeries)
 	if *update {
 		if err := os.WriteFile(goldenScrape, []byte(strings.Join(got, "\n")+"\n"), 0o644); err != nil {
 			t.Fatal(err)
@@ -133,6 +143,48 @@ daemon:
 		t.Errorf("atrestd's series differ from %s (run with -update and review the rules, their tests and the dashboard):\ngot:\n%s\nwant:\n%s",
 			goldenScrape, strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+}
+
+// runVaultDaemon runs atrestd (run 4) with a real Vault as its KMS and no
+// volume, and returns a scrape once the Vault client's counters show its
+// login.
+func runVaultDaemon(t *testing.T) map[string]string {
+	t.Helper()
+	srv := vaulttest.Start(t)
+	vn := vaulttest.Provision(t, srv, "scrapenode", nil)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "metrics.sock")
+	path := filepath.Join(dir, "atrest.yaml")
+	doc := fmt.Sprintf(`kms: vault-transit
+vault:
+  address: %[1]s
+  ca_file: %[2]s
+  auth:
+    method: approle
+    role_id: %[3]s
+    secret_id_file: %[4]s
+  transit:
+    key: %[5]s
+state_dir: %[6]s/state
+recovery:
+  mode: none
+daemon:
+  metrics: unix:%[7]s
+  ready_timeout: 1s
+  rescan: 1h
+  require_discovered: false
+`, srv.Address, srv.CAFile, vn.RoleID, vn.SecretIDFile, vn.Key, dir, sock)
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stop := runDaemon(t, path, dir)
+	defer stop()
+	var got map[string]string
+	waitFor(t, sock, "the Vault client's requests", func(s map[string]string) bool {
+		got = s
+		return s["atrest_kms_vault_requests_total"] != "" && s["atrest_kms_vault_requests_total"] != "0"
+	})
+	return got
 }
 
 // runDaemon runs atrestd on cfg until the returned stop is called.

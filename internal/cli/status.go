@@ -23,10 +23,12 @@ EXAMPLES:
    atrest status
    atrest status data1 --long
    atrest -o json status | jq '.volumes[] | select(.healthy | not)'
+   atrest status --prometheus > /var/lib/prometheus/node-exporter/atrest.prom.tmp
 
 ` + exitCodeHelp(),
 		Flags: []ucli.Flag{
 			&ucli.BoolFlag{Name: "long", Aliases: []string{"l"}, Usage: "every detail of each volume"},
+			&ucli.BoolFlag{Name: "prometheus", Usage: "print gauges in the Prometheus text format, for the node exporter's textfile collector"},
 		},
 		Action: func(c *ucli.Context) error {
 			if err := checkRefs(c.Args().Slice()...); err != nil {
@@ -46,6 +48,12 @@ EXAMPLES:
 			healthy := true
 			for _, s := range sts {
 				healthy = healthy && s.Healthy
+			}
+			if c.Bool("prometheus") {
+				// The gauges carry the health: a collector's timer
+				// should not fail because a volume needs attention.
+				writeStatusProm(e.stdout, sts)
+				return nil
 			}
 			if e.json {
 				if sts == nil {

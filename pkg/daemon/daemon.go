@@ -33,6 +33,7 @@ import (
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/atrest/atrest/internal/health"
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/dmcrypt"
 	"github.com/atrest/atrest/pkg/kms/backends"
@@ -104,6 +105,8 @@ type Daemon struct {
 	formatted map[string]bool   // provisioning done or refused, by device
 	refused   map[string]string // why provisioning refused a device
 	stale     int               // volumes still stale after the last rewrap check
+	health    []health.Volume   // the health gauges at the last check (checkHealth)
+	failovers int64             // the Vault client's failovers logged so far
 
 	stopRenewal func()         // ends the running Vault token renewal and waits for it
 	msrv        *metricsServer // nil with daemon.metrics: off

@@ -55,7 +55,7 @@ func newMetrics(d *Daemon) *metrics {
 		}),
 	}
 	m.reg.MustRegister(m.unlockAttempts, m.unlockFailures, m.unlockSeconds, m.kmsSeconds, m.stale, m.ready,
-		stateCollector{d}, collectors.NewGoCollector())
+		stateCollector{d}, vaultCollector{d}, collectors.NewGoCollector())
 	for _, r := range reasons {
 		m.unlockFailures.WithLabelValues(r)
 	}
@@ -74,14 +74,27 @@ func (m *metrics) observeKMS(op string, took time.Duration, err error) {
 var (
 	volumesDesc = prometheus.NewDesc("atrest_volumes", "Volumes atrestd tracks, by state (open, locked, missing, failed).", []string{"state"}, nil)
 	rekeyDesc   = prometheus.NewDesc("atrest_last_rekey_age_seconds", "Time since the volume's platform keyslot was made or last rekeyed.", []string{"volume", "name"}, nil)
+	// The health gauges come from the volumes' Status (the one `atrest
+	// status` shows) at the last health check, not from the scrape.
+	backupDesc = prometheus.NewDesc("atrest_volume_header_backup",
+		"1 for the volume's header backup state at the last health check: missing, stale (older than the header) or current.", []string{"volume", "name", "state"}, nil)
+	recoveryDesc = prometheus.NewDesc("atrest_volume_recovery_missing",
+		"1 when the volume's token records a recovery key but no keyslot holds one, at the last health check.", []string{"volume", "name"}, nil)
+	resealDesc = prometheus.NewDesc("atrest_volume_tpm_reseal_needed",
+		"1 when a TPM keyslot of the volume is sealed to PCR values that changed (atrest tpm reseal), at the last health check.", []string{"volume", "name"}, nil)
 )
 
 // stateCollector reports the tracked volumes at scrape time.
 type stateCollector struct{ d *Daemon }
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- volumesDesc
-	ch <- rekeyDesc
+	describe(ch, volumesDesc, rekeyDesc, backupDesc, recoveryDesc, resealDesc)
+}
+
+func describe(ch chan<- *prometheus.Desc, descs ...*prometheus.Desc) {
+	for _, d := range descs {
+		ch <- d
+	}
 }
 
 func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -96,6 +109,48 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for state, n := range counts {
 		ch <- prometheus.MustNewConstMetric(volumesDesc, prometheus.GaugeValue, float64(n), state)
 	}
+	for _, h := range c.d.healthSnapshot() {
+		ch <- prometheus.MustNewConstMetric(backupDesc, prometheus.GaugeValue, 1, h.UUID, h.Name, h.Backup)
+		ch <- prometheus.MustNewConstMetric(recoveryDesc, prometheus.GaugeValue, b2f(h.RecoveryMissing), h.UUID, h.Name)
+		ch <- prometheus.MustNewConstMetric(resealDesc, prometheus.GaugeValue, b2f(h.ResealNeeded), h.UUID, h.Name)
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+var (
+	vaultRequestsDesc    = prometheus.NewDesc("atrest_kms_vault_requests_total", "HTTP requests sent to Vault, logins included.", nil, nil)
+	vaultRetriesDesc     = prometheus.NewDesc("atrest_kms_vault_retries_total", "Vault requests sent again after a backoff wait.", nil, nil)
+	vaultFailoversDesc   = prometheus.NewDesc("atrest_kms_vault_failovers_total", "Vault requests sent again at once to another address after one failed (dead, sealed, or no active node).", nil, nil)
+	vaultRateLimitedDesc = prometheus.NewDesc("atrest_kms_vault_rate_limited_total", "HTTP 429 answers from Vault (a rate-limit quota).", nil, nil)
+	vaultBackoffDesc     = prometheus.NewDesc("atrest_kms_vault_backoff_seconds_total", "Time waited before Vault retries.", nil, nil)
+)
+
+// vaultCollector reports the running Vault client's counters at scrape
+// time; nothing without Vault. A SIGHUP that replaces the client starts
+// them from zero, which Prometheus's rate() treats as a counter reset.
+type vaultCollector struct{ d *Daemon }
+
+func (c vaultCollector) Describe(ch chan<- *prometheus.Desc) {
+	describe(ch, vaultRequestsDesc, vaultRetriesDesc, vaultFailoversDesc, vaultRateLimitedDesc, vaultBackoffDesc)
+}
+
+func (c vaultCollector) Collect(ch chan<- prometheus.Metric) {
+	vc := c.d.vault()
+	if vc == nil {
+		return
+	}
+	st := vc.Stats()
+	ch <- prometheus.MustNewConstMetric(vaultRequestsDesc, prometheus.CounterValue, float64(st.Requests))
+	ch <- prometheus.MustNewConstMetric(vaultRetriesDesc, prometheus.CounterValue, float64(st.Retries))
+	ch <- prometheus.MustNewConstMetric(vaultFailoversDesc, prometheus.CounterValue, float64(st.Failovers))
+	ch <- prometheus.MustNewConstMetric(vaultRateLimitedDesc, prometheus.CounterValue, float64(st.RateLimited))
+	ch <- prometheus.MustNewConstMetric(vaultBackoffDesc, prometheus.CounterValue, st.Backoff.Seconds())
 }
 
 // metricsServer is the /metrics endpoint on one address.

@@ -115,11 +115,14 @@ func summarize(vols []VolumeState, nextTry time.Time) summary {
 }
 
 // rewrapStale moves tokens wrapped under an older KEK version to the
-// newest one (pkg/volume's Rewrap: no keyslot or data change), and counts
-// the volumes still stale for the metric.
+// newest one (pkg/volume's Rewrap: no keyslot or data change), counts
+// the volumes still stale for the metric, then takes the volumes' health
+// for the gauges (checkHealth).
 func (d *Daemon) rewrapStale(ctx context.Context) {
-	ctx, cancel := d.bounded(ctx, 2) // describe the KEKs, then rewrap
+	ctx, cancel := d.bounded(ctx, 3) // describe the KEKs, rewrap, describe them for the health check
 	defer cancel()
+	defer d.logFailovers()
+	defer d.checkHealth(ctx)
 	vols, errs := d.mgr.Managed(ctx)
 	for _, err := range errs {
 		d.log.Warn("device skipped", "error", err)
