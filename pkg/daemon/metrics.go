@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -194,4 +195,28 @@ func (m *metricsServer) Close() error {
 		return nil
 	}
 	return m.srv.Close()
+}
+
+// applyMetrics serves the metrics where the configuration says, moving
+// them when daemon.metrics changed (SIGHUP). The new address is bound
+// before the old one is let go; if it cannot be, the old one stays.
+func (d *Daemon) applyMetrics() error {
+	addr := d.cfg.Daemon.Metrics
+	if d.msrv == nil && addr == "off" || d.msrv != nil && d.msrv.addr == addr {
+		return nil
+	}
+	var srv *metricsServer
+	if addr != "off" {
+		var err error
+		if srv, err = serveMetrics(addr, d.metrics.reg); err != nil {
+			return fmt.Errorf("metrics on %s: %w", addr, err)
+		}
+		d.log.Info("metrics listening", "address", srv.ln.Addr().String())
+	}
+	if d.msrv != nil {
+		_ = d.msrv.Close()
+		d.log.Info("metrics no longer served", "address", d.msrv.addr)
+	}
+	d.msrv = srv
+	return nil
 }
