@@ -35,6 +35,10 @@ func (c *Config) validatePolicies() error {
 	return nil
 }
 
+// CheckPolicy checks a policy given outside the file (atrest policy
+// set): its shape, and that each factor it names is configured here.
+func (c *Config) CheckPolicy(p *policy.Policy) error { return p.Validate(c.factorUsable) }
+
 // factorUsable says why a policy cannot use factor, or nil. Every factor
 // is one configuration section; kmip's is checked by validateKMIP. tpm
 // needs tpm.device, which defaults to auto (/dev/tpmrm0): whether the TPM

@@ -8,6 +8,7 @@ import (
 
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/luks2"
+	"github.com/atrest/atrest/pkg/policy"
 	"github.com/atrest/atrest/pkg/recoverykey"
 	"github.com/atrest/atrest/pkg/secret"
 	"github.com/atrest/atrest/pkg/token"
@@ -39,6 +40,10 @@ type change struct {
 	v   *Volume
 	dev *luks2.File
 	op  string
+	// under, when set, gives the unlock policy of the new key material
+	// (policy set; nil: the kms: backend alone) instead of the
+	// configuration's.
+	under func() *policy.Policy
 	// warnings: what went wrong after the change was complete (a header
 	// backup that could not be written); the change itself stands.
 	warnings []string
@@ -80,7 +85,11 @@ func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recov
 	if err := c.m.ensureBackup(ctx, c.dev, v.Header); err != nil {
 		return 0, nil, err
 	}
-	ps, tok, err := c.m.protect(ctx, v.UUID(), v.Name)
+	p := c.m.cfg.PolicyFor(v.Name)
+	if c.under != nil {
+		p = c.under()
+	}
+	ps, tok, err := c.m.protectUnder(ctx, v.UUID(), v.Name, p)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -103,6 +112,7 @@ func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recov
 	if err := c.m.writeJournal(v.UUID(), j); err != nil {
 		return 0, nil, err
 	}
+	failpoint(c.op + "-after-journal")
 
 	k := &newKeys{vk: vk, ps: ps, tok: tok, rec: rec}
 	err = c.commitKeys(ctx, k, nil, func() error {
@@ -142,6 +152,7 @@ func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recov
 	if err := c.m.clearJournal(v.UUID()); err != nil {
 		return 0, nil, err
 	}
+	failpoint(c.op + "-after-clear")
 	c.refreshBackup(ctx)
 	return slot, tok, nil
 }

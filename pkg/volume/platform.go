@@ -9,6 +9,7 @@ import (
 	"github.com/atrest/atrest/pkg/kms"
 	"github.com/atrest/atrest/pkg/luks2"
 	"github.com/atrest/atrest/pkg/luks2/kdf"
+	"github.com/atrest/atrest/pkg/policy"
 	"github.com/atrest/atrest/pkg/secret"
 	"github.com/atrest/atrest/pkg/token"
 )
@@ -22,13 +23,19 @@ const PlatformSecretSize = 32
 // carries the id). Nothing is written to the device. The caller wipes the
 // secret.
 func (m *Manager) protect(ctx context.Context, uuid, name string) (*secret.Key, *token.Token, error) {
+	return m.protectUnder(ctx, uuid, name, m.cfg.PolicyFor(name))
+}
+
+// protectUnder is protect under policy p instead of the configuration's
+// (nil: the kms: backend alone).
+func (m *Manager) protectUnder(ctx context.Context, uuid, name string, p *policy.Policy) (*secret.Key, *token.Token, error) {
 	ps, err := secret.Random(PlatformSecretSize)
 	if err != nil {
 		return nil, nil, err
 	}
 	now := m.now().UTC()
 	tok := &token.Token{Name: name, Created: now, Rotated: now}
-	if p := m.cfg.PolicyFor(name); p != nil {
+	if p != nil {
 		ps.Wipe()
 		return m.protectPolicy(ctx, uuid, tok, p)
 	}

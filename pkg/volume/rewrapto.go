@@ -42,7 +42,7 @@ func (m *Manager) RewrapTo(ctx context.Context, vols []*Volume, to kms.KEK) []Mo
 			continue
 		}
 		if v.Platform.Policy != nil {
-			r.Err = fmt.Errorf("%w: %s is under an unlock policy (one share per factor); change its factors with the policy and rekey, not rewrap --to", ErrInvalidArgument, v.Ref())
+			r.Err = fmt.Errorf("%w: %s is under the unlock policy %s (one share per factor), which rewrap --to cannot move; change its factors with: atrest policy set %s POLICY (docs/policy.md)", ErrInvalidArgument, v.Ref(), v.Platform.Policy.Expr, v.Ref())
 			continue
 		}
 		r.FromKMS, r.FromKey = v.Platform.KMS, v.Platform.Key

@@ -225,7 +225,11 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 			}
 		}
 		if len(v.Others) > 0 {
-			problem("%d extra platform keyslot(s): a rekey is under way or was interrupted; run: atrest rekey %s", len(v.Others), v.Ref())
+			if j, _ := m.readJournal(h.UUID); j != nil && j.Op == opPolicySet {
+				problem("%s", policySetHint(v))
+			} else {
+				problem("%d extra platform keyslot(s): a rekey is under way or was interrupted; run: atrest rekey %s", len(v.Others), v.Ref())
+			}
 		}
 	} else if len(v.Unreadable) == 0 {
 		problem("no atrest token: not managed by atrest (atrest adopt takes it over)")
@@ -235,6 +239,8 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 		// recovery rotation) was cut short; the next change settles it.
 		if j, err := m.readJournal(h.UUID); err != nil {
 			problem("%v", err)
+		} else if j != nil && j.Op == opPolicySet {
+			problem("%s", policySetHint(v))
 		} else if j != nil {
 			problem("an interrupted %s was not finished (recovery keyslots %v); run: atrest rekey %s (it settles the change first)", j.Op, v.Recovery, v.Ref())
 		}

@@ -1,0 +1,164 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/atrest/atrest/internal/testutil/swtpmtest"
+)
+
+// policyNode is a node on the local keystore (kms: local) whose
+// configuration also has the TPM sw, so policies over tpm and local can
+// be set; extra is appended to the configuration.
+func policyNode(t *testing.T, sw *swtpmtest.TPM, extra string) *node {
+	n := newNode(t)
+	n.writeConfig(sw.Device, extra)
+	return n
+}
+
+// writeConfig writes the configuration of policyNode with tpm.device
+// device.
+func (n *node) writeConfig(device, extra string) {
+	n.t.Helper()
+	doc := fmt.Sprintf("kms: local\nlocal:\n  keystore: %s/kek\nstate_dir: %s/state\nrecovery:\n  mode: none\ntpm:\n  device: %q\n  pcrs: [7]\n%s",
+		n.dir, n.dir, device, extra)
+	if err := os.WriteFile(n.config, []byte(doc), 0o600); err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+type policySetDoc struct {
+	Volumes []struct {
+		Name string
+		From struct {
+			Policy   string
+			KMS      string
+			Keyslots []int
+		}
+		To struct {
+			Policy   string
+			KMS      string
+			Keyslots []int
+		}
+		Unchanged bool
+		Warnings  []string
+		Error     string
+		ExitCode  int `json:"exit_code"`
+	}
+}
+
+func (n *node) policyOf(img string) string {
+	n.t.Helper()
+	var doc struct {
+		Volumes []struct {
+			Policy *struct{ Expr string }
+		}
+	}
+	r := n.run("", "-o", "json", "status", img)
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || len(doc.Volumes) != 1 {
+		n.t.Fatalf("status: %v: %s", err, r)
+	}
+	if doc.Volumes[0].Policy == nil {
+		return ""
+	}
+	return doc.Volumes[0].Policy.Expr
+}
+
+// atrest policy set moves a volume onto a policy over the TPM and the
+// local keystore and back, in text and JSON, refuses bad policies and a
+// factor that is down with their own exit codes and without a change,
+// and applies the configuration's policy with --from-config.
+func TestPolicySetCommand(t *testing.T) {
+	sw := swtpmtest.Start(t)
+	n := policyNode(t, sw, "")
+	img := n.volume("data1")
+
+	r := n.expect(ExitOK, "policy", "set", img, "all: [tpm, local]")
+	if !strings.Contains(r.stdout, "data1: kms local, no policy (keyslot 0) -> policy all(tpm,local) (keyslot 1)") {
+		t.Fatalf("text output: %s", r)
+	}
+	if !strings.Contains(r.stderr, "the configuration names no policy (the kms: backend alone) for data1") {
+		t.Fatalf("no warning that the configuration differs: %s", r)
+	}
+	if got := n.policyOf(img); got != "all(tpm,local)" {
+		t.Fatalf("status says policy %q", got)
+	}
+	r = n.expect(ExitOK, "-o", "json", "policy", "set", img, "all: [tpm, local]")
+	var doc policySetDoc
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || len(doc.Volumes) != 1 || !doc.Volumes[0].Unchanged || doc.Volumes[0].To.Policy != "all(tpm,local)" {
+		t.Fatalf("the same policy again: %v: %s", err, r)
+	}
+
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{img, "any: [tpm, nosuch]"}, `factor "nosuch"`},
+		{[]string{img, "threshold: {k: 3, of: [tpm, local]}"}, "k is 3"},
+		{[]string{img, "any: [tpm"}, "not a policy"},
+		{[]string{img}, "got 1 arguments"},
+		{[]string{img, "--none", "--resume"}, "exclude each other"},
+	} {
+		r := n.expect(ExitUsage, append([]string{"policy", "set"}, c.args...)...)
+		if !strings.Contains(r.stderr, c.want) {
+			t.Fatalf("policy set %q: want %q in: %s", c.args, c.want, r)
+		}
+	}
+
+	// The TPM gone (tpm.device names none): all(tpm,local) cannot give
+	// the volume key; the error names the TPM, with its exit code, and the
+	// header is as it was.
+	n.writeConfig(n.dir+"/no-such-tpm", "")
+	before := n.status(img)
+	r = n.expect(ExitNoTPM, "policy", "set", img, "local")
+	if !strings.Contains(r.stderr, "missing tpm") {
+		t.Fatalf("the error does not name the factor: %s", r)
+	}
+	if after := n.status(img); fmt.Sprint(after.Keyslots) != fmt.Sprint(before.Keyslots) {
+		t.Fatalf("a refused policy set changed the keyslots: %v -> %v", before.Keyslots, after.Keyslots)
+	}
+	if got := n.policyOf(img); got != "all(tpm,local)" {
+		t.Fatalf("after a refused policy set the policy is %q", got)
+	}
+
+	n.writeConfig(sw.Device, fmt.Sprintf("volumes:\n  - name: data1\n    device: %s\n    policy:\n      any: [tpm, local]\n", img))
+	r = n.expect(ExitOK, "policy", "set", "--all", "--from-config")
+	if got := n.policyOf(img); got != "any(tpm,local)" || strings.Contains(r.stderr, "warning") {
+		t.Fatalf("--from-config: policy %q: %s", got, r)
+	}
+	r = n.expect(ExitOK, "policy", "set", img, "--none")
+	if got := n.policyOf(img); got != "" || !strings.Contains(r.stdout, "-> kms local, no policy") {
+		t.Fatalf("--none: policy %q: %s", got, r)
+	}
+	r = n.expect(ExitOK, "policy", "set", img, "--resume")
+	if !strings.Contains(r.stdout, "data1: nothing to resume") {
+		t.Fatalf("--resume with nothing interrupted: %s", r)
+	}
+}
+
+// rewrap --to and reencrypt refuse a policy volume with a usage error that
+// says why, and change nothing.
+func TestPolicyVolumeRefusesRewrapToAndReencrypt(t *testing.T) {
+	sw := swtpmtest.Start(t)
+	n := policyNode(t, sw, "policy:\n  any: [tpm, local]\n")
+	img := n.volume("data1")
+	before := n.status(img)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"rewrap", img, "--to", "tpm"}, "atrest policy set"},
+		{[]string{"reencrypt", img}, "unlock policy"},
+	} {
+		r := n.expect(ExitUsage, c.args...)
+		if !strings.Contains(r.stderr, c.want) {
+			t.Fatalf("atrest %q: want %q in: %s", c.args, c.want, r)
+		}
+	}
+	if after := n.status(img); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("a refusal changed the volume: %v -> %v", before, after)
+	}
+}
