@@ -153,6 +153,7 @@ func (d *Daemon) load() error {
 		mopts = append(mopts, volume.WithRunDir(d.opts.RunDir))
 	}
 	d.use(cfg, set, volume.New(cfg, set, mopts...), newBackoff(cfg.Daemon.RetryMin, cfg.Daemon.RetryMax))
+	d.metrics.knowFactors(set.Backend(), cfg)
 	return nil
 }
 
@@ -421,6 +422,7 @@ func (d *Daemon) attempt(ctx context.Context) {
 				d.fail(keys[i], r.Err)
 				continue
 			}
+			d.metrics.countOpen(r)
 			if !r.AlreadyOpen {
 				d.metrics.unlockSeconds.Observe(r.Duration.Seconds())
 				d.log.Info("volume opened", "volume", r.UUID, "name", r.Name, "mapper", r.Mapper)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/volume"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -20,6 +22,7 @@ type metrics struct {
 	unlockAttempts prometheus.Counter
 	unlockFailures *prometheus.CounterVec
 	unlockSeconds  prometheus.Histogram
+	opens          *prometheus.CounterVec
 	kmsSeconds     *prometheus.HistogramVec
 	stale          prometheus.Gauge
 	ready          prometheus.Gauge
@@ -41,6 +44,10 @@ func newMetrics(d *Daemon) *metrics {
 			Help:    "Time to open one volume's keyslot and map it, once its platform secret is known.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
+		opens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "atrest_volume_opens_total",
+			Help: "Volumes atrestd opened, by the factor whose secret or share opened each (an all or threshold branch counts the open once for each of its factors; a volume without a policy under its backend).",
+		}, []string{"factor"}),
 		kmsSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "atrest_kms_request_duration_seconds",
 			Help:    "Duration of batched KMS calls by operation (unwrap, rewrap) and result (ok, error).",
@@ -55,12 +62,32 @@ func newMetrics(d *Daemon) *metrics {
 			Help: "1 once atrestd reported readiness to systemd.",
 		}),
 	}
-	m.reg.MustRegister(m.unlockAttempts, m.unlockFailures, m.unlockSeconds, m.kmsSeconds, m.stale, m.ready,
+	m.reg.MustRegister(m.unlockAttempts, m.unlockFailures, m.unlockSeconds, m.opens, m.kmsSeconds, m.stale, m.ready,
 		stateCollector{d}, vaultCollector{d}, collectors.NewGoCollector())
 	for _, r := range reasons {
 		m.unlockFailures.WithLabelValues(r)
 	}
 	return m
+}
+
+// knowFactors starts the opens counter of every factor the configuration
+// can open a volume through (the kms: backend and every factor its
+// policies name) at zero, so that its series exist before the first open.
+func (m *metrics) knowFactors(backend string, cfg *config.Config) {
+	for _, f := range append([]string{backend}, cfg.PolicyFactors()...) {
+		m.opens.WithLabelValues(f)
+	}
+}
+
+// countOpen counts an open by the factors that gave its secret (a volume
+// found open already was not opened by atrestd).
+func (m *metrics) countOpen(r volume.OpenResult) {
+	if r.Err != nil || r.AlreadyOpen {
+		return
+	}
+	for _, f := range r.By {
+		m.opens.WithLabelValues(f).Inc()
+	}
 }
 
 // observeKMS is the volume.Manager's KMS observer.
