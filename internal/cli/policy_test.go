@@ -162,3 +162,50 @@ func TestPolicyVolumeRefusesRewrapToAndReencrypt(t *testing.T) {
 		t.Fatalf("a refusal changed the volume: %v -> %v", before, after)
 	}
 }
+
+// status --long of a policy volume says the policy, whether the factors
+// that answer now satisfy it, per factor whether it answers and whether
+// it opens the volume alone, and which factors last unlocked it.
+func TestStatusTextOfAPolicy(t *testing.T) {
+	sw := swtpmtest.Start(t)
+	n := policyNode(t, sw, "policy:\n  any: [tpm, local]\n")
+	img := n.volume("data1")
+	want := func(r run, lines ...string) {
+		t.Helper()
+		// Column widths vary: compare with runs of blanks as one.
+		out := strings.Join(strings.Fields(r.stdout), " ")
+		for _, l := range lines {
+			if !strings.Contains(out, strings.Join(strings.Fields(l), " ")) {
+				t.Fatalf("status --long lacks %q:\n%s", l, r)
+			}
+		}
+	}
+	r := n.expect(ExitOK, "status", "--long", img)
+	want(r, "policy       any(tpm,local): satisfied by the factors that answer now",
+		`factor tpm   tpm key "`, ": answers, opens the volume alone",
+		`factor local local key "`, "last unlock  not recorded on this node")
+	if r := n.expect(ExitOK, "status", img); !strings.Contains(strings.Join(strings.Fields(r.stdout), " "), "closed policy any(tpm,local) none current ok") {
+		t.Fatalf("the table does not show the policy: %s", r)
+	}
+
+	var doc struct{ Volumes []struct{ UUID string } }
+	if err := json.Unmarshal([]byte(n.expect(ExitOK, "-o", "json", "status", img).stdout), &doc); err != nil || len(doc.Volumes) != 1 {
+		t.Fatalf("status JSON: %v", err)
+	}
+	// What an open (atrest open, atrestd) records: this host has no
+	// device-mapper to open with.
+	rec := `{"by":["tpm"],"at":"2026-12-01T08:00:00Z"}`
+	if err := os.MkdirAll(n.dir+"/state/unlocked", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(n.dir+"/state/unlocked/"+doc.Volumes[0].UUID+".json", []byte(rec), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.expect(ExitOK, "policy", "set", img, "all: [tpm, local]")
+	n.writeConfig(n.dir+"/no-such-tpm", "policy:\n  all: [tpm, local]\n")
+	r = n.expect(ExitAttention, "status", "--long", img)
+	want(r, "policy       all(tpm,local): NOT satisfied", ": broken: ", "last unlock  by tpm at 2026-12-01T08:00:00Z")
+	if strings.Contains(r.stdout, "opens the volume alone") {
+		t.Fatalf("a factor of all(tpm,local) is said to open alone:\n%s", r)
+	}
+}

@@ -88,7 +88,7 @@ func (e *env) statusTable(sts []volume.Status) {
 			if s.KMS.Stale {
 				key += fmt.Sprintf(" (v%d exists)", s.KMS.LatestVersion)
 			}
-			if s.KMS.Backend == "vault-kv" {
+			if s.KMS.Backend == "vault-kv" || s.Policy != nil {
 				key = s.KMS.Key
 			}
 		}
@@ -158,7 +158,12 @@ func (e *env) statusLong(sts []volume.Status) {
 			case s.KMS.LatestVersion > 0:
 				v += " (current)"
 			}
-			row("kms", v)
+			if s.Policy != nil {
+				policyRows(s.Policy, row)
+			} else {
+				row("kms", v)
+			}
+			lastUnlockRow(s.LastUnlock, row)
 		}
 		for _, t := range s.TPM {
 			row(fmt.Sprintf("tpm keyslot %d", t.Keyslot), tpmLine(t))

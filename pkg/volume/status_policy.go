@@ -24,6 +24,10 @@ type PolicyStatus struct {
 // factor is broken).
 type FactorStatus struct {
 	Factor string `json:"factor"`
+	// Alone: this factor by itself opens the volume (a branch of the
+	// policy needs its share only), so with no Error it satisfies the
+	// policy now.
+	Alone bool `json:"alone"`
 	KMSStatus
 }
 
@@ -48,6 +52,7 @@ func policyStatus(v *Volume, t *token.Token, infos map[[2]string]kekInfo, proble
 				ps.Factors = append(ps.Factors, f)
 			}
 			f := &ps.Factors[i]
+			f.Alone = f.Alone || b.K == 1
 			f.KeyVersion = min(f.KeyVersion, sh.KeyVersion)
 			f.Stale = f.Error == "" && f.KeyVersion < f.LatestVersion
 		}
