@@ -55,7 +55,7 @@ func TestPolicyErrorsNameTheLine(t *testing.T) {
 		{"policy:\n  any: [vault, local, tmp]\n", "p.yaml:2: policy: factor \"tmp\": unknown factor"},
 		{"policy:\n  threshold: {k: 3, of: [vault, local]}\n", "p.yaml:2: policy: threshold: k is 3, want 1 to 2"},
 		{"policy:\n  threshold:\n    k: two\n    of: [vault, local]\n", "p.yaml:3: policy: threshold.k: \"two\" is not a number"},
-		{"policy:\n  all:\n    - local\n    - any: [vault, kmip]\n", "p.yaml:4: policy: any inside all"},
+		{"policy:\n  all:\n    - local\n    - all: [vault, tpm]\n", "p.yaml:4: policy: all inside all"},
 		{"policy:\n  any:\n    - all:\n      - local\n      - all: [vault, kmip]\n", "p.yaml:5: policy: all: policies nest one level only"},
 		{"policy:\n  all: [local, local]\n", "p.yaml:2: policy: all: factor \"local\" is listed twice"},
 		{"policy:\n  some: [local]\n", "p.yaml:2: policy: unknown policy operator \"some\""},

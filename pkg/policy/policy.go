@@ -1,11 +1,12 @@
 // Package policy owns unlock policies: which KMS factors must answer before
 // a volume opens. A policy is any-of, all-of or k-of-n over factors (the
-// configured backends local, vault, kmip and, later, tpm), nestable one
-// level: an any may hold all and threshold groups, and a group holds
-// factors only.
+// configured backends local, vault, kmip and tpm), nestable one level: an
+// any may hold all and threshold groups of factors, and a group may hold
+// any-lists of factors.
 //
 // A policy compiles to branches (Branches): one per member of a top-level
-// any, or a single one for a top-level all or threshold. Each branch is
+// any, or one for a top-level all or threshold (a group with any-lists:
+// one per choice of a factor from each list). Each branch is
 // one LUKS2 keyslot whose passphrase is a fresh secret; a branch of one
 // factor wraps that secret with it, a group splits it into one Shamir
 // share per factor (shamir.go) of which K rebuild it. docs/policy.md has
@@ -17,6 +18,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -43,6 +45,11 @@ const (
 // MaxShares bounds the members of one group (the LUKS2 JSON area bounds
 // the token size).
 const MaxShares = 8
+
+// MaxBranches bounds the keyslots a policy compiles to: LUKS2 has 32, and
+// a rekey or policy change holds the old and the new ones at once, next
+// to the recovery and TPM keyslots.
+const MaxBranches = 8
 
 // Policy is one node: a factor (Factor set), or an operator over Of. K is
 // the threshold of a Threshold node (len(Of) for All, 1 for Any).
@@ -89,7 +96,7 @@ func fromNode(n *yaml.Node, depth int) (*Policy, error) {
 	key, val := n.Content[0], n.Content[1]
 	p := &Policy{Op: key.Value, Line: key.Line}
 	if depth > 1 {
-		return nil, errAt(key, "%s: policies nest one level only (an any may hold all and threshold groups of factors)", p.Op)
+		return nil, errAt(key, "%s: policies nest one level only (an any may hold all and threshold groups of factors, a group any-lists of factors)", p.Op)
 	}
 	list := val
 	switch p.Op {
@@ -140,24 +147,28 @@ func fromNode(n *yaml.Node, depth int) (*Policy, error) {
 }
 
 // Validate checks the shape and that every factor is usable: known
-// reports why a factor name cannot be used (nil: it can).
+// reports why a factor name cannot be used (nil: it can). Nesting is one
+// level: an any may hold all and threshold groups of factors, and a group
+// may hold any-lists of factors (alternatives for one member).
 func (p *Policy) Validate(known func(factor string) error) error {
 	at := func(q *Policy, format string, args ...any) error {
 		return &Error{Line: q.Line, Msg: fmt.Sprintf(format, args...)}
 	}
-	var walk func(q *Policy, parent string) error
-	walk = func(q *Policy, parent string) error {
+	var walk func(q *Policy, parent string, depth int) error
+	walk = func(q *Policy, parent string, depth int) error {
 		if q.Op == "" {
 			if err := known(q.Factor); err != nil {
 				return at(q, "factor %q: %v", q.Factor, err)
 			}
 			return nil
 		}
-		if parent != "" && parent != Any {
-			return at(q, "%s inside %s: a group holds factors only", q.Op, parent)
-		}
-		if parent == Any && q.Op == Any {
+		switch {
+		case depth > 1:
+			return at(q, "%s: policies nest one level only", q.Op)
+		case parent == Any && q.Op == Any:
 			return at(q, "any inside any: list the factors in the outer any")
+		case parent != "" && parent != Any && q.Op != Any:
+			return at(q, "%s inside %s: a group holds factors and any-lists of factors only", q.Op, parent)
 		}
 		if len(q.Of) == 0 {
 			return at(q, "%s: empty list", q.Op)
@@ -168,21 +179,42 @@ func (p *Policy) Validate(known func(factor string) error) error {
 		if q.Op == Threshold && (q.K < 1 || q.K > len(q.Of)) {
 			return at(q, "threshold: k is %d, want 1 to %d (the number of factors in of)", q.K, len(q.Of))
 		}
-		seen := map[string]bool{}
 		for _, c := range q.Of {
-			if err := walk(c, q.Op); err != nil {
+			if err := walk(c, q.Op, depth+1); err != nil {
 				return err
 			}
-			if c.Op == "" && q.Op != Any {
-				if seen[c.Factor] {
-					return at(c, "%s: factor %q is listed twice; a second share under the same factor adds no protection", q.Op, c.Factor)
+		}
+		if q.Op == Any && parent == "" {
+			return nil
+		}
+		// A group (and an any inside one) names each factor once: a
+		// second share under the same factor adds no protection.
+		seen := map[string]bool{}
+		for _, c := range q.Of {
+			for _, f := range leaves(c) {
+				if seen[f.Factor] {
+					return at(f, "%s: factor %q is listed twice; a second share under the same factor adds no protection", q.Op, f.Factor)
 				}
-				seen[c.Factor] = true
+				seen[f.Factor] = true
 			}
 		}
 		return nil
 	}
-	return walk(p, "")
+	if err := walk(p, "", 0); err != nil {
+		return err
+	}
+	if n := len(p.Branches()); n > MaxBranches {
+		return at(p, "%s compiles to %d keyslots, at most %d (a change of the volume needs the old and the new ones at once)", p.String(), n, MaxBranches)
+	}
+	return nil
+}
+
+// leaves are the factor nodes of q: q itself, or the members of an any.
+func leaves(q *Policy) []*Policy {
+	if q.Op == "" {
+		return []*Policy{q}
+	}
+	return q.Of
 }
 
 // String renders the policy in its canonical form, e.g.
@@ -211,24 +243,45 @@ type Branch struct {
 	Factors []string
 }
 
-// Branches compiles a validated policy into its keyslots.
+// Branches compiles a validated policy into its keyslots: one per member
+// of a top-level any, or one for a top-level group. A group with any-lists
+// among its members becomes one branch per choice of one factor from each
+// list (all: [any: [tpm, kmip], vault] is all(tpm,vault) or
+// all(kmip,vault)): a member counts once whichever of its factors answers,
+// so the branches together are satisfied exactly when the group is.
 func (p *Policy) Branches() []Branch {
-	group := func(q *Policy) Branch {
-		if q.Op == "" {
-			return Branch{K: 1, Factors: []string{q.Factor}}
-		}
-		b := Branch{K: q.K}
-		for _, c := range q.Of {
-			b.Factors = append(b.Factors, c.Factor)
-		}
-		return b
-	}
 	if p.Op != Any {
-		return []Branch{group(p)}
+		return expand(p)
 	}
-	out := make([]Branch, len(p.Of))
-	for i, c := range p.Of {
-		out[i] = group(c)
+	var out []Branch
+	for _, c := range p.Of {
+		out = append(out, expand(c)...)
+	}
+	return out
+}
+
+// expand compiles a factor or a group into its branches.
+func expand(q *Policy) []Branch {
+	if q.Op == "" {
+		return []Branch{{K: 1, Factors: []string{q.Factor}}}
+	}
+	if q.Op == Any {
+		// A top-level any of factors only is its members' branches.
+		var out []Branch
+		for _, c := range q.Of {
+			out = append(out, expand(c)...)
+		}
+		return out
+	}
+	out := []Branch{{K: q.K}}
+	for _, c := range q.Of {
+		var next []Branch
+		for _, b := range out {
+			for _, f := range leaves(c) {
+				next = append(next, Branch{K: b.K, Factors: append(slices.Clone(b.Factors), f.Factor)})
+			}
+		}
+		out = next
 	}
 	return out
 }

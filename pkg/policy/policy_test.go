@@ -2,6 +2,8 @@ package policy
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/atrest/atrest/pkg/secret"
@@ -56,5 +58,66 @@ func TestSplitCombine(t *testing.T) {
 	}
 	if err := CheckDigest("uuid-b", 1, shares[1], d); !errors.Is(err, ErrShareMismatch) {
 		t.Errorf("the digest of another volume passes: %v", err)
+	}
+}
+
+// The nested shapes compile to keyslots that are satisfied exactly when
+// the policy is: an all or threshold inside an any (one keyslot per
+// member), and an any inside an all or threshold (one keyslot per choice
+// of a factor from each any), in the configuration's syntax with or
+// without braces.
+func TestNestedBranches(t *testing.T) {
+	ok := func(string) error { return nil }
+	for _, c := range []struct {
+		text, expr string
+		want       []Branch
+	}{
+		{"any: [all: [tpm, vault], kmip]", "any(all(tpm,vault),kmip)",
+			[]Branch{{2, []string{"tpm", "vault"}}, {1, []string{"kmip"}}}},
+		{"any: [{threshold: {k: 2, of: [tpm, vault, local]}}, kmip]", "any(threshold(2;tpm,vault,local),kmip)",
+			[]Branch{{2, []string{"tpm", "vault", "local"}}, {1, []string{"kmip"}}}},
+		{"all: [any: [tpm, kmip], vault]", "all(any(tpm,kmip),vault)",
+			[]Branch{{2, []string{"tpm", "vault"}}, {2, []string{"kmip", "vault"}}}},
+		{"threshold: {k: 2, of: [{any: [tpm, kmip]}, vault, local]}", "threshold(2;any(tpm,kmip),vault,local)",
+			[]Branch{{2, []string{"tpm", "vault", "local"}}, {2, []string{"kmip", "vault", "local"}}}},
+	} {
+		p, err := Parse(c.text)
+		if err == nil {
+			err = p.Validate(ok)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", c.text, err)
+		}
+		if p.String() != c.expr {
+			t.Errorf("%s: canonical %s, want %s", c.text, p.String(), c.expr)
+		}
+		if got := p.Branches(); fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("%s: branches %v, want %v", c.text, got, c.want)
+		}
+	}
+}
+
+// Every shape the grammar does not allow is refused with what to write
+// instead.
+func TestRefusedShapes(t *testing.T) {
+	ok := func(string) error { return nil }
+	for text, want := range map[string]string{
+		"any: [any: [tpm, vault], kmip]":                            "any inside any",
+		"all: [all: [tpm, vault], kmip]":                            "all inside all",
+		"all: [threshold: {k: 1, of: [tpm, vault]}, kmip]":          "threshold inside all",
+		"any: [all: [any: [tpm, kmip], vault], local]":              "nest one level only",
+		"all: [any: [tpm, vault], tpm]":                             `factor "tpm" is listed twice`,
+		"threshold: {k: 2, of: [tpm]}":                              "k is 2",
+		"all: [any: [a, b], any: [c, d], any: [e, f], any: [g, h]]": "compiles to 16 keyslots, at most 8",
+		"any: [tpm": "not a policy",
+		"":          "empty policy",
+	} {
+		p, err := Parse(text)
+		if err == nil {
+			err = p.Validate(ok)
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error saying %q", text, err, want)
+		}
 	}
 }
