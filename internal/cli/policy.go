@@ -10,13 +10,13 @@ import (
 )
 
 type policySetResult struct {
-	Name      string      `json:"name"`
-	UUID      string      `json:"uuid"`
-	From      volume.Keys `json:"from"`
-	To        volume.Keys `json:"to"`
-	Unchanged bool        `json:"unchanged"`
-	Resumed   string      `json:"resumed,omitempty"`
-	Warnings  []string    `json:"warnings"`
+	Name      string       `json:"name"`
+	UUID      string       `json:"uuid"`
+	From      *volume.Keys `json:"from,omitempty"`
+	To        *volume.Keys `json:"to,omitempty"`
+	Unchanged bool         `json:"unchanged"`
+	Resumed   string       `json:"resumed,omitempty"`
+	Warnings  []string     `json:"warnings"`
 	failed
 }
 
@@ -131,7 +131,7 @@ func (e *env) policySet(c *ucli.Context) error {
 		for _, w := range warnings {
 			e.warn("%s: %s", res.Name, w)
 		}
-		out.Volumes = append(out.Volumes, policySetResult{res.Name, res.UUID, res.From, res.To, res.Unchanged, res.Resumed, nonNil(warnings), failed{}})
+		out.Volumes = append(out.Volumes, policySetResult{res.Name, res.UUID, &res.From, &res.To, res.Unchanged, res.Resumed, nonNil(warnings), failed{}})
 		if res.Resumed != "" {
 			e.printf("%s: found an interrupted change and %s it\n", res.Name, res.Resumed)
 		}

@@ -66,7 +66,10 @@ type PolicySetResult struct {
 // nothing on the device changes and the error names the factor.
 func (m *Manager) SetPolicy(ctx context.Context, v *Volume, o PolicySetOptions) (res *PolicySetResult, err error) {
 	to := "none"
-	if o.Policy != nil {
+	switch {
+	case o.Resume:
+		to = "resume"
+	case o.Policy != nil:
 		to = o.Policy.String()
 	}
 	defer func() { m.audit(ctx, opPolicySet, v.UUID(), v.Name, v.Device, err, slog.String("policy", to)) }()
