@@ -10,7 +10,7 @@ import (
 func TestHelpOfEveryCommand(t *testing.T) {
 	n := &node{t: t, config: "/nonexistent.yaml"}
 	for _, cmd := range [][]string{
-		{"format"}, {"open"}, {"close"}, {"status"}, {"rekey"}, {"rewrap"},
+		{"format"}, {"open"}, {"close"}, {"status"}, {"rekey"}, {"rewrap"}, {"policy", "set"},
 		{"recovery", "unlock"}, {"recovery", "rotate"}, {"recovery", "reseal"},
 		{"header", "backup"}, {"header", "restore"}, {"header", "check"},
 		{"erase"}, {"adopt"}, {"kms", "check"}, {"kms", "rotate"}, {"kms", "retire"},
