@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/atrest/atrest/pkg/policy"
+	"github.com/atrest/atrest/pkg/secret"
 	"github.com/atrest/atrest/pkg/volume"
 	ucli "github.com/urfave/cli/v2"
 )
@@ -27,7 +28,7 @@ func policyCommand(e *env) *ucli.Command {
 		Subcommands: []*ucli.Command{{
 			Name:      "set",
 			Usage:     "move volumes to another unlock policy, crash-safely",
-			ArgsUsage: "NAME|DEVICE|UUID POLICY | --all POLICY | (NAME...|--all) --from-config|--none|--resume",
+			ArgsUsage: "NAME|DEVICE|UUID POLICY | --all POLICY | (NAME...|--all) --from-config|--none|--resume [--recovery-key [--key-file F]]",
 			Description: `POLICY is written as the configuration's policy: is, e.g. 'any: [tpm, vault]',
 'all: [tpm, vault]', 'threshold: {k: 2, of: [tpm, vault, kmip]}',
 'any: [{all: [tpm, vault]}, kmip]' or a bare factor such as vault. Every
@@ -42,7 +43,9 @@ keyslots do not change. An interruption at any step leaves the old or the
 new policy opening the volume; status says so, and policy set --resume (or
 running the same policy set again) finishes it. The old policy must still
 be satisfied and every factor of the new one must answer: otherwise the
-error names the factor and nothing is changed.
+error names the factor and nothing is changed. When the old policy's
+factors cannot satisfy it any more (all: [tpm, vault] after a PCR change),
+--recovery-key opens the volume with its recovery key instead.
 
 A later atrest rekey moves a volume to the policy the configuration names:
 put the policy into the configuration to keep it (policy set warns when
@@ -54,6 +57,7 @@ EXAMPLES:
    atrest policy set --all --from-config
    atrest policy set data1 --none
    atrest policy set data1 --resume
+   atrest policy set data1 'any: [tpm, vault]' --recovery-key --key-file - < data1.recovery
 
 ` + exitCodeHelp(),
 			Flags: []ucli.Flag{
@@ -61,6 +65,8 @@ EXAMPLES:
 				&ucli.BoolFlag{Name: "from-config", Usage: "the policy the configuration names for each volume"},
 				&ucli.BoolFlag{Name: "none", Usage: "no policy: the kms: backend alone"},
 				&ucli.BoolFlag{Name: "resume", Usage: "only finish (or undo) an interrupted change"},
+				&ucli.BoolFlag{Name: "recovery-key", Usage: "open the volume with its recovery key (asked for like recovery unlock, or --key-file) instead of the old policy, whose factors no longer satisfy it; one volume"},
+				keyFileFlag,
 			},
 			Action: e.policySet,
 		}},
@@ -103,9 +109,22 @@ func (e *env) policySet(c *ucli.Context) error {
 		}
 		given = p
 	}
+	switch {
+	case c.IsSet("key-file") && !c.Bool("recovery-key"):
+		return usagef(usage, "--key-file goes with --recovery-key")
+	case c.Bool("recovery-key") && (len(args) != 1 || c.Bool("all") || c.Bool("resume")):
+		return usagef("a recovery key opens one volume: name it", "--recovery-key with more than one volume, --all or --resume")
+	}
 	vols, err := e.find(c.Context, args, c.Bool("all"))
 	if err != nil {
 		return err
+	}
+	var key *secret.Key
+	if c.Bool("recovery-key") {
+		if key, err = e.readSecret(c, "recovery key for "+vols[0].Device); err != nil {
+			return err
+		}
+		defer key.Wipe()
 	}
 	var errs []error
 	out := volumesDoc[policySetResult]{v1, []policySetResult{}}
@@ -114,7 +133,7 @@ func (e *env) policySet(c *ucli.Context) error {
 		if c.Bool("from-config") {
 			p = m.Config().PolicyFor(v.Name)
 		}
-		res, err := m.SetPolicy(c.Context, v, volume.PolicySetOptions{Policy: p, Resume: c.Bool("resume")})
+		res, err := m.SetPolicy(c.Context, v, volume.PolicySetOptions{Policy: p, Resume: c.Bool("resume"), Key: key})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", v.Name, err))
 			out.Volumes = append(out.Volumes, policySetResult{Name: v.Name, UUID: v.UUID(), Warnings: []string{}, failed: failure(err)})

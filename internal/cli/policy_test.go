@@ -101,6 +101,8 @@ func TestPolicySetCommand(t *testing.T) {
 		{[]string{img, "any: [tpm"}, "not a policy"},
 		{[]string{img}, "got 1 arguments"},
 		{[]string{img, "--none", "--resume"}, "exclude each other"},
+		{[]string{"--all", "local", "--recovery-key"}, "--recovery-key with more than one volume, --all"},
+		{[]string{img, "local", "--key-file", "/dev/null"}, "--key-file goes with --recovery-key"},
 	} {
 		r := n.expect(ExitUsage, append([]string{"policy", "set"}, c.args...)...)
 		if !strings.Contains(r.stderr, c.want) {
@@ -207,5 +209,34 @@ func TestStatusTextOfAPolicy(t *testing.T) {
 	want(r, "policy       all(tpm,local): NOT satisfied", ": broken: ", "last unlock  by tpm at 2026-12-01T08:00:00Z")
 	if strings.Contains(r.stdout, "opens the volume alone") {
 		t.Fatalf("a factor of all(tpm,local) is said to open alone:\n%s", r)
+	}
+}
+
+// With the old policy's TPM gone, policy set --recovery-key reads the
+// recovery key (here from --key-file) and moves the volume to a policy
+// without the TPM; the recovery key still opens it afterwards.
+func TestPolicySetWithRecoveryKey(t *testing.T) {
+	sw := swtpmtest.Start(t)
+	n := policyNode(t, sw, "policy:\n  all: [tpm, local]\n")
+	img := n.image("data1.img", 20)
+	var f struct{ Recovery struct{ Key string } }
+	if err := json.Unmarshal([]byte(n.expect(ExitOK, "-o", "json", "format", img, "--name", "data1", "--recovery", "print").stdout), &f); err != nil || f.Recovery.Key == "" {
+		t.Fatalf("format: %v", err)
+	}
+	keyFile := n.dir + "/data1.recovery"
+	if err := os.WriteFile(keyFile, []byte(f.Recovery.Key), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.writeConfig(n.dir+"/no-such-tpm", "")
+	n.expect(ExitNoTPM, "policy", "set", img, "local")
+	r := n.expect(ExitOK, "policy", "set", img, "local", "--recovery-key", "--key-file", keyFile)
+	if !strings.Contains(r.stdout, "policy all(tpm,local) (keyslot 0) -> policy local (keyslot 2)") {
+		t.Fatalf("text output: %s", r)
+	}
+	if got := n.policyOf(img); got != "local" {
+		t.Fatalf("policy %q after policy set with the recovery key", got)
+	}
+	if r := n.run("", "recovery", "reseal", img, "--key-file", keyFile); r.code != ExitOK {
+		t.Fatalf("the recovery key no longer opens the volume: %s", r)
 	}
 }

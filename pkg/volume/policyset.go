@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/atrest/atrest/pkg/policy"
+	"github.com/atrest/atrest/pkg/secret"
 	"github.com/atrest/atrest/pkg/token"
 )
 
@@ -20,6 +21,11 @@ type PolicySetOptions struct {
 	// Resume only finishes (or undoes) an interrupted change; Policy is
 	// not used.
 	Resume bool
+	// Key, when set, opens the volume key instead of the old policy (the
+	// recovery key, or another passphrase of the volume): for an old
+	// policy whose factors cannot satisfy it any more. The caller wipes
+	// it.
+	Key *secret.Key
 }
 
 // Keys is what protects a volume's platform secret: a policy (its
@@ -62,8 +68,9 @@ type PolicySetResult struct {
 // volume and the next SetPolicy (or rekey) of it finishes or undoes the
 // change. The volume key, the data and the recovery keyslots do not
 // change. The old policy must still be satisfied (its factors give the
-// volume key) and every factor of the new one must answer; otherwise
-// nothing on the device changes and the error names the factor.
+// volume key; or o.Key opens it) and every factor of the new one must
+// answer; otherwise nothing on the device changes and the error names the
+// factor.
 func (m *Manager) SetPolicy(ctx context.Context, v *Volume, o PolicySetOptions) (res *PolicySetResult, err error) {
 	to := "none"
 	switch {
@@ -100,7 +107,12 @@ func (m *Manager) SetPolicy(ctx context.Context, v *Volume, o PolicySetOptions) 
 		res.To, res.Unchanged, res.Warnings = res.From, true, c.warnings
 		return res, nil
 	}
-	vk, err := m.platformKey(ctx, c.v, c.dev)
+	var vk *secret.Key
+	if o.Key != nil {
+		vk, err = m.openWith(c.v, c.dev, o.Key)
+	} else {
+		vk, err = m.platformKey(ctx, c.v, c.dev)
+	}
 	if err != nil {
 		return nil, err
 	}

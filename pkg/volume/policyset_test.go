@@ -3,6 +3,8 @@ package volume
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -260,5 +262,44 @@ func TestPolicySetInterrupted(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// An old policy whose factors cannot satisfy it any more (all: [vault,
+// local] with the local keystore gone) refuses naming local; with the
+// recovery key the volume moves to the new policy, which then opens it.
+// A wrong key is refused and changes nothing.
+func TestPolicySetWithRecoveryKey(t *testing.T) {
+	s := vaulttest.Shared(t)
+	dir, yaml := policyConfig(t, s, nil, "local")
+	m := withRecovery(vaultManager(t, dir, yaml, s.RootToken), config.RecoveryPrint)
+	ctx := context.Background()
+	img, v, key := policyVolume(t, m, "lostlocal", "all: [vault, local]")
+	if err := os.Rename(filepath.Join(dir, "kek"), filepath.Join(dir, "kek.lost")); err != nil {
+		t.Fatal(err)
+	}
+	m = withRecovery(vaultManager(t, dir, yaml, s.RootToken), config.RecoveryPrint)
+	to := mustPolicy(t, "vault")
+	var pe *PolicyError
+	if _, err := m.SetPolicy(ctx, find(t, m, img), PolicySetOptions{Policy: to}); !errors.As(err, &pe) || pe.Missing["local"] == nil {
+		t.Fatalf("without the recovery key: %v; want the policy error naming local", err)
+	}
+	wrong, err := secret.FromBytes([]byte("not-the-recovery-key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wrong.Wipe()
+	if _, err := m.SetPolicy(ctx, find(t, m, img), PolicySetOptions{Policy: to, Key: wrong}); Classify(err).Kind != KindKeyRejected {
+		t.Fatalf("a wrong key: %v, want it rejected", err)
+	}
+	if find(t, m, img).Header.SeqID != v.Header.SeqID {
+		t.Fatal("a refused policy set wrote the header")
+	}
+	if _, err := m.SetPolicy(ctx, find(t, m, img), PolicySetOptions{Policy: to, Key: key}); err != nil {
+		t.Fatalf("with the recovery key: %v", err)
+	}
+	v = policySetOpens(t, m, img, "vault", v.Platform.Slots(), v.Recovery)
+	if !recoveryOpens(t, v, key) {
+		t.Fatal("the recovery key no longer opens the volume")
 	}
 }
