@@ -91,11 +91,23 @@ func (m *Manager) SetPolicy(ctx context.Context, v *Volume, o PolicySetOptions) 
 	}
 	defer release()
 	res = &PolicySetResult{Name: c.v.Name, UUID: c.v.UUID(), Device: c.v.Device}
+	j, err := m.readJournal(c.v.UUID())
+	if err != nil {
+		return nil, err
+	}
 	if res.Resumed, err = c.finishInterrupted(ctx); err != nil {
 		return nil, err
 	}
 	if !c.v.Managed() {
 		return nil, fmt.Errorf("policy set: %w", c.v.errNotManaged())
+	}
+	if res.Resumed == "" && j != nil {
+		// Cut short with one platform token on the device: before its
+		// new keyslots were written, or after the old ones were removed.
+		res.Resumed = "rolled back"
+		if j.NewKeyslot >= 0 && c.v.Platform.Keyslot == j.NewKeyslot {
+			res.Resumed = "completed"
+		}
 	}
 	res.From = keysOf(c.v.Platform)
 	if o.Resume || m.alreadyUnder(c.v.Platform, o.Policy) {
