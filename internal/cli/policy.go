@@ -98,6 +98,9 @@ func (e *env) policySet(c *ucli.Context) error {
 	if err != nil {
 		return err
 	}
+	if modes == 0 && text == "none" {
+		return usagef("atrest policy set NAME --none moves a volume back to the kms: backend alone", `"none" is not a policy`)
+	}
 	if modes == 0 {
 		p, err := policy.Parse(text)
 		if err == nil {

@@ -101,6 +101,7 @@ func TestPolicySetCommand(t *testing.T) {
 		{[]string{img, "any: [tpm"}, "not a policy"},
 		{[]string{img}, "got 1 arguments"},
 		{[]string{img, "--none", "--resume"}, "exclude each other"},
+		{[]string{img, "none"}, "hint: atrest policy set NAME --none"},
 		{[]string{"--all", "local", "--recovery-key"}, "--recovery-key with more than one volume, --all"},
 		{[]string{img, "local", "--key-file", "/dev/null"}, "--key-file goes with --recovery-key"},
 	} {
