@@ -22,8 +22,8 @@ const FactorTPMKeyslot = "tpm-keyslot"
 type PINFunc func(v *Volume) (*secret.Key, error)
 
 // openByTPMKeyslots opens, through their TPM keyslots, the volumes of
-// vols whose platform path failed (errs[i] set, the device open): one
-// TPM connection for all of them. A volume that opens gets its key in
+// vols whose platform path failed (errs[i] set, the device open) and that
+// are not under an unlock policy: one TPM connection for all of them. A volume that opens gets its key in
 // keys, its factor in by and no error; one that does not keeps the
 // platform path's error with each TPM keyslot's failure joined to it, so
 // a TPM failure (a changed PCR) is what classifies it. Keyslots that need
@@ -40,6 +40,12 @@ func (m *Manager) openByTPMKeyslots(ctx context.Context, vols []*Volume, devs []
 		// The TPM is local and quick: a KMS that ran out the deadline
 		// does not stop it, only a cancellation (shutdown) does.
 		if errs[i] == nil || devs[i] == nil || errors.Is(ctx.Err(), context.Canceled) {
+			continue
+		}
+		// A policy volume opens as its policy says: a TPM keyslot must
+		// not open offline what all: [tpm, vault] keeps closed (a TPM
+		// that may open alone belongs in the policy: any: [tpm, vault]).
+		if v.Platform != nil && v.Platform.Policy != nil {
 			continue
 		}
 		_, toks, perrs := tpmTokens(v.Header)

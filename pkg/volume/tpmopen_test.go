@@ -2,6 +2,7 @@ package volume
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"slices"
 	"strings"
@@ -19,12 +20,19 @@ import (
 // is appended to the configuration.
 func tpmVault(t *testing.T, s *vaulttest.Server, extra string) (*Manager, tpmRig) {
 	t.Helper()
+	return tpmVaultPolicy(t, s, "", extra)
+}
+
+// tpmVaultPolicy is tpmVault with the fleet policy pol ("": none, the
+// volumes are plain vault-transit ones).
+func tpmVaultPolicy(t *testing.T, s *vaulttest.Server, pol, extra string) (*Manager, tpmRig) {
+	t.Helper()
 	if s == nil {
 		s = vaulttest.Start(t)
 	}
 	r := tpmRig{sw: swtpmtest.Start(t), s: s}
 	r.sw.ExtendPCR7(t)
-	dir, yaml := policyConfig(t, r.s, nil, "")
+	dir, yaml := policyConfig(t, r.s, nil, pol)
 	// A stopped server takes its CA file with it; the next boot's
 	// configuration must still load.
 	ca, err := os.ReadFile(r.s.CAFile)
@@ -38,8 +46,10 @@ func tpmVault(t *testing.T, s *vaulttest.Server, extra string) (*Manager, tpmRig
 	// A stopped server refuses connections, which the client retries
 	// until the deadline: keep it short.
 	yaml = strings.Replace(yaml, "timeout: 30s\n  deadline: 2m", "timeout: 2s\n  deadline: 3s", 1)
-	yaml = strings.Replace(yaml, "kms: local", "kms: vault-transit", 1)
-	yaml = strings.Replace(yaml, "policy:\n", "", 1)
+	if pol == "" {
+		yaml = strings.Replace(yaml, "kms: local", "kms: vault-transit", 1)
+		yaml = strings.Replace(yaml, "policy:\n", "", 1)
+	}
 	yaml += "tpm:\n  device: " + r.sw.Device + "\n" + extra
 	r.boot = func() *Manager { return vaultManager(t, dir, yaml, r.s.RootToken) }
 	return r.boot(), r
@@ -134,6 +144,22 @@ func TestOpenThroughTPMKeyslotWhenKMSIsDown(t *testing.T) {
 	}
 	if !bytes.Equal(before, readImage(t, a)) {
 		t.Fatal("the refused open changed the device")
+	}
+}
+
+// A volume under all: [tpm, vault] with a TPM keyslot stays closed while
+// Vault is down: the policy, not the keyslot, says what may open it.
+func TestOpenKeepsPolicyWithTPMKeyslot(t *testing.T) {
+	m, r := tpmVaultPolicy(t, nil, "all: [tpm, vault]", "")
+	img, _ := formatted(t, m, "alltpm")
+	if _, err := m.TPMEnroll(t.Context(), find(t, m, img), TPMOptions{PCRs: []int{7}}); err != nil {
+		t.Fatal(err)
+	}
+	r.s.Stop(t)
+	o := testOpen(t, r.boot(), nil, img)[0]
+	var pe *PolicyError
+	if !errors.As(o.Err, &pe) || pe.Missing["vault"] == nil || slices.Contains(o.By, FactorTPMKeyslot) {
+		t.Fatalf("with Vault down: %v by %v; want the policy's refusal naming vault, not the TPM keyslot", o.Err, o.By)
 	}
 }
 
