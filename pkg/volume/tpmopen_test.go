@@ -45,7 +45,7 @@ func tpmVaultPolicy(t *testing.T, s *vaulttest.Server, pol, extra string) (*Mana
 	yaml = strings.Replace(yaml, r.s.CAFile, dir+"/ca.pem", 1)
 	// A stopped server refuses connections, which the client retries
 	// until the deadline: keep it short.
-	yaml = strings.Replace(yaml, "timeout: 30s\n  deadline: 2m", "timeout: 2s\n  deadline: 3s", 1)
+	yaml = strings.Replace(yaml, "timeout: 30s\n  deadline: 2m", "timeout: 2s\n  deadline: 2s", 1)
 	if pol == "" {
 		yaml = strings.Replace(yaml, "kms: local", "kms: vault-transit", 1)
 		yaml = strings.Replace(yaml, "policy:\n", "", 1)
