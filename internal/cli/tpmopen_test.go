@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/atrest/atrest/internal/testutil/swtpmtest"
+	"github.com/atrest/atrest/internal/testutil/vaulttest"
 )
 
 // tpmKeyslotNode is a kms: local node with the TPM sw for TPM keyslots,
@@ -130,5 +131,44 @@ func TestOpenThroughTPMKeyslot(t *testing.T) {
 	}
 	if sum(t, n.vol) != before {
 		t.Fatal("the local keystore's open re-sealed the TPM keyslot")
+	}
+}
+
+// With a real Vault as the KMS, atrest open after a PCR change re-seals
+// the TPM keyslot (Vault vouched for the node) and says so in text and
+// JSON; status then finds nothing stale, and with Vault gone the volume
+// opens through the re-sealed keyslot.
+func TestOpenResealsThroughVault(t *testing.T) {
+	s := vaulttest.Start(t)
+	vn := vaulttest.Provision(t, s, "cliopen", nil)
+	sw := swtpmtest.Start(t)
+	sw.ExtendPCR7(t)
+	n := newNode(t)
+	ca := filepath.Join(n.dir, "ca.pem") // a stopped server takes its own
+	if b, err := os.ReadFile(s.CAFile); err != nil || os.WriteFile(ca, b, 0o600) != nil {
+		t.Fatal(err)
+	}
+	doc := fmt.Sprintf("kms: vault-transit\nstate_dir: %s/state\nrecovery:\n  mode: none\nvault:\n  address: %s\n  ca_file: %s\n  timeout: 2s\n  deadline: 2s\n  auth:\n    method: approle\n    role_id: %s\n    secret_id_file: %s\n  transit:\n    key: %s\ntpm:\n  device: %q\n",
+		n.dir, s.Address, ca, vn.RoleID, vn.SecretIDFile, vn.Key, sw.Device)
+	if err := os.WriteFile(n.config, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vol := n.volume("vvol")
+	n.expect(ExitOK, "tpm", "enroll", vol, "--pcrs", "7")
+	sw.ExtendPCR7(t)
+	if _, code := n.tpmStatus(vol); code != ExitAttention {
+		t.Fatalf("status after the PCR change: exit %d, want %d", code, ExitAttention)
+	}
+	r := n.expect(ExitOK, "open", "--test", vol)
+	if !strings.Contains(r.stdout, "vvol: unlocks (by vault-transit)") || !strings.Contains(r.stdout, "sealed again to today's sha256 PCRs 7") {
+		t.Fatalf("open --test after the PCR change: %s", r)
+	}
+	doc2, code := n.tpmStatus(vol)
+	if code != ExitOK || len(doc2.Volumes[0].TPM) != 1 || !*doc2.Volumes[0].TPM[0].PCRsMatch {
+		t.Fatalf("status after the re-seal: exit %d %+v", code, doc2)
+	}
+	s.Stop(t)
+	if d, r := (&tpmKeyslotNode{node: n}).openJSON(vol); r.code != ExitOK || !slices.Equal(d.Volumes[0].By, []string{"tpm-keyslot"}) {
+		t.Fatalf("with Vault gone: %s", r)
 	}
 }
