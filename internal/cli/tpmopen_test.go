@@ -36,10 +36,7 @@ func newTPMKeyslotNode(t *testing.T, sw *swtpmtest.TPM) *tpmKeyslotNode {
 // useTPM points the node's kms: local configuration at sw.
 func (n *tpmKeyslotNode) useTPM(sw *swtpmtest.TPM) {
 	n.t.Helper()
-	doc := fmt.Sprintf("kms: local\nlocal:\n  keystore: %s/kek\nstate_dir: %s/state\nrecovery:\n  mode: none\ntpm:\n  device: %q\n", n.dir, n.dir, sw.Device)
-	if err := os.WriteFile(n.config, []byte(doc), 0o600); err != nil {
-		n.t.Fatal(err)
-	}
+	n.writeTPMConfig("local", sw)
 }
 
 func (n *tpmKeyslotNode) file(name, content string) string {

@@ -83,13 +83,15 @@ func pinOf(s string) PINFunc {
 	return func(*Volume) (*secret.Key, error) { return secret.FromBytes([]byte(s)) }
 }
 
-func readImage(t *testing.T, img string) []byte {
+// testPIN is a TPM PIN the test wipes at its end.
+func testPIN(t *testing.T, pin string) *secret.Key {
 	t.Helper()
-	b, err := os.ReadFile(img)
+	k, err := secret.FromBytes([]byte(pin))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b
+	t.Cleanup(k.Wipe)
+	return k
 }
 
 // With Vault stopped, volumes open through their TPM keyslots (one TPM
@@ -99,11 +101,7 @@ func readImage(t *testing.T, img string) []byte {
 // and nothing on the device changes.
 func TestOpenThroughTPMKeyslotWhenKMSIsDown(t *testing.T) {
 	m, r := tpmVault(t, nil, "")
-	pin, err := secret.FromBytes([]byte("1357"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pin.Wipe()
+	pin := testPIN(t, "1357")
 	a, b, p := enrolled(t, m, "tpma", nil), enrolled(t, m, "tpmb", nil), enrolled(t, m, "tpmp", pin)
 	for _, res := range testOpen(t, m, nil, a, b, p) {
 		if res.Err != nil || !slices.Equal(res.By, []string{"vault-transit"}) {
@@ -134,15 +132,15 @@ func TestOpenThroughTPMKeyslotWhenKMSIsDown(t *testing.T) {
 	}
 
 	r.sw.ExtendPCR7(t)
-	before := readImage(t, a)
-	err = testOpen(t, m, nil, a)[0].Err
+	before := deviceBytes(t, a)
+	err := testOpen(t, m, nil, a)[0].Err
 	if Classify(err).Kind != KindPCRMismatch || !strings.Contains(err.Error(), "PCR") || !strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("PCR changed and Vault down: %v (%s); want a PCR mismatch that names Vault's failure too", err, Classify(err).Kind)
 	}
 	if res, err := m.ResealAfterOpen(t.Context(), find(t, m, a), nil); res != nil || err != nil {
 		t.Fatalf("a re-seal after a failed open: %+v %v", res, err)
 	}
-	if !bytes.Equal(before, readImage(t, a)) {
+	if !bytes.Equal(before, deviceBytes(t, a)) {
 		t.Fatal("the refused open changed the device")
 	}
 }
@@ -169,23 +167,19 @@ func TestOpenKeepsPolicyWithTPMKeyslot(t *testing.T) {
 // local keystore nothing is re-sealed; tpm.reseal: never re-seals nothing.
 func TestResealAfterOpenThroughVault(t *testing.T) {
 	m, r := tpmVault(t, nil, "")
-	pin, err := secret.FromBytes([]byte("1357"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pin.Wipe()
+	pin := testPIN(t, "1357")
 	img := enrolled(t, m, "resealme", nil)
 	if _, err := m.TPMEnroll(t.Context(), find(t, m, img), TPMOptions{PCRs: []int{7}, PIN: pin}); err != nil {
 		t.Fatal(err)
 	}
 	r.sw.ExtendPCR7(t)
-	before := readImage(t, img)
+	before := deviceBytes(t, img)
 	for _, by := range [][]string{{FactorTPMKeyslot}, {"tpm"}, {"local"}, {"local", "tpm"}, nil} {
 		if res, err := m.ResealAfterOpen(t.Context(), find(t, m, img), by); res != nil || err != nil {
 			t.Fatalf("opened by %v: re-sealed %+v %v", by, res, err)
 		}
 	}
-	if !bytes.Equal(before, readImage(t, img)) {
+	if !bytes.Equal(before, deviceBytes(t, img)) {
 		t.Fatal("a re-seal without a factor that vouches changed the device")
 	}
 
@@ -221,11 +215,11 @@ func TestResealNever(t *testing.T) {
 	m, r := tpmVault(t, vaulttest.Shared(t), "  reseal: never\n")
 	img := enrolled(t, m, "never", nil)
 	r.sw.ExtendPCR7(t)
-	before := readImage(t, img)
+	before := deviceBytes(t, img)
 	if res, err := m.ResealAfterOpen(t.Context(), find(t, m, img), []string{"vault-transit"}); res != nil || err != nil {
 		t.Fatalf("tpm.reseal never re-sealed: %+v %v", res, err)
 	}
-	if !bytes.Equal(before, readImage(t, img)) {
+	if !bytes.Equal(before, deviceBytes(t, img)) {
 		t.Fatal("tpm.reseal never changed the device")
 	}
 }
