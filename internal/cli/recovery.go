@@ -129,21 +129,26 @@ EXAMPLES:
 					if err != nil {
 						return err
 					}
-					for _, w := range res.Warnings {
-						e.warn("%s: %s", res.Name, w)
-					}
-					if e.json {
-						e.printJSON(resealDoc{v1, res.Name, res.UUID, res.OldKeyslot, res.NewKeyslot, kmsDoc{res.KMS, res.Key, res.KeyVersion}, nonNil(res.Warnings)})
-						return nil
-					}
-					e.printf("%s: resealed, platform keyslot %d protected by %s\n", res.Name, res.NewKeyslot, kmsLine(res.KMS, res.Key, res.KeyVersion))
-					if res.OldKeyslot >= 0 {
-						e.printf("  old platform keyslot %d removed\n", res.OldKeyslot)
-					}
+					e.resealReport(res)
 					return nil
 				},
 			},
 		},
+	}
+}
+
+// resealReport outputs a reseal's new platform keyslot.
+func (e *env) resealReport(res *volume.RekeyResult) {
+	for _, w := range res.Warnings {
+		e.warn("%s: %s", res.Name, w)
+	}
+	if e.json {
+		e.printJSON(resealDoc{v1, res.Name, res.UUID, res.OldKeyslot, res.NewKeyslot, kmsDoc{res.KMS, res.Key, res.KeyVersion}, nonNil(res.Warnings)})
+		return
+	}
+	e.printf("%s: resealed, platform keyslot %d protected by %s\n", res.Name, res.NewKeyslot, kmsLine(res.KMS, res.Key, res.KeyVersion))
+	if res.OldKeyslot >= 0 {
+		e.printf("  old platform keyslot %d removed\n", res.OldKeyslot)
 	}
 }
 

@@ -21,7 +21,17 @@ func tpmNode(t *testing.T, sw *swtpmtest.TPM) *node {
 
 func (n *node) setTPM(sw *swtpmtest.TPM) {
 	n.t.Helper()
+	n.writeTPMConfig("", sw)
+}
+
+// writeTPMConfig gives the node a configuration with kms (none when "")
+// and the TPM sw.
+func (n *node) writeTPMConfig(kms string, sw *swtpmtest.TPM) {
+	n.t.Helper()
 	doc := fmt.Sprintf("local:\n  keystore: %s/kek\nstate_dir: %s/state\nrecovery:\n  mode: none\ntpm:\n  device: %q\n  pcrs: [7]\n", n.dir, n.dir, sw.Device)
+	if kms != "" {
+		doc = "kms: " + kms + "\n" + doc
+	}
 	if err := os.WriteFile(n.config, []byte(doc), 0o600); err != nil {
 		n.t.Fatal(err)
 	}

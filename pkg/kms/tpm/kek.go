@@ -295,3 +295,35 @@ func (k *KEK) Check(ctx context.Context) []kms.CheckStep {
 
 // DefaultPath is the sealed KEK's file in stateDir.
 func DefaultPath(stateDir string) string { return filepath.Join(stateDir, FileName) }
+
+// Renew seals a new KEK to today's PCR values in place of one that no
+// longer unseals (the PCRs changed, or the TPM was cleared: ErrPCRMismatch,
+// ErrOtherTPM): the old file is renamed to StalePath and kept, and the new
+// one written crash-safely as Open writes it (a crash between the two
+// leaves no file; the next wrap seals one). Tokens of the old KEK then
+// fail as kms.ErrKeyNotFound until their volumes get new platform
+// keyslots (atrest tpm reseal --kek with their recovery keys). A KEK that
+// still unseals is kept: renewed is false. Any other failure (no TPM) is
+// returned with nothing changed.
+func (k *KEK) Renew() (renewed bool, stale string, err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, err := k.unsealed(); err == nil {
+		return false, "", nil
+	} else if !errors.Is(err, tpm2.ErrPCRMismatch) && !errors.Is(err, tpm2.ErrOtherTPM) {
+		return false, "", err
+	}
+	stale = StalePath(k.cfg.Path, k.Key())
+	if err := os.Rename(k.cfg.Path, stale); err != nil {
+		return false, "", fmt.Errorf("tpm: move the stale KEK aside: %w", err)
+	}
+	n, err := seal(k.cfg)
+	if err != nil {
+		return false, stale, err
+	}
+	k.f, k.key = n.f, n.key
+	return true, stale, nil
+}
+
+// StalePath is where Renew keeps the KEK of id that no longer unseals.
+func StalePath(path, id string) string { return path + ".stale-" + id }

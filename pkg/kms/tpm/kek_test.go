@@ -167,3 +167,74 @@ func TestOtherTPMAndNoTPM(t *testing.T) {
 		t.Fatalf("unwrap with the TPM stopped: %v, want tpm2.ErrNoTPM", err)
 	}
 }
+
+// Renew keeps a KEK that unseals; after a PCR change it moves the old one
+// aside (its tokens then fail as key not found, the file kept for a PCR
+// rollback) and seals a new one to today's PCRs that a later process
+// unseals; with the TPM gone it changes nothing.
+func TestRenewAfterPCRChange(t *testing.T) {
+	sw := swtpmtest.Start(t)
+	sw.ExtendPCR7(t)
+	cfg := config(t, sw)
+	k, err := tpm.Open(cfg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _ := wrapMany(t, k, 1)
+	k.Close()
+	boot, err := tpm.Open(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if renewed, _, err := boot.Renew(); renewed || err != nil {
+		t.Fatalf("Renew of a KEK that unseals: %v %v", renewed, err)
+	}
+	boot.Close()
+
+	sw.ExtendPCR7(t)
+	boot, err = tpm.Open(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldID := boot.Key()
+	renewed, stale, err := boot.Renew()
+	if err != nil || !renewed || stale != tpm.StalePath(cfg.Path, oldID) || boot.Key() == oldID {
+		t.Fatalf("Renew after the PCR change: %v %q %v (key %s, was %s)", renewed, stale, err, boot.Key(), oldID)
+	}
+	if _, err := os.Stat(stale); err != nil {
+		t.Fatalf("the stale KEK is not kept: %v", err)
+	}
+	res, err := boot.Unwrap(context.Background(), old)
+	if err != nil || !errors.Is(res[0].Err, kms.ErrKeyNotFound) {
+		t.Fatalf("a token of the old KEK: %v %v, want kms.ErrKeyNotFound", res, err)
+	}
+	fresh, pts := wrapMany(t, boot, 1)
+	boot.Close()
+	next, err := tpm.Open(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := kms.Unwrap(context.Background(), next, fresh[0].Context, fresh[0].Wrapped)
+	if err != nil || !got.Equal(pts[0]) {
+		t.Fatalf("the renewed KEK after a restart: %v", err)
+	}
+	got.Wipe()
+	next.Close()
+
+	sw.ExtendPCR7(t)
+	before, err := os.ReadFile(cfg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw.Stop()
+	k, err = tpm.Open(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := k.Renew(); !errors.Is(err, tpm2.ErrNoTPM) {
+		t.Fatalf("Renew without a TPM: %v, want ErrNoTPM", err)
+	}
+	if after, _ := os.ReadFile(cfg.Path); !bytes.Equal(before, after) {
+		t.Fatal("Renew without a TPM changed the KEK file")
+	}
+}
