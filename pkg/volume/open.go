@@ -159,11 +159,13 @@ func (m *Manager) unlockOn(ctx context.Context, vols []*Volume, devs []*device, 
 		}(i, v, secrets[j])
 	}
 	wg.Wait()
+	notes := map[string][]string{}
 	for _, i := range idx {
 		if errs[i] == nil && len(by[i]) > 0 {
-			m.noteUnlocked(vols[i].UUID(), by[i])
+			notes[vols[i].UUID()] = by[i]
 		}
 	}
+	m.noteUnlocked(ctx, notes)
 	return keys, by
 }
 
