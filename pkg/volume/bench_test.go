@@ -31,14 +31,7 @@ func TestMain(m *testing.M) { os.Exit(vaulttest.Main(m)) }
 // the header scan of a whole `atrest open` are not in it.
 // scripts/bench-unlock.sh compares the figures with clevis and tang.
 func BenchmarkUnlock(b *testing.B) {
-	sizes := []int{32, 64}
-	if s := os.Getenv("ATREST_BENCH_VOLUMES"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			b.Fatalf("ATREST_BENCH_VOLUMES=%q is not a number of volumes", s)
-		}
-		sizes = []int{n}
-	}
+	sizes := benchSizes(b, "ATREST_BENCH_VOLUMES", 32, 64)
 	ctx := context.Background()
 	for _, n := range sizes {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
@@ -120,14 +113,7 @@ func formatVolumes(b *testing.B, m *Manager, n int) []*Volume {
 // the Vault client sent for all n (a constant, not n).
 // ATREST_BENCH_REWRAP_VOLUMES=N runs N volumes instead (1000 in make bench).
 func BenchmarkRewrap(b *testing.B) {
-	sizes := []int{64, 256}
-	if s := os.Getenv("ATREST_BENCH_REWRAP_VOLUMES"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			b.Fatalf("ATREST_BENCH_REWRAP_VOLUMES=%q is not a number of volumes", s)
-		}
-		sizes = []int{n}
-	}
+	sizes := benchSizes(b, "ATREST_BENCH_REWRAP_VOLUMES", 64, 256)
 	for _, n := range sizes {
 		for _, kms := range []string{"local", "vault-transit"} {
 			b.Run(fmt.Sprintf("%s/%d", kms, n), func(b *testing.B) {
@@ -194,4 +180,18 @@ func vaultRequests(m *Manager) int64 {
 		return c.Stats().Requests
 	}
 	return 0
+}
+
+// benchSizes is the numbers of volumes a benchmark runs: the defaults, or
+// the one the environment variable env names.
+func benchSizes(b *testing.B, env string, defaults ...int) []int {
+	s := os.Getenv(env)
+	if s == "" {
+		return defaults
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q is not a number of volumes", env, s)
+	}
+	return []int{n}
 }
