@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/atrest/atrest/pkg/volume"
 	ucli "github.com/urfave/cli/v2"
@@ -17,8 +18,14 @@ func openCommand(e *env) *ucli.Command {
 per key for all volumes), opens its keyslot and creates the dm-crypt
 mapping /dev/mapper/NAME. A volume that is already open is a success.
 
+With --test the volumes are unlocked but not mapped, as cryptsetup open
+--test-passphrase does: the KMS unwraps each secret and it opens its
+keyslot, the volume key checked against the header's digest; no
+device-mapper is needed.
+
 EXAMPLES:
    atrest open data1
+   atrest open --test data1
    atrest open --all
    atrest -o json open /dev/nvme1n1
 
@@ -26,6 +33,7 @@ EXAMPLES:
 		Flags: []ucli.Flag{
 			&ucli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "every atrest volume on this machine"},
 			&ucli.BoolFlag{Name: "read-only", Usage: "map read-only"},
+			&ucli.BoolFlag{Name: "test", Usage: "unlock through the KMS and the keyslot without mapping (cryptsetup open --test-passphrase)"},
 		},
 		Action: func(c *ucli.Context) error {
 			vols, err := e.find(c.Context, c.Args().Slice(), c.Bool("all"))
@@ -33,7 +41,7 @@ EXAMPLES:
 				return err
 			}
 			m, _ := e.manager()
-			res := m.Open(c.Context, vols, volume.OpenOptions{ReadOnly: c.Bool("read-only")})
+			res := m.Open(c.Context, vols, volume.OpenOptions{ReadOnly: c.Bool("read-only"), Test: c.Bool("test")})
 			var errs []error
 			out := volumesDoc[openResult]{v1, []openResult{}}
 			for _, r := range res {
@@ -43,6 +51,8 @@ EXAMPLES:
 					errs = append(errs, fmt.Errorf("%s: %w", r.Name, r.Err))
 				case r.AlreadyOpen:
 					e.printf("%s: already open at %s\n", r.Name, r.Mapper)
+				case c.Bool("test"):
+					e.printf("%s: unlocks (by %s); not mapped\n", r.Name, strings.Join(r.By, ", "))
 				default:
 					e.printf("%s: opened at %s\n", r.Name, r.Mapper)
 				}

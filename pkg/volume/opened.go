@@ -26,12 +26,18 @@ func (m *Manager) legacyUnlockPath(uuid string) string {
 	return filepath.Join(m.cfg.StateDir, "unlocked", uuid+".json")
 }
 
-// noteUnlocked records the factors that unlocked each volume of by (UUID
-// to factors), for status: one read-modify-write of one file, under a
-// lock, for the whole batch (a file per volume cost more CPU than its
-// keyslot open). It is a hint, not state a change depends on: a failure
-// is logged only.
-func (m *Manager) noteUnlocked(ctx context.Context, by map[string][]string) {
+// noteUnlocked records, for status, the factors (by[i]) that unlocked each
+// volume of vols that has no error: one read-modify-write of one file,
+// under a lock, for the whole batch (a file per volume cost more CPU than
+// its keyslot open). It is a hint, not state a change depends on: a
+// failure is logged only.
+func (m *Manager) noteUnlocked(ctx context.Context, vols []*Volume, factors [][]string, errs []error) {
+	by := map[string][]string{}
+	for i, v := range vols {
+		if errs[i] == nil && len(factors[i]) > 0 {
+			by[v.UUID()] = factors[i]
+		}
+	}
 	if len(by) == 0 {
 		return
 	}
