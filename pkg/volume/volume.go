@@ -36,6 +36,8 @@ type Manager struct {
 	// backupDirSync coalesces the directory syncs of header backups
 	// saved at the same time (a batch of rewraps).
 	backupDirSync groupSync
+	// cfgDevs finds configured volumes by UUID and device (configFor).
+	cfgDevs configIndex
 }
 
 // Option tunes a Manager.
