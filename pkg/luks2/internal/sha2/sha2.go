@@ -197,10 +197,17 @@ func (a *alg[W]) diffuser(scratch []byte) func(block []byte) {
 	buf := [2][]byte{w[128 : 128+bs], w[128+bs : 128+2*bs]}
 	dig := w[128+2*bs : 128+2*bs+a.size]
 	// load lays out piece i as the one block of its message into buf[j].
+	// The counter and the padding depend only on i and the piece's
+	// length, the same in every round of a merge: they are written when
+	// those change, the piece itself every time.
+	laid := [2][2]int{{-1, -1}, {-1, -1}} // i and length buf[j] is laid out for
 	load := func(j, i int, piece []byte) {
-		binary.BigEndian.PutUint32(buf[j], uint32(i))
+		if laid[j] != [2]int{i, len(piece)} {
+			binary.BigEndian.PutUint32(buf[j], uint32(i))
+			a.pad(buf[j], 4+len(piece), 4+len(piece))
+			laid[j] = [2]int{i, len(piece)}
+		}
 		copy(buf[j][4:], piece)
-		a.pad(buf[j], 4+len(piece), 4+len(piece))
 		*st[j] = a.iv
 	}
 	store := func(j int, piece []byte) {

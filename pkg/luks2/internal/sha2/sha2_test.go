@@ -92,23 +92,40 @@ func TestDiffuserMatchesHash(t *testing.T) {
 			for _, n := range []int{16, 32, 48, 64, 100, 128} {
 				t.Run(fmt.Sprint(h.name, "/", n), func(t *testing.T) {
 					block := random(t, n)
-					want := bytes.Clone(block)
-					size := h.new().Size()
-					for i := 0; i*size < n; i++ {
-						piece := want[i*size : min((i+1)*size, n)]
-						d := h.new()
-						d.Write(binary.BigEndian.AppendUint32(nil, uint32(i)))
-						d.Write(piece)
-						copy(piece, d.Sum(nil))
-					}
-					Diffuser(h.name, make([]byte, ScratchSize))(block)
+					want := reference(h.new, block)
+					d := Diffuser(h.name, make([]byte, ScratchSize))
+					d(block)
 					if !bytes.Equal(block, want) {
 						t.Fatalf("got %x, want %x", block, want)
+					}
+					// The same diffuser again, as in a merge's rounds, and
+					// on a block of another length in between.
+					for _, m := range []int{n, 20, n} {
+						block := random(t, m)
+						want := reference(h.new, block)
+						d(block)
+						if !bytes.Equal(block, want) {
+							t.Fatalf("round on %d bytes: got %x, want %x", m, block, want)
+						}
 					}
 				})
 			}
 		}
 	})
+}
+
+// reference is cryptsetup's diffusion of block through hash.Hash.
+func reference(newHash func() hash.Hash, block []byte) []byte {
+	out := bytes.Clone(block)
+	size := newHash().Size()
+	for i := 0; i*size < len(out); i++ {
+		piece := out[i*size : min((i+1)*size, len(out))]
+		d := newHash()
+		d.Write(binary.BigEndian.AppendUint32(nil, uint32(i)))
+		d.Write(piece)
+		copy(piece, d.Sum(nil))
+	}
+	return out
 }
 
 // BenchmarkDiffuse64 is one AF round of a 64-byte key with SHA-256 (the
