@@ -24,11 +24,16 @@ or a terminal. The output says what opened each volume. A TPM keyslot
 whose PCRs changed is sealed again when a network KMS opened the volume
 and tpm.reseal is auto (docs/tpm.md).
 
+With --test the volumes are unlocked but not mapped, as cryptsetup open
+--test-passphrase does: the KMS unwraps each secret and it opens its
+keyslot, the volume key checked against the header's digest; no
+device-mapper is needed.
+
 EXAMPLES:
    atrest open data1
+   atrest open --test data1
    atrest open --all
    atrest -o json open /dev/nvme1n1
-   atrest open --test data1
    atrest open data1 --pin-file /run/pin
 
 ` + exitCodeHelp(),

@@ -109,7 +109,7 @@ func (h *Header) Open(dev io.ReaderAt, passphrase *secret.Key) (*secret.Key, int
 // sizes works in: split material, keyslot key, KDF scratch or XTS round
 // keys, digest scratch.
 func workSize(keySize, areaKeySize int) int {
-	return af.Size(keySize, af.Stripes) + areaKeySize + max(kdf.ScratchSize, xtsScheduleSize) + digestScratch
+	return af.Size(keySize, af.Stripes) + areaKeySize + max(kdf.ScratchSize, xtsScheduleSize, af.ScratchSize) + digestScratch
 }
 
 // workPool keeps the locked buffers keyslot opens work in, all at least
@@ -198,8 +198,7 @@ func (k *Keyslot) unseal(dev io.ReaderAt, passphrase *secret.Key, work []byte) (
 	}
 	c.cryptSectors(material, areaSectorSize, 0, false)
 	clear(scratch[:xtsScheduleSize])
-	newHash, _ := kdf.NewHash(k.AF.Hash)
-	return af.MergeBytes(material, k.KeySize, af.Stripes, newHash)
+	return af.MergeBytes(material, k.KeySize, af.Stripes, k.AF.Hash, scratch)
 }
 
 // cryptArea en- or decrypts keyslot material in place with AES-XTS, sector
@@ -225,11 +224,7 @@ func (k *Keyslot) seal(vk, passphrase *secret.Key) ([]byte, error) {
 		return nil, err
 	}
 	defer derived.Wipe()
-	newHash, err := kdf.NewHash(k.AF.Hash)
-	if err != nil {
-		return nil, err
-	}
-	material, err := af.Split(vk, af.Stripes, newHash)
+	material, err := af.Split(vk, af.Stripes, k.AF.Hash)
 	if err != nil {
 		return nil, err
 	}

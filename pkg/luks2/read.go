@@ -75,10 +75,10 @@ func readHeader(ctx context.Context, dev Reader) (*Header, error) {
 	case v > 2:
 		return nil, fmt.Errorf("%w: unsupported LUKS version %d", ErrNotLUKS, v)
 	}
-	c1 := readCopy(dev, size, 0, false)
+	c1 := readCopy(dev, size, 0, false, nil)
 	var c2 copyRead
 	if c1.readable {
-		c2 = readCopy(dev, size, c1.bin.hdrSize, true)
+		c2 = readCopy(dev, size, c1.bin.hdrSize, true, &c1)
 	} else {
 		c2 = scanSecondary(dev, size)
 	}
@@ -103,6 +103,9 @@ func readHeader(ctx context.Context, dev Reader) (*Header, error) {
 	h.other = c2.hdr
 	if chosen == &c2 {
 		h.other = c1.hdr
+	}
+	if h.other == h {
+		h.other = nil // identical copies: the other names nothing more
 	}
 	if end := h.AreasEnd(); uint64(size) < end {
 		return nil, fmt.Errorf("%w: %d bytes hold no header and keyslots area of %d bytes", ErrDeviceTooSmall, size, end)
@@ -134,7 +137,7 @@ func scanSecondary(dev Reader, size int64) copyRead {
 	var first copyRead
 	present := false
 	for i, off := range secondaryOffsets {
-		c := readCopy(dev, size, off, true)
+		c := readCopy(dev, size, off, true, nil)
 		present = present || c.present
 		if c.readable {
 			c.present = true
@@ -151,7 +154,13 @@ func scanSecondary(dev Reader, size int64) copyRead {
 	return first
 }
 
-func readCopy(dev Reader, size int64, offset uint64, secondary bool) copyRead {
+// readCopy reads and decodes the header copy at offset. like is the copy
+// read before (the primary, when this is the secondary at
+// the primary's size) or nil. When the two agree in everything decodeCopy
+// reads (the binary fields it takes and the whole JSON area, as after
+// every commit), this copy's decoding is like's: parsing and validating
+// identical input again would only give the identical result.
+func readCopy(dev Reader, size int64, offset uint64, secondary bool, like *copyRead) copyRead {
 	c := copyRead{offset: offset}
 	if offset+BinaryHeaderSize > uint64(size) {
 		c.err = errors.New("beyond the end of the device")
@@ -184,8 +193,19 @@ func readCopy(dev Reader, size int64, offset uint64, secondary bool) copyRead {
 		return c
 	}
 	c.readable = true
+	if like != nil && like.readable && sameDecodeInput(&like.bin, &c.bin) && bytes.Equal(like.area, c.area) {
+		c.hdr, c.err = like.hdr, like.err
+		return c
+	}
 	c.hdr, c.err = decodeCopy(&c.bin, c.area)
 	return c
+}
+
+// sameDecodeInput reports whether two binary headers agree in every field
+// decodeCopy uses.
+func sameDecodeInput(a, b *binHeader) bool {
+	return a.seqID == b.seqID && a.uuid == b.uuid && a.label == b.label && a.subsystem == b.subsystem &&
+		a.checksumAlg == b.checksumAlg && a.hdrSize == b.hdrSize
 }
 
 // decodeCopy parses and validates the JSON area of a copy whose checksum

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/atrest/atrest/pkg/luks2"
 )
@@ -89,26 +90,69 @@ func (m *Manager) saveBackup(ctx context.Context, dev luks2.Reader, uuid string)
 			return fmt.Errorf("header backup of %s: %w", uuid, err)
 		}
 	}
-	d, err := os.Open(m.backupDir())
-	if err == nil {
-		err = d.Sync()
-		d.Close()
-	}
+	err = m.backupDirSync.do(func() error {
+		d, err := os.Open(m.backupDir())
+		if err == nil {
+			err = d.Sync()
+			d.Close()
+		}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("header backup of %s: sync %s: %w", uuid, m.backupDir(), err)
 	}
 	return nil
 }
 
-// writeBackupFile writes a backup of dev to the new file tmp (0400),
-// synced. A file left there by a process that died is replaced. The file
+// groupSync runs a sync for many callers at once: each call returns after
+// a sync that started after the call began (so it covers every rename the
+// caller made before), but callers that arrive while one runs share the
+// next. A batch of 256 rewraps then syncs the backup directory a few
+// times, not 256 times, each sync costing a journal commit.
+type groupSync struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	running bool
+	started uint64 // syncs begun
+	done    uint64 // the last sync finished
+	err     error  // its outcome
+}
+
+func (g *groupSync) do(f func() error) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cond == nil {
+		g.cond = sync.NewCond(&g.mu)
+	}
+	// The next sync to begin; one running now may have begun before the
+	// caller's renames.
+	need := g.started + 1
+	for g.done < need {
+		if g.running {
+			g.cond.Wait()
+			continue
+		}
+		g.running = true
+		g.started++
+		mine := g.started
+		g.mu.Unlock()
+		err := f()
+		g.mu.Lock()
+		g.running, g.done, g.err = false, mine, err
+		g.cond.Broadcast()
+	}
+	return g.err
+}
+
+// writeBackupFile writes a backup of dev to the new file tmp (created
+// 0400, as root may still write it), synced. A file left there by a process that died is replaced. The file
 // is sparse and holds the header copies and the keyslot areas they use
 // (luks2.BackupSparse): reading, writing and syncing it costs a few
 // hundred KiB, not the 16 MiB of the whole keyslots area, on every header
 // change.
 func writeBackupFile(ctx context.Context, dev luks2.Reader, tmp string) error {
 	_ = os.Remove(tmp)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o400)
 	if err != nil {
 		return err
 	}
@@ -121,9 +165,6 @@ func writeBackupFile(ctx context.Context, dev luks2.Reader, tmp string) error {
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o400)
 	}
 	if err != nil {
 		_ = os.Remove(tmp)

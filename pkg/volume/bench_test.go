@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/atrest/atrest/internal/testutil/vaulttest"
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/kms/backends"
@@ -23,43 +25,44 @@ func TestMain(m *testing.M) { os.Exit(vaulttest.Main(m)) }
 // as there are CPUs. The local keystore and Vault Transit (a real server
 // on loopback, client already logged in) alternate within every
 // iteration, so load falls on both alike; local-ms/op and vault-ms/op are
-// each one unlock of all n volumes (ns/op is their sum). Login, TLS and
+// each one unlock of all n volumes (ns/op is their sum), the -cpu- metrics
+// the process's CPU time (user+system) for it, which other load on the
+// machine does not stretch as it stretches wall time. Login, TLS and
 // the header scan of a whole `atrest open` are not in it.
 // scripts/bench-unlock.sh compares the figures with clevis and tang.
 func BenchmarkUnlock(b *testing.B) {
-	sizes := []int{32, 64}
-	if s := os.Getenv("ATREST_BENCH_VOLUMES"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			b.Fatalf("ATREST_BENCH_VOLUMES=%q is not a number of volumes", s)
-		}
-		sizes = []int{n}
-	}
+	sizes := benchSizes(b, "ATREST_BENCH_VOLUMES", 32, 64)
 	ctx := context.Background()
 	for _, n := range sizes {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			lm, lvols := benchVolumes(b, benchConfig(b, "local", ""), n)
 			vm, vvols := benchVolumes(b, benchConfig(b, "vault-transit", fmt.Sprintf("bench%d", n)), n)
-			unlock := func(m *Manager, vols []*Volume) time.Duration {
-				start := time.Now()
+			unlock := func(m *Manager, vols []*Volume) (wall, cpu time.Duration) {
+				start, cpu0 := time.Now(), cpuTime()
 				keys, errs := m.unlock(ctx, vols)
-				took := time.Since(start)
+				wall, cpu = time.Since(start), cpuTime()-cpu0
 				for _, err := range errs {
 					if err != nil {
 						b.Fatal(err)
 					}
 				}
 				wipeAll(keys)
-				return took
+				return wall, cpu
 			}
-			var local, vault time.Duration
+			var local, vault, localCPU, vaultCPU time.Duration
 			b.ResetTimer()
 			for range b.N {
-				local += unlock(lm, lvols)
-				vault += unlock(vm, vvols)
+				w, c := unlock(lm, lvols)
+				local, localCPU = local+w, localCPU+c
+				w, c = unlock(vm, vvols)
+				vault, vaultCPU = vault+w, vaultCPU+c
 			}
-			b.ReportMetric(float64(local.Nanoseconds())/1e6/float64(b.N), "local-ms/op")
-			b.ReportMetric(float64(vault.Nanoseconds())/1e6/float64(b.N), "vault-ms/op")
+			perOp := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 / float64(b.N) }
+			b.ReportMetric(perOp(local), "local-ms/op")
+			b.ReportMetric(perOp(vault), "vault-ms/op")
+			b.ReportMetric(perOp(localCPU), "local-cpu-ms/op")
+			b.ReportMetric(perOp(vaultCPU), "vault-cpu-ms/op")
+			b.ReportMetric(perOp(localCPU)/float64(n), "local-cpu-ms/volume")
 		})
 	}
 }
@@ -105,20 +108,29 @@ func formatVolumes(b *testing.B, m *Manager, n int) []*Volume {
 // batches, each keyslot checked, each token replaced in a synced header
 // commit and each header backup refreshed. The local keystore and Vault
 // Transit alternate within one run; ns/op is for all the volumes (divide
-// by n for the figure per volume).
+// by n for the figure per volume; ms/volume does), cpu-ms/volume the
+// process's CPU time per volume and vault-requests/op the HTTP requests
+// the Vault client sent for all n (a constant, not n).
+// ATREST_BENCH_REWRAP_VOLUMES=N runs N volumes instead (1000 in make bench).
 func BenchmarkRewrap(b *testing.B) {
-	for _, n := range []int{64, 256} {
+	sizes := benchSizes(b, "ATREST_BENCH_REWRAP_VOLUMES", 64, 256)
+	for _, n := range sizes {
 		for _, kms := range []string{"local", "vault-transit"} {
 			b.Run(fmt.Sprintf("%s/%d", kms, n), func(b *testing.B) {
 				m, vols := benchVolumes(b, benchConfig(b, kms, fmt.Sprintf("rewrap%d", n)), n)
 				ctx := context.Background()
+				var cpu time.Duration
+				var requests int64
 				b.ResetTimer()
 				for range b.N {
+					cpu0, req0 := cpuTime(), vaultRequests(m)
 					for _, r := range m.Rewrap(ctx, vols, true) {
 						if r.Err != nil {
 							b.Fatal(r.Err)
 						}
 					}
+					cpu += cpuTime() - cpu0
+					requests += vaultRequests(m) - req0
 					b.StopTimer()
 					for i, v := range vols {
 						var err error
@@ -128,6 +140,9 @@ func BenchmarkRewrap(b *testing.B) {
 					}
 					b.StartTimer()
 				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/1e6/float64(b.N*n), "ms/volume")
+				b.ReportMetric(float64(cpu.Nanoseconds())/1e6/float64(b.N*n), "cpu-ms/volume")
+				b.ReportMetric(float64(requests)/float64(b.N), "vault-requests/op")
 			})
 		}
 	}
@@ -149,4 +164,34 @@ func benchConfig(b *testing.B, kms, node string) *config.Config {
 		Vault: config.Vault{Address: srv.Address, CAFile: srv.CAFile,
 			Auth:    config.VaultAuth{Method: "approle", Mount: "approle", RoleID: vn.RoleID, SecretIDFile: vn.SecretIDFile},
 			Transit: config.VaultTransit{Mount: "transit", Key: vn.Key}}}
+}
+
+// cpuTime is the process's CPU time so far, user and system.
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// vaultRequests is the number of requests m's Vault client sent so far (0
+// without Vault).
+func vaultRequests(m *Manager) int64 {
+	if c := m.kms.Vault(); c != nil {
+		return c.Stats().Requests
+	}
+	return 0
+}
+
+// benchSizes is the numbers of volumes a benchmark runs: the defaults, or
+// the one the environment variable env names.
+func benchSizes(b *testing.B, env string, defaults ...int) []int {
+	s := os.Getenv(env)
+	if s == "" {
+		return defaults
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q is not a number of volumes", env, s)
+	}
+	return []int{n}
 }

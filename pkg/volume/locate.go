@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/dmcrypt"
@@ -248,18 +250,70 @@ func (m *Manager) fromHeader(path string, h *luks2.Header) (*Volume, error) {
 
 func (m *Manager) configFor(path, uuid string) *config.Volume {
 	real, _ := filepath.EvalSymlinks(path)
-	for i := range m.cfg.Volumes {
-		c := &m.cfg.Volumes[i]
-		if c.UUID != "" && strings.EqualFold(c.UUID, uuid) {
-			return c
+	i := m.cfgDevs.lookup(m.cfg.Volumes, real, uuid)
+	if i < 0 {
+		return nil
+	}
+	return &m.cfg.Volumes[i]
+}
+
+// configIndex finds configured volumes by UUID and by resolved device
+// path. configFor runs for every header read; resolving every configured
+// device path each time made a batch over N configured volumes cost N²
+// path walks (at 1,000 volumes most of a rewrap's CPU). The resolved paths
+// are kept for a second, a hit is checked by resolving that one entry
+// again, and a stale hit rebuilds the index, so a symlink udev moves is
+// followed within a second.
+type configIndex struct {
+	mu    sync.Mutex
+	built time.Time
+	uuids map[string]int // lower-case UUID: first entry naming it
+	devs  map[string]int // resolved device path: first entry naming it
+}
+
+const configIndexTTL = time.Second
+
+// lookup returns the index of the first volume in vols whose UUID is uuid
+// or whose device resolves to real, or -1.
+func (x *configIndex) lookup(vols []config.Volume, real, uuid string) int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for pass := 0; ; pass++ {
+		if x.uuids == nil || time.Since(x.built) > configIndexTTL {
+			x.build(vols)
 		}
-		if c.Device != "" {
-			if r, err := filepath.EvalSymlinks(c.Device); err == nil && r == real {
-				return c
+		i, ok := x.uuids[strings.ToLower(uuid)]
+		if !ok || uuid == "" {
+			i = -1
+		}
+		if j, ok := x.devs[real]; ok && real != "" && (i < 0 || j < i) {
+			if r, err := filepath.EvalSymlinks(vols[j].Device); err == nil && r == real {
+				return j
+			}
+			if pass == 0 {
+				x.uuids = nil // moved since: resolve everything again
+				continue
+			}
+		}
+		return i
+	}
+}
+
+func (x *configIndex) build(vols []config.Volume) {
+	x.uuids, x.devs, x.built = map[string]int{}, map[string]int{}, time.Now()
+	for i, c := range vols {
+		if _, seen := x.uuids[strings.ToLower(c.UUID)]; c.UUID != "" && !seen {
+			x.uuids[strings.ToLower(c.UUID)] = i
+		}
+		if c.Device == "" {
+			continue
+		}
+		if r, err := filepath.EvalSymlinks(c.Device); err == nil {
+			if _, seen := x.devs[r]; !seen {
+				x.devs[r] = i
 			}
 		}
 	}
-	return nil
 }
 
 // devPath turns "major:minor" into the device's /dev path.

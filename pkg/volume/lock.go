@@ -70,10 +70,14 @@ func (m *Manager) lockFile(ctx context.Context, file, what string) (release func
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	_ = f.Truncate(0)
-	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	// The holder's pid, for the error of a process that waits in vain.
+	// Written over the last holder's and cut to length, not emptied
+	// first: truncating to zero and writing again frees and allocates a
+	// block of the file system each time, on every change of a batch.
+	pid := []byte(strconv.Itoa(os.Getpid()) + "\n")
+	_, _ = f.WriteAt(pid, 0)
+	_ = f.Truncate(int64(len(pid)))
 	return func() {
-		_ = f.Truncate(0)
 		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
 		f.Close()
 	}, nil

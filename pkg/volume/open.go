@@ -20,8 +20,10 @@ import (
 type OpenOptions struct {
 	// ReadOnly maps the volumes read-only.
 	ReadOnly bool
-	// Test recovers and checks the volume keys without creating the
-	// mappings (atrest open --test): no device-mapper is needed.
+	// Test unlocks without mapping, as cryptsetup open --test-passphrase:
+	// the KMS gives each platform secret and it opens its keyslot (the
+	// volume key checked against the digest); nothing is created and no
+	// device-mapper is needed. An open mapping is not looked for.
 	Test bool
 	// PIN gives the PIN of a TPM keyslot that needs one when that is the
 	// way left (nil: such keyslots are not tried).
@@ -64,7 +66,11 @@ func (m *Manager) Open(ctx context.Context, vols []*Volume, o OpenOptions) []Ope
 	// Work out which volumes need unlocking.
 	var todo []int
 	for i, v := range vols {
-		switch open, err := m.isOpen(v); {
+		isOpen := m.isOpen
+		if o.Test {
+			isOpen = func(*Volume) (bool, error) { return false, nil }
+		}
+		switch open, err := isOpen(v); {
 		case err != nil:
 			res[i].Err = err
 		case open:
@@ -86,6 +92,9 @@ func (m *Manager) Open(ctx context.Context, vols []*Volume, o OpenOptions) []Ope
 	keys, by := m.unlockOn(ctx, sel, devs, errs)
 	defer wipeAll(keys)
 	m.openByTPMKeyslots(ctx, sel, devs, errs, keys, by, o.PIN)
+	if !o.Test { // a test changes nothing, the notes included
+		m.noteUnlocked(ctx, sel, by, errs)
+	}
 	// Map several at a time: creating a mapping is quick, but waiting for
 	// udev to make /dev/mapper/NAME is not, and the waits overlap.
 	var wg sync.WaitGroup
@@ -133,6 +142,7 @@ func (m *Manager) unlockBy(ctx context.Context, vols []*Volume) ([]*secret.Key, 
 	devs, errs := openAll(vols)
 	defer closeAll(devs)
 	keys, by := m.unlockOn(ctx, vols, devs, errs)
+	m.noteUnlocked(ctx, vols, by, errs)
 	return keys, by, errs
 }
 
@@ -173,11 +183,6 @@ func (m *Manager) unlockOn(ctx context.Context, vols []*Volume, devs []*device, 
 		}(i, v, secrets[j])
 	}
 	wg.Wait()
-	for _, i := range idx {
-		if errs[i] == nil && len(by[i]) > 0 {
-			m.noteUnlocked(vols[i].UUID(), by[i])
-		}
-	}
 	return keys, by
 }
 

@@ -190,12 +190,17 @@ func (c *change) setToken(ctx context.Context, id int, t *token.Token) error {
 	if _, err := u.SetToken(id, data); err != nil {
 		return err
 	}
-	if _, err := u.Commit(ctx, c.dev); err != nil {
+	h, err := u.Commit(ctx, c.dev)
+	if err != nil {
 		return err
 	}
-	if err := c.reload(ctx); err != nil {
+	// The committed header is what the device now holds (under the
+	// volume lock nothing else changed it): no need to read it back.
+	v, err := c.m.fromHeader(c.v.Device, h)
+	if err != nil {
 		return err
 	}
+	c.v = v
 	c.refreshBackup(ctx)
 	return nil
 }

@@ -68,7 +68,6 @@ func (m *Manager) openByTPMKeyslots(ctx context.Context, vols []*Volume, devs []
 				continue
 			}
 			keys[i], by[i], errs[i], failures = vk, []string{FactorTPMKeyslot}, nil, nil
-			m.noteUnlocked(v.UUID(), by[i])
 			break
 		}
 		pinKey.Wipe()

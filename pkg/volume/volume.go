@@ -33,6 +33,11 @@ type Manager struct {
 	// observe, when set, is told the duration and outcome of every batched
 	// KMS call (op "unwrap" or "rewrap").
 	observe func(op string, took time.Duration, err error)
+	// backupDirSync coalesces the directory syncs of header backups
+	// saved at the same time (a batch of rewraps).
+	backupDirSync groupSync
+	// cfgDevs finds configured volumes by UUID and device (configFor).
+	cfgDevs configIndex
 }
 
 // Option tunes a Manager.

@@ -13,9 +13,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 
+	"github.com/atrest/atrest/pkg/luks2/internal/sha2"
+	"github.com/atrest/atrest/pkg/luks2/kdf"
 	"github.com/atrest/atrest/pkg/secret"
 )
 
@@ -33,29 +34,31 @@ func Size(keyLen, stripes int) int {
 }
 
 // Split returns Size(key.Len(), stripes) bytes of split material in locked
-// memory (the tail past keyLen*stripes is zero). newHash is the keyslot's af
-// hash.
-func Split(key *secret.Key, stripes int, newHash func() hash.Hash) (*secret.Key, error) {
-	return split(key, stripes, newHash, rand.Reader)
+// memory (the tail past keyLen*stripes is zero). hashName is the keyslot's
+// af hash.
+func Split(key *secret.Key, stripes int, hashName string) (*secret.Key, error) {
+	return split(key, stripes, hashName, rand.Reader)
 }
 
-func split(key *secret.Key, stripes int, newHash func() hash.Hash, rnd io.Reader) (*secret.Key, error) {
+func split(key *secret.Key, stripes int, hashName string, rnd io.Reader) (*secret.Key, error) {
 	n := key.Len()
 	if n == 0 || stripes < 1 {
 		return nil, errors.New("af: empty key or no stripes")
+	}
+	buf, err := secret.New(n + ScratchSize)
+	if err != nil {
+		return nil, err
+	}
+	defer buf.Wipe()
+	diffuse, err := newDiffuser(hashName, buf.Bytes()[n:])
+	if err != nil {
+		return nil, err
 	}
 	out, err := secret.New(Size(n, stripes))
 	if err != nil {
 		return nil, err
 	}
-	buf, err := secret.New(n)
-	if err != nil {
-		out.Wipe()
-		return nil, err
-	}
-	defer buf.Wipe()
-	d := newDiffuser(newHash)
-	dst, block := out.Bytes(), buf.Bytes()
+	dst, block := out.Bytes(), buf.Bytes()[:n]
 	for i := 0; i < stripes-1; i++ {
 		stripe := dst[i*n : (i+1)*n]
 		if _, err := io.ReadFull(rnd, stripe); err != nil {
@@ -63,38 +66,50 @@ func split(key *secret.Key, stripes int, newHash func() hash.Hash, rnd io.Reader
 			return nil, fmt.Errorf("af: random stripe: %w", err)
 		}
 		xor(block, stripe, block)
-		d.diffuse(block)
+		diffuse(block)
 	}
 	xor(dst[(stripes-1)*n:stripes*n], key.Bytes(), block)
-	d.wipe()
 	return out, nil
 }
 
 // Merge recovers a key of keyLen bytes from split material (at least
 // keyLen*stripes bytes, as Split wrote it).
-func Merge(material *secret.Key, keyLen, stripes int, newHash func() hash.Hash) (*secret.Key, error) {
-	return MergeBytes(material.Bytes(), keyLen, stripes, newHash)
+func Merge(material *secret.Key, keyLen, stripes int, hashName string) (*secret.Key, error) {
+	scratch, err := secret.New(ScratchSize)
+	if err != nil {
+		return nil, err
+	}
+	defer scratch.Wipe()
+	return MergeStreaming(material.Bytes(), keyLen, stripes, hashName, scratch.Bytes(), len(material.Bytes()), nil)
 }
 
 // MergeBytes is Merge for material in locked memory the caller owns (a
-// slice of a larger secret.Key).
-func MergeBytes(src []byte, keyLen, stripes int, newHash func() hash.Hash) (*secret.Key, error) {
-	return MergeStreaming(src, keyLen, stripes, newHash, len(src), nil)
+// slice of a larger secret.Key), working in scratch (at least ScratchSize
+// bytes of locked memory, cleared on return).
+func MergeBytes(src []byte, keyLen, stripes int, hashName string, scratch []byte) (*secret.Key, error) {
+	return MergeStreaming(src, keyLen, stripes, hashName, scratch, len(src), nil)
 }
 
 // MergeStreaming is MergeBytes for material that is still being produced:
 // only src[:ready] is there at first, and wait blocks until the rest is.
 // The merge is a chain of hashes, so starting it early hides the time spent
 // decrypting the rest of the material.
-func MergeStreaming(src []byte, keyLen, stripes int, newHash func() hash.Hash, ready int, wait func()) (*secret.Key, error) {
+func MergeStreaming(src []byte, keyLen, stripes int, hashName string, scratch []byte, ready int, wait func()) (*secret.Key, error) {
 	if keyLen <= 0 || stripes < 1 || len(src) < keyLen*stripes {
 		return nil, fmt.Errorf("af: %d bytes of material cannot hold %d stripes of %d bytes", len(src), stripes, keyLen)
+	}
+	if len(scratch) < ScratchSize {
+		return nil, fmt.Errorf("af: scratch of %d bytes, need %d", len(scratch), ScratchSize)
+	}
+	defer clear(scratch[:ScratchSize])
+	diffuse, err := newDiffuser(hashName, scratch)
+	if err != nil {
+		return nil, err
 	}
 	key, err := secret.New(keyLen)
 	if err != nil {
 		return nil, err
 	}
-	d := newDiffuser(newHash)
 	block := key.Bytes()
 	need := func(end int) {
 		if end > ready && wait != nil {
@@ -105,45 +120,44 @@ func MergeStreaming(src []byte, keyLen, stripes int, newHash func() hash.Hash, r
 	for i := 0; i < stripes-1; i++ {
 		need((i + 1) * keyLen)
 		xor(block, src[i*keyLen:(i+1)*keyLen], block)
-		d.diffuse(block)
+		diffuse(block)
 	}
 	need(stripes * keyLen)
 	xor(block, src[(stripes-1)*keyLen:stripes*keyLen], block)
-	d.wipe()
 	return key, nil
 }
 
 func xor(dst, a, b []byte) { subtle.XORBytes(dst, a, b) }
 
-// diffuser hashes a block in digest-sized pieces, each prefixed with its
-// big-endian index, in place. One hash state and one digest buffer are
-// reused across the 4000 rounds: allocation would dominate otherwise.
-type diffuser struct {
-	h   hash.Hash
-	sum []byte
-	iv  [4]byte
-}
+// ScratchSize is the locked scratch space a merge works in.
+const ScratchSize = sha2.ScratchSize
 
-func newDiffuser(newHash func() hash.Hash) *diffuser {
-	h := newHash()
-	return &diffuser{h: h, sum: make([]byte, 0, h.Size())}
-}
-
-func (d *diffuser) diffuse(block []byte) {
-	size := d.h.Size()
-	for i := 0; i*size < len(block); i++ {
-		piece := block[i*size : min((i+1)*size, len(block))]
-		d.h.Reset()
-		binary.BigEndian.PutUint32(d.iv[:], uint32(i))
-		d.h.Write(d.iv[:])
-		d.h.Write(piece)
-		d.sum = d.h.Sum(d.sum[:0])
-		copy(piece, d.sum)
+// newDiffuser returns the diffusion of a block in place: each digest-sized
+// piece i becomes the hash of its big-endian index and itself. SHA-256 and
+// SHA-512 run as bare compressions in scratch (internal/sha2); other hashes
+// go through hash.Hash, one state and one digest buffer reused across the
+// rounds, the digest in scratch.
+func newDiffuser(hashName string, scratch []byte) (func([]byte), error) {
+	if d := sha2.Diffuser(hashName, scratch); d != nil {
+		return d, nil
 	}
-}
-
-// wipe clears the last digest, which is derived from key material.
-func (d *diffuser) wipe() {
-	clear(d.sum[:cap(d.sum)])
-	d.h.Reset()
+	newHash, err := kdf.NewHash(hashName)
+	if err != nil {
+		return nil, fmt.Errorf("af: %w", err)
+	}
+	h := newHash()
+	size := h.Size()
+	sum := scratch[:0:size]
+	var iv [4]byte
+	return func(block []byte) {
+		for i := 0; i*size < len(block); i++ {
+			piece := block[i*size : min((i+1)*size, len(block))]
+			h.Reset()
+			binary.BigEndian.PutUint32(iv[:], uint32(i))
+			h.Write(iv[:])
+			h.Write(piece)
+			sum = h.Sum(sum[:0])
+			copy(piece, sum)
+		}
+	}, nil
 }

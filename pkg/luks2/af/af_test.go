@@ -1,17 +1,14 @@
 package af
 
 import (
-	"crypto/sha1"
-	"crypto/sha256"
-	"crypto/sha512"
-	"hash"
 	"testing"
 
 	"github.com/atrest/atrest/pkg/secret"
 )
 
 func TestSplitMergeRoundTrip(t *testing.T) {
-	for name, h := range map[string]func() hash.Hash{"sha1": sha1.New, "sha256": sha256.New, "sha512": sha512.New} {
+	for _, name := range []string{"sha1", "sha256", "sha384", "sha512"} {
+		h := name
 		for _, n := range []int{16, 32, 64} {
 			for _, stripes := range []int{1, 2, Stripes} {
 				k, err := secret.Random(n)
@@ -52,7 +49,7 @@ func TestSplitMergeRoundTrip(t *testing.T) {
 func TestMergeRefusesShortMaterial(t *testing.T) {
 	m, _ := secret.New(100)
 	defer m.Wipe()
-	if _, err := Merge(m, 64, Stripes, sha256.New); err == nil {
+	if _, err := Merge(m, 64, Stripes, "sha256"); err == nil {
 		t.Fatal("merge of too little material succeeded")
 	}
 }
@@ -62,7 +59,7 @@ func TestMergeRefusesShortMaterial(t *testing.T) {
 func TestMergeStreamingWaits(t *testing.T) {
 	k, _ := secret.Random(64)
 	defer k.Wipe()
-	m, err := Split(k, Stripes, sha256.New)
+	m, err := Split(k, Stripes, "sha256")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +68,7 @@ func TestMergeStreamingWaits(t *testing.T) {
 	ready := 1000 * 64
 	clear(m.Bytes()[ready:])
 	waited := false
-	got, err := MergeStreaming(m.Bytes(), 64, Stripes, sha256.New, ready, func() {
+	got, err := MergeStreaming(m.Bytes(), 64, Stripes, "sha256", make([]byte, ScratchSize), ready, func() {
 		waited = true
 		copy(m.Bytes()[ready:], full[ready:])
 	})

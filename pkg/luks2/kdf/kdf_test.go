@@ -6,6 +6,7 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"hash"
+	"strings"
 	"testing"
 
 	"golang.org/x/crypto/argon2"
@@ -53,6 +54,17 @@ func TestPBKDF2Vectors(t *testing.T) {
 			want := pbkdf2.Key([]byte("pw"), []byte("salty"), 7, n, h)
 			if !bytes.Equal(got.Bytes(), want) {
 				t.Errorf("pbkdf2-%s, %d bytes: differs from x/crypto", name, n)
+			}
+			got.Wipe()
+			// A passphrase longer than the hash's block, which HMAC
+			// hashes first (the general path).
+			long := strings.Repeat("long passphrase ", 10)
+			got, err = Derive(Params{Type: PBKDF2, Hash: name, Iterations: 1000, Salt: []byte("salty")}, key(t, long), n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := pbkdf2.Key([]byte(long), []byte("salty"), 1000, n, h); !bytes.Equal(got.Bytes(), want) {
+				t.Errorf("pbkdf2-%s of a long passphrase, %d bytes: differs from x/crypto", name, n)
 			}
 			got.Wipe()
 		}

@@ -5,11 +5,12 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/atrest/atrest/pkg/luks2/internal/sha2"
 	"github.com/atrest/atrest/pkg/secret"
 )
 
 // ScratchSize is the scratch space DeriveTo and PBKDF2To need.
-const ScratchSize = 2 * 64
+const ScratchSize = sha2.ScratchSize
 
 // pbkdf2Key is RFC 8018 PBKDF2 with HMAC into a new key.
 func pbkdf2Key(hashName string, password, salt []byte, iterations, keyLen int) (*secret.Key, error) {
@@ -36,8 +37,10 @@ func pbkdf2Key(hashName string, password, salt []byte, iterations, keyLen int) (
 // PBKDF2To computes PBKDF2-HMAC-hash into dst, keeping the running U and T
 // blocks in scratch (at least ScratchSize bytes). Callers on hot paths pass
 // slices of one locked buffer, which spares a locked mapping per call.
-// HMAC's Reset reuses the precomputed pads, so each iteration costs two
-// compressions, as in C.
+// SHA-256 and SHA-512 (every keyslot and digest atrest writes) run on the
+// bare compression functions of internal/sha2, two compressions per
+// iteration and nothing else; other hashes go through crypto/hmac, whose
+// Reset reuses the precomputed pads.
 func PBKDF2To(hashName string, password, salt []byte, iterations int, dst, scratch []byte) error {
 	newHash, err := NewHash(hashName)
 	if err != nil {
@@ -45,6 +48,12 @@ func PBKDF2To(hashName string, password, salt []byte, iterations int, dst, scrat
 	}
 	if iterations < 1 {
 		return fmt.Errorf("kdf: pbkdf2 iterations must be at least 1")
+	}
+	if len(scratch) < ScratchSize {
+		return fmt.Errorf("kdf: scratch of %d bytes, need %d", len(scratch), ScratchSize)
+	}
+	if sha2.PBKDF2(hashName, password, salt, iterations, dst, scratch) {
+		return nil
 	}
 	prf := hmac.New(newHash, password)
 	size := prf.Size()

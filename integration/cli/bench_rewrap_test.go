@@ -1,0 +1,125 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/atrest/atrest/internal/testutil"
+	"github.com/atrest/atrest/internal/testutil/vaulttest"
+	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/kms/backends"
+	"github.com/atrest/atrest/pkg/volume"
+)
+
+// BenchmarkRewrapAll times `atrest rewrap --all --force` as a whole
+// process for N volumes on image files named in the configuration, with
+// Vault Transit on loopback: configuration, the scan of N headers, login,
+// the Transit batch rewrap, the one unwrap batch that verifies the new
+// ciphertexts, each keyslot checked, each token replaced in a synced
+// header commit and each header backup refreshed. N is 256 and 1000, or
+// ATREST_BENCH_REWRAP_VOLUMES. ms/volume is the wall time of one run over
+// N; the Vault requests of the same work are counted in-process by
+// BenchmarkRewrap in pkg/volume (a constant: login, rewrap, unwrap).
+func BenchmarkRewrapAll(b *testing.B) {
+	testutil.RequireRoot(b)
+	sizes := []int{256, 1000}
+	if s := os.Getenv("ATREST_BENCH_REWRAP_VOLUMES"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			b.Fatalf("ATREST_BENCH_REWRAP_VOLUMES=%q is not a number of volumes", s)
+		}
+		sizes = []int{n}
+	}
+	srv := vaulttest.Shared(b)
+	bin := atrestReleaseBinary(b)
+	for _, n := range sizes {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			cfgPath := rewrapNode(b, srv, n)
+			var total time.Duration
+			b.ResetTimer()
+			for range b.N {
+				cmd := exec.Command(bin, "-c", cfgPath, "-o", "json", "rewrap", "--all", "--force")
+				var stderr strings.Builder
+				cmd.Stderr = &stderr
+				start := time.Now()
+				out, err := cmd.Output()
+				total += time.Since(start)
+				// --all also finds LUKS devices of other tests on the
+				// machine, which this configuration cannot rewrap: what
+				// counts is that every one of its own volumes was.
+				var doc struct {
+					Volumes []struct {
+						Name  string `json:"name"`
+						Error string `json:"error"`
+					} `json:"volumes"`
+				}
+				if jerr := json.Unmarshal(out, &doc); jerr != nil {
+					b.Fatalf("rewrap --all: %v, %v\n%s%s", err, jerr, out, stderr.String())
+				}
+				done := 0
+				for _, v := range doc.Volumes {
+					if strings.HasPrefix(v.Name, "rw") && v.Error == "" {
+						done++
+					}
+				}
+				if done != n {
+					b.Fatalf("rewrap --all rewrapped %d of %d volumes (%v):\n%s%s", done, n, err, out, stderr.String())
+				}
+			}
+			b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N*n), "ms/volume")
+		})
+	}
+}
+
+// rewrapNode writes a Vault Transit configuration naming n volumes on
+// image files, formatted in-process (formatting is not what is timed), and
+// returns its path.
+func rewrapNode(b *testing.B, srv *vaulttest.Server, n int) string {
+	b.Helper()
+	vn := vaulttest.Provision(b, srv, fmt.Sprintf("rewrap%d", n), nil)
+	dir := b.TempDir()
+	base := fmt.Sprintf("kms: vault-transit\nvault:\n  address: %s\n  ca_file: %s\n  auth:\n    method: approle\n    role_id: %s\n    secret_id_file: %s\n  transit:\n    key: %s\nrecovery:\n  mode: none\nstate_dir: %s/state\n",
+		srv.Address, srv.CAFile, vn.RoleID, vn.SecretIDFile, vn.Key, dir)
+	path := filepath.Join(dir, "atrest.yaml")
+	if err := os.WriteFile(path, []byte(base), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	set, err := backends.Open(cfg, func(string) string { return "" })
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer set.Close()
+	m := volume.New(cfg, set, volume.WithRunDir(filepath.Join(dir, "run")))
+	var list strings.Builder
+	list.WriteString("volumes:\n")
+	for i := range n {
+		img := filepath.Join(dir, fmt.Sprintf("v%04d.img", i))
+		if err := os.WriteFile(img, nil, 0o600); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.Truncate(img, 20<<20); err != nil {
+			b.Fatal(err)
+		}
+		name := fmt.Sprintf("rw%04d", i)
+		if _, err := m.Format(context.Background(), volume.FormatOptions{Device: img, Name: name}); err != nil {
+			b.Fatal(err)
+		}
+		fmt.Fprintf(&list, "  - name: %s\n    device: %s\n", name, img)
+	}
+	if err := os.WriteFile(path, []byte(base+list.String()), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return path
+}

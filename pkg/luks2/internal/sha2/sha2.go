@@ -1,0 +1,238 @@
+// Package sha2 runs the two hash loops of a keyslot open, PBKDF2-HMAC and
+// the anti-forensic diffusion, on SHA-256 and SHA-512 used as bare
+// compression functions (SHA-NI and AVX2 on amd64, the assembly of Go's
+// crypto/sha256 and crypto/sha512).
+//
+// Both loops hash thousands of messages of one block each (PBKDF2: a
+// digest and its padding, 2000 compressions for 1000 iterations; AF: a
+// 4-byte counter, a digest-sized piece and the padding, 8000 compressions
+// for a 64-byte key). Through hash.Hash every such message pays Reset,
+// Write, Sum and the copies of the state they make, which cost more than
+// the compression itself. Here each message is laid out once as its final
+// padded block and compressed directly; HMAC's inner and outer states are
+// computed once per key. The states and blocks live in the caller's
+// scratch, locked memory the caller wipes.
+package sha2
+
+import (
+	"crypto/subtle"
+	"encoding/binary"
+	"unsafe"
+)
+
+// ScratchSize is the scratch space PBKDF2 and Diffuser need: room for the
+// states and blocks, and for aligning them.
+const ScratchSize = align + 3*64 + 2*chunk512 + 64
+
+const align = 64
+
+type word interface{ ~uint32 | ~uint64 }
+
+// alg is one hash as a compression function.
+type alg[W word] struct {
+	size, blockSize, lenSize int // digest, block and length-field bytes
+	iv                       [8]W
+	block                    func(*[8]W, []byte)
+	block2                   func(a, b *[8]W, pa, pb []byte) // one block each
+}
+
+var (
+	sha256Alg = &alg[uint32]{32, chunk256, 8, [8]uint32{
+		0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19,
+	}, block256, block256x2}
+	sha512Alg = &alg[uint64]{64, chunk512, 16, [8]uint64{
+		0x6a09e667f3bcc908, 0xbb67ae8584caa73b, 0x3c6ef372fe94f82b, 0xa54ff53a5f1d36f1,
+		0x510e527fade682d1, 0x9b05688c2b3e6c1f, 0x1f83d9abfb41bd6b, 0x5be0cd19137e2179,
+	}, block512, func(a, b *[8]uint64, pa, pb []byte) {
+		block512(a, pa[:chunk512])
+		block512(b, pb[:chunk512])
+	}}
+)
+
+// PBKDF2 computes PBKDF2-HMAC with the named hash (RFC 8018) into dst and
+// reports true, or reports false without touching anything for a hash
+// other than sha256 and sha512 or a password longer than the hash's block
+// (which HMAC would hash first). scratch holds at least ScratchSize bytes
+// of locked memory; it is cleared on return. iterations is at least 1.
+func PBKDF2(hashName string, password, salt []byte, iterations int, dst, scratch []byte) bool {
+	switch hashName {
+	case "sha256":
+		return sha256Alg.pbkdf2(password, salt, iterations, dst, scratch)
+	case "sha512":
+		return sha512Alg.pbkdf2(password, salt, iterations, dst, scratch)
+	}
+	return false
+}
+
+// Diffuser returns the anti-forensic diffusion of cryptsetup's af.c with
+// the named hash (sha256 or sha512), or nil for other hashes: each
+// digest-sized piece i of a block becomes H(be32(i) || piece), truncated
+// to the piece. It works in scratch (ScratchSize bytes of locked memory the
+// caller clears when done).
+func Diffuser(hashName string, scratch []byte) func(block []byte) {
+	switch hashName {
+	case "sha256":
+		return sha256Alg.diffuser(scratch)
+	case "sha512":
+		return sha512Alg.diffuser(scratch)
+	}
+	return nil
+}
+
+// aligned returns scratch from its first 64-byte aligned byte, so that the
+// states can be viewed as word arrays.
+func aligned(scratch []byte) []byte {
+	off := int(-uintptr(unsafe.Pointer(unsafe.SliceData(scratch))) & (align - 1))
+	return scratch[off : off+ScratchSize-align]
+}
+
+// state views 64 aligned bytes of b as a hash state.
+func state[W word](b []byte) *[8]W {
+	return (*[8]W)(unsafe.Pointer(unsafe.SliceData(b[:64])))
+}
+
+// put stores the state big-endian into dst (at least size bytes): the
+// digest.
+func (a *alg[W]) put(dst []byte, s *[8]W) {
+	if a.size == 32 {
+		_ = dst[31]
+		for i := range 8 {
+			binary.BigEndian.PutUint32(dst[4*i:], uint32(s[i]))
+		}
+		return
+	}
+	_ = dst[63]
+	for i := range 8 {
+		binary.BigEndian.PutUint64(dst[8*i:], uint64(s[i]))
+	}
+}
+
+// pad completes buf, holding n message bytes, as a final block of a
+// message of total bytes.
+func (a *alg[W]) pad(buf []byte, n, total int) {
+	buf[n] = 0x80
+	clear(buf[n+1:])
+	binary.BigEndian.PutUint64(buf[a.blockSize-8:], uint64(total)<<3)
+}
+
+// sum hashes parts into st, which has compressed prefix bytes already,
+// finishes with the padding and writes the digest into out. buf is a
+// block of scratch.
+func (a *alg[W]) sum(st *[8]W, prefix int, buf, out []byte, parts ...[]byte) {
+	n, total := 0, prefix
+	for _, p := range parts {
+		total += len(p)
+		for len(p) > 0 {
+			c := copy(buf[n:a.blockSize], p)
+			n, p = n+c, p[c:]
+			if n == a.blockSize {
+				a.block(st, buf)
+				n = 0
+			}
+		}
+	}
+	buf[n] = 0x80
+	clear(buf[n+1 : a.blockSize])
+	if n+1+a.lenSize > a.blockSize {
+		a.block(st, buf[:a.blockSize])
+		clear(buf[:a.blockSize])
+	}
+	binary.BigEndian.PutUint64(buf[a.blockSize-8:], uint64(total)<<3)
+	a.block(st, buf[:a.blockSize])
+	a.put(out, st)
+}
+
+func (a *alg[W]) pbkdf2(password, salt []byte, iterations int, dst, scratch []byte) bool {
+	bs, s := a.blockSize, a.size
+	if len(password) > bs {
+		return false
+	}
+	w := aligned(scratch)
+	defer clear(w)
+	istate, ostate, st := state[W](w[0:]), state[W](w[64:]), state[W](w[128:])
+	ibuf, obuf, t := w[192:192+bs], w[192+bs:192+2*bs], w[192+2*bs:192+2*bs+s]
+	// HMAC's pads: the key XOR ipad and opad, compressed once.
+	for i := range bs {
+		var k byte
+		if i < len(password) {
+			k = password[i]
+		}
+		ibuf[i], obuf[i] = k^0x36, k^0x5c
+	}
+	*istate, *ostate = a.iv, a.iv
+	a.block(istate, ibuf)
+	a.block(ostate, obuf)
+	var counter [4]byte
+	for n := uint32(1); len(dst) > 0; n++ {
+		// U1 = HMAC(salt || be32(n)); then every U is one padded
+		// block: the inner hash's message sits in ibuf and its
+		// digest, the outer hash's message, in obuf.
+		binary.BigEndian.PutUint32(counter[:], n)
+		*st = *istate
+		a.sum(st, bs, ibuf, obuf, salt, counter[:])
+		a.pad(obuf, s, bs+s)
+		*st = *ostate
+		a.block(st, obuf)
+		a.pad(ibuf, s, bs+s)
+		a.put(ibuf, st)
+		copy(t, ibuf[:s])
+		for range iterations - 1 {
+			*st = *istate
+			a.block(st, ibuf)
+			a.put(obuf, st)
+			*st = *ostate
+			a.block(st, obuf)
+			a.put(ibuf, st)
+			subtle.XORBytes(t, t, ibuf[:s])
+		}
+		dst = dst[copy(dst, t):]
+	}
+	return true
+}
+
+func (a *alg[W]) diffuser(scratch []byte) func(block []byte) {
+	w := aligned(scratch)
+	bs := a.blockSize
+	st := [2]*[8]W{state[W](w[0:]), state[W](w[64:])}
+	buf := [2][]byte{w[128 : 128+bs], w[128+bs : 128+2*bs]}
+	dig := w[128+2*bs : 128+2*bs+a.size]
+	// load lays out piece i as the one block of its message into buf[j].
+	// The counter and the padding depend only on i and the piece's
+	// length, the same in every round of a merge: they are written when
+	// those change, the piece itself every time.
+	laid := [2][2]int{{-1, -1}, {-1, -1}} // i and length buf[j] is laid out for
+	load := func(j, i int, piece []byte) {
+		if laid[j] != [2]int{i, len(piece)} {
+			binary.BigEndian.PutUint32(buf[j], uint32(i))
+			a.pad(buf[j], 4+len(piece), 4+len(piece))
+			laid[j] = [2]int{i, len(piece)}
+		}
+		copy(buf[j][4:], piece)
+		*st[j] = a.iv
+	}
+	store := func(j int, piece []byte) {
+		if len(piece) == a.size {
+			a.put(piece, st[j])
+		} else {
+			a.put(dig, st[j])
+			copy(piece, dig)
+		}
+	}
+	// The pieces' hashes are independent: two at a time.
+	return func(block []byte) {
+		for i := 0; i*a.size < len(block); i += 2 {
+			p0 := block[i*a.size : min((i+1)*a.size, len(block))]
+			load(0, i, p0)
+			if (i+1)*a.size >= len(block) {
+				a.block(st[0], buf[0])
+				store(0, p0)
+				break
+			}
+			p1 := block[(i+1)*a.size : min((i+2)*a.size, len(block))]
+			load(1, i+1, p1)
+			a.block2(st[0], st[1], buf[0], buf[1])
+			store(0, p0)
+			store(1, p1)
+		}
+	}
+}

@@ -1,0 +1,64 @@
+//go:build amd64 && !purego
+
+package sha2
+
+import "golang.org/x/sys/cpu"
+
+var (
+	haveSHANI = cpu.X86.HasAVX && hasSHA() && cpu.X86.HasSSE41 && cpu.X86.HasSSSE3
+	haveAVX2  = cpu.X86.HasAVX && cpu.X86.HasAVX2 && cpu.X86.HasBMI2
+)
+
+// hasSHA reports the SHA extensions (CPUID leaf 7, EBX bit 29), which this
+// version of x/sys/cpu does not name.
+func hasSHA() bool {
+	if max, _, _, _ := cpuid(0, 0); max < 7 {
+		return false
+	}
+	_, ebx, _, _ := cpuid(7, 0)
+	return ebx&(1<<29) != 0
+}
+
+//go:noescape
+func cpuid(leaf, sub uint32) (eax, ebx, ecx, edx uint32)
+
+// block256SHANI compresses the 64-byte blocks of p into dig with SHA-NI.
+//
+//go:noescape
+func block256SHANI(dig *[8]uint32, p []byte)
+
+// block512AVX2 compresses the 128-byte blocks of p into dig with AVX2.
+//
+//go:noescape
+func block512AVX2(dig *[8]uint64, p []byte)
+
+// block256SHANIx2 compresses one 64-byte block at pa into a and one at pb
+// into b, the two interleaved.
+//
+//go:noescape
+func block256SHANIx2(a, b *[8]uint32, pa, pb *byte)
+
+func block256x2(a, b *[8]uint32, pa, pb []byte) {
+	if haveSHANI {
+		block256SHANIx2(a, b, &pa[:64][0], &pb[:64][0])
+	} else {
+		block256Generic(a, pa[:64])
+		block256Generic(b, pb[:64])
+	}
+}
+
+func block256(dig *[8]uint32, p []byte) {
+	if haveSHANI {
+		block256SHANI(dig, p)
+	} else {
+		block256Generic(dig, p)
+	}
+}
+
+func block512(dig *[8]uint64, p []byte) {
+	if haveAVX2 {
+		block512AVX2(dig, p)
+	} else {
+		block512Generic(dig, p)
+	}
+}

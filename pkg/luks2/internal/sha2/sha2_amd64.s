@@ -1,0 +1,1606 @@
+// Copied from Go 1.26's crypto/internal/fips140/sha256/sha256block_amd64.s and sha512/sha512block_amd64.s (generated there by avo;
+// Copyright The Go Authors, BSD-style license: see the LICENSE file of the
+// Go distribution). Only the function names changed.
+
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+DATA flip_mask<>+0(SB)/8, $0x0405060700010203
+DATA flip_mask<>+8(SB)/8, $0x0c0d0e0f08090a0b
+DATA flip_mask<>+16(SB)/8, $0x0405060700010203
+DATA flip_mask<>+24(SB)/8, $0x0c0d0e0f08090a0b
+GLOBL flip_mask<>(SB), RODATA, $32
+
+DATA K256<>+0(SB)/4, $0x428a2f98
+DATA K256<>+4(SB)/4, $0x71374491
+DATA K256<>+8(SB)/4, $0xb5c0fbcf
+DATA K256<>+12(SB)/4, $0xe9b5dba5
+DATA K256<>+16(SB)/4, $0x428a2f98
+DATA K256<>+20(SB)/4, $0x71374491
+DATA K256<>+24(SB)/4, $0xb5c0fbcf
+DATA K256<>+28(SB)/4, $0xe9b5dba5
+DATA K256<>+32(SB)/4, $0x3956c25b
+DATA K256<>+36(SB)/4, $0x59f111f1
+DATA K256<>+40(SB)/4, $0x923f82a4
+DATA K256<>+44(SB)/4, $0xab1c5ed5
+DATA K256<>+48(SB)/4, $0x3956c25b
+DATA K256<>+52(SB)/4, $0x59f111f1
+DATA K256<>+56(SB)/4, $0x923f82a4
+DATA K256<>+60(SB)/4, $0xab1c5ed5
+DATA K256<>+64(SB)/4, $0xd807aa98
+DATA K256<>+68(SB)/4, $0x12835b01
+DATA K256<>+72(SB)/4, $0x243185be
+DATA K256<>+76(SB)/4, $0x550c7dc3
+DATA K256<>+80(SB)/4, $0xd807aa98
+DATA K256<>+84(SB)/4, $0x12835b01
+DATA K256<>+88(SB)/4, $0x243185be
+DATA K256<>+92(SB)/4, $0x550c7dc3
+DATA K256<>+96(SB)/4, $0x72be5d74
+DATA K256<>+100(SB)/4, $0x80deb1fe
+DATA K256<>+104(SB)/4, $0x9bdc06a7
+DATA K256<>+108(SB)/4, $0xc19bf174
+DATA K256<>+112(SB)/4, $0x72be5d74
+DATA K256<>+116(SB)/4, $0x80deb1fe
+DATA K256<>+120(SB)/4, $0x9bdc06a7
+DATA K256<>+124(SB)/4, $0xc19bf174
+DATA K256<>+128(SB)/4, $0xe49b69c1
+DATA K256<>+132(SB)/4, $0xefbe4786
+DATA K256<>+136(SB)/4, $0x0fc19dc6
+DATA K256<>+140(SB)/4, $0x240ca1cc
+DATA K256<>+144(SB)/4, $0xe49b69c1
+DATA K256<>+148(SB)/4, $0xefbe4786
+DATA K256<>+152(SB)/4, $0x0fc19dc6
+DATA K256<>+156(SB)/4, $0x240ca1cc
+DATA K256<>+160(SB)/4, $0x2de92c6f
+DATA K256<>+164(SB)/4, $0x4a7484aa
+DATA K256<>+168(SB)/4, $0x5cb0a9dc
+DATA K256<>+172(SB)/4, $0x76f988da
+DATA K256<>+176(SB)/4, $0x2de92c6f
+DATA K256<>+180(SB)/4, $0x4a7484aa
+DATA K256<>+184(SB)/4, $0x5cb0a9dc
+DATA K256<>+188(SB)/4, $0x76f988da
+DATA K256<>+192(SB)/4, $0x983e5152
+DATA K256<>+196(SB)/4, $0xa831c66d
+DATA K256<>+200(SB)/4, $0xb00327c8
+DATA K256<>+204(SB)/4, $0xbf597fc7
+DATA K256<>+208(SB)/4, $0x983e5152
+DATA K256<>+212(SB)/4, $0xa831c66d
+DATA K256<>+216(SB)/4, $0xb00327c8
+DATA K256<>+220(SB)/4, $0xbf597fc7
+DATA K256<>+224(SB)/4, $0xc6e00bf3
+DATA K256<>+228(SB)/4, $0xd5a79147
+DATA K256<>+232(SB)/4, $0x06ca6351
+DATA K256<>+236(SB)/4, $0x14292967
+DATA K256<>+240(SB)/4, $0xc6e00bf3
+DATA K256<>+244(SB)/4, $0xd5a79147
+DATA K256<>+248(SB)/4, $0x06ca6351
+DATA K256<>+252(SB)/4, $0x14292967
+DATA K256<>+256(SB)/4, $0x27b70a85
+DATA K256<>+260(SB)/4, $0x2e1b2138
+DATA K256<>+264(SB)/4, $0x4d2c6dfc
+DATA K256<>+268(SB)/4, $0x53380d13
+DATA K256<>+272(SB)/4, $0x27b70a85
+DATA K256<>+276(SB)/4, $0x2e1b2138
+DATA K256<>+280(SB)/4, $0x4d2c6dfc
+DATA K256<>+284(SB)/4, $0x53380d13
+DATA K256<>+288(SB)/4, $0x650a7354
+DATA K256<>+292(SB)/4, $0x766a0abb
+DATA K256<>+296(SB)/4, $0x81c2c92e
+DATA K256<>+300(SB)/4, $0x92722c85
+DATA K256<>+304(SB)/4, $0x650a7354
+DATA K256<>+308(SB)/4, $0x766a0abb
+DATA K256<>+312(SB)/4, $0x81c2c92e
+DATA K256<>+316(SB)/4, $0x92722c85
+DATA K256<>+320(SB)/4, $0xa2bfe8a1
+DATA K256<>+324(SB)/4, $0xa81a664b
+DATA K256<>+328(SB)/4, $0xc24b8b70
+DATA K256<>+332(SB)/4, $0xc76c51a3
+DATA K256<>+336(SB)/4, $0xa2bfe8a1
+DATA K256<>+340(SB)/4, $0xa81a664b
+DATA K256<>+344(SB)/4, $0xc24b8b70
+DATA K256<>+348(SB)/4, $0xc76c51a3
+DATA K256<>+352(SB)/4, $0xd192e819
+DATA K256<>+356(SB)/4, $0xd6990624
+DATA K256<>+360(SB)/4, $0xf40e3585
+DATA K256<>+364(SB)/4, $0x106aa070
+DATA K256<>+368(SB)/4, $0xd192e819
+DATA K256<>+372(SB)/4, $0xd6990624
+DATA K256<>+376(SB)/4, $0xf40e3585
+DATA K256<>+380(SB)/4, $0x106aa070
+DATA K256<>+384(SB)/4, $0x19a4c116
+DATA K256<>+388(SB)/4, $0x1e376c08
+DATA K256<>+392(SB)/4, $0x2748774c
+DATA K256<>+396(SB)/4, $0x34b0bcb5
+DATA K256<>+400(SB)/4, $0x19a4c116
+DATA K256<>+404(SB)/4, $0x1e376c08
+DATA K256<>+408(SB)/4, $0x2748774c
+DATA K256<>+412(SB)/4, $0x34b0bcb5
+DATA K256<>+416(SB)/4, $0x391c0cb3
+DATA K256<>+420(SB)/4, $0x4ed8aa4a
+DATA K256<>+424(SB)/4, $0x5b9cca4f
+DATA K256<>+428(SB)/4, $0x682e6ff3
+DATA K256<>+432(SB)/4, $0x391c0cb3
+DATA K256<>+436(SB)/4, $0x4ed8aa4a
+DATA K256<>+440(SB)/4, $0x5b9cca4f
+DATA K256<>+444(SB)/4, $0x682e6ff3
+DATA K256<>+448(SB)/4, $0x748f82ee
+DATA K256<>+452(SB)/4, $0x78a5636f
+DATA K256<>+456(SB)/4, $0x84c87814
+DATA K256<>+460(SB)/4, $0x8cc70208
+DATA K256<>+464(SB)/4, $0x748f82ee
+DATA K256<>+468(SB)/4, $0x78a5636f
+DATA K256<>+472(SB)/4, $0x84c87814
+DATA K256<>+476(SB)/4, $0x8cc70208
+DATA K256<>+480(SB)/4, $0x90befffa
+DATA K256<>+484(SB)/4, $0xa4506ceb
+DATA K256<>+488(SB)/4, $0xbef9a3f7
+DATA K256<>+492(SB)/4, $0xc67178f2
+DATA K256<>+496(SB)/4, $0x90befffa
+DATA K256<>+500(SB)/4, $0xa4506ceb
+DATA K256<>+504(SB)/4, $0xbef9a3f7
+DATA K256<>+508(SB)/4, $0xc67178f2
+GLOBL K256<>(SB), RODATA|NOPTR, $512
+
+// func block256SHANI(dig *[8]uint32, p []byte)
+// Requires: AVX, SHA, SSE2, SSE4.1, SSSE3
+TEXT ·block256SHANI(SB), $0-32
+	MOVQ    dig+0(FP), DI
+	MOVQ    p_base+8(FP), SI
+	MOVQ    p_len+16(FP), DX
+	SHRQ    $0x06, DX
+	SHLQ    $0x06, DX
+	CMPQ    DX, $0x00
+	JEQ     done
+	ADDQ    SI, DX
+	VMOVDQU (DI), X1
+	VMOVDQU 16(DI), X2
+	PSHUFD  $0xb1, X1, X1
+	PSHUFD  $0x1b, X2, X2
+	VMOVDQA X1, X7
+	PALIGNR $0x08, X2, X1
+	PBLENDW $0xf0, X7, X2
+	VMOVDQA flip_mask<>+0(SB), X8
+	LEAQ    K256<>+0(SB), AX
+
+roundLoop:
+	// save hash values for addition after rounds
+	VMOVDQA X1, X9
+	VMOVDQA X2, X10
+
+	// do rounds 0-59
+	VMOVDQU     (SI), X0
+	PSHUFB      X8, X0
+	VMOVDQA     X0, X3
+	PADDD       (AX), X0
+	SHA256RNDS2 X0, X1, X2
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	VMOVDQU     16(SI), X0
+	PSHUFB      X8, X0
+	VMOVDQA     X0, X4
+	PADDD       32(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X4, X3
+	VMOVDQU     32(SI), X0
+	PSHUFB      X8, X0
+	VMOVDQA     X0, X5
+	PADDD       64(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X5, X4
+	VMOVDQU     48(SI), X0
+	PSHUFB      X8, X0
+	VMOVDQA     X0, X6
+	PADDD       96(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X6, X7
+	PALIGNR     $0x04, X5, X7
+	PADDD       X7, X3
+	SHA256MSG2  X6, X3
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X6, X5
+	VMOVDQA     X3, X0
+	PADDD       128(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X3, X7
+	PALIGNR     $0x04, X6, X7
+	PADDD       X7, X4
+	SHA256MSG2  X3, X4
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X3, X6
+	VMOVDQA     X4, X0
+	PADDD       160(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X4, X7
+	PALIGNR     $0x04, X3, X7
+	PADDD       X7, X5
+	SHA256MSG2  X4, X5
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X4, X3
+	VMOVDQA     X5, X0
+	PADDD       192(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X5, X7
+	PALIGNR     $0x04, X4, X7
+	PADDD       X7, X6
+	SHA256MSG2  X5, X6
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X5, X4
+	VMOVDQA     X6, X0
+	PADDD       224(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X6, X7
+	PALIGNR     $0x04, X5, X7
+	PADDD       X7, X3
+	SHA256MSG2  X6, X3
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X6, X5
+	VMOVDQA     X3, X0
+	PADDD       256(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X3, X7
+	PALIGNR     $0x04, X6, X7
+	PADDD       X7, X4
+	SHA256MSG2  X3, X4
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X3, X6
+	VMOVDQA     X4, X0
+	PADDD       288(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X4, X7
+	PALIGNR     $0x04, X3, X7
+	PADDD       X7, X5
+	SHA256MSG2  X4, X5
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X4, X3
+	VMOVDQA     X5, X0
+	PADDD       320(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X5, X7
+	PALIGNR     $0x04, X4, X7
+	PADDD       X7, X6
+	SHA256MSG2  X5, X6
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X5, X4
+	VMOVDQA     X6, X0
+	PADDD       352(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X6, X7
+	PALIGNR     $0x04, X5, X7
+	PADDD       X7, X3
+	SHA256MSG2  X6, X3
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X6, X5
+	VMOVDQA     X3, X0
+	PADDD       384(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X3, X7
+	PALIGNR     $0x04, X6, X7
+	PADDD       X7, X4
+	SHA256MSG2  X3, X4
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X3, X6
+	VMOVDQA     X4, X0
+	PADDD       416(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X4, X7
+	PALIGNR     $0x04, X3, X7
+	PADDD       X7, X5
+	SHA256MSG2  X4, X5
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	VMOVDQA     X5, X0
+	PADDD       448(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X5, X7
+	PALIGNR     $0x04, X4, X7
+	PADDD       X7, X6
+	SHA256MSG2  X5, X6
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+
+	// do rounds 60-63
+	VMOVDQA     X6, X0
+	PADDD       480(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+
+	// add current hash values with previously saved
+	PADDD X9, X1
+	PADDD X10, X2
+
+	// advance data pointer; loop until buffer empty
+	ADDQ $0x40, SI
+	CMPQ DX, SI
+	JNE  roundLoop
+
+	// write hash values back in the correct order
+	PSHUFD  $0x1b, X1, X1
+	PSHUFD  $0xb1, X2, X2
+	VMOVDQA X1, X7
+	PBLENDW $0xf0, X2, X1
+	PALIGNR $0x08, X7, X2
+	VMOVDQU X1, (DI)
+	VMOVDQU X2, 16(DI)
+
+done:
+	RET
+
+// func block512AVX2(dig *[8]uint64, p []byte)
+// Requires: AVX, AVX2, BMI2
+TEXT ·block512AVX2(SB), NOSPLIT, $56-32
+	MOVQ    dig+0(FP), SI
+	MOVQ    p_base+8(FP), DI
+	MOVQ    p_len+16(FP), DX
+	SHRQ    $0x07, DX
+	SHLQ    $0x07, DX
+	JZ      done_hash
+	ADDQ    DI, DX
+	MOVQ    DX, 48(SP)
+	MOVQ    (SI), AX
+	MOVQ    8(SI), BX
+	MOVQ    16(SI), CX
+	MOVQ    24(SI), R8
+	MOVQ    32(SI), DX
+	MOVQ    40(SI), R9
+	MOVQ    48(SI), R10
+	MOVQ    56(SI), R11
+	VMOVDQU PSHUFFLE_BYTE_FLIP_MASK<>+0(SB), Y9
+
+loop0:
+	MOVQ    $·k512+0(SB), BP
+	VMOVDQU (DI), Y4
+	VPSHUFB Y9, Y4, Y4
+	VMOVDQU 32(DI), Y5
+	VPSHUFB Y9, Y5, Y5
+	VMOVDQU 64(DI), Y6
+	VPSHUFB Y9, Y6, Y6
+	VMOVDQU 96(DI), Y7
+	VPSHUFB Y9, Y7, Y7
+	MOVQ    DI, 40(SP)
+	MOVQ    $0x00000004, 32(SP)
+
+loop1:
+	VPADDQ     (BP), Y4, Y0
+	VMOVDQU    Y0, (SP)
+	VPERM2F128 $0x03, Y6, Y7, Y0
+	VPALIGNR   $0x08, Y6, Y0, Y0
+	VPADDQ     Y4, Y0, Y0
+	VPERM2F128 $0x03, Y4, Y5, Y1
+	VPALIGNR   $0x08, Y4, Y1, Y1
+	VPSRLQ     $0x01, Y1, Y2
+	VPSLLQ     $0x3f, Y1, Y3
+	VPOR       Y2, Y3, Y3
+	VPSRLQ     $0x07, Y1, Y8
+	MOVQ       AX, DI
+	RORXQ      $0x29, DX, R13
+	RORXQ      $0x12, DX, R14
+	ADDQ       (SP), R11
+	ORQ        CX, DI
+	MOVQ       R9, R15
+	RORXQ      $0x22, AX, R12
+	XORQ       R14, R13
+	XORQ       R10, R15
+	RORXQ      $0x0e, DX, R14
+	ANDQ       DX, R15
+	XORQ       R14, R13
+	RORXQ      $0x27, AX, R14
+	ADDQ       R11, R8
+	ANDQ       BX, DI
+	XORQ       R12, R14
+	RORXQ      $0x1c, AX, R12
+	XORQ       R10, R15
+	XORQ       R12, R14
+	MOVQ       AX, R12
+	ANDQ       CX, R12
+	ADDQ       R13, R15
+	ORQ        R12, DI
+	ADDQ       R14, R11
+	ADDQ       R15, R8
+	ADDQ       R15, R11
+	ADDQ       DI, R11
+	VPSRLQ     $0x08, Y1, Y2
+	VPSLLQ     $0x38, Y1, Y1
+	VPOR       Y2, Y1, Y1
+	VPXOR      Y8, Y3, Y3
+	VPXOR      Y1, Y3, Y1
+	VPADDQ     Y1, Y0, Y0
+	VPERM2F128 $0x00, Y0, Y0, Y4
+	VPAND      MASK_YMM_LO<>+0(SB), Y0, Y0
+	VPERM2F128 $0x11, Y7, Y7, Y2
+	VPSRLQ     $0x06, Y2, Y8
+	MOVQ       R11, DI
+	RORXQ      $0x29, R8, R13
+	RORXQ      $0x12, R8, R14
+	ADDQ       8(SP), R10
+	ORQ        BX, DI
+	MOVQ       DX, R15
+	RORXQ      $0x22, R11, R12
+	XORQ       R14, R13
+	XORQ       R9, R15
+	RORXQ      $0x0e, R8, R14
+	XORQ       R14, R13
+	RORXQ      $0x27, R11, R14
+	ANDQ       R8, R15
+	ADDQ       R10, CX
+	ANDQ       AX, DI
+	XORQ       R12, R14
+	RORXQ      $0x1c, R11, R12
+	XORQ       R9, R15
+	XORQ       R12, R14
+	MOVQ       R11, R12
+	ANDQ       BX, R12
+	ADDQ       R13, R15
+	ORQ        R12, DI
+	ADDQ       R14, R10
+	ADDQ       R15, CX
+	ADDQ       R15, R10
+	ADDQ       DI, R10
+	VPSRLQ     $0x13, Y2, Y3
+	VPSLLQ     $0x2d, Y2, Y1
+	VPOR       Y1, Y3, Y3
+	VPXOR      Y3, Y8, Y8
+	VPSRLQ     $0x3d, Y2, Y3
+	VPSLLQ     $0x03, Y2, Y1
+	VPOR       Y1, Y3, Y3
+	VPXOR      Y3, Y8, Y8
+	VPADDQ     Y8, Y4, Y4
+	VPSRLQ     $0x06, Y4, Y8
+	MOVQ       R10, DI
+	RORXQ      $0x29, CX, R13
+	ADDQ       16(SP), R9
+	RORXQ      $0x12, CX, R14
+	ORQ        AX, DI
+	MOVQ       R8, R15
+	XORQ       DX, R15
+	RORXQ      $0x22, R10, R12
+	XORQ       R14, R13
+	ANDQ       CX, R15
+	RORXQ      $0x0e, CX, R14
+	ADDQ       R9, BX
+	ANDQ       R11, DI
+	XORQ       R14, R13
+	RORXQ      $0x27, R10, R14
+	XORQ       DX, R15
+	XORQ       R12, R14
+	RORXQ      $0x1c, R10, R12
+	XORQ       R12, R14
+	MOVQ       R10, R12
+	ANDQ       AX, R12
+	ADDQ       R13, R15
+	ORQ        R12, DI
+	ADDQ       R14, R9
+	ADDQ       R15, BX
+	ADDQ       R15, R9
+	ADDQ       DI, R9
+	VPSRLQ     $0x13, Y4, Y3
+	VPSLLQ     $0x2d, Y4, Y1
+	VPOR       Y1, Y3, Y3
+	VPXOR      Y3, Y8, Y8
+	VPSRLQ     $0x3d, Y4, Y3
+	VPSLLQ     $0x03, Y4, Y1
+	VPOR       Y1, Y3, Y3
+	VPXOR      Y3, Y8, Y8
+	VPADDQ     Y8, Y0, Y2
+	VPBLENDD   $0xf0, Y2, Y4, Y4
+	MOVQ       R9, DI
+	RORXQ      $0x29, BX, R13
+	RORXQ      $0x12, BX, R14
+	ADDQ       24(SP), DX
+	ORQ        R11, DI
+	MOVQ       CX, R15
+	RORXQ      $0x22, R9, R12
+	XORQ       R14, R13
+	XORQ       R8, R15
+	RORXQ      $0x0e, BX, R14
+	ANDQ       BX, R15
+	ADDQ       DX, AX
+	ANDQ       R10, DI
+	XORQ       R14, R13
+	XORQ       R8, R15
+	RORXQ      $0x27, R9, R14
+	ADDQ       R13, R15
+	XORQ       R12, R14
+	ADDQ       R15, AX
+	RORXQ      $0x1c, R9, R12
+	XORQ       R12, R14
+	MOVQ       R9, R12
+	ANDQ       R11, R12
+	ORQ        R12, DI
+	ADDQ       R14, DX
+	ADDQ       R15, DX
+	ADDQ       DI, DX
+	VPADDQ     32(BP), Y5, Y0
+	VMOVDQU    Y0, (SP)
+	VPERM2F128 $0x03, Y7, Y4, Y0
+	VPALIGNR   $0x08, Y7, Y0, Y0
+	VPADDQ     Y5, Y0, Y0
+	VPERM2F128 $0x03, Y5, Y6, Y1
+	VPALIGNR   $0x08, Y5, Y1, Y1
+	VPSRLQ     $0x01, Y1, Y2
+	VPSLLQ     $0x3f, Y1, Y3
+	VPOR       Y2, Y3, Y3
+	VPSRLQ     $0x07, Y1, Y8
+	MOVQ       DX, DI
+	RORXQ      $0x29, AX, R13
+	RORXQ      $0x12, AX, R14
+	ADDQ       (SP), R8
+	ORQ        R10, DI
+	MOVQ       BX, R15
+	RORXQ      $0x22, DX, R12
+	XORQ       R14, R13
+	XORQ       CX, R15
+	RORXQ      $0x0e, AX, R14
+	ANDQ       AX, R15
+	XORQ       R14, R13
+	RORXQ      $0x27, DX, R14
+	ADDQ       R8, R11
+	ANDQ       R9, DI
+	XORQ       R12, R14
+	RORXQ      $0x1c, DX, R12
+	XORQ       CX, R15
+	XORQ       R12, R14
+	MOVQ       DX, R12
+	ANDQ       R10, R12
+	ADDQ       R13, R15
+	ORQ        R12, DI
+	ADDQ       R14, R8
+	ADDQ       R15, R11
+	ADDQ       R15, R8
+	ADDQ       DI, R8
+	VPSRLQ     $0x08, Y1, Y2
+	VPSLLQ     $0x38, Y1, Y1
+	VPOR       Y2, Y1, Y1
+	VPXOR      Y8, Y3, Y3
+	VPXOR      Y1, Y3, Y1
+	VPADDQ     Y1, Y0, Y0
+	VPERM2F128 $0x00, Y0, Y0, Y5
+	VPAND      MASK_YMM_LO<>+0(SB), Y0, Y0
+	VPERM2F128 $0x11, Y4, Y4, Y2
+	VPSRLQ     $0x06, Y2, Y8
+	MOVQ       R8, DI
+	RORXQ      $0x29, R11, R13
+	RORXQ      $0x12, R11, R14
+	ADDQ       8(SP), CX
+	ORQ        R9, DI
+	MOVQ       AX, R15
+	RORXQ      $0x22, R8, R12
+	XORQ       R14, R13
+	XORQ       BX, R15
+	RORXQ      $0x0e, R11, R14
+	XORQ       R14, R13
+	RORXQ      $0x27, R8, R14
+	ANDQ       R11, R15
+	ADDQ       CX, R10
+	ANDQ       DX, DI
+	XORQ       R12, R14
+	RORXQ      $0x1c, R8, R12
+	XORQ       BX, R15
+	XORQ       R12, R14
+	MOVQ       R8, R12
+	ANDQ       R9, R12
+	ADDQ       R13, R15
+	ORQ        R12, DI
+	ADDQ       R14, CX
+	ADDQ       R15, R10
+	ADDQ       R15, CX
+	ADDQ       DI, CX
+	VPSRLQ     $0x13, Y2, Y3
+	VPSLLQ     $0x2d, Y2, Y1
+	VPOR       Y1, Y3, Y3
+	VPXOR      Y3, Y8, Y8
+	VPSRLQ     $0x3d, Y2, Y3
+	VPSLLQ     $0x03, Y2, Y1
+	VPOR       Y1, Y3, Y3
+	VPXOR      Y3, Y8, Y8
+	VPADDQ     Y8, Y5, Y5
+	VPSRLQ     $0x06, Y5, Y8
+	MOVQ       CX, DI
+	RORXQ      $0x29, R10, R13
+	ADDQ       16(SP), BX
+	RORXQ      $0x12, R10, R14
+	ORQ        DX, DI
+	MOVQ       R11, R15
+	XORQ       AX, R15
+	RORXQ      $0x22, CX, R12
+	XORQ       R14, R13
+	ANDQ       R10, R15
+	RORXQ      $0x0e, R10, R14
+	ADDQ       BX, R9
+	ANDQ       R8, DI
+	XORQ       R14, R13
+	RORXQ      $0x27, CX, R14
+	XORQ       AX, R15
+	XORQ       R12, R14
+	RORXQ      $0x1c, CX, R12
+	XORQ       R12, R14
+	MOVQ       CX, R12
+	ANDQ       DX, R12
+	ADDQ       R13, R15
+	ORQ        R12, DI
+	ADDQ       R14, BX
+	ADDQ       R15, R9
+	ADDQ       R15, BX
+	ADDQ       DI, BX
+	VPSRLQ     $0x13, Y5, Y3
+	VPSLLQ     $0x2d, Y5, Y1
+	VPOR       Y1, Y3, Y3
+	VPXOR      Y3, Y8, Y8
+	VPSRLQ     $0x3d, Y5, Y3
+	VPSLLQ     $0x03, Y5, Y1
+	VPOR       Y1, Y3, Y3
+	VPXOR      Y3, Y8, Y8
+	VPADDQ     Y8, Y0, Y2
+	VPBLENDD   $0xf0, Y2, Y5, Y5
+	MOVQ       BX, DI
+	RORXQ      $0x29, R9, R13
+	RORXQ      $0x12, R9, R14
+	ADDQ       24(SP), AX
+	ORQ        R8, DI
+	MOVQ       R10, R15
+	RORXQ      $0x22, BX, R12
+	XORQ       R14, R13
+	XORQ       R11, R15
+	RORXQ      $0x0e, R9, R14
+	ANDQ       R9, R15
+	ADDQ       AX, DX
+	ANDQ       CX, DI
+	XORQ       R14, R13
+	XORQ       R11, R15
+	RORXQ      $0x27, BX, R14
+	ADDQ       R13, R15
+	XORQ       R12, R14
+	ADDQ       R15, DX
+	RORXQ      $0x1c, BX, R12
+	XORQ       R12, R14
+	MOVQ       BX, R12
+	ANDQ       R8, R12
+	ORQ        R12, DI
+	ADDQ       R14, AX
+	ADDQ       R15, AX
+	ADDQ       DI, AX
+	VPADDQ     64(BP), Y6, Y0
+	VMOVDQU    Y0, (SP)
+	VPERM2F128 $0x03, Y4, Y5, Y0
+	VPALIGNR   $0x08, Y4, Y0, Y0
+	VPADDQ     Y6, Y0, Y0
+	VPERM2F128 $0x03, Y6, Y7, Y1
+	VPALIGNR   $0x08, Y6, Y1, Y1
+	VPSRLQ     $0x01, Y1, Y2
+	VPSLLQ     $0x3f, Y1, Y3
+	VPOR       Y2, Y3, Y3
+	VPSRLQ     $0x07, Y1, Y8
+	MOVQ       AX, DI
+	RORXQ      $0x29, DX, R13
+	RORXQ      $0x12, DX, R14
+	ADDQ       (SP), R11
+	ORQ        CX, DI
+	MOVQ       R9, R15
+	RORXQ      $0x22, AX, R12
+	XORQ       R14, R13
+	XORQ       R10, R15
+	RORXQ      $0x0e, DX, R14
+	ANDQ       DX, R15
+	XORQ       R14, R13
+	RORXQ      $0x27, AX, R14
+	ADDQ       R11, R8
+	ANDQ       BX, DI
+	XORQ       R12, R14
+	RORXQ      $0x1c, AX, R12
+	XORQ       R10, R15
+	XORQ       R12, R14
+	MOVQ       AX, R12
+	ANDQ       CX, R12
+	ADDQ       R13, R15
+	ORQ        R12, DI
+	ADDQ       R14, R11
+	ADDQ       R15, R8
+	ADDQ       R15, R11
+	ADDQ       DI, R11
+	VPSRLQ     $0x08, Y1, Y2
+	VPSLLQ     $0x38, Y1, Y1
+	VPOR       Y2, Y1, Y1
+	VPXOR      Y8, Y3, Y3
+	VPXOR      Y1, Y3, Y1
+	VPADDQ     Y1, Y0, Y0
+	VPERM2F128 $0x00, Y0, Y0, Y6
+	VPAND      MASK_YMM_LO<>+0(SB), Y0, Y0
+	VPERM2F128 $0x11, Y5, Y5, Y2
+	VPSRLQ     $0x06, Y2, Y8
+	MOVQ       R11, DI
+	RORXQ      $0x29, R8, R13
+	RORXQ      $0x12, R8, R14
+	ADDQ       8(SP), R10
+	ORQ        BX, DI
+	MOVQ       DX, R15
+	RORXQ      $0x22, R11, R12
+	XORQ       R14, R13
+	XORQ       R9, R15
+	RORXQ      $0x0e, R8, R14
+	XORQ       R14, R13
+	RORXQ      $0x27, R11, R14
+	ANDQ       R8, R15
+	ADDQ       R10, CX
+	ANDQ       AX, DI
+	XORQ       R12, R14
+	RORXQ      $0x1c, R11, R12
+	XORQ       R9, R15
+	XORQ       R12, R14
+	MOVQ       R11, R12
+	ANDQ       BX, R12
+	ADDQ       R13, R15
+	ORQ        R12, DI
+	ADDQ       R14, R10
+	ADDQ       R15, CX
+	ADDQ       R15, R10
+	ADDQ       DI, R10
+	VPSRLQ     $0x13, Y2, Y3
+	VPSLLQ     $0x2d, Y2, Y1
+	VPOR       Y1, Y3, Y3
+	VPXOR      Y3, Y8, Y8
+	VPSRLQ     $0x3d, Y2, Y3
+	VPSLLQ     $0x03, Y2, Y1
+	VPOR       Y1, Y3, Y3
+	VPXOR      Y3, Y8, Y8
+	VPADDQ     Y8, Y6, Y6
+	VPSRLQ     $0x06, Y6, Y8
+	MOVQ       R10, DI
+	RORXQ      $0x29, CX, R13
+	ADDQ       16(SP), R9
+	RORXQ      $0x12, CX, R14
+	ORQ        AX, DI
+	MOVQ       R8, R15
+	XORQ       DX, R15
+	RORXQ      $0x22, R10, R12
+	XORQ       R14, R13
+	ANDQ       CX, R15
+	RORXQ      $0x0e, CX, R14
+	ADDQ       R9, BX
+	ANDQ       R11, DI
+	XORQ       R14, R13
+	RORXQ      $0x27, R10, R14
+	XORQ       DX, R15
+	XORQ       R12, R14
+	RORXQ      $0x1c, R10, R12
+	XORQ       R12, R14
+	MOVQ       R10, R12
+	ANDQ       AX, R12
+	ADDQ       R13, R15
+	ORQ        R12, DI
+	ADDQ       R14, R9
+	ADDQ       R15, BX
+	ADDQ       R15, R9
+	ADDQ       DI, R9
+	VPSRLQ     $0x13, Y6, Y3
+	VPSLLQ     $0x2d, Y6, Y1
+	VPOR       Y1, Y3, Y3
+	VPXOR      Y3, Y8, Y8
+	VPSRLQ     $0x3d, Y6, Y3
+	VPSLLQ     $0x03, Y6, Y1
+	VPOR       Y1, Y3, Y3
+	VPXOR      Y3, Y8, Y8
+	VPADDQ     Y8, Y0, Y2
+	VPBLENDD   $0xf0, Y2, Y6, Y6
+	MOVQ       R9, DI
+	RORXQ      $0x29, BX, R13
+	RORXQ      $0x12, BX, R14
+	ADDQ       24(SP), DX
+	ORQ        R11, DI
+	MOVQ       CX, R15
+	RORXQ      $0x22, R9, R12
+	XORQ       R14, R13
+	XORQ       R8, R15
+	RORXQ      $0x0e, BX, R14
+	ANDQ       BX, R15
+	ADDQ       DX, AX
+	ANDQ       R10, DI
+	XORQ       R14, R13
+	XORQ       R8, R15
+	RORXQ      $0x27, R9, R14
+	ADDQ       R13, R15
+	XORQ       R12, R14
+	ADDQ       R15, AX
+	RORXQ      $0x1c, R9, R12
+	XORQ       R12, R14
+	MOVQ       R9, R12
+	ANDQ       R11, R12
+	ORQ        R12, DI
+	ADDQ       R14, DX
+	ADDQ       R15, DX
+	ADDQ       DI, DX
+	VPADDQ     96(BP), Y7, Y0
+	VMOVDQU    Y0, (SP)
+	ADDQ       $0x80, BP
+	VPERM2F128 $0x03, Y5, Y6, Y0
+	VPALIGNR   $0x08, Y5, Y0, Y0
+	VPADDQ     Y7, Y0, Y0
+	VPERM2F128 $0x03, Y7, Y4, Y1
+	VPALIGNR   $0x08, Y7, Y1, Y1
+	VPSRLQ     $0x01, Y1, Y2
+	VPSLLQ     $0x3f, Y1, Y3
+	VPOR       Y2, Y3, Y3
+	VPSRLQ     $0x07, Y1, Y8
+	MOVQ       DX, DI
+	RORXQ      $0x29, AX, R13
+	RORXQ      $0x12, AX, R14
+	ADDQ       (SP), R8
+	ORQ        R10, DI
+	MOVQ       BX, R15
+	RORXQ      $0x22, DX, R12
+	XORQ       R14, R13
+	XORQ       CX, R15
+	RORXQ      $0x0e, AX, R14
+	ANDQ       AX, R15
+	XORQ       R14, R13
+	RORXQ      $0x27, DX, R14
+	ADDQ       R8, R11
+	ANDQ       R9, DI
+	XORQ       R12, R14
+	RORXQ      $0x1c, DX, R12
+	XORQ       CX, R15
+	XORQ       R12, R14
+	MOVQ       DX, R12
+	ANDQ       R10, R12
+	ADDQ       R13, R15
+	ORQ        R12, DI
+	ADDQ       R14, R8
+	ADDQ       R15, R11
+	ADDQ       R15, R8
+	ADDQ       DI, R8
+	VPSRLQ     $0x08, Y1, Y2
+	VPSLLQ     $0x38, Y1, Y1
+	VPOR       Y2, Y1, Y1
+	VPXOR      Y8, Y3, Y3
+	VPXOR      Y1, Y3, Y1
+	VPADDQ     Y1, Y0, Y0
+	VPERM2F128 $0x00, Y0, Y0, Y7
+	VPAND      MASK_YMM_LO<>+0(SB), Y0, Y0
+	VPERM2F128 $0x11, Y6, Y6, Y2
+	VPSRLQ     $0x06, Y2, Y8
+	MOVQ       R8, DI
+	RORXQ      $0x29, R11, R13
+	RORXQ      $0x12, R11, R14
+	ADDQ       8(SP), CX
+	ORQ        R9, DI
+	MOVQ       AX, R15
+	RORXQ      $0x22, R8, R12
+	XORQ       R14, R13
+	XORQ       BX, R15
+	RORXQ      $0x0e, R11, R14
+	XORQ       R14, R13
+	RORXQ      $0x27, R8, R14
+	ANDQ       R11, R15
+	ADDQ       CX, R10
+	ANDQ       DX, DI
+	XORQ       R12, R14
+	RORXQ      $0x1c, R8, R12
+	XORQ       BX, R15
+	XORQ       R12, R14
+	MOVQ       R8, R12
+	ANDQ       R9, R12
+	ADDQ       R13, R15
+	ORQ        R12, DI
+	ADDQ       R14, CX
+	ADDQ       R15, R10
+	ADDQ       R15, CX
+	ADDQ       DI, CX
+	VPSRLQ     $0x13, Y2, Y3
+	VPSLLQ     $0x2d, Y2, Y1
+	VPOR       Y1, Y3, Y3
+	VPXOR      Y3, Y8, Y8
+	VPSRLQ     $0x3d, Y2, Y3
+	VPSLLQ     $0x03, Y2, Y1
+	VPOR       Y1, Y3, Y3
+	VPXOR      Y3, Y8, Y8
+	VPADDQ     Y8, Y7, Y7
+	VPSRLQ     $0x06, Y7, Y8
+	MOVQ       CX, DI
+	RORXQ      $0x29, R10, R13
+	ADDQ       16(SP), BX
+	RORXQ      $0x12, R10, R14
+	ORQ        DX, DI
+	MOVQ       R11, R15
+	XORQ       AX, R15
+	RORXQ      $0x22, CX, R12
+	XORQ       R14, R13
+	ANDQ       R10, R15
+	RORXQ      $0x0e, R10, R14
+	ADDQ       BX, R9
+	ANDQ       R8, DI
+	XORQ       R14, R13
+	RORXQ      $0x27, CX, R14
+	XORQ       AX, R15
+	XORQ       R12, R14
+	RORXQ      $0x1c, CX, R12
+	XORQ       R12, R14
+	MOVQ       CX, R12
+	ANDQ       DX, R12
+	ADDQ       R13, R15
+	ORQ        R12, DI
+	ADDQ       R14, BX
+	ADDQ       R15, R9
+	ADDQ       R15, BX
+	ADDQ       DI, BX
+	VPSRLQ     $0x13, Y7, Y3
+	VPSLLQ     $0x2d, Y7, Y1
+	VPOR       Y1, Y3, Y3
+	VPXOR      Y3, Y8, Y8
+	VPSRLQ     $0x3d, Y7, Y3
+	VPSLLQ     $0x03, Y7, Y1
+	VPOR       Y1, Y3, Y3
+	VPXOR      Y3, Y8, Y8
+	VPADDQ     Y8, Y0, Y2
+	VPBLENDD   $0xf0, Y2, Y7, Y7
+	MOVQ       BX, DI
+	RORXQ      $0x29, R9, R13
+	RORXQ      $0x12, R9, R14
+	ADDQ       24(SP), AX
+	ORQ        R8, DI
+	MOVQ       R10, R15
+	RORXQ      $0x22, BX, R12
+	XORQ       R14, R13
+	XORQ       R11, R15
+	RORXQ      $0x0e, R9, R14
+	ANDQ       R9, R15
+	ADDQ       AX, DX
+	ANDQ       CX, DI
+	XORQ       R14, R13
+	XORQ       R11, R15
+	RORXQ      $0x27, BX, R14
+	ADDQ       R13, R15
+	XORQ       R12, R14
+	ADDQ       R15, DX
+	RORXQ      $0x1c, BX, R12
+	XORQ       R12, R14
+	MOVQ       BX, R12
+	ANDQ       R8, R12
+	ORQ        R12, DI
+	ADDQ       R14, AX
+	ADDQ       R15, AX
+	ADDQ       DI, AX
+	SUBQ       $0x01, 32(SP)
+	JNE        loop1
+	MOVQ       $0x00000002, 32(SP)
+
+loop2:
+	VPADDQ  (BP), Y4, Y0
+	VMOVDQU Y0, (SP)
+	MOVQ    R9, R15
+	RORXQ   $0x29, DX, R13
+	RORXQ   $0x12, DX, R14
+	XORQ    R10, R15
+	XORQ    R14, R13
+	RORXQ   $0x0e, DX, R14
+	ANDQ    DX, R15
+	XORQ    R14, R13
+	RORXQ   $0x22, AX, R12
+	XORQ    R10, R15
+	RORXQ   $0x27, AX, R14
+	MOVQ    AX, DI
+	XORQ    R12, R14
+	RORXQ   $0x1c, AX, R12
+	ADDQ    (SP), R11
+	ORQ     CX, DI
+	XORQ    R12, R14
+	MOVQ    AX, R12
+	ANDQ    BX, DI
+	ANDQ    CX, R12
+	ADDQ    R13, R15
+	ADDQ    R11, R8
+	ORQ     R12, DI
+	ADDQ    R14, R11
+	ADDQ    R15, R8
+	ADDQ    R15, R11
+	MOVQ    DX, R15
+	RORXQ   $0x29, R8, R13
+	RORXQ   $0x12, R8, R14
+	XORQ    R9, R15
+	XORQ    R14, R13
+	RORXQ   $0x0e, R8, R14
+	ANDQ    R8, R15
+	ADDQ    DI, R11
+	XORQ    R14, R13
+	RORXQ   $0x22, R11, R12
+	XORQ    R9, R15
+	RORXQ   $0x27, R11, R14
+	MOVQ    R11, DI
+	XORQ    R12, R14
+	RORXQ   $0x1c, R11, R12
+	ADDQ    8(SP), R10
+	ORQ     BX, DI
+	XORQ    R12, R14
+	MOVQ    R11, R12
+	ANDQ    AX, DI
+	ANDQ    BX, R12
+	ADDQ    R13, R15
+	ADDQ    R10, CX
+	ORQ     R12, DI
+	ADDQ    R14, R10
+	ADDQ    R15, CX
+	ADDQ    R15, R10
+	MOVQ    R8, R15
+	RORXQ   $0x29, CX, R13
+	RORXQ   $0x12, CX, R14
+	XORQ    DX, R15
+	XORQ    R14, R13
+	RORXQ   $0x0e, CX, R14
+	ANDQ    CX, R15
+	ADDQ    DI, R10
+	XORQ    R14, R13
+	RORXQ   $0x22, R10, R12
+	XORQ    DX, R15
+	RORXQ   $0x27, R10, R14
+	MOVQ    R10, DI
+	XORQ    R12, R14
+	RORXQ   $0x1c, R10, R12
+	ADDQ    16(SP), R9
+	ORQ     AX, DI
+	XORQ    R12, R14
+	MOVQ    R10, R12
+	ANDQ    R11, DI
+	ANDQ    AX, R12
+	ADDQ    R13, R15
+	ADDQ    R9, BX
+	ORQ     R12, DI
+	ADDQ    R14, R9
+	ADDQ    R15, BX
+	ADDQ    R15, R9
+	MOVQ    CX, R15
+	RORXQ   $0x29, BX, R13
+	RORXQ   $0x12, BX, R14
+	XORQ    R8, R15
+	XORQ    R14, R13
+	RORXQ   $0x0e, BX, R14
+	ANDQ    BX, R15
+	ADDQ    DI, R9
+	XORQ    R14, R13
+	RORXQ   $0x22, R9, R12
+	XORQ    R8, R15
+	RORXQ   $0x27, R9, R14
+	MOVQ    R9, DI
+	XORQ    R12, R14
+	RORXQ   $0x1c, R9, R12
+	ADDQ    24(SP), DX
+	ORQ     R11, DI
+	XORQ    R12, R14
+	MOVQ    R9, R12
+	ANDQ    R10, DI
+	ANDQ    R11, R12
+	ADDQ    R13, R15
+	ADDQ    DX, AX
+	ORQ     R12, DI
+	ADDQ    R14, DX
+	ADDQ    R15, AX
+	ADDQ    R15, DX
+	ADDQ    DI, DX
+	VPADDQ  32(BP), Y5, Y0
+	VMOVDQU Y0, (SP)
+	ADDQ    $0x40, BP
+	MOVQ    BX, R15
+	RORXQ   $0x29, AX, R13
+	RORXQ   $0x12, AX, R14
+	XORQ    CX, R15
+	XORQ    R14, R13
+	RORXQ   $0x0e, AX, R14
+	ANDQ    AX, R15
+	XORQ    R14, R13
+	RORXQ   $0x22, DX, R12
+	XORQ    CX, R15
+	RORXQ   $0x27, DX, R14
+	MOVQ    DX, DI
+	XORQ    R12, R14
+	RORXQ   $0x1c, DX, R12
+	ADDQ    (SP), R8
+	ORQ     R10, DI
+	XORQ    R12, R14
+	MOVQ    DX, R12
+	ANDQ    R9, DI
+	ANDQ    R10, R12
+	ADDQ    R13, R15
+	ADDQ    R8, R11
+	ORQ     R12, DI
+	ADDQ    R14, R8
+	ADDQ    R15, R11
+	ADDQ    R15, R8
+	MOVQ    AX, R15
+	RORXQ   $0x29, R11, R13
+	RORXQ   $0x12, R11, R14
+	XORQ    BX, R15
+	XORQ    R14, R13
+	RORXQ   $0x0e, R11, R14
+	ANDQ    R11, R15
+	ADDQ    DI, R8
+	XORQ    R14, R13
+	RORXQ   $0x22, R8, R12
+	XORQ    BX, R15
+	RORXQ   $0x27, R8, R14
+	MOVQ    R8, DI
+	XORQ    R12, R14
+	RORXQ   $0x1c, R8, R12
+	ADDQ    8(SP), CX
+	ORQ     R9, DI
+	XORQ    R12, R14
+	MOVQ    R8, R12
+	ANDQ    DX, DI
+	ANDQ    R9, R12
+	ADDQ    R13, R15
+	ADDQ    CX, R10
+	ORQ     R12, DI
+	ADDQ    R14, CX
+	ADDQ    R15, R10
+	ADDQ    R15, CX
+	MOVQ    R11, R15
+	RORXQ   $0x29, R10, R13
+	RORXQ   $0x12, R10, R14
+	XORQ    AX, R15
+	XORQ    R14, R13
+	RORXQ   $0x0e, R10, R14
+	ANDQ    R10, R15
+	ADDQ    DI, CX
+	XORQ    R14, R13
+	RORXQ   $0x22, CX, R12
+	XORQ    AX, R15
+	RORXQ   $0x27, CX, R14
+	MOVQ    CX, DI
+	XORQ    R12, R14
+	RORXQ   $0x1c, CX, R12
+	ADDQ    16(SP), BX
+	ORQ     DX, DI
+	XORQ    R12, R14
+	MOVQ    CX, R12
+	ANDQ    R8, DI
+	ANDQ    DX, R12
+	ADDQ    R13, R15
+	ADDQ    BX, R9
+	ORQ     R12, DI
+	ADDQ    R14, BX
+	ADDQ    R15, R9
+	ADDQ    R15, BX
+	MOVQ    R10, R15
+	RORXQ   $0x29, R9, R13
+	RORXQ   $0x12, R9, R14
+	XORQ    R11, R15
+	XORQ    R14, R13
+	RORXQ   $0x0e, R9, R14
+	ANDQ    R9, R15
+	ADDQ    DI, BX
+	XORQ    R14, R13
+	RORXQ   $0x22, BX, R12
+	XORQ    R11, R15
+	RORXQ   $0x27, BX, R14
+	MOVQ    BX, DI
+	XORQ    R12, R14
+	RORXQ   $0x1c, BX, R12
+	ADDQ    24(SP), AX
+	ORQ     R8, DI
+	XORQ    R12, R14
+	MOVQ    BX, R12
+	ANDQ    CX, DI
+	ANDQ    R8, R12
+	ADDQ    R13, R15
+	ADDQ    AX, DX
+	ORQ     R12, DI
+	ADDQ    R14, AX
+	ADDQ    R15, DX
+	ADDQ    R15, AX
+	ADDQ    DI, AX
+	VMOVDQU Y6, Y4
+	VMOVDQU Y7, Y5
+	SUBQ    $0x01, 32(SP)
+	JNE     loop2
+	ADDQ    (SI), AX
+	MOVQ    AX, (SI)
+	ADDQ    8(SI), BX
+	MOVQ    BX, 8(SI)
+	ADDQ    16(SI), CX
+	MOVQ    CX, 16(SI)
+	ADDQ    24(SI), R8
+	MOVQ    R8, 24(SI)
+	ADDQ    32(SI), DX
+	MOVQ    DX, 32(SI)
+	ADDQ    40(SI), R9
+	MOVQ    R9, 40(SI)
+	ADDQ    48(SI), R10
+	MOVQ    R10, 48(SI)
+	ADDQ    56(SI), R11
+	MOVQ    R11, 56(SI)
+	MOVQ    40(SP), DI
+	ADDQ    $0x80, DI
+	CMPQ    DI, 48(SP)
+	JNE     loop0
+
+done_hash:
+	VZEROUPPER
+	RET
+
+DATA PSHUFFLE_BYTE_FLIP_MASK<>+0(SB)/8, $0x0001020304050607
+DATA PSHUFFLE_BYTE_FLIP_MASK<>+8(SB)/8, $0x08090a0b0c0d0e0f
+DATA PSHUFFLE_BYTE_FLIP_MASK<>+16(SB)/8, $0x1011121314151617
+DATA PSHUFFLE_BYTE_FLIP_MASK<>+24(SB)/8, $0x18191a1b1c1d1e1f
+GLOBL PSHUFFLE_BYTE_FLIP_MASK<>(SB), RODATA|NOPTR, $32
+
+DATA MASK_YMM_LO<>+0(SB)/8, $0x0000000000000000
+DATA MASK_YMM_LO<>+8(SB)/8, $0x0000000000000000
+DATA MASK_YMM_LO<>+16(SB)/8, $0xffffffffffffffff
+DATA MASK_YMM_LO<>+24(SB)/8, $0xffffffffffffffff
+GLOBL MASK_YMM_LO<>(SB), RODATA|NOPTR, $32
+
+// func cpuid(leaf uint32, sub uint32) (eax uint32, ebx uint32, ecx uint32, edx uint32)
+TEXT ·cpuid(SB), NOSPLIT, $0-24
+	MOVL leaf+0(FP), AX
+	MOVL sub+4(FP), CX
+	CPUID
+	MOVL AX, eax+8(FP)
+	MOVL BX, ebx+12(FP)
+	MOVL CX, ecx+16(FP)
+	MOVL DX, edx+20(FP)
+	RET
+
+// func block256SHANIx2(a *[8]uint32, b *[8]uint32, pa *byte, pb *byte)
+// Requires: AVX, SHA, SSE2, SSE4.1, SSSE3
+//
+// Compresses one 64-byte block at pa into a and one at pb into b: the
+// rounds of block256SHANI for two independent messages, four rounds of
+// one then four of the other, so that the two dependency chains of
+// SHA256RNDS2 overlap. Lane b's registers are lane a's renamed.
+TEXT ·block256SHANIx2(SB), NOSPLIT, $64-32
+	MOVQ    a+0(FP), DI
+	MOVQ    b+8(FP), R8
+	MOVQ    pa+16(FP), SI
+	MOVQ    pb+24(FP), BX
+	VMOVDQU (DI), X1
+	VMOVDQU 16(DI), X2
+	PSHUFD  $0xb1, X1, X1
+	PSHUFD  $0x1b, X2, X2
+	VMOVDQA X1, X7
+	PALIGNR $0x08, X2, X1
+	PBLENDW $0xf0, X7, X2
+	VMOVDQU (R8), X11
+	VMOVDQU 16(R8), X12
+	PSHUFD  $0xb1, X11, X11
+	PSHUFD  $0x1b, X12, X12
+	VMOVDQA X11, X10
+	PALIGNR $0x08, X12, X11
+	PBLENDW $0xf0, X10, X12
+	VMOVDQU X1, (SP)
+	VMOVDQU X2, 16(SP)
+	VMOVDQU X11, 32(SP)
+	VMOVDQU X12, 48(SP)
+	VMOVDQA flip_mask<>+0(SB), X8
+	LEAQ    K256<>+0(SB), AX
+
+	VMOVDQU     (SI), X0
+	PSHUFB      X8, X0
+	VMOVDQA     X0, X3
+	PADDD       (AX), X0
+	SHA256RNDS2 X0, X1, X2
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	VMOVDQU     (BX), X0
+	PSHUFB      X8, X0
+	VMOVDQA     X0, X13
+	PADDD       (AX), X0
+	SHA256RNDS2 X0, X11, X12
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X12, X11
+	VMOVDQU     16(SI), X0
+	PSHUFB      X8, X0
+	VMOVDQA     X0, X4
+	PADDD       32(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X4, X3
+	VMOVDQU     16(BX), X0
+	PSHUFB      X8, X0
+	VMOVDQA     X0, X14
+	PADDD       32(AX), X0
+	SHA256RNDS2 X0, X11, X12
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X12, X11
+	SHA256MSG1  X14, X13
+	VMOVDQU     32(SI), X0
+	PSHUFB      X8, X0
+	VMOVDQA     X0, X5
+	PADDD       64(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X5, X4
+	VMOVDQU     32(BX), X0
+	PSHUFB      X8, X0
+	VMOVDQA     X0, X15
+	PADDD       64(AX), X0
+	SHA256RNDS2 X0, X11, X12
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X12, X11
+	SHA256MSG1  X15, X14
+	VMOVDQU     48(SI), X0
+	PSHUFB      X8, X0
+	VMOVDQA     X0, X6
+	PADDD       96(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X6, X7
+	PALIGNR     $0x04, X5, X7
+	PADDD       X7, X3
+	SHA256MSG2  X6, X3
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X6, X5
+	VMOVDQU     48(BX), X0
+	PSHUFB      X8, X0
+	VMOVDQA     X0, X9
+	PADDD       96(AX), X0
+	SHA256RNDS2 X0, X11, X12
+	VMOVDQA     X9, X10
+	PALIGNR     $0x04, X15, X10
+	PADDD       X10, X13
+	SHA256MSG2  X9, X13
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X12, X11
+	SHA256MSG1  X9, X15
+	VMOVDQA     X3, X0
+	PADDD       128(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X3, X7
+	PALIGNR     $0x04, X6, X7
+	PADDD       X7, X4
+	SHA256MSG2  X3, X4
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X3, X6
+	VMOVDQA     X13, X0
+	PADDD       128(AX), X0
+	SHA256RNDS2 X0, X11, X12
+	VMOVDQA     X13, X10
+	PALIGNR     $0x04, X9, X10
+	PADDD       X10, X14
+	SHA256MSG2  X13, X14
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X12, X11
+	SHA256MSG1  X13, X9
+	VMOVDQA     X4, X0
+	PADDD       160(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X4, X7
+	PALIGNR     $0x04, X3, X7
+	PADDD       X7, X5
+	SHA256MSG2  X4, X5
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X4, X3
+	VMOVDQA     X14, X0
+	PADDD       160(AX), X0
+	SHA256RNDS2 X0, X11, X12
+	VMOVDQA     X14, X10
+	PALIGNR     $0x04, X13, X10
+	PADDD       X10, X15
+	SHA256MSG2  X14, X15
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X12, X11
+	SHA256MSG1  X14, X13
+	VMOVDQA     X5, X0
+	PADDD       192(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X5, X7
+	PALIGNR     $0x04, X4, X7
+	PADDD       X7, X6
+	SHA256MSG2  X5, X6
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X5, X4
+	VMOVDQA     X15, X0
+	PADDD       192(AX), X0
+	SHA256RNDS2 X0, X11, X12
+	VMOVDQA     X15, X10
+	PALIGNR     $0x04, X14, X10
+	PADDD       X10, X9
+	SHA256MSG2  X15, X9
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X12, X11
+	SHA256MSG1  X15, X14
+	VMOVDQA     X6, X0
+	PADDD       224(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X6, X7
+	PALIGNR     $0x04, X5, X7
+	PADDD       X7, X3
+	SHA256MSG2  X6, X3
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X6, X5
+	VMOVDQA     X9, X0
+	PADDD       224(AX), X0
+	SHA256RNDS2 X0, X11, X12
+	VMOVDQA     X9, X10
+	PALIGNR     $0x04, X15, X10
+	PADDD       X10, X13
+	SHA256MSG2  X9, X13
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X12, X11
+	SHA256MSG1  X9, X15
+	VMOVDQA     X3, X0
+	PADDD       256(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X3, X7
+	PALIGNR     $0x04, X6, X7
+	PADDD       X7, X4
+	SHA256MSG2  X3, X4
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X3, X6
+	VMOVDQA     X13, X0
+	PADDD       256(AX), X0
+	SHA256RNDS2 X0, X11, X12
+	VMOVDQA     X13, X10
+	PALIGNR     $0x04, X9, X10
+	PADDD       X10, X14
+	SHA256MSG2  X13, X14
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X12, X11
+	SHA256MSG1  X13, X9
+	VMOVDQA     X4, X0
+	PADDD       288(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X4, X7
+	PALIGNR     $0x04, X3, X7
+	PADDD       X7, X5
+	SHA256MSG2  X4, X5
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X4, X3
+	VMOVDQA     X14, X0
+	PADDD       288(AX), X0
+	SHA256RNDS2 X0, X11, X12
+	VMOVDQA     X14, X10
+	PALIGNR     $0x04, X13, X10
+	PADDD       X10, X15
+	SHA256MSG2  X14, X15
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X12, X11
+	SHA256MSG1  X14, X13
+	VMOVDQA     X5, X0
+	PADDD       320(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X5, X7
+	PALIGNR     $0x04, X4, X7
+	PADDD       X7, X6
+	SHA256MSG2  X5, X6
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X5, X4
+	VMOVDQA     X15, X0
+	PADDD       320(AX), X0
+	SHA256RNDS2 X0, X11, X12
+	VMOVDQA     X15, X10
+	PALIGNR     $0x04, X14, X10
+	PADDD       X10, X9
+	SHA256MSG2  X15, X9
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X12, X11
+	SHA256MSG1  X15, X14
+	VMOVDQA     X6, X0
+	PADDD       352(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X6, X7
+	PALIGNR     $0x04, X5, X7
+	PADDD       X7, X3
+	SHA256MSG2  X6, X3
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X6, X5
+	VMOVDQA     X9, X0
+	PADDD       352(AX), X0
+	SHA256RNDS2 X0, X11, X12
+	VMOVDQA     X9, X10
+	PALIGNR     $0x04, X15, X10
+	PADDD       X10, X13
+	SHA256MSG2  X9, X13
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X12, X11
+	SHA256MSG1  X9, X15
+	VMOVDQA     X3, X0
+	PADDD       384(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X3, X7
+	PALIGNR     $0x04, X6, X7
+	PADDD       X7, X4
+	SHA256MSG2  X3, X4
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	SHA256MSG1  X3, X6
+	VMOVDQA     X13, X0
+	PADDD       384(AX), X0
+	SHA256RNDS2 X0, X11, X12
+	VMOVDQA     X13, X10
+	PALIGNR     $0x04, X9, X10
+	PADDD       X10, X14
+	SHA256MSG2  X13, X14
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X12, X11
+	SHA256MSG1  X13, X9
+	VMOVDQA     X4, X0
+	PADDD       416(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X4, X7
+	PALIGNR     $0x04, X3, X7
+	PADDD       X7, X5
+	SHA256MSG2  X4, X5
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	VMOVDQA     X14, X0
+	PADDD       416(AX), X0
+	SHA256RNDS2 X0, X11, X12
+	VMOVDQA     X14, X10
+	PALIGNR     $0x04, X13, X10
+	PADDD       X10, X15
+	SHA256MSG2  X14, X15
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X12, X11
+	VMOVDQA     X5, X0
+	PADDD       448(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	VMOVDQA     X5, X7
+	PALIGNR     $0x04, X4, X7
+	PADDD       X7, X6
+	SHA256MSG2  X5, X6
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	VMOVDQA     X15, X0
+	PADDD       448(AX), X0
+	SHA256RNDS2 X0, X11, X12
+	VMOVDQA     X15, X10
+	PALIGNR     $0x04, X14, X10
+	PADDD       X10, X9
+	SHA256MSG2  X15, X9
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X12, X11
+	VMOVDQA     X6, X0
+	PADDD       480(AX), X0
+	SHA256RNDS2 X0, X1, X2
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X2, X1
+	VMOVDQA     X9, X0
+	PADDD       480(AX), X0
+	SHA256RNDS2 X0, X11, X12
+	PSHUFD      $0x0e, X0, X0
+	SHA256RNDS2 X0, X12, X11
+
+	VMOVDQU (SP), X0
+	PADDD   X0, X1
+	VMOVDQU 16(SP), X0
+	PADDD   X0, X2
+	VMOVDQU 32(SP), X0
+	PADDD   X0, X11
+	VMOVDQU 48(SP), X0
+	PADDD   X0, X12
+	PSHUFD  $0x1b, X1, X1
+	PSHUFD  $0xb1, X2, X2
+	VMOVDQA X1, X7
+	PBLENDW $0xf0, X2, X1
+	PALIGNR $0x08, X7, X2
+	VMOVDQU X1, (DI)
+	VMOVDQU X2, 16(DI)
+	PSHUFD  $0x1b, X11, X11
+	PSHUFD  $0xb1, X12, X12
+	VMOVDQA X11, X10
+	PBLENDW $0xf0, X12, X11
+	PALIGNR $0x08, X10, X12
+	VMOVDQU X11, (R8)
+	VMOVDQU X12, 16(R8)
+	RET

@@ -1,0 +1,15 @@
+//go:build !amd64 || purego
+
+package sha2
+
+// No assembly: the tests' switches to the generic code change nothing.
+var haveSHANI, haveAVX2 = false, false
+
+func block256(dig *[8]uint32, p []byte) { block256Generic(dig, p) }
+
+func block512(dig *[8]uint64, p []byte) { block512Generic(dig, p) }
+
+func block256x2(a, b *[8]uint32, pa, pb []byte) {
+	block256Generic(a, pa[:64])
+	block256Generic(b, pb[:64])
+}

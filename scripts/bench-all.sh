@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Runs every comparison of issue 12 once and prints the ratios with their
+# targets (needs root, a built test Vault and `make deps`):
+#   keyslot    BenchmarkOpenPlatformKeyslot (pkg/luks2): CPU per open
+#   xts        BenchmarkAreaDecrypt (pkg/luks2) against x/crypto/xts and
+#              `openssl speed -evp aes-256-xts` (16 KiB blocks)
+#   unlock     BenchmarkUnlock/N (pkg/volume): N volumes' unlock work
+#              (N = 64, and 1000 with BENCH_1000=1)
+#   process    BenchmarkUnlockProcess (integration/cli): a cold
+#              `atrest open --test` through Vault against clevis+tang
+#   rewrap     BenchmarkRewrap (pkg/volume, in-process, with the Vault
+#              requests) and BenchmarkRewrapAll (integration/cli,
+#              `atrest rewrap --all --force` through the binary) for 256
+#              and 1000 volumes
+#   status     BenchmarkStatusNames/{1,16} (pkg/volume)
+#   format     BenchmarkFormat1GiB (integration/cli) against cryptsetup
+#              luksFormat (without 64 other LUKS devices present: see
+#              docs/luks2.md)
+# The load average is printed with the figures: wall times on a shared
+# machine measure the load as much as the code; the CPU figures less so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export ATREST_VAULTSERVER=${ATREST_VAULTSERVER:-$PWD/bin/vaultserver}
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+run() { # package bench-regexp [env...]
+	local pkg=$1 re=$2
+	shift 2
+	env "$@" go test -run '^$' -bench "$re" -benchtime "${BENCH_TIME:-5x}" -count 1 -timeout 60m "$pkg" | tee -a "$out" | { grep -E '^Benchmark' || true; }
+}
+# metric NAME UNIT: the value of UNIT on the result line of benchmark NAME.
+metric() {
+	awk -v b="^$1(-[0-9]+)?\$" -v u="$2" '$1 ~ b { for (i = 2; i < NF; i++) if ($(i+1) == u) v = $i } END { print v }' "$out"
+}
+verdict=0
+check() { # label value op limit
+	if [ -n "$2" ] && awk -v v="$2" -v l="$4" "BEGIN { exit !(v $3 l) }"; then
+		printf '  ok    %-58s %s\n' "$1" "$2"
+	else
+		printf '  MISS  %-58s %s\n' "$1" "${2:-no figure}"
+		verdict=1
+	fi
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b }'; }
+
+echo "== load $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores at start"
+BENCH_TIME=2000x run ./pkg/luks2/ '^BenchmarkOpenPlatformKeyslot$'
+run ./pkg/luks2/ '^BenchmarkAreaDecrypt$'
+ossl=$(openssl speed -evp aes-256-xts -seconds 1 2>/dev/null | awk 'tolower($1) == "aes-256-xts" { v = $NF } END { sub(/k$/, "", v); print v / 1e6 }')
+units=(64)
+[ "${BENCH_1000:-}" = 1 ] && units+=(1000)
+for n in "${units[@]}"; do
+	BENCH_TIME=10x run ./pkg/volume/ "^BenchmarkUnlock\$/^$n\$" ATREST_BENCH_VOLUMES="$n"
+done
+BENCH_TIME=10x run ./integration/cli/ '^BenchmarkUnlockProcess$'
+BENCH_TIME=2x run ./pkg/volume/ '^BenchmarkRewrap$/vault-transit' ATREST_BENCH_REWRAP_VOLUMES=256
+for n in 256 1000; do
+	BENCH_TIME=2x run ./integration/cli/ '^BenchmarkRewrapAll$' ATREST_BENCH_REWRAP_VOLUMES="$n"
+done
+run ./pkg/volume/ '^BenchmarkStatusNames$'
+run ./integration/cli/ '^BenchmarkFormat1GiB$/^(atrest-local|cryptsetup)$'
+
+echo
+echo "== load $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores at the end"
+check "keyslot open CPU ms (<= 0.8)" "$(metric BenchmarkOpenPlatformKeyslot cpu-ms/op)" "<=" 0.8
+xts=$(metric BenchmarkAreaDecrypt/luks2 MB/s)
+xx=$(metric BenchmarkAreaDecrypt/x-crypto-xts MB/s)
+check "area decrypt MB/s (>= 2000 per core)" "$xts" ">=" 2000
+echo "        x/crypto/xts $xx MB/s (atrest/x: $(ratio "$xts" "$xx")); openssl aes-256-xts ${ossl} GB/s"
+for n in "${units[@]}"; do
+	lim=30
+	[ "$n" = 1000 ] && lim=500
+	check "unlock work of $n volumes, local, wall ms (<= $lim)" "$(metric "BenchmarkUnlock/$n" local-ms/op)" "<=" "$lim"
+	echo "        CPU per volume $(metric "BenchmarkUnlock/$n" local-cpu-ms/volume) ms; Vault $(metric "BenchmarkUnlock/$n" vault-ms/op) ms"
+done
+check "whole-process unlock, clevis / atrest via Vault (>= 20)" "$(metric BenchmarkUnlockProcess ratio)" ">=" 20
+echo "        atrest $(metric BenchmarkUnlockProcess atrest-ms/median) ms, clevis $(metric BenchmarkUnlockProcess clevis-ms/median) ms (medians)"
+check "rewrap 256 in-process, ms per volume (<= 2)" "$(metric BenchmarkRewrap/vault-transit/256 ms/volume)" "<=" 2
+echo "        Vault requests for all 256: $(metric BenchmarkRewrap/vault-transit/256 vault-requests/op); CPU per volume $(metric BenchmarkRewrap/vault-transit/256 cpu-ms/volume) ms"
+for n in 256 1000; do
+	check "rewrap --all of $n through the binary, ms per volume (<= 2)" "$(metric "BenchmarkRewrapAll/$n" ms/volume)" "<=" 2
+done
+s1=$(metric BenchmarkStatusNames/1 ns/op)
+s16=$(metric BenchmarkStatusNames/16 ns/op)
+check "status of 16 names / status of 1 (<= 2)" "$(ratio "$s16" "$s1")" "<=" 2
+fa=$(metric BenchmarkFormat1GiB/atrest-local ms/median)
+fc=$(metric BenchmarkFormat1GiB/cryptsetup ms/median)
+check "format 1 GiB, atrest CLI / cryptsetup luksFormat (<= 0.333)" "$(ratio "$fa" "$fc")" "<=" 0.333
+echo "        atrest $fa ms, cryptsetup $fc ms (medians)"
+exit $verdict
