@@ -100,6 +100,10 @@ func TestReencryptKilledResumes(t *testing.T) {
 	if dump := sh(t, "cryptsetup", "luksDump", dev); !strings.Contains(dump, "online-reencrypt-v2") {
 		t.Fatalf("not in re-encryption:\n%s", dump)
 	}
+	// open refuses it with its own code, the progress and the command.
+	if r := n.run(nil, "open", "cut1"); r.code != 20 || !strings.Contains(r.stderr, "0 of 33554432 bytes done") || !strings.Contains(r.stderr, "atrest reencrypt cut1") {
+		t.Fatalf("open of a volume in re-encryption: %s", r)
+	}
 	if out := n.ok("reencrypt", "cut1").stdout; !strings.Contains(out, "cut1: resumed a re-encryption") {
 		t.Fatalf("the second run did not resume: %s", out)
 	}

@@ -30,6 +30,7 @@ const (
 	ExitPCRMismatch    = 17 // the TPM's PCRs changed since the secret was sealed
 	ExitTPMLockout     = 18 // the TPM is in dictionary-attack lockout
 	ExitOtherTPM       = 19 // the sealed object belongs to another TPM (or this one was cleared)
+	ExitReencrypting   = 20 // a re-encryption is under way or was interrupted; finish it first
 )
 
 // ExitCodes describes every code, for --help and docs.
@@ -57,6 +58,7 @@ var ExitCodes = []struct {
 	{ExitPCRMismatch, "the TPM's PCRs changed since the secret was sealed; nothing was changed"},
 	{ExitTPMLockout, "the TPM is in dictionary-attack lockout"},
 	{ExitOtherTPM, "the sealed secret belongs to another TPM, or this TPM was cleared"},
+	{ExitReencrypting, "a re-encryption of the volume is under way or was interrupted; it opens once it is finished"},
 }
 
 // class is what the CLI knows about an error: its exit code, a short kind
@@ -121,6 +123,8 @@ var classes = map[volume.Kind]class{
 	volume.KindNotFound:          {ExitNotFound, "", ""},
 	volume.KindNotADevice:        {ExitNotFound, "", hintDeviceArgs},
 	volume.KindNoRecovery:        {ExitNotFound, "", ""},
+	volume.KindReencrypting:      {ExitReencrypting, "", "finish it: atrest reencrypt NAME (atrest status NAME shows the progress); nothing was changed"},
+	volume.KindBackupStale:       {ExitRefused, "", "restore a backup taken since the re-encryption (the state directory's backup is refreshed when it ends); --force restores this one anyway, and the data re-encrypted since will not decrypt under it (docs/reencrypt.md)"},
 	volume.KindOther:             {ExitError, "", ""},
 }
 

@@ -72,6 +72,8 @@ const (
 	KindNotFound          Kind = "not-found"
 	KindNotADevice        Kind = "not-a-device"
 	KindNoRecovery        Kind = "no-recovery"
+	KindReencrypting      Kind = "reencrypting"
+	KindBackupStale       Kind = "backup-stale"
 	KindOther             Kind = "error"
 )
 
@@ -127,6 +129,8 @@ var kindRules = []struct {
 	{kms.ErrConfig, KindKMSConfig},
 	{dmcrypt.ErrNoDeviceMapper, KindNoDeviceMapper},
 	{ErrLocked, KindLocked},
+	{ErrReencrypting, KindReencrypting},
+	{luks2.ErrBackupStale, KindBackupStale},
 	{dmcrypt.ErrBusy, KindMappingBusy},
 	{blockdev.ErrInUse, KindInUse},
 	{blockdev.ErrBusy, KindHeldExclusively},
