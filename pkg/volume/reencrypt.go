@@ -90,7 +90,7 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 		return nil, fmt.Errorf("reencrypt needs the device unused: %w", err)
 	}
 	if c.v.Platform.Policy != nil {
-		return nil, fmt.Errorf("%w: reencrypt of a volume under an unlock policy is not supported yet (docs/reencrypt.md)", ErrInvalidArgument)
+		return nil, fmt.Errorf("%w: reencrypt of a volume under an unlock policy is not built: every branch's keyslot would have to be re-enrolled under the new key, with each branch's factors at hand; nothing was changed (docs/reencrypt.md)", ErrInvalidArgument)
 	}
 	secrets := m.unwrapAll(ctx, []string{c.v.UUID()}, []*token.Token{c.v.Platform})
 	defer wipeUnlocked(secrets)
