@@ -196,7 +196,7 @@ func (c *change) runReencrypt(ctx context.Context, ps *secret.Key, o ReencryptOp
 	defer r.Close()
 	res.OldKeyslot, res.NewKeyslot, res.Bytes = keys.OldSlot, keys.NewSlot, r.Size()
 	r.Rebind = map[int]int{keys.OldSlot: keys.NewSlot}
-	r.Hotzone, r.Progress = o.Hotzone, o.Progress
+	r.Hotzone, r.Progress, r.ReadAhead = o.Hotzone, o.Progress, true
 	if _, err := r.Run(ctx); err != nil {
 		st := r.State()
 		state := fmt.Sprintf("re-encryption stopped after %d of %d bytes; the data is intact; `atrest reencrypt %s` (or `cryptsetup reencrypt --resume-only`) continues it, and the volume opens once it is finished", st.Done, r.Size(), c.v.Name)
