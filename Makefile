@@ -61,6 +61,7 @@ fuzz: ## bounded fuzzing of every Fuzz target ($(FUZZTIME) each)
 bench: deps vaultserver ## benchmarks, with the cryptsetup and clevis comparisons in the same run
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./...
 	./scripts/bench-luks2.sh
+	./scripts/bench-reencrypt.sh
 	./scripts/bench-unlock.sh
 	ATREST_STORM_NODES=1000 $(GO) test -count=1 -timeout 30m -v -run '^TestStorm$$' ./integration/storm
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 // atrest reencrypt on a closed image: the JSON result names the keyslots
@@ -48,5 +49,18 @@ func TestReencryptRefusesJSONPrint(t *testing.T) {
 	r := n.expect(ExitUsage, "-o", "json", "reencrypt", img, "--recovery-mode", "print")
 	if !strings.Contains(r.stderr, "recovery mode print") {
 		t.Fatalf("%s", r)
+	}
+}
+
+// The terminal's progress line: a bar, the percentage, the rate and the
+// time left at that rate; before any bytes moved, no rate is guessed.
+func TestProgressLine(t *testing.T) {
+	got := progressLine("reencrypt data1", 1<<30, 4<<30, 1<<30, 4*time.Second)
+	want := "reencrypt data1: [#######-----------------------]  25%     268 MB/s  ETA 12s"
+	if strings.TrimRight(got, " ") != want {
+		t.Fatalf("got  %q\nwant %q", got, want)
+	}
+	if got := progressLine("reencrypt data1", 0, 4<<30, 0, 0); strings.Contains(got, "ETA") || !strings.Contains(got, "  0%") {
+		t.Fatalf("the first line guesses a rate: %q", got)
 	}
 }
