@@ -74,6 +74,9 @@ const (
 	KindNoRecovery        Kind = "no-recovery"
 	KindReencrypting      Kind = "reencrypting"
 	KindBackupStale       Kind = "backup-stale"
+	KindAlreadyLUKS       Kind = "already-luks"
+	KindFSUnsupported     Kind = "fs-unsupported"
+	KindFSTooLarge        Kind = "fs-too-large"
 	KindOther             Kind = "error"
 )
 
@@ -137,6 +140,9 @@ var kindRules = []struct {
 	{preflight.ErrSignatures, KindHasData},
 	{preflight.ErrNonZero, KindHasData},
 	{ErrAlreadyManaged, KindAlreadyManaged},
+	{ErrAlreadyLUKS, KindAlreadyLUKS},
+	{ErrFSUnsupported, KindFSUnsupported},
+	{ErrFSTooLarge, KindFSTooLarge},
 	{ErrNameInUse, KindNameInUse},
 	{blockdev.ErrReadOnly, KindReadOnly},
 	{luks2.ErrDeviceTooSmall, KindTooSmall},
