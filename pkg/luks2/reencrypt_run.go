@@ -225,9 +225,7 @@ func (r *Reencryptor) done(ctx context.Context, done uint64) error {
 
 // update starts an Update of a header under reencryption (Begin refuses
 // headers with requirements).
-func (r *Reencryptor) update() *Update {
-	return &Update{base: r.h, next: r.h.Clone(), pending: map[int][]byte{}}
-}
+func (r *Reencryptor) update() *Update { return reencUpdate(r.h) }
 
 func (r *Reencryptor) commit(ctx context.Context, u *Update) error {
 	h, err := u.Commit(ctx, r.dev)
