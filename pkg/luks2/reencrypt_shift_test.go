@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/atrest/atrest/internal/testutil"
+	"github.com/atrest/atrest/pkg/luks2/kdf"
 	"github.com/atrest/atrest/pkg/luks2/luks2test"
 )
 
@@ -191,77 +192,6 @@ func (d *tornDevice) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-// TestEncryptInPlaceCrashAtEveryWrite interrupts atrest's run of an
-// encryption in place cryptsetup initialised after every write (header
-// pages one by one, each hotzone in 4 MiB pieces). Each state is finished
-// by atrest (the data area decrypts, with x/crypto/xts, to the file
-// system byte for byte as it was; checkEncrypted's e2fsck and file check on
-// the uninterrupted run) and every 8th also by
-// cryptsetup (repair where a hotzone is flagged, then reencrypt
-// --resume-only).
-func TestEncryptInPlaceCrashAtEveryWrite(t *testing.T) {
-	img, file, fs := shiftImage(t)
-	encryptInit(t, img, "4096")
-	raw, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dry := &tornDevice{atomDevice{memDevice: memFromBytes(raw), budget: 1 << 30}}
-	if _, err := resumeEncryptOn(t, dry, 0); err != nil {
-		t.Fatal(err)
-	}
-	total := dry.used
-	dir := t.TempDir()
-	hot, byCryptsetup, finished := 0, 0, 0
-	for budget := 0; budget < total; budget++ {
-		dev := &tornDevice{atomDevice{memDevice: memFromBytes(raw), budget: budget}}
-		if _, err := resumeEncryptOn(t, dev, 0); err == nil {
-			t.Fatalf("budget %d of %d: no power loss", budget, total)
-		}
-		crashed := dev.memDevice.snapshot()
-		h, err := Read(context.Background(), crashed)
-		if err != nil {
-			t.Fatalf("budget %d: unreadable after the crash: %v", budget, err)
-		}
-		st, err := h.EncryptionInPlace()
-		if err != nil {
-			t.Fatalf("budget %d: %v", budget, err)
-		}
-		if st == nil {
-			// The final header is on the device (the reencrypt keyslot's
-			// area was being wiped): nothing is left to do.
-			finished++
-			if got := decryptedFS(t, crashed); !bytes.Equal(got, fs) {
-				t.Fatalf("budget %d: finished, but the file system differs", budget)
-			}
-			continue
-		}
-		if st.Hotzone > 0 {
-			hot++
-		}
-		if budget%8 == 0 {
-			cp := imageOf(t, crashed.snapshot(), dir, fmt.Sprintf("crash%d.img", budget))
-			if _, err := cryptsetupResume(t, cp); err != nil {
-				t.Fatalf("budget %d (%+v): cryptsetup repair and resume: %v", budget, *st, err)
-			}
-			checkEncrypted(t, cp, file, fs)
-			os.Remove(cp)
-			byCryptsetup++
-		}
-		if _, err := resumeEncryptOn(t, crashed, 0); err != nil {
-			t.Fatalf("budget %d (%+v): atrest resume: %v", budget, *st, err)
-		}
-		if got := decryptedFS(t, crashed); !bytes.Equal(got, fs) {
-			t.Fatalf("budget %d (%+v): after atrest resumed, the file system differs", budget, *st)
-		}
-	}
-	checkEncrypted(t, imageOf(t, dry.memDevice, dir, "dry.img"), file, fs)
-	t.Logf("%d interruption points: %d in a flagged hotzone, %d after the final header; the others finished by atrest, %d also by cryptsetup", total, hot, finished, byCryptsetup)
-	if hot == 0 {
-		t.Fatal("no interruption left a flagged hotzone")
-	}
-}
-
 // decryptedFS is the first shiftFS bytes of d's data area decrypted with
 // golang.org/x/crypto/xts under the key "platform" opens.
 func decryptedFS(t *testing.T, d Device) []byte {
@@ -285,4 +215,140 @@ func decryptedFS(t *testing.T, d Device) []byte {
 		t.Fatal(err)
 	}
 	return plain
+}
+
+// encryptStart initialises an encryption in place of dev with atrest:
+// a new header (4096-byte sectors), the platform keyslot ("platform") and
+// a token, CommitEncrypt.
+func encryptStart(t *testing.T, dev Device) error {
+	t.Helper()
+	size, err := dev.Size()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, vk, err := New(FormatOptions{SectorSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vk.Wipe()
+	u, err := h.BeginEncrypt(vk, uint64(size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.AddKeyslot(vk, pass(t, "platform"), KeyslotOptions{Slot: 0, KDF: kdf.Platform()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.SetToken(0, []byte(reencToken)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = u.CommitEncrypt(context.Background(), dev)
+	return err
+}
+
+// atrest initialises an encryption in place; cryptsetup accepts the state
+// (luksDump: mode encrypt, datashift) and finishes it, and so does atrest:
+// both results decrypt to the file system as it was, e2fsck clean.
+func TestEncryptInPlaceAtrestInit(t *testing.T) {
+	for _, who := range []string{"cryptsetup", "atrest"} {
+		t.Run(who, func(t *testing.T) {
+			img, file, fs := shiftImage(t)
+			d, err := OpenFile(img, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := encryptStart(t, d); err != nil {
+				t.Fatal(err)
+			}
+			d.Close()
+			if dump := sh(t, "cryptsetup", "luksDump", img); !strings.Contains(dump, "Mode:       encrypt") || !strings.Contains(dump, "datashift") {
+				t.Fatalf("luksDump of atrest's start:\n%s", dump)
+			}
+			if who == "cryptsetup" {
+				if _, err := cryptsetupResume(t, img); err != nil {
+					t.Fatal(err)
+				}
+			} else if _, err := resumeEncrypt(t, img, 0); err != nil {
+				t.Fatal(err)
+			}
+			checkEncrypted(t, img, file, fs)
+		})
+	}
+}
+
+// TestEncryptInPlaceInitCrashAtEveryWrite interrupts atrest's whole
+// encryption in place — the copy of the start, its marker, the header,
+// every hotzone (in 4 MiB pieces), the final header — after every write.
+// A state without a readable header is put back by RecoverEncryptInit
+// where the header had begun to overwrite the start, and then shows the
+// file system byte for byte as it was (it is started again); a state with
+// a header is resumed. Either way the end decrypts to the file system as
+// it was; every 8th state in encryption is also finished by cryptsetup.
+func TestEncryptInPlaceInitCrashAtEveryWrite(t *testing.T) {
+	img, file, fs := shiftImage(t)
+	raw, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(dev Device) error {
+		if err := encryptStart(t, dev); err != nil {
+			return err
+		}
+		_, err := resumeEncryptOn(t, dev, 0)
+		return err
+	}
+	dry := &tornDevice{atomDevice{memDevice: memFromBytes(raw), budget: 1 << 30}}
+	if err := run(dry); err != nil {
+		t.Fatal(err)
+	}
+	checkEncrypted(t, imageOf(t, dry.memDevice, t.TempDir(), "dry.img"), file, fs)
+	total := dry.used
+	dir := t.TempDir()
+	restored, resumed := 0, 0
+	for budget := 0; budget < total; budget++ {
+		dev := &tornDevice{atomDevice{memDevice: memFromBytes(raw), budget: budget}}
+		if err := run(dev); err == nil {
+			t.Fatalf("budget %d of %d: no power loss", budget, total)
+		}
+		crashed := dev.memDevice.snapshot()
+		if _, err := Read(context.Background(), crashed); err != nil {
+			ok, err := RecoverEncryptInit(context.Background(), crashed, DefaultDataOffset)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok {
+				restored++
+			}
+			if !bytes.Equal(crashed.bytesOf()[:shiftFS], fs) {
+				t.Fatalf("budget %d: no header, and the file system is not as it was (restored: %v)", budget, ok)
+			}
+			if err := run(crashed); err != nil {
+				t.Fatalf("budget %d: start again: %v", budget, err)
+			}
+		} else {
+			h, _ := Read(context.Background(), crashed)
+			if st, err := h.EncryptionInPlace(); err != nil {
+				t.Fatalf("budget %d: %v", budget, err)
+			} else if st != nil {
+				resumed++
+				if resumed%8 == 1 {
+					cp := imageOf(t, crashed.snapshot(), dir, fmt.Sprintf("crash%d.img", budget))
+					if _, err := cryptsetupResume(t, cp); err != nil {
+						t.Fatalf("budget %d (%+v): cryptsetup: %v", budget, *st, err)
+					}
+					checkEncrypted(t, cp, file, fs)
+					os.Remove(cp)
+				}
+				if _, err := resumeEncryptOn(t, crashed, 0); err != nil {
+					t.Fatalf("budget %d (%+v): atrest resume: %v", budget, *st, err)
+				}
+			}
+		}
+		if got := decryptedFS(t, crashed); !bytes.Equal(got, fs) {
+			t.Fatalf("budget %d: the file system differs at the end", budget)
+		}
+	}
+	t.Logf("%d interruption points: %d restored from the marked copy, %d resumed", total, restored, resumed)
+	if restored == 0 || resumed == 0 {
+		t.Fatal("no interruption needed the copy, or none left an encryption to resume")
+	}
 }
