@@ -120,7 +120,11 @@ func (r *ShiftEncryptor) Run(ctx context.Context) (*Header, error) {
 		}
 		r.progress()
 	}
-	return r.finish(ctx)
+	h, err := r.finish(ctx)
+	if err == nil && r.Progress != nil {
+		r.Progress(r.st.Size, r.st.Size)
+	}
+	return h, err
 }
 
 func (r *ShiftEncryptor) progress() {

@@ -19,9 +19,16 @@ type ReencryptingError struct {
 	// Foreign is set when the re-encryption is one atrest cannot follow
 	// (another tool's mode or resilience): it says why.
 	Foreign error
+	// Device is set for an encryption in place: the device to name in
+	// the command that finishes it.
+	Device string
 }
 
 func (e *ReencryptingError) Error() string {
+	if e.Device != "" {
+		return fmt.Sprintf("%s: an encryption in place is under way or was interrupted (%d of %d bytes done); it opens once it is finished: run atrest encrypt %s --name %s (docs/reencrypt.md)",
+			e.Ref, e.Done, e.Total, e.Device, e.Ref)
+	}
 	if e.Foreign != nil {
 		return fmt.Sprintf("%s: %v (%v); finish it with cryptsetup reencrypt --resume-only (docs/reencrypt.md)", e.Ref, ErrReencrypting, e.Foreign)
 	}
@@ -37,6 +44,9 @@ func (e *ReencryptingError) Unwrap() error { return ErrReencrypting }
 func reencryptHold(v *Volume) error {
 	if v.Header == nil {
 		return nil
+	}
+	if st, err := v.Header.EncryptionInPlace(); st != nil && err == nil {
+		return &ReencryptingError{Ref: v.Ref(), Done: st.Done(), Total: st.Size, Device: v.Device}
 	}
 	st, err := v.Header.Reencryption()
 	if st == nil && err == nil {
