@@ -119,6 +119,15 @@ func (m *Manager) Encrypt(ctx context.Context, o EncryptOptions) (res *EncryptRe
 		res.Recovery.Wipe()
 		return nil, &StageError{Op: "encrypt", Device: d.Path, State: state, Err: err}
 	}
+	k := &newKeys{vk: vk, ps: ps, tok: tok, rec: res.Recovery}
+	u, err := h.BeginEncrypt(vk, uint64(d.Size))
+	if err == nil {
+		err = k.add(u)
+	}
+	if err != nil {
+		return fail(untouched, err)
+	}
+	res.PlatformKeyslot = k.slot
 	if mode == config.RecoveryPrint {
 		if err := o.Show(res); err != nil {
 			return fail(untouched, err)
@@ -129,15 +138,6 @@ func (m *Manager) Encrypt(ctx context.Context, o EncryptOptions) (res *EncryptRe
 	if err := res.Recovery.deposit(ctx); err != nil {
 		return fail(untouched, err)
 	}
-	k := &newKeys{vk: vk, ps: ps, tok: tok, rec: res.Recovery}
-	u, err := h.BeginEncrypt(vk, uint64(d.Size))
-	if err == nil {
-		err = k.add(u)
-	}
-	if err != nil {
-		return fail(untouched, err)
-	}
-	res.PlatformKeyslot = k.slot
 	started, err := u.CommitEncrypt(ctx, dev)
 	if err != nil {
 		return fail("the start of the device may be partly overwritten, its copy at the end is marked: run atrest encrypt again, which puts it back or resumes", err)

@@ -62,15 +62,8 @@ func checkEncryptedVolume(t *testing.T, m *Manager, img string, file, fs []byte,
 	if !bytes.Equal(plain, fs) {
 		t.Fatal("the decrypted volume differs from the file system as it was")
 	}
-	out := filepath.Join(t.TempDir(), "plain.img")
-	if err := os.WriteFile(out, plain, 0o600); err != nil {
+	if err := luks2test.CheckExtFS(plain, t.TempDir(), "data.bin", file); err != nil {
 		t.Fatal(err)
-	}
-	run(t, "e2fsck", "-fn", out)
-	got := filepath.Join(t.TempDir(), "data.bin")
-	run(t, "debugfs", "-R", "dump data.bin "+got, out)
-	if b, _ := os.ReadFile(got); !bytes.Equal(b, file) {
-		t.Fatal("the file read back differs")
 	}
 	if !recoveryOpens(t, v, rec) {
 		t.Fatal("the recovery key does not open the volume")
@@ -86,7 +79,13 @@ func TestEncrypt(t *testing.T) {
 	var rec *secret.Key
 	var progress []uint64
 	res, err := m.Encrypt(context.Background(), EncryptOptions{Device: img, Name: "enc1",
-		Show:     func(r *EncryptResult) error { rec = keyCopy(t, r.Recovery.Key); return nil },
+		Show: func(r *EncryptResult) error {
+			if r.Recovery.Keyslot < 0 {
+				t.Error("the recovery key is shown before its keyslot is planned")
+			}
+			rec = keyCopy(t, r.Recovery.Key)
+			return nil
+		},
 		Progress: func(done, total uint64) { progress = append(progress, done) }})
 	if err != nil {
 		t.Fatal(err)
