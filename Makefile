@@ -61,6 +61,7 @@ fuzz: ## bounded fuzzing of every Fuzz target ($(FUZZTIME) each)
 bench: deps vaultserver ## benchmarks, with the cryptsetup, clevis and openssl comparisons and issue 12's ratios in one run
 	$(GO) test -run '^$$' -bench . -skip 'BenchmarkUnlockProcess|BenchmarkRewrapAll|BenchmarkRewrap$$|BenchmarkUnlock$$' -benchmem -count 5 ./...
 	./scripts/bench-luks2.sh
+	./scripts/bench-reencrypt.sh
 	./scripts/bench-unlock.sh
 	BENCH_1000=1 ATREST_VAULTSERVER=$(VAULTSERVER) ./scripts/bench-all.sh
 	ATREST_STORM_NODES=1000 $(GO) test -count=1 -timeout 30m -v -run '^TestStorm$$' ./integration/storm

@@ -5,9 +5,14 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"io"
+	mrand "math/rand"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -16,7 +21,10 @@ import (
 
 	"golang.org/x/crypto/xts"
 
+	"github.com/atrest/atrest/pkg/kms"
+	"github.com/atrest/atrest/pkg/kms/local"
 	"github.com/atrest/atrest/pkg/luks2"
+	"github.com/atrest/atrest/pkg/token"
 )
 
 var recoveryKeyRE = regexp.MustCompile(`[cbdefghijklnrtuv]{8}(-[cbdefghijklnrtuv]{8}){7}`)
@@ -24,16 +32,7 @@ var recoveryKeyRE = regexp.MustCompile(`[cbdefghijklnrtuv]{8}(-[cbdefghijklnrtuv
 // volumeKeyOf is the volume key cryptsetup dumps with the recovery key.
 func volumeKeyOf(t *testing.T, dev, recovery string) []byte {
 	t.Helper()
-	out := sh(t, "cryptsetup", "luksDump", "--batch-mode", "--dump-volume-key", "--key-file", keyFile(t, recovery), dev)
-	i := strings.Index(out, "MK dump:")
-	if i < 0 {
-		t.Fatalf("no key in:\n%s", out)
-	}
-	vk, err := hex.DecodeString(strings.Join(strings.Fields(out[i+len("MK dump:"):]), ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return vk
+	return volumeKeyOfFile(t, dev, keyFile(t, recovery))
 }
 
 // dataXTS encrypts plain into the data area (after the 16 MiB header) of
@@ -100,6 +99,10 @@ func TestReencryptKilledResumes(t *testing.T) {
 	if dump := sh(t, "cryptsetup", "luksDump", dev); !strings.Contains(dump, "online-reencrypt-v2") {
 		t.Fatalf("not in re-encryption:\n%s", dump)
 	}
+	// open refuses it with its own code, the progress and the command.
+	if r := n.run(nil, "open", "cut1"); r.code != 21 || !strings.Contains(r.stderr, "0 of 33554432 bytes done") || !strings.Contains(r.stderr, "atrest reencrypt cut1") {
+		t.Fatalf("open of a volume in re-encryption: %s", r)
+	}
 	if out := n.ok("reencrypt", "cut1").stdout; !strings.Contains(out, "cut1: resumed a re-encryption") {
 		t.Fatalf("the second run did not resume: %s", out)
 	}
@@ -116,25 +119,31 @@ func TestReencryptKilledResumes(t *testing.T) {
 	}
 }
 
-// atrest reencrypt killed (SIGKILL) at points of its data pass — in the
-// first hotzone, after one, two and three of four 64 MiB hotzones, as
-// soon as a header shows it — leaves a state cryptsetup luksDump accepts,
-// and the next atrest reencrypt finishes it with the data intact under the
-// new key. (cryptsetup finishing such states is proven in pkg/luks2 and
-// integration/luks2: here only atrest holds the platform secret.)
+// atrest reencrypt killed (SIGKILL) at random points of its data pass:
+// each seed picks the hotzone and a delay after the header shows it, so
+// the kill lands before, inside or after a hotzone's data write. Each
+// state passes cryptsetup luksDump; a copy on a second loop device is
+// finished by cryptsetup (repair, reencrypt --resume-only, with the
+// platform secret unwrapped from the local keystore as a KMS would), the
+// original by the next atrest reencrypt; both give the original plaintext
+// (sha256) under a new volume key.
 func TestReencryptKilledAtRandomPoints(t *testing.T) {
-	const data = 256 << 20
-	for i, kill := range []struct {
-		name  string
-		after uint64 // bytes done
-	}{{"in-first-hotzone", 0}, {"after-one", 64 << 20}, {"after-two", 128 << 20}, {"after-three", 192 << 20}} {
-		t.Run(kill.name, func(t *testing.T) {
+	const data = 128 << 20
+	for _, seed := range []int64{1, 2, 3, 4} {
+		t.Run(fmt.Sprint("seed-", seed), func(t *testing.T) {
+			rng := mrand.New(mrand.NewSource(seed))
+			// The header shows a clean state (the next hotzone is being
+			// read) or the hotzone flagged (its data is being written).
+			after := uint64(rng.Intn(data/luks2.DefaultHotzone)) * luks2.DefaultHotzone
+			inHotzone := rng.Intn(2) == 1
+			delay := time.Duration(rng.Intn(100)) * time.Millisecond
 			n := localNode(t, "print")
 			dev := disk(t, 16+data>>20)
-			f := jsonOf[formatJSON](t, n.ok("-o", "json", "format", dev, "--name", "cut"+string(rune('a'+i))))
+			f := jsonOf[formatJSON](t, n.ok("-o", "json", "format", dev, "--name", fmt.Sprint("kill", seed)))
 			oldVK := volumeKeyOf(t, dev, f.Recovery.Key)
 			plain := make([]byte, data)
 			rand.Read(plain)
+			want := sha256.Sum256(plain)
 			dataXTSSize(t, dev, oldVK, plain, data)
 
 			cmd := exec.Command(atrestBinary(t), "-c", n.config, "reencrypt", dev)
@@ -143,26 +152,31 @@ func TestReencryptKilledAtRandomPoints(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			killed := false
-			for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline) && !killed; time.Sleep(5 * time.Millisecond) {
-				d, err := luks2.OpenFile(dev, false)
-				if err != nil {
-					t.Fatal(err)
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			var err error
+		poll:
+			for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				select {
+				case err = <-exited:
+					break poll
+				default:
 				}
-				h, err := luks2.Read(context.Background(), d)
-				d.Close()
-				if err != nil {
-					continue
-				}
-				if st, _ := h.Reencryption(); st != nil && st.Done >= kill.after && (kill.after > 0 || st.Hotzone > 0) {
+				if st := reencryptionOf(t, dev); st != nil && st.Done >= after && (!inHotzone || st.Hotzone > 0) {
+					time.Sleep(delay)
 					cmd.Process.Signal(syscall.SIGKILL)
-					killed = true
+					err = <-exited
+					break
 				}
 			}
-			err := cmd.Wait()
-			if !killed || err == nil {
-				t.Fatalf("the run was not killed in re-encryption (finished: %v)", err == nil)
+			if err == nil {
+				t.Fatalf("the run finished before the kill (after %d bytes + %s)", after, delay)
 			}
+			st := reencryptionOf(t, dev)
+			if st == nil {
+				t.Fatalf("killed outside the re-encryption: %v", err)
+			}
+			t.Logf("killed %s after the header showed %d bytes done (hotzone flagged: %v): state %d bytes done, hotzone %d", delay, after, inHotzone, st.Done, st.Hotzone)
 			newRec := recoveryKeyRE.FindString(out.String())
 			if newRec == "" {
 				t.Fatalf("no recovery key printed: %s", out.String())
@@ -170,12 +184,134 @@ func TestReencryptKilledAtRandomPoints(t *testing.T) {
 			if dump := sh(t, "cryptsetup", "luksDump", dev); !strings.Contains(dump, "online-reencrypt-v2") {
 				t.Fatalf("luksDump of the killed state:\n%s", dump)
 			}
+
+			// cryptsetup finishes a copy of the state.
+			cp := disk(t, 16+data>>20)
+			copyDevice(t, dev, cp)
+			pf := keyFile(t, string(platformSecret(t, n, dev)))
+			sh(t, "cryptsetup", "repair", "--batch-mode", "--key-file", pf, cp)
+			if strings.Contains(sh(t, "cryptsetup", "luksDump", cp), "online-reencrypt") {
+				sh(t, "cryptsetup", "reencrypt", "--resume-only", "--batch-mode", "--key-file", pf, cp)
+			}
+			byCryptsetup := volumeKeyOfFile(t, cp, pf)
+			if bytes.Equal(byCryptsetup, oldVK) || sha256.Sum256(dataXTSSize(t, cp, byCryptsetup, nil, data)) != want {
+				t.Fatal("after cryptsetup resumed: the key did not change or the plaintext changed")
+			}
+			// The copy's UUID must not confuse atrest's run on the original.
+			zero(t, cp, 16<<20)
+
 			n.ok("reencrypt", dev)
 			n.ok("status", dev)
 			newVK := volumeKeyOf(t, dev, newRec)
-			if bytes.Equal(newVK, oldVK) || !bytes.Equal(dataXTSSize(t, dev, newVK, nil, data), plain) {
-				t.Fatal("after resuming: the key did not change or the plaintext changed")
+			if bytes.Equal(newVK, oldVK) || sha256.Sum256(dataXTSSize(t, dev, newVK, nil, data)) != want {
+				t.Fatal("after atrest resumed: the key did not change or the plaintext changed")
 			}
 		})
+	}
+}
+
+// reencryptionOf is the re-encryption state dev's header records (nil when
+// none, or while the header cannot be read).
+func reencryptionOf(t *testing.T, dev string) *luks2.ReencryptState {
+	t.Helper()
+	h, err := headerOf(t, dev)
+	if err != nil {
+		return nil
+	}
+	st, _ := h.Reencryption()
+	return st
+}
+
+// headerOf reads dev's LUKS2 header.
+func headerOf(t *testing.T, dev string) (*luks2.Header, error) {
+	t.Helper()
+	d, err := luks2.OpenFile(dev, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	return luks2.Read(context.Background(), d)
+}
+
+// platformSecret unwraps dev's platform secret with the node's local
+// keystore, as atrest does through the KMS: what an administrator hands
+// cryptsetup to finish a run atrest started.
+func platformSecret(t *testing.T, n *node, dev string) []byte {
+	t.Helper()
+	h, err := headerOf(t, dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, err := local.Open(filepath.Join(n.dir, "kek"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ks.Close()
+	for _, lt := range h.Tokens {
+		tok, err := token.Parse(lt.JSON())
+		if err != nil {
+			continue
+		}
+		res, err := ks.Unwrap(context.Background(), []kms.UnwrapRequest{{Context: h.UUID,
+			Wrapped: kms.Wrapped{Backend: tok.KMS, Key: tok.Key, KeyVersion: tok.KeyVersion, Ciphertext: tok.Ciphertext}}})
+		if err != nil || res[0].Err != nil {
+			t.Fatalf("unwrap: %v %v", err, res)
+		}
+		defer res[0].Plaintext.Wipe()
+		return bytes.Clone(res[0].Plaintext.Bytes())
+	}
+	t.Fatal("no atrest token")
+	return nil
+}
+
+// volumeKeyOfFile is the volume key cryptsetup dumps with the key file.
+func volumeKeyOfFile(t *testing.T, dev, keyFile string) []byte {
+	t.Helper()
+	out := sh(t, "cryptsetup", "luksDump", "--batch-mode", "--dump-volume-key", "--key-file", keyFile, dev)
+	i := strings.Index(out, "MK dump:")
+	if i < 0 {
+		t.Fatalf("no key in:\n%s", out)
+	}
+	vk, err := hex.DecodeString(strings.Join(strings.Fields(out[i+len("MK dump:"):]), ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vk
+}
+
+// copyDevice copies src onto dst (of the same size).
+func copyDevice(t *testing.T, src, dst string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// zero overwrites the first n bytes of dev.
+func zero(t *testing.T, dev string, n int) {
+	t.Helper()
+	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(make([]byte, n), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -42,7 +42,14 @@ func requireTier(t testing.TB) {
 // and returns its path; the test's cleanup detaches it.
 func loopDevice(t testing.TB, size int64) string {
 	t.Helper()
-	backing := filepath.Join(t.TempDir(), "disk.img")
+	return loopDeviceIn(t, t.TempDir(), size)
+}
+
+// loopDeviceIn is loopDevice with the backing file in dir.
+func loopDeviceIn(t testing.TB, dir string, size int64) string {
+	t.Helper()
+	backing := filepath.Join(dir, "disk.img")
+	t.Cleanup(func() { os.Remove(backing) })
 	f, err := os.Create(backing)
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package luks2
 import (
 	"bytes"
 	"context"
-	"crypto/aes"
 	"crypto/rand"
 	"errors"
 	"os"
@@ -11,28 +10,19 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/crypto/xts"
-
 	"github.com/atrest/atrest/pkg/luks2"
 	"github.com/atrest/atrest/pkg/luks2/kdf"
+	"github.com/atrest/atrest/pkg/luks2/luks2test"
 	"github.com/atrest/atrest/pkg/secret"
 )
 
 // sectorCrypt en- or decrypts a data area with vk as dm-crypt does
-// (aes-xts-plain64, IV in 512-byte units), with golang.org/x/crypto/xts.
+// (luks2test.DataXTS: golang.org/x/crypto/xts).
 func sectorCrypt(t testing.TB, vk []byte, data []byte, sector int, encrypt bool) []byte {
 	t.Helper()
-	c, err := xts.NewCipher(aes.NewCipher, vk)
+	out, err := luks2test.DataXTS(vk, data, sector, encrypt)
 	if err != nil {
 		t.Fatal(err)
-	}
-	out := bytes.Clone(data)
-	for s := 0; s < len(out); s += sector {
-		if encrypt {
-			c.Encrypt(out[s:s+sector], out[s:s+sector], uint64(s/512))
-		} else {
-			c.Decrypt(out[s:s+sector], out[s:s+sector], uint64(s/512))
-		}
 	}
 	return out
 }
@@ -84,7 +74,11 @@ func TestCryptsetupFinishesAtrestReencryption(t *testing.T) {
 			}
 			r.Hotzone = 4 * mib
 			stop, cancel := context.WithCancel(ctx(t))
-			r.Progress = func(done, total uint64) { cancel() }
+			r.Progress = func(done, total uint64) {
+				if done > 0 {
+					cancel()
+				}
+			}
 			if _, err := r.Run(stop); !errors.Is(err, context.Canceled) {
 				t.Fatalf("run: %v", err)
 			}

@@ -108,7 +108,7 @@ func newApp(e *env) *ucli.App {
 		},
 		Commands: []*ucli.Command{
 			formatCommand(e), openCommand(e), closeCommand(e), statusCommand(e),
-			rekeyCommand(e), rewrapCommand(e), policyCommand(e), reencryptCommand(e), recoveryCommand(e), headerCommand(e),
+			rekeyCommand(e), rewrapCommand(e), policyCommand(e), reencryptCommand(e), encryptCommand(e), recoveryCommand(e), headerCommand(e),
 			eraseCommand(e), adoptCommand(e), kmsCommand(e), tpmCommand(e), versionCommand(e),
 			completionCommand(e), manCommand(e),
 		},

@@ -31,6 +31,7 @@ const (
 	ExitTPMLockout     = 18 // the TPM is in dictionary-attack lockout
 	ExitOtherTPM       = 19 // the sealed object belongs to another TPM (or this one was cleared)
 	ExitTPMToken       = 20 // a systemd-tpm2 token is malformed, or uses a feature atrest lacks
+	ExitReencrypting   = 21 // a re-encryption is under way or was interrupted; finish it first
 )
 
 // ExitCodes describes every code, for --help and docs.
@@ -59,6 +60,7 @@ var ExitCodes = []struct {
 	{ExitTPMLockout, "the TPM is in dictionary-attack lockout"},
 	{ExitOtherTPM, "the sealed secret belongs to another TPM, or this TPM was cleared"},
 	{ExitTPMToken, "a systemd-tpm2 token is malformed (edited by hand?) or uses a systemd feature atrest does not implement"},
+	{ExitReencrypting, "a re-encryption of the volume is under way or was interrupted; it opens once it is finished"},
 }
 
 // class is what the CLI knows about an error: its exit code, a short kind
@@ -125,6 +127,11 @@ var classes = map[volume.Kind]class{
 	volume.KindNotFound:          {ExitNotFound, "", ""},
 	volume.KindNotADevice:        {ExitNotFound, "", hintDeviceArgs},
 	volume.KindNoRecovery:        {ExitNotFound, "", ""},
+	volume.KindReencrypting:      {ExitReencrypting, "", "finish it: atrest reencrypt NAME (atrest status NAME shows the progress); nothing was changed"},
+	volume.KindAlreadyLUKS:       {ExitRefused, "", ""},
+	volume.KindFSUnsupported:     {ExitRefused, "", "encryption in place takes an ext2/3/4 file system on the whole device; for anything else copy the data onto a new atrest volume"},
+	volume.KindFSTooLarge:        {ExitRefused, "", "shrink the file system with the resize2fs command in the message, then run again; nothing was changed"},
+	volume.KindBackupStale:       {ExitRefused, "", "restore a backup taken since the re-encryption (the state directory's backup is refreshed when it ends); --force restores this one anyway, and the data re-encrypted since will not decrypt under it (docs/reencrypt.md)"},
 	volume.KindOther:             {ExitError, "", ""},
 }
 

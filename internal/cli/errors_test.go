@@ -55,6 +55,8 @@ func TestClassify(t *testing.T) {
 		{&volume.StageError{Op: "format", Err: kms.ErrUnavailable, State: "nothing was written"}, ExitKMSUnavailable},
 		{wrap(secret.ErrEmpty), ExitUsage},
 		{wrap(luks2.ErrUUIDMismatch), ExitUsage},
+		{&volume.ReencryptingError{Ref: "data1", Done: 1 << 20, Total: 4 << 20}, ExitReencrypting},
+		{wrap(luks2.ErrBackupStale), ExitRefused},
 		{wrap(token.ErrInvalid), ExitNotLUKS2},
 		{wrap(fs.ErrNotExist), ExitNotFound},
 		{wrap(blockdev.ErrUnsupported), ExitNotFound},

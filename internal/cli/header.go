@@ -51,8 +51,13 @@ EXAMPLES:
 				Description: `Restores the header from --backup (atrest's or cryptsetup's backup file),
 or from the state directory's backup of the device's volume. The backup's
 UUID must match the device's header unless --force (needed too when the
-device's header is unreadable). The header being replaced is kept as the
-previous backup, so a wrong restore can be undone.
+device's header is unreadable). A backup taken before a re-encryption of
+the volume is refused (exit 4, backup-stale): its volume key does not
+decrypt the data re-encrypted since, and while a re-encryption is under way
+it would abandon it; --force restores it anyway (for a volume whose data
+is known not to matter, or whose re-encrypted part will be rewritten). The
+header being replaced is kept as the previous backup, so a wrong restore
+can be undone.
 
 EXAMPLES:
    atrest header restore /dev/nvme1n1 --backup /var/lib/atrest/backups/<uuid>.luks2 --force
@@ -61,7 +66,7 @@ EXAMPLES:
 ` + exitCodeHelp(),
 				Flags: []ucli.Flag{
 					&ucli.StringFlag{Name: "backup", Aliases: []string{"b"}, TakesFile: true, Usage: "backup `FILE`"},
-					&ucli.BoolFlag{Name: "force", Usage: "restore a backup of another UUID, or onto an unreadable header"},
+					&ucli.BoolFlag{Name: "force", Usage: "restore a backup of another UUID, onto an unreadable header, or one taken before a re-encryption (the data re-encrypted since does not decrypt under it)"},
 				},
 				Action: func(c *ucli.Context) error {
 					if c.NArg() != 1 {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -129,23 +130,44 @@ func (e *env) table() *tabwriter.Writer {
 func (e *env) progress(what string) overwrite.Func {
 	tty := isTerminal(e.stderr)
 	last := -1
+	var start time.Time
+	var from int64
 	return func(p overwrite.Progress) {
 		if p.Total <= 0 {
 			return
 		}
 		pct := int(p.Done * 100 / p.Total)
 		if tty {
-			if pct != last {
-				fmt.Fprintf(e.stderr, "\r%s: %3d%%", what, pct)
-				if pct == 100 {
-					fmt.Fprintln(e.stderr)
-				}
+			// The first report is the baseline of the rate (a resumed
+			// run starts part-way).
+			if start.IsZero() {
+				start, from = time.Now(), p.Done
+			}
+			fmt.Fprintf(e.stderr, "\r%s", progressLine(what, p.Done, p.Total, p.Done-from, time.Since(start)))
+			if pct == 100 {
+				fmt.Fprintln(e.stderr)
 			}
 		} else if pct/25 != last/25 || (pct == 100 && last != 100) {
 			fmt.Fprintf(e.stderr, "%s: %d%%\n", what, pct)
 		}
 		last = pct
 	}
+}
+
+// progressLine is the terminal's progress line: a bar, the percentage,
+// and once some bytes moved, the rate and the time left at that rate
+// (moved bytes in elapsed).
+func progressLine(what string, done, total, moved int64, elapsed time.Duration) string {
+	const width = 30
+	pct := int(done * 100 / total)
+	filled := int(done * width / total)
+	line := fmt.Sprintf("%s: [%s%s] %3d%%", what, strings.Repeat("#", filled), strings.Repeat("-", width-filled), pct)
+	if moved <= 0 || elapsed <= 0 {
+		return line + "                         "
+	}
+	rate := float64(moved) / elapsed.Seconds()
+	left := time.Duration(float64(total-done) / rate * float64(time.Second)).Round(time.Second)
+	return line + fmt.Sprintf("  %6.0f MB/s  ETA %-9s", rate/1e6, left)
 }
 
 func isTerminal(w io.Writer) bool {

@@ -47,12 +47,9 @@ EXAMPLES:
 				return err
 			}
 			m, _ := e.manager()
-			mode := c.String("recovery-mode")
-			if mode == "" {
-				mode = m.Config().Recovery.Mode
-			}
-			if e.json && mode == config.RecoveryPrint {
-				return fmt.Errorf("%w: -o json with recovery mode print (the key would be output only after the old recovery keyslot is gone): use text output or --recovery-mode escrow|none", volume.ErrInvalidArgument)
+			mode, err := e.recoveryModeFor(c, m, "the key would be output only after the old recovery keyslot is gone")
+			if err != nil {
+				return err
 			}
 			var errs []error
 			list := &jsonList{e: e}
@@ -110,4 +107,18 @@ type reencrypted struct {
 	Recovery   *recoveryDoc `json:"recovery"`
 	Resumed    bool         `json:"resumed"`
 	Warnings   []string     `json:"warnings"`
+}
+
+// recoveryModeFor is --recovery-mode or the configured policy. -o json is
+// refused with mode print for commands that show the key apart from their
+// document (why says when).
+func (e *env) recoveryModeFor(c *ucli.Context, m *volume.Manager, why string) (string, error) {
+	mode := c.String("recovery-mode")
+	if mode == "" {
+		mode = m.Config().Recovery.Mode
+	}
+	if e.json && mode == config.RecoveryPrint {
+		return "", fmt.Errorf("%w: -o json with recovery mode print (%s): use text output or --recovery-mode escrow|none", volume.ErrInvalidArgument, why)
+	}
+	return mode, nil
 }

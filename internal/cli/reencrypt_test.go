@@ -1,9 +1,16 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/atrest/atrest/internal/testutil"
 )
 
 // atrest reencrypt on a closed image: the JSON result names the keyslots
@@ -48,5 +55,63 @@ func TestReencryptRefusesJSONPrint(t *testing.T) {
 	r := n.expect(ExitUsage, "-o", "json", "reencrypt", img, "--recovery-mode", "print")
 	if !strings.Contains(r.stderr, "recovery mode print") {
 		t.Fatalf("%s", r)
+	}
+}
+
+// The terminal's progress line: a bar, the percentage, the rate and the
+// time left at that rate; before any bytes moved, no rate is guessed.
+func TestProgressLine(t *testing.T) {
+	got := progressLine("reencrypt data1", 1<<30, 4<<30, 1<<30, 4*time.Second)
+	want := "reencrypt data1: [#######-----------------------]  25%     268 MB/s  ETA 12s"
+	if strings.TrimRight(got, " ") != want {
+		t.Fatalf("got  %q\nwant %q", got, want)
+	}
+	if got := progressLine("reencrypt data1", 0, 4<<30, 0, 0); strings.Contains(got, "ETA") || !strings.Contains(got, "  0%") {
+		t.Fatalf("the first line guesses a rate: %q", got)
+	}
+}
+
+// atrest encrypt on an image holding a shrunk ext4: the JSON document
+// names the bytes encrypted and the backup, status is healthy afterwards;
+// a file system that fills its device is refused (exit 4) naming
+// resize2fs, and the device is unchanged.
+func TestEncryptCommand(t *testing.T) {
+	testutil.RequireCommand(t, "mkfs.ext4", "e2fsprogs")
+	n := newNode(t)
+	img := filepath.Join(n.dir, "fs.img")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-b", "4096", img, "64M").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if err := os.Truncate(img, 96<<20); err != nil {
+		t.Fatal(err)
+	}
+	r := n.expect(ExitOK, "-o", "json", "encrypt", img, "--name", "enc1", "--recovery-mode", "none")
+	var doc struct {
+		Name    string
+		Bytes   uint64
+		Resumed bool
+		Backup  string
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatalf("%v: %s", err, r)
+	}
+	if doc.Name != "enc1" || doc.Bytes != 64<<20 || doc.Resumed || doc.Backup == "" {
+		t.Fatalf("document: %s", r.stdout)
+	}
+	if !strings.Contains(r.stderr, "encrypt enc1: 100%") {
+		t.Fatalf("no progress on stderr: %s", r)
+	}
+	n.expect(ExitOK, "status", img)
+
+	full := filepath.Join(n.dir, "full.img")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", full, "64M").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	before, _ := os.ReadFile(full)
+	if r := n.expect(ExitRefused, "encrypt", full, "--name", "enc2"); !strings.Contains(r.stderr, "resize2fs") {
+		t.Fatalf("%s", r)
+	}
+	if after, _ := os.ReadFile(full); !bytes.Equal(before, after) {
+		t.Fatal("the refused encrypt changed the device")
 	}
 }

@@ -37,7 +37,7 @@ func newMetrics(d *Daemon) *metrics {
 		}),
 		unlockFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "atrest_unlock_failures_total",
-			Help: "Failed unlock attempts by reason: kms_unavailable, kms_auth, kms_config, kms_key, keyslot, device, not_managed, other.",
+			Help: "Failed unlock attempts by reason: kms_unavailable, kms_auth, kms_config, kms_key, keyslot, device, not_managed, tpm, reencrypting, other.",
 		}, []string{"reason"}),
 		unlockSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "atrest_unlock_duration_seconds",

@@ -20,10 +20,11 @@ const (
 	reasonDevice         = "device"
 	reasonNotManaged     = "not_managed"
 	reasonTPM            = "tpm"
+	reasonReencrypting   = "reencrypting"
 	reasonOther          = "other"
 )
 
-var reasons = []string{reasonKMSUnavailable, reasonKMSAuth, reasonKMSConfig, reasonKMSKey, reasonKeyslot, reasonDevice, reasonNotManaged, reasonTPM, reasonOther}
+var reasons = []string{reasonKMSUnavailable, reasonKMSAuth, reasonKMSConfig, reasonKMSKey, reasonKeyslot, reasonDevice, reasonNotManaged, reasonTPM, reasonReencrypting, reasonOther}
 
 // reasonOf maps pkg/volume's classification (the one the CLI's exit codes
 // come from) to the failure reasons of metrics and the status line.
@@ -54,6 +55,7 @@ var reasonOf = map[volume.Kind]string{
 	volume.KindWrongPIN:          reasonTPM,
 	volume.KindTPMBadToken:       reasonTPM,
 	volume.KindTPMUnsupported:    reasonTPM,
+	volume.KindReencrypting:      reasonReencrypting,
 }
 
 // classify names the part that failed, for metrics and the status line.

@@ -130,7 +130,9 @@ func BackupFile(ctx context.Context, dev Reader, path string) error {
 // RestoreOptions tune Restore.
 type RestoreOptions struct {
 	// Force restores a backup whose UUID differs from the device's header,
-	// or onto a device without a readable LUKS2 header.
+	// onto a device without a readable LUKS2 header, or a backup that
+	// predates a re-encryption (ErrBackupStale: the data re-encrypted
+	// since does not decrypt under it).
 	Force bool
 }
 
@@ -239,6 +241,9 @@ func checkRestoreTarget(dev Reader, cur *Header, readErr error, bk *Header, opts
 		}
 		if cur.AreasEnd() != bk.AreasEnd() {
 			return fmt.Errorf("luks2: header and keyslots area size differs on device (%d) and in backup (%d)", cur.AreasEnd(), bk.AreasEnd())
+		}
+		if cur.UUID == bk.UUID && !opts.Force {
+			return checkDataKeys(cur, bk)
 		}
 	case errors.Is(readErr, ErrHeaderDamaged):
 		uuids := damagedUUIDs(dev)

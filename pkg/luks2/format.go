@@ -115,6 +115,9 @@ func New(opts FormatOptions) (*Header, *secret.Key, error) {
 func (u *Update) commitFormat(dev Device) (*Header, error) {
 	next := u.next
 	seg := next.Segments[0]
+	if f := next.segmentByFlag(flagBackupFinal); f != nil {
+		seg = f // an encryption in place (BeginEncrypt): segment 0 is linear
+	}
 	size, err := dev.Size()
 	if err != nil {
 		return nil, fmt.Errorf("luks2: device size: %w", err)

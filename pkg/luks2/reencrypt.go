@@ -71,12 +71,7 @@ type ReencryptState struct {
 // or nil when there is none. A header with the requirement but metadata
 // atrest cannot follow gives an error wrapping ErrUnsupported.
 func (h *Header) Reencryption() (*ReencryptState, error) {
-	ks := -1
-	for _, id := range h.KeyslotIDs() {
-		if h.Keyslots[id].Type == "reencrypt" {
-			ks = id
-		}
-	}
+	ks := h.reencryptKeyslot()
 	if ks < 0 {
 		return nil, nil
 	}
@@ -218,15 +213,21 @@ func (h *Header) VerifyReencrypt(st *ReencryptState, oldVK, newVK *secret.Key) e
 	if err := h.Digests[st.NewDigest].verify(newVK); err != nil {
 		return fmt.Errorf("new volume key: %w", err)
 	}
-	d := h.reencryptDigest(st)
-	if d == nil {
-		return fmt.Errorf("%w: no digest bound to keyslot %d", ErrReencryptDigest, st.Keyslot)
-	}
 	data, err := h.reencryptDigestData(st, oldVK, newVK)
 	if err != nil {
 		return err
 	}
 	defer data.Wipe()
+	return h.verifyReencryptDigest(st.Keyslot, data)
+}
+
+// verifyReencryptDigest checks data (what the reencrypt digest covers)
+// against the digest bound to the reencrypt keyslot ks.
+func (h *Header) verifyReencryptDigest(ks int, data *secret.Key) error {
+	d := h.DigestForKeyslot(ks)
+	if d == nil {
+		return fmt.Errorf("%w: no digest bound to keyslot %d", ErrReencryptDigest, ks)
+	}
 	if err := d.verify(data); err != nil {
 		if errors.Is(err, ErrWrongVolumeKey) {
 			return ErrReencryptDigest

@@ -12,6 +12,8 @@ import (
 type reencInit struct {
 	newDigest    int
 	oldVK, newVK *secret.Key
+	// encrypt is set by BeginEncrypt (oldVK is nil): the device's size.
+	encrypt uint64
 }
 
 // enrolDigest is the digest a new keyslot joins: the data segment's, or
@@ -82,7 +84,7 @@ func cloneSegment(s *Segment, id int, flags ...string) *Segment {
 // 32-byte checksum per block), the reencrypt digest and the requirement, and
 // commits: from here on only re-encryption-aware tools open the volume.
 func (u *Update) CommitReencrypt(ctx context.Context, dev Device) (*Header, error) {
-	if u.reenc == nil {
+	if u.reenc == nil || u.reenc.encrypt > 0 {
 		return nil, fmt.Errorf("luks2: not a reencryption update")
 	}
 	next := u.next
@@ -110,14 +112,7 @@ func (u *Update) CommitReencrypt(ctx context.Context, dev Device) (*Header, erro
 		return nil, err
 	}
 	defer data.Wipe()
-	id := next.freeDigest()
-	d, err := newDigest(id, data)
-	if err != nil {
-		return nil, err
-	}
-	d.Keyslots, d.Segments = []int{ks}, []int{}
-	next.Digests[id] = d
-	if err := u.checkFits(); err != nil {
+	if err := u.addReencryptDigest(ks, data); err != nil {
 		return nil, err
 	}
 	return u.Commit(ctx, dev)
@@ -161,4 +156,17 @@ func (h *Header) freeDigest() int {
 		id++
 	}
 	return id
+}
+
+// addReencryptDigest adds the reencrypt digest over data, bound to the
+// reencrypt keyslot ks, and checks that the header still fits.
+func (u *Update) addReencryptDigest(ks int, data *secret.Key) error {
+	id := u.next.freeDigest()
+	d, err := newDigest(id, data)
+	if err != nil {
+		return err
+	}
+	d.Keyslots, d.Segments = []int{ks}, []int{}
+	u.next.Digests[id] = d
+	return u.checkFits()
 }

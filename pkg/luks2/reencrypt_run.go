@@ -32,8 +32,14 @@ type Reencryptor struct {
 	sector     uint64
 	// Hotzone is the length of one step; DefaultHotzone when 0.
 	Hotzone uint64
-	// Progress, when set, is called after every step with the bytes done.
+	// Progress, when set, is called at the start and after every step
+	// with the bytes done.
 	Progress func(done, total uint64)
+	// ReadAhead reads the next hotzone while one is re-encrypted and
+	// written (twice the hotzone's memory). Only for an offline run: the
+	// data must not change between that read and the hotzone's checksums.
+	ReadAhead bool
+	ahead     *readAhead
 	// Rebind maps old keyslots to new ones: when the re-encryption ends,
 	// a token bound to an old keyslot is bound to its new one instead
 	// (atrest tokens name exactly one keyslot).
@@ -117,17 +123,31 @@ func (r *Reencryptor) Run(ctx context.Context) (*Header, error) {
 	if step == 0 {
 		return nil, fmt.Errorf("luks2: hotzone smaller than a checksum block")
 	}
+	if r.Progress != nil {
+		r.Progress(r.st.Done, r.size)
+	}
 	buf := make([]byte, min(step, r.size))
+	var next []byte
+	if r.ReadAhead && r.size-r.st.Done > step {
+		next = make([]byte, len(buf))
+	}
+	defer func() { _ = r.waitReadAhead() }()
 	for !r.st.Finished && r.st.Done < r.size {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		n := min(step, r.size-r.st.Done)
+		if at := r.st.Done + n; next != nil && at < r.size {
+			r.startReadAhead(next[:min(step, r.size-at)], r.st.DataOffset+at)
+		}
 		if err := r.step(ctx, buf[:n]); err != nil {
 			return nil, err
 		}
 		if r.Progress != nil {
 			r.Progress(r.st.Done, r.size)
+		}
+		if next != nil {
+			buf, next = next, buf
 		}
 	}
 	return r.finish(ctx)
@@ -136,13 +156,9 @@ func (r *Reencryptor) Run(ctx context.Context) (*Header, error) {
 // step re-encrypts the hotzone at Done of len(buf) bytes.
 func (r *Reencryptor) step(ctx context.Context, buf []byte) error {
 	off := r.st.DataOffset + r.st.Done
-	if _, err := r.dev.ReadAt(buf, int64(off)); err != nil {
-		return fmt.Errorf("luks2: read hotzone at %d: %w", off, err)
-	}
-	var sums []byte
-	for b := 0; b < len(buf); b += int(r.st.BlockSize) {
-		s := sha256.Sum256(buf[b : b+int(r.st.BlockSize)])
-		sums = append(sums, s[:]...)
+	sums, err := r.readHotzone(buf, off)
+	if err != nil {
+		return err
 	}
 	hot := r.update()
 	r.setSegments(hot.next, r.st.Done, uint64(len(buf)))
@@ -195,17 +211,6 @@ func (r *Reencryptor) recover(ctx context.Context) error {
 	return r.done(ctx, r.st.Done+n)
 }
 
-// recrypt decrypts buf, the data at pos (bytes from the data offset), with
-// the old key and encrypts it with the new. The plain64 IV counts 512-byte
-// sectors from the data offset whatever the encryption sector size.
-func (r *Reencryptor) recrypt(buf []byte, pos uint64) {
-	for s := uint64(0); s < uint64(len(buf)); s += r.sector {
-		sec, iv := buf[s:s+r.sector], (pos+s)/512
-		r.oldX.cryptSectors(sec, len(sec), iv, false)
-		r.newX.cryptSectors(sec, len(sec), iv, true)
-	}
-}
-
 // done records that the data up to done is under the new key: the next
 // clean state, or the end of the re-encryption.
 func (r *Reencryptor) done(ctx context.Context, done uint64) error {
@@ -220,9 +225,7 @@ func (r *Reencryptor) done(ctx context.Context, done uint64) error {
 
 // update starts an Update of a header under reencryption (Begin refuses
 // headers with requirements).
-func (r *Reencryptor) update() *Update {
-	return &Update{base: r.h, next: r.h.Clone(), pending: map[int][]byte{}}
-}
+func (r *Reencryptor) update() *Update { return reencUpdate(r.h) }
 
 func (r *Reencryptor) commit(ctx context.Context, u *Update) error {
 	h, err := u.Commit(ctx, r.dev)

@@ -127,7 +127,7 @@ func resume(t testing.TB, dev Device, hotzone uint64) (*Header, error) {
 		return nil, err
 	}
 	defer r.Close()
-	r.Hotzone = hotzone
+	r.Hotzone, r.ReadAhead = hotzone, true
 	r.Rebind = map[int]int{keys.OldSlot: keys.NewSlot}
 	return r.Run(context.Background())
 }
@@ -289,7 +289,11 @@ func TestReencryptCryptsetupResumesAtrest(t *testing.T) {
 	defer r.Close()
 	r.Hotzone = 16 << 10
 	ctx, cancel := context.WithCancel(context.Background())
-	r.Progress = func(done, total uint64) { cancel() }
+	r.Progress = func(done, total uint64) {
+		if done > 0 {
+			cancel()
+		}
+	}
 	if _, err := r.Run(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("run: %v", err)
 	}

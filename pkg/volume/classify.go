@@ -74,6 +74,11 @@ const (
 	KindNotFound          Kind = "not-found"
 	KindNotADevice        Kind = "not-a-device"
 	KindNoRecovery        Kind = "no-recovery"
+	KindReencrypting      Kind = "reencrypting"
+	KindBackupStale       Kind = "backup-stale"
+	KindAlreadyLUKS       Kind = "already-luks"
+	KindFSUnsupported     Kind = "fs-unsupported"
+	KindFSTooLarge        Kind = "fs-too-large"
 	KindOther             Kind = "error"
 )
 
@@ -129,12 +134,17 @@ var kindRules = []struct {
 	{kms.ErrConfig, KindKMSConfig},
 	{dmcrypt.ErrNoDeviceMapper, KindNoDeviceMapper},
 	{ErrLocked, KindLocked},
+	{ErrReencrypting, KindReencrypting},
+	{luks2.ErrBackupStale, KindBackupStale},
 	{dmcrypt.ErrBusy, KindMappingBusy},
 	{blockdev.ErrInUse, KindInUse},
 	{blockdev.ErrBusy, KindHeldExclusively},
 	{preflight.ErrSignatures, KindHasData},
 	{preflight.ErrNonZero, KindHasData},
 	{ErrAlreadyManaged, KindAlreadyManaged},
+	{ErrAlreadyLUKS, KindAlreadyLUKS},
+	{ErrFSUnsupported, KindFSUnsupported},
+	{ErrFSTooLarge, KindFSTooLarge},
 	{ErrNameInUse, KindNameInUse},
 	{blockdev.ErrReadOnly, KindReadOnly},
 	{luks2.ErrDeviceTooSmall, KindTooSmall},

@@ -76,16 +76,7 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 		}
 		m.audit(ctx, "format", uuid, o.Name, o.Device, err)
 	}()
-	if err := config.CheckName(o.Name); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
-	}
-	mode := m.recoveryMode(o.Recovery)
-	switch mode {
-	case config.RecoveryEscrow, config.RecoveryPrint, config.RecoveryNone:
-	default:
-		return nil, fmt.Errorf("%w: unknown recovery mode %q (escrow, print or none)", ErrInvalidArgument, mode)
-	}
-	release, err := m.lockName(ctx, o.Name)
+	mode, release, err := m.newVolume(ctx, o.Name, o.Recovery)
 	if err != nil {
 		return nil, err
 	}
@@ -198,6 +189,22 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 		res.Backup = m.backupPath(h.UUID)
 	}
 	return res, nil
+}
+
+// newVolume checks the name and the recovery mode of a volume to be made
+// (format, encrypt) and holds the name's lock until release.
+func (m *Manager) newVolume(ctx context.Context, name, recovery string) (mode string, release func(), err error) {
+	if err := config.CheckName(name); err != nil {
+		return "", nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	}
+	mode = m.recoveryMode(recovery)
+	switch mode {
+	case config.RecoveryEscrow, config.RecoveryPrint, config.RecoveryNone:
+	default:
+		return "", nil, fmt.Errorf("%w: unknown recovery mode %q (escrow, print or none)", ErrInvalidArgument, mode)
+	}
+	release, err = m.lockName(ctx, name)
+	return mode, release, err
 }
 
 // MinDeviceSize is the smallest device format accepts: the LUKS2 header

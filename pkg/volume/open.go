@@ -58,8 +58,12 @@ func (m *Manager) Open(ctx context.Context, vols []*Volume, o OpenOptions) []Ope
 		res[i] = OpenResult{Name: v.Name, UUID: v.UUID(), Device: v.Device, Mapper: dmcrypt.NodePath(v.Name)}
 	}
 	if err := dmcrypt.Available(); err != nil && !o.Test {
-		for i := range res {
-			res[i].Err = err
+		for i, v := range vols {
+			// A volume under re-encryption would not open with
+			// device-mapper either: say what holds it.
+			if res[i].Err = reencryptHold(v); res[i].Err == nil {
+				res[i].Err = err
+			}
 		}
 		return res
 	}
@@ -77,6 +81,8 @@ func (m *Manager) Open(ctx context.Context, vols []*Volume, o OpenOptions) []Ope
 			res[i].AlreadyOpen = true
 		case !v.Managed():
 			res[i].Err = v.errNotManaged()
+		case reencryptHold(v) != nil:
+			res[i].Err = reencryptHold(v)
 		default:
 			todo = append(todo, i)
 		}

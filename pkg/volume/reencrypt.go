@@ -90,7 +90,7 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 		return nil, fmt.Errorf("reencrypt needs the device unused: %w", err)
 	}
 	if c.v.Platform.Policy != nil {
-		return nil, fmt.Errorf("%w: reencrypt of a volume under an unlock policy is not supported yet (docs/reencrypt.md)", ErrInvalidArgument)
+		return nil, fmt.Errorf("%w: reencrypt of a volume under an unlock policy is not built: every branch's keyslot would have to be re-enrolled under the new key, with each branch's factors at hand; nothing was changed (docs/reencrypt.md)", ErrInvalidArgument)
 	}
 	secrets := m.unwrapAll(ctx, []string{c.v.UUID()}, []*token.Token{c.v.Platform})
 	defer wipeUnlocked(secrets)
@@ -196,7 +196,7 @@ func (c *change) runReencrypt(ctx context.Context, ps *secret.Key, o ReencryptOp
 	defer r.Close()
 	res.OldKeyslot, res.NewKeyslot, res.Bytes = keys.OldSlot, keys.NewSlot, r.Size()
 	r.Rebind = map[int]int{keys.OldSlot: keys.NewSlot}
-	r.Hotzone, r.Progress = o.Hotzone, o.Progress
+	r.Hotzone, r.Progress, r.ReadAhead = o.Hotzone, o.Progress, true
 	if _, err := r.Run(ctx); err != nil {
 		st := r.State()
 		state := fmt.Sprintf("re-encryption stopped after %d of %d bytes; the data is intact; `atrest reencrypt %s` (or `cryptsetup reencrypt --resume-only`) continues it, and the volume opens once it is finished", st.Done, r.Size(), c.v.Name)

@@ -140,7 +140,7 @@ func TestReencrypt(t *testing.T) {
 		t.Fatal(err)
 	}
 	res.Recovery.Wipe()
-	if res.Resumed || res.Bytes != uint64(len(b.plain)) || len(progress) != 4 {
+	if res.Resumed || res.Bytes != uint64(len(b.plain)) || len(progress) != 5 || progress[0] != 0 {
 		t.Fatalf("result %+v, progress %v", res, progress)
 	}
 	checkReencrypted(t, m, img, b, newRec)

@@ -198,11 +198,8 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 	}
 	problem := func(format string, args ...any) { s.Problems = append(s.Problems, fmt.Sprintf(format, args...)) }
 
-	if st, err := h.Reencryption(); err != nil {
-		problem("a re-encryption atrest cannot follow is recorded: %v; finish it with cryptsetup reencrypt --resume-only (docs/reencrypt.md)", err)
-	} else if st != nil {
-		problem("a re-encryption is under way or was interrupted (%d of %d bytes done); the volume cannot be opened until it ends; run: atrest reencrypt %s (docs/reencrypt.md)",
-			st.Done, h.Data.Length, v.Ref())
+	if hold := reencryptHold(v); hold != nil {
+		problem("%v", hold)
 	} else if a, err := h.Activation(); err == nil {
 		s.Cipher, s.KeyBits, s.SectorSize = a.Cipher, a.KeySize*8, a.SectorSize
 	} else {

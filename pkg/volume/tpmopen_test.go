@@ -127,8 +127,10 @@ func TestOpenThroughTPMKeyslotWhenKMSIsDown(t *testing.T) {
 		t.Fatalf("with its PIN the PIN keyslot opened by %v, %v", res.By, res.Err)
 	}
 	st, errs := m.StatusOf(t.Context(), []string{a})
-	if len(errs) > 0 || st[0].LastUnlock == nil || !slices.Equal(st[0].LastUnlock.By, []string{FactorTPMKeyslot}) {
-		t.Fatalf("status does not say the TPM keyslot opened it: %+v %v", st[0].LastUnlock, errs)
+	// A test open changes nothing, not even the note of what opened the
+	// volume last (TestLastUnlockOfABatch shows a real open's note).
+	if len(errs) > 0 || st[0].LastUnlock != nil {
+		t.Fatalf("a test open left a note of what opened the volume: %+v %v", st[0].LastUnlock, errs)
 	}
 
 	r.sw.ExtendPCR7(t)

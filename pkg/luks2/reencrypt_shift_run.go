@@ -1,0 +1,241 @@
+package luks2
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/atrest/atrest/pkg/secret"
+)
+
+// ShiftEncryptor runs an encryption in place a header records, offline,
+// in cryptsetup's order: the header naming the hotzone (flagged
+// in-reencryption), the hotzone read from its plaintext source and
+// written encrypted shift bytes further along, a sync, the header with
+// the hotzone counted as done. Interrupted at any write, it resumes with
+// atrest or `cryptsetup reencrypt --resume-only`.
+type ShiftEncryptor struct {
+	dev    Device
+	h      *Header
+	st     *ShiftState
+	x      *xtsAES
+	sched  *secret.Key
+	sector uint64
+	// Progress, when set, is called at the start and after every step
+	// with the plaintext bytes encrypted.
+	Progress func(done, total uint64)
+}
+
+// ResumeEncrypt prepares to continue the encryption in place h records on
+// dev with the volume key vk (see OpenEncryptKey), checked against its
+// digest and the reencrypt digest. The caller may wipe vk once it returns.
+func (h *Header) ResumeEncrypt(dev Device, vk *secret.Key) (*ShiftEncryptor, error) {
+	st, err := h.EncryptionInPlace()
+	if err != nil {
+		return nil, err
+	}
+	if st == nil {
+		return nil, fmt.Errorf("luks2: no encryption in place under way")
+	}
+	if err := h.Digests[st.Digest].verify(vk); err != nil {
+		return nil, fmt.Errorf("volume key: %w", err)
+	}
+	if err := h.verifyShift(st, vk); err != nil {
+		return nil, err
+	}
+	final := h.segmentByFlag(flagBackupFinal)
+	sector := uint64(final.SectorSize)
+	if sector == 0 || st.Shift%sector != 0 || st.Size%sector != 0 || st.MovedSize%sector != 0 {
+		return nil, fmt.Errorf("%w: sizes not in whole %d-byte sectors", ErrUnsupported, sector)
+	}
+	devSize, err := dev.Size()
+	if err != nil {
+		return nil, err
+	}
+	if uint64(devSize) < st.DataOffset+st.Size || uint64(devSize) < st.MovedOffset+st.MovedSize {
+		return nil, fmt.Errorf("%w: the device (%d bytes) ends inside the data", ErrDeviceTooSmall, devSize)
+	}
+	r := &ShiftEncryptor{dev: dev, h: h, st: st, sector: sector}
+	if r.sched, err = secret.New(xtsScheduleSize); err != nil {
+		return nil, err
+	}
+	if r.x, err = newXTS(vk.Bytes(), r.sched.Bytes()); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// Close wipes the cipher's round keys.
+func (r *ShiftEncryptor) Close() {
+	r.sched.Wipe()
+	r.x = nil
+}
+
+// State returns the state as of the last header written.
+func (r *ShiftEncryptor) State() ShiftState { return *r.st }
+
+// Run does an interrupted hotzone again, encrypts the rest, and ends the
+// encryption in place: the reencrypt keyslot and its digest go and the
+// header is an ordinary one with one crypt segment. It returns that header.
+func (r *ShiftEncryptor) Run(ctx context.Context) (*Header, error) {
+	r.progress()
+	if n := r.st.Hotzone; n > 0 {
+		if err := r.write(r.st.Start, n); err != nil {
+			return nil, fmt.Errorf("luks2: encryption in place, hotzone again: %w", err)
+		}
+		if r.st.Start > 0 {
+			if err := r.commit(ctx, r.st.Start, 0); err != nil {
+				return nil, err
+			}
+			r.progress()
+		}
+	}
+	for r.st.Start > 0 {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		// The hotzone is the end of the last plaintext segment, at most
+		// the shift: the moved part [0, MovedSize) or the part in place.
+		n, floor := min(r.st.Shift, r.st.Start), uint64(0)
+		if r.st.Start > r.st.MovedSize {
+			floor = r.st.MovedSize
+		}
+		n = min(n, r.st.Start-floor)
+		start := r.st.Start - n
+		if err := r.commit(ctx, start, n); err != nil {
+			return nil, err
+		}
+		if err := r.write(start, n); err != nil {
+			return nil, err
+		}
+		if start == 0 {
+			// The last hotzone: the final header follows directly, as
+			// cryptsetup writes it (a state with everything encrypted
+			// and the metadata still there it does not resume).
+			break
+		}
+		if err := r.commit(ctx, start, 0); err != nil {
+			return nil, err
+		}
+		r.progress()
+	}
+	h, err := r.finish(ctx)
+	if err == nil && r.Progress != nil {
+		r.Progress(r.st.Size, r.st.Size)
+	}
+	return h, err
+}
+
+func (r *ShiftEncryptor) progress() {
+	if r.Progress != nil {
+		r.Progress(r.st.Done(), r.st.Size)
+	}
+}
+
+// write encrypts the plaintext [start, start+n) from its source (the
+// moved segment or in place) to its place in the data area, and syncs.
+func (r *ShiftEncryptor) write(start, n uint64) error {
+	src := start
+	if start < r.st.MovedSize {
+		src = r.st.MovedOffset + start
+	}
+	buf := make([]byte, n)
+	defer clear(buf)
+	if _, err := r.dev.ReadAt(buf, int64(src)); err != nil {
+		return fmt.Errorf("read plaintext at %d: %w", src, err)
+	}
+	sec := int(r.sector)
+	spread(len(buf), sec, func(lo, hi int) {
+		for s := lo; s < hi; s += sec {
+			r.x.cryptSectors(buf[s:s+sec], sec, (start+uint64(s))/512, true)
+		}
+	})
+	if _, err := r.dev.WriteAt(buf, int64(r.st.DataOffset+start)); err != nil {
+		return fmt.Errorf("write hotzone at %d: %w", r.st.DataOffset+start, err)
+	}
+	return r.dev.Sync()
+}
+
+// commit writes the header with plaintext [0, start) linear, then with
+// hot > 0 the hotzone [start, start+hot) flagged in-reencryption, then the
+// part encrypted; with hot 0 the part from start on is done.
+func (r *ShiftEncryptor) commit(ctx context.Context, start, hot uint64) error {
+	u := reencUpdate(r.h)
+	h, st := u.next, r.st
+	prev, final, moved := h.segmentByFlag(flagBackupPrevious), h.segmentByFlag(flagBackupFinal), h.segmentByFlag(flagBackupMovedSeg)
+	d := h.Digests[st.Digest]
+	d.Segments = []int{}
+	segs := map[int]*Segment{}
+	add := func(s *Segment) { s.ID = len(segs); segs[s.ID] = s }
+	linear := func(off, size uint64) {
+		add(&Segment{Type: "linear", Offset: off, Size: size})
+	}
+	crypt := func(pos, size uint64, flags ...string) {
+		s := cloneSegment(final, 0, flags...)
+		s.Offset, s.IVTweak, s.Size, s.Dynamic = st.DataOffset+pos, pos/512, size, false
+		if pos+size == st.Size && pos == 0 && hot == 0 {
+			s.Size, s.Dynamic = 0, true
+		}
+		add(s)
+		d.Segments = append(d.Segments, s.ID)
+	}
+	if m := min(start, st.MovedSize); m > 0 {
+		linear(st.MovedOffset, m)
+	}
+	if start > st.MovedSize {
+		linear(st.MovedSize, start-st.MovedSize)
+	}
+	if hot > 0 {
+		crypt(start, hot, flagInReencryption)
+	}
+	if done := start + hot; done < st.Size {
+		crypt(done, st.Size-done)
+	}
+	for _, b := range []*Segment{prev, final, moved} {
+		if b != nil {
+			c := *b
+			add(&c)
+			if b == final {
+				d.Segments = append(d.Segments, c.ID)
+			}
+		}
+	}
+	h.Segments = segs
+	next, err := u.Commit(ctx, r.dev)
+	if err != nil {
+		return err
+	}
+	nst, err := next.EncryptionInPlace()
+	if err != nil {
+		return err
+	}
+	r.h, r.st = next, nst
+	return nil
+}
+
+// finish writes the ordinary header: one crypt segment from the data
+// offset to the device's end, the reencrypt keyslot (its area wiped once
+// the header is on the device), its digest and the requirement gone.
+func (r *ShiftEncryptor) finish(ctx context.Context) (*Header, error) {
+	u := reencUpdate(r.h)
+	next, st := u.next, r.st
+	rd := next.DigestForKeyslot(st.Keyslot)
+	if err := u.KillKeyslot(st.Keyslot); err != nil {
+		return nil, err
+	}
+	if rd != nil && rd.ID != st.Digest {
+		delete(next.Digests, rd.ID)
+	}
+	seg := cloneSegment(next.segmentByFlag(flagBackupFinal), 0)
+	seg.Offset, seg.IVTweak, seg.Size, seg.Dynamic = st.DataOffset, 0, 0, true
+	next.Segments = map[int]*Segment{0: seg}
+	next.Digests[st.Digest].Segments = []int{0}
+	next.Config.Requirements = slices.DeleteFunc(next.Config.Requirements, isOnlineReencrypt)
+	h, err := u.Commit(ctx, r.dev)
+	if err != nil {
+		return nil, err
+	}
+	r.h = h
+	return h, nil
+}
