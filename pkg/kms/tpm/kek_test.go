@@ -162,6 +162,18 @@ func TestOtherTPMAndNoTPM(t *testing.T) {
 	if _, err := other.Unwrap(context.Background(), reqs); !errors.Is(err, tpm2.ErrOtherTPM) {
 		t.Fatalf("unwrap on another TPM: %v, want tpm2.ErrOtherTPM", err)
 	}
+	// The automatic re-seal renews after a PCR change only: another TPM
+	// is the operator's call.
+	before, err := os.ReadFile(cfg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if renewed, _, err := other.RenewAfterPCRChange(); renewed || !errors.Is(err, tpm2.ErrOtherTPM) || other.Renewals() != 0 {
+		t.Fatalf("RenewAfterPCRChange on another TPM: %v %v, want tpm2.ErrOtherTPM and nothing renewed", renewed, err)
+	}
+	if after, _ := os.ReadFile(cfg.Path); !bytes.Equal(before, after) {
+		t.Fatal("RenewAfterPCRChange on another TPM changed the KEK file")
+	}
 	b.Stop()
 	if _, err := other.Unwrap(context.Background(), reqs); !errors.Is(err, tpm2.ErrNoTPM) {
 		t.Fatalf("unwrap with the TPM stopped: %v, want tpm2.ErrNoTPM", err)
@@ -236,5 +248,36 @@ func TestRenewAfterPCRChange(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(cfg.Path); !bytes.Equal(before, after) {
 		t.Fatal("Renew without a TPM changed the KEK file")
+	}
+}
+
+// RenewAfterPCRChange seals a KEK anew once after a PCR change, however
+// often it is asked, and says so in Renewals.
+func TestRenewAfterPCRChangeOnce(t *testing.T) {
+	sw := swtpmtest.Start(t)
+	sw.ExtendPCR7(t)
+	cfg := config(t, sw)
+	k, err := tpm.Open(cfg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.Close()
+	sw.ExtendPCR7(t)
+	boot, err := tpm.Open(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer boot.Close()
+	for i := range 3 {
+		renewed, _, err := boot.RenewAfterPCRChange()
+		if err != nil || renewed != (i == 0) {
+			t.Fatalf("call %d: renewed %v, %v", i, renewed, err)
+		}
+	}
+	if n := boot.Renewals(); n != 1 {
+		t.Fatalf("%d renewals, want 1", n)
+	}
+	if stale, _ := filepath.Glob(cfg.Path + ".stale-*"); len(stale) != 1 {
+		t.Fatalf("stale KEKs %v, want one", stale)
 	}
 }
