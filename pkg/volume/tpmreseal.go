@@ -2,6 +2,7 @@ package volume
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -79,13 +80,30 @@ func (m *Manager) TPMReseal(ctx context.Context, v *Volume, o TPMResealOptions) 
 // or the recovery key), each TPM keyslot without a PIN whose PCRs no
 // longer match today's values is sealed again to them (same PCRs, bank
 // and primary algorithm) through TPMReseal's sequence, audited and
-// logged. Never when the TPM (kms: tpm's KEK or a TPM keyslot) or the
-// local keystore on the same disk was all that opened it. PIN keyslots
-// are left to atrest tpm reseal --pin. It returns nil, nil when there is
-// nothing to do; the check costs PCR reads only, the re-seal one more
-// KMS round trip for the volume key.
+// logged; and the tpm factor of v's unlock policy, when the TPM-sealed
+// KEK no longer unseals because the PCRs changed, is re-sealed
+// (resealFactor: the KEK sealed anew once per process, the policy's key
+// material made again under it). Never when the TPM (kms: tpm's KEK or a
+// TPM keyslot) or the local keystore on the same disk was all that opened
+// it. PIN keyslots are left to atrest tpm reseal --pin. It returns nil,
+// nil when there is nothing to do; the check costs PCR reads only, the
+// re-seal one more KMS round trip for the volume key.
 func (m *Manager) ResealAfterOpen(ctx context.Context, v *Volume, by []string) (*TPMResult, error) {
-	return m.autoReseal(ctx, v, by, m.vouchedKey)
+	return m.resealAll(ctx, v, by, m.vouchedKey)
+}
+
+// resealAll runs both re-seals of ResealAfterOpen with the volume key
+// from key and merges what they did.
+func (m *Manager) resealAll(ctx context.Context, v *Volume, by []string, key func(context.Context, *change) (*secret.Key, error)) (*TPMResult, error) {
+	res, err := m.autoReseal(ctx, v, by, key)
+	fres, ferr := m.resealFactor(ctx, v, by, key)
+	if res == nil {
+		res = fres
+	} else if fres != nil {
+		res.KEKRenewed, res.StaleKEK, res.PolicyKeyslots, res.Resumed = fres.KEKRenewed, fres.StaleKEK, fres.PolicyKeyslots, fres.Resumed
+		res.Warnings = append(res.Warnings, fres.Warnings...)
+	}
+	return res, errors.Join(err, ferr)
 }
 
 // autoReseal is ResealAfterOpen with the volume key from key.
