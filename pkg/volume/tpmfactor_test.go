@@ -13,6 +13,7 @@ import (
 	"github.com/atrest/atrest/pkg/kms"
 	"github.com/atrest/atrest/pkg/kms/tpm"
 	"github.com/atrest/atrest/pkg/luks2"
+	"github.com/atrest/atrest/pkg/policy"
 )
 
 // tpmKEKOf is m's TPM-sealed KEK (the tpm factor's).
@@ -258,5 +259,60 @@ func TestTPMFactorResealInterrupted(t *testing.T) {
 				t.Fatalf("status after the rerun: %v", ps)
 			}
 		})
+	}
+}
+
+// With pykmip as a third factor: threshold 2 of [tpm, vault, kmip] opened
+// by kmip and vault after a PCR change has its shares split anew, the tpm
+// one under the renewed KEK. A volume whose policy (any: [tpm, vault,
+// kmip]) opens by Vault while KMIP is down is left as it is, with the
+// error naming kmip (every factor must wrap its new share): it keeps
+// opening through Vault (its tpm share, under the old KEK, is what the
+// batch and crash tests show the next open re-enrols).
+func TestTPMFactorResealKMIP(t *testing.T) {
+	boot, sw, k, _ := nestedRig(t, "threshold: {k: 2, of: [tpm, vault, kmip]}", true)
+	m := boot()
+	a, _ := formatted(t, m, "thrkmip")
+	b, _ := formatted(t, m, "anykmip")
+	anyPol, err := policy.Parse("any: [tpm, vault, kmip]")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.SetPolicy(t.Context(), find(t, m, b), PolicySetOptions{Policy: anyPol}); err != nil {
+		t.Fatal(err)
+	}
+	sw.ExtendPCR7(t)
+	m = boot()
+	o := testOpen(t, m, nil, a)[0]
+	if o.Err != nil || !slices.Equal(o.By, []string{"kmip", "vault"}) {
+		t.Fatalf("threshold after the PCR change: %v by %v; want kmip and vault", o.Err, o.By)
+	}
+	res, err := m.ResealAfterOpen(t.Context(), find(t, m, a), o.By)
+	if err != nil || res == nil || !res.KEKRenewed || len(res.PolicyKeyslots) != 1 {
+		t.Fatalf("re-seal of the threshold volume: %+v %v", res, err)
+	}
+	if err := everyFactorOpens(t, m, find(t, m, a)); err != nil {
+		t.Fatalf("after the re-seal: %v", err)
+	}
+
+	k.Stop()
+	m = boot()
+	o = testOpen(t, m, nil, b)[0]
+	if o.Err != nil || !slices.Equal(o.By, []string{"vault"}) {
+		t.Fatalf("any with KMIP down: %v by %v; want vault", o.Err, o.By)
+	}
+	before := deviceBytes(t, b)
+	res, err = m.ResealAfterOpen(t.Context(), find(t, m, b), o.By)
+	if res != nil || err == nil || !strings.Contains(err.Error(), "kmip") {
+		t.Fatalf("re-seal with KMIP down: %+v %v; want an error naming kmip", res, err)
+	}
+	if !bytes.Equal(before, deviceBytes(t, b)) {
+		t.Fatal("the refused re-seal changed the device")
+	}
+	if err := platformOpens(t, m, find(t, m, b)); err != nil {
+		t.Fatalf("after the refused re-seal: %v", err)
+	}
+	if st := staleKEKs(t, m); len(st) != 1 {
+		t.Fatalf("stale KEKs %v, want the one renewal", st)
 	}
 }
