@@ -24,6 +24,10 @@ type tpmDoc struct {
 	Removed    []int               `json:"removed"`
 	Unenforced bool                `json:"unenforced"`
 	Warnings   []string            `json:"warnings"`
+	// PolicyKeyslots: the new keyslots of a policy whose tpm factor was
+	// re-sealed; KEKRenewed: the TPM KEK was sealed anew (additive).
+	PolicyKeyslots []int `json:"policy_keyslots,omitempty"`
+	KEKRenewed     bool  `json:"kek_renewed,omitempty"`
 }
 
 func tpmCommand(e *env) *ucli.Command {
@@ -191,10 +195,11 @@ func (e *env) tpmReport(res *volume.TPMResult, verb string) error {
 		e.warn("%s: every selected PCR is unmeasured (all zeros or ones): the policy binds to this TPM alone", res.Name)
 	}
 	if e.json {
-		e.printJSON(tpmDoc{v1, res.Name, res.UUID, nonNil(res.Added), nonNil(res.Removed), res.Unenforced, nonNil(res.Warnings)})
+		e.printJSON(tpmDoc{v1, res.Name, res.UUID, nonNil(res.Added), nonNil(res.Removed), res.Unenforced, nonNil(res.Warnings), res.PolicyKeyslots, res.KEKRenewed})
 		return nil
 	}
-	if len(res.Added) == 0 && len(res.Removed) == 0 {
+	e.factorResealReport(res, "")
+	if len(res.Added) == 0 && len(res.Removed) == 0 && len(res.PolicyKeyslots) == 0 {
 		e.printf("%s: nothing to do (every TPM keyslot's PCRs still match)\n", res.Name)
 	}
 	for _, a := range res.Added {

@@ -65,11 +65,17 @@ func (e *env) resealAfterOpen(c *ucli.Context, m *volume.Manager, v *volume.Volu
 	for _, a := range res.Added {
 		e.printf("%s: TPM keyslot %d sealed again to today's %s PCRs %s (they had changed; %s vouched for the node)\n", res.Name, a.Keyslot, a.Bank, formatPCRs(a.PCRs), strings.Join(by, "+"))
 	}
+	e.factorResealReport(res, " ("+strings.Join(by, "+")+" vouched for the node)")
+	return nonNil(res.Added), res.PolicyKeyslots
+}
+
+// factorResealReport says what the re-seal of a policy's tpm factor did:
+// the TPM KEK sealed anew, the new policy keyslots (why follows them).
+func (e *env) factorResealReport(res *volume.TPMResult, why string) {
 	if res.KEKRenewed {
 		e.printf("%s: the TPM-sealed KEK no longer unsealed (the PCRs changed) and was sealed anew to today's PCRs; the old one is kept as %s\n", res.Name, res.StaleKEK)
 	}
 	if len(res.PolicyKeyslots) > 0 {
-		e.printf("%s: policy factor tpm re-sealed to today's PCRs: new policy keyslots %v (%s vouched for the node)\n", res.Name, res.PolicyKeyslots, strings.Join(by, "+"))
+		e.printf("%s: policy factor tpm re-sealed to today's PCRs: new policy keyslots %v%s\n", res.Name, res.PolicyKeyslots, why)
 	}
-	return nonNil(res.Added), res.PolicyKeyslots
 }

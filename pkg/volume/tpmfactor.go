@@ -18,6 +18,14 @@ import (
 	"github.com/atrest/atrest/pkg/tpm2"
 )
 
+// The triggers of a re-seal in the audit log: the re-seal after an open
+// (as tpm.reseal allows), or the operator's atrest tpm reseal (which
+// tpm.reseal: never does not stop).
+const (
+	triggerAuto    = "auto"
+	triggerCommand = "command"
+)
+
 // opTPMFactor names the re-seal of a policy's tpm factor in journals,
 // failpoints and the audit log.
 const opTPMFactor = "tpm-factor-reseal"
@@ -42,14 +50,17 @@ type pcrRenewer interface {
 // must answer), verified keyslot by keyslot, then the old platform
 // keyslots removed; journaled, so an interruption leaves the old policy
 // keyslots opening through the factors that opened v and the next call
-// finishes or undoes it. key gives the volume key. It returns nil, nil
-// when there is nothing to do.
-func (m *Manager) resealFactor(ctx context.Context, v *Volume, by []string, key func(context.Context, *change) (*secret.Key, error)) (res *TPMResult, err error) {
+// finishes or undoes it. key gives the volume key; trigger is triggerAuto
+// (only as tpm.reseal allows) or triggerCommand. It returns nil, nil when
+// there is nothing to do.
+func (m *Manager) resealFactor(ctx context.Context, v *Volume, trigger string, by []string, key func(context.Context, *change) (*secret.Key, error)) (res *TPMResult, err error) {
 	// An interrupted re-seal is finished (or undone) whatever opened the
 	// volume: that makes no new key material, it only verifies what the
 	// earlier run added and removes the old or the new keyslots.
 	pending := m.factorResealPending(v)
-	vouched := m.cfg.TPM.Reseal != config.ResealNever && vouches(by) && !slices.Contains(by, policy.FactorTPM)
+	// The command's key function proves the vouching itself (the
+	// recovery key, or vouchedKey).
+	vouched := trigger == triggerCommand || m.cfg.TPM.Reseal != config.ResealNever && vouches(by) && !slices.Contains(by, policy.FactorTPM)
 	if !pending && !vouched {
 		return nil, nil
 	}
@@ -58,7 +69,7 @@ func (m *Manager) resealFactor(ctx context.Context, v *Volume, by []string, key 
 	}
 	factors := strings.Join(by, ",")
 	defer func() {
-		m.audit(ctx, opTPMFactor, v.UUID(), v.Name, v.Device, err, slog.String("trigger", "auto"), slog.String("factors", factors))
+		m.audit(ctx, opTPMFactor, v.UUID(), v.Name, v.Device, err, slog.String("trigger", trigger), slog.String("factors", factors))
 		if err != nil {
 			m.log.Warn("policy factor tpm not re-sealed", "volume", v.UUID(), "name", v.Name, "factors", factors, "error", err.Error())
 		}
@@ -91,7 +102,7 @@ func (m *Manager) resealFactor(ctx context.Context, v *Volume, by []string, key 
 	defer vk.Wipe()
 	if renew {
 		renewed, stale, err := kek.RenewAfterPCRChange()
-		m.audit(ctx, "tpm-kek-reseal", v.UUID(), v.Name, v.Device, err, slog.String("trigger", "auto"), slog.String("factors", factors),
+		m.audit(ctx, "tpm-kek-reseal", v.UUID(), v.Name, v.Device, err, slog.String("trigger", trigger), slog.String("factors", factors),
 			slog.Bool("renewed", renewed), slog.String("stale", stale))
 		if err != nil {
 			return nil, err

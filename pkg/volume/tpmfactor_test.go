@@ -316,3 +316,34 @@ func TestTPMFactorResealKMIP(t *testing.T) {
 		t.Fatalf("stale KEKs %v, want the one renewal", st)
 	}
 }
+
+// all: [tpm, vault] after a PCR change does not open through its policy;
+// atrest tpm reseal --recovery (the operator's recovery key vouches)
+// re-seals its tpm factor, Vault wrapping its new share, and the volume
+// opens through tpm and vault again. A wrong recovery key changes
+// nothing, the KEK file included.
+func TestTPMFactorResealWithRecoveryKey(t *testing.T) {
+	m, r := tpmVaultPolicy(t, vaulttest.Shared(t), "all: [tpm, vault]", "  reseal: never\n")
+	img, rec := formattedWithKey(t, m, "allrec")
+	r.sw.ExtendPCR7(t)
+	m = r.boot()
+	kek, err := os.ReadFile(tpm.DefaultPath(m.cfg.StateDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := deviceBytes(t, img)
+	wrong := testPIN(t, "not-the-recovery-key")
+	if _, err := m.TPMReseal(t.Context(), find(t, m, img), TPMResealOptions{RecoveryKey: wrong}); err == nil {
+		t.Fatal("a wrong recovery key re-sealed")
+	}
+	if after, _ := os.ReadFile(tpm.DefaultPath(m.cfg.StateDir)); !bytes.Equal(before, deviceBytes(t, img)) || !bytes.Equal(kek, after) {
+		t.Fatal("a wrong recovery key changed the device or the KEK")
+	}
+	res, err := m.TPMReseal(t.Context(), find(t, m, img), TPMResealOptions{RecoveryKey: rec})
+	if err != nil || !res.KEKRenewed || len(res.PolicyKeyslots) != 1 {
+		t.Fatalf("tpm reseal --recovery: %+v %v", res, err)
+	}
+	if by, err, _ := unlockWithin(t, r.boot(), img); err != nil || !slices.Equal(by, []string{"tpm", "vault"}) {
+		t.Fatalf("after the re-seal: opened by %v, %v; want tpm and vault", by, err)
+	}
+}
