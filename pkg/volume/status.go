@@ -227,6 +227,8 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 		if len(v.Others) > 0 {
 			if j, _ := m.readJournal(h.UUID); j != nil && j.Op == opPolicySet {
 				problem("%s", policySetHint(v))
+			} else if j != nil && j.Op == opTPMFactor {
+				problem("%s", factorResealHint(v))
 			} else {
 				problem("%d extra platform keyslot(s): a rekey is under way or was interrupted; run: atrest rekey %s", len(v.Others), v.Ref())
 			}
@@ -241,6 +243,8 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 			problem("%v", err)
 		} else if j != nil && j.Op == opPolicySet {
 			problem("%s", policySetHint(v))
+		} else if j != nil && j.Op == opTPMFactor {
+			problem("%s", factorResealHint(v))
 		} else if j != nil {
 			problem("an interrupted %s was not finished (recovery keyslots %v); run: atrest rekey %s (it settles the change first)", j.Op, v.Recovery, v.Ref())
 		}

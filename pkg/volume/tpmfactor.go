@@ -195,3 +195,10 @@ func tpmShareKeys(t *token.Token) []string {
 	}
 	return out
 }
+
+// factorResealHint is status's advice for a volume whose re-seal of its
+// tpm factor was cut short: the next open's re-seal, or atrest tpm
+// reseal, finishes or undoes it.
+func factorResealHint(v *Volume) string {
+	return fmt.Sprintf("a re-seal of the policy's tpm factor was interrupted (the old or the new policy keyslots open the volume meanwhile); the next atrest open or atrestd open finishes it, or run: atrest tpm reseal %s", v.Ref())
+}

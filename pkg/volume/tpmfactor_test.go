@@ -236,6 +236,10 @@ func TestTPMFactorResealInterrupted(t *testing.T) {
 			if err := platformOpens(t, m, find(t, m, img)); err != nil {
 				t.Fatalf("after a crash at %s: %v", point, err)
 			}
+			journaled := !slices.Contains([]string{"mid-renew", opTPMFactor + "-after-renew", opTPMFactor + "-after-clear"}, point)
+			if ps := problems(t, m, img); hasProblem(ps, "re-seal of the policy's tpm factor was interrupted") != journaled {
+				t.Fatalf("status after a crash at %s: %v", point, ps)
+			}
 			o := testOpen(t, m, nil, img)[0]
 			if o.Err != nil {
 				t.Fatalf("open after a crash at %s: %v", point, o.Err)
