@@ -343,11 +343,27 @@ func TestTPMFactorResealWithRecoveryKey(t *testing.T) {
 	if after, _ := os.ReadFile(tpm.DefaultPath(m.cfg.StateDir)); !bytes.Equal(before, deviceBytes(t, img)) || !bytes.Equal(kek, after) {
 		t.Fatal("a wrong recovery key changed the device or the KEK")
 	}
+	anyPol, err := policy.Parse("any: [tpm, vault]")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.SetPolicy(t.Context(), find(t, m, img), PolicySetOptions{Policy: anyPol, Key: rec}); err == nil || !strings.Contains(err.Error(), "tpm") {
+		t.Fatalf("policy set to a policy with tpm before the KEK is sealed anew: %v; want a refusal naming tpm", err)
+	}
 	res, err := m.TPMReseal(t.Context(), find(t, m, img), TPMResealOptions{RecoveryKey: rec})
 	if err != nil || !res.KEKRenewed || len(res.PolicyKeyslots) != 1 {
 		t.Fatalf("tpm reseal --recovery: %+v %v", res, err)
 	}
-	if by, err, _ := unlockWithin(t, r.boot(), img); err != nil || !slices.Equal(by, []string{"tpm", "vault"}) {
+	m = r.boot()
+	if by, err, _ := unlockWithin(t, m, img); err != nil || !slices.Equal(by, []string{"tpm", "vault"}) {
 		t.Fatalf("after the re-seal: opened by %v, %v; want tpm and vault", by, err)
+	}
+	// Now that the KEK is sealed to today's PCRs, policy set moves to
+	// another policy with tpm through the policy itself.
+	if _, err := m.SetPolicy(t.Context(), find(t, m, img), PolicySetOptions{Policy: anyPol}); err != nil {
+		t.Fatalf("policy set to any: [tpm, vault] after the re-seal: %v", err)
+	}
+	if err := everyFactorOpens(t, m, find(t, m, img)); err != nil {
+		t.Fatal(err)
 	}
 }
