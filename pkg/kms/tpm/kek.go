@@ -330,6 +330,19 @@ func (k *KEK) renew(accept func(error) bool) (renewed bool, stale string, err er
 	} else if !accept(err) {
 		return false, "", err
 	}
+	// Processes that renew at once (atrestd, atrest open, tpm reseal
+	// --kek) take turns; one that finds a KEK another sealed since it
+	// read the file uses that one instead of moving it aside.
+	unlock, err := lockFile(k.cfg.Path + ".lock")
+	if err != nil {
+		return false, "", fmt.Errorf("tpm: renew the KEK: %w", err)
+	}
+	defer unlock()
+	if cur, err := readFile(k.cfg.Path); err == nil && cur.id != k.f.id {
+		k.f = cur
+		_, err := k.unsealed()
+		return false, "", err
+	}
 	stale = StalePath(k.cfg.Path, k.Key())
 	if err := os.Rename(k.cfg.Path, stale); err != nil {
 		return false, "", fmt.Errorf("tpm: move the stale KEK aside: %w", err)
