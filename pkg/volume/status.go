@@ -11,6 +11,7 @@ import (
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/dmcrypt"
 	"github.com/atrest/atrest/pkg/kms"
+	"github.com/atrest/atrest/pkg/kms/tpm"
 	"github.com/atrest/atrest/pkg/luks2"
 )
 
@@ -175,6 +176,9 @@ func (m *Manager) describeKEKs(ctx context.Context, vols []*Volume) map[[2]strin
 			k, err := m.kms.For(w)
 			if err == nil {
 				got[i].info, err = k.Describe(ctx)
+			}
+			if err == nil && w.Backend == tpm.Backend && got[i].info.Key != w.Key {
+				err = staleTPMKEK(m, w.Key)
 			}
 			got[i].err = err
 		})

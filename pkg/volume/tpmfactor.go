@@ -202,3 +202,11 @@ func tpmShareKeys(t *token.Token) []string {
 func factorResealHint(v *Volume) string {
 	return fmt.Sprintf("a re-seal of the policy's tpm factor was interrupted (the old or the new policy keyslots open the volume meanwhile); the next atrest open or atrestd open finishes it, or run: atrest tpm reseal %s", v.Ref())
 }
+
+// staleTPMKEK is what status says of key material under the TPM-sealed
+// KEK id when the node's KEK is another one (sealed anew after a PCR
+// change): it does not unwrap any more.
+func staleTPMKEK(m *Manager, id string) error {
+	return fmt.Errorf("%w: under the TPM-sealed KEK %s, which this node sealed anew (kept as %s): a policy volume is re-sealed by its next open through a factor that vouches or by atrest tpm reseal; a kms: tpm volume needs atrest tpm reseal --kek",
+		kms.ErrKeyNotFound, id, tpm.StalePath(tpm.DefaultPath(m.cfg.StateDir), id))
+}

@@ -316,6 +316,9 @@ func TestTPMFactorResealKMIP(t *testing.T) {
 	if err := platformOpens(t, m, find(t, m, b)); err != nil {
 		t.Fatalf("after the refused re-seal: %v", err)
 	}
+	if ps := problems(t, m, b); !hasProblem(ps, "policy factor tpm is broken") || !hasProblem(ps, "which this node sealed anew") {
+		t.Fatalf("status of the volume left under the old KEK: %v", ps)
+	}
 	if st := staleKEKs(t, m); len(st) != 1 {
 		t.Fatalf("stale KEKs %v, want the one renewal", st)
 	}
