@@ -119,6 +119,12 @@ operator vouches; the KMS is not asked). --force reseals keyslots that
 still match. atrest open and atrestd do this on their own when a network
 KMS opened the volume and tpm.reseal is auto (docs/tpm.md).
 
+A policy volume whose tpm factor no longer unseals after a PCR change is
+re-sealed too, whatever tpm.reseal says: the TPM-sealed KEK is sealed anew
+to today's PCRs (once per node; the old tpm-kek.json kept beside it) and
+the policy's keyslots are made again under the same policy (every factor
+must answer). With --recovery this works for all: [tpm, vault] too.
+
 --kek is for a kms: tpm volume whose sealed KEK no longer unseals after a
 PCR change: with the recovery key it seals a new KEK to today's PCRs
 (once per node: the old tpm-kek.json is kept beside it) and gives the

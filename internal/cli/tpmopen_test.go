@@ -210,3 +210,28 @@ func TestOpenResealsPolicyTPMFactor(t *testing.T) {
 		}
 	}
 }
+
+// A volume under all: [tpm, vault] after a PCR change does not open
+// (the TPM was needed) and open --test re-seals nothing; atrest tpm
+// reseal --recovery, with its recovery key, re-seals its tpm factor and
+// says so, and it opens through tpm and vault again.
+func TestTPMResealPolicyAllWithRecoveryKey(t *testing.T) {
+	s := vaulttest.Shared(t)
+	sw := swtpmtest.Start(t)
+	n := vaultTPMNode(t, s, sw, "policy:\n  all: [tpm, vault]\n")
+	vol, key := n.formatWithKey("allvol")
+	sw.ExtendPCR7(t)
+	kek := filepath.Join(n.dir, "state", "tpm-kek.json")
+	img, kekBefore := sum(t, vol), sum(t, kek)
+	n.expect(ExitPCRMismatch, "open", "--test", vol)
+	if sum(t, vol) != img || sum(t, kek) != kekBefore {
+		t.Fatal("the refused open changed the volume or the KEK file")
+	}
+	r := n.expect(ExitOK, "tpm", "reseal", vol, "--recovery", "--key-file", key)
+	if !strings.Contains(r.stdout, "allvol: the TPM-sealed KEK no longer unsealed") || !strings.Contains(r.stdout, "allvol: policy factor tpm re-sealed to today's PCRs: new policy keyslots") {
+		t.Fatalf("tpm reseal --recovery: %s", r)
+	}
+	if d, r := (&tpmKeyslotNode{node: n}).openJSON(vol); r.code != ExitOK || !slices.Equal(d.Volumes[0].By, []string{"tpm", "vault"}) {
+		t.Fatalf("after the re-seal: %s", r)
+	}
+}
