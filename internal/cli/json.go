@@ -116,9 +116,11 @@ type openResult struct {
 	AlreadyOpen bool   `json:"already_open"`
 	// By names what opened the volume (its KMS or policy factors, or
 	// tpm-keyslot); Resealed the TPM keyslots sealed again to today's
-	// PCRs after it opened.
-	By       []string            `json:"by"`
-	Resealed []volume.TPMKeyslot `json:"resealed"`
+	// PCRs after it opened; ResealedPolicy the new keyslots of a policy
+	// whose tpm factor was re-sealed after a PCR change (additive).
+	By             []string            `json:"by"`
+	Resealed       []volume.TPMKeyslot `json:"resealed"`
+	ResealedPolicy []int               `json:"resealed_policy_keyslots,omitempty"`
 	failed
 }
 

@@ -71,7 +71,7 @@ EXAMPLES:
 					e.printf("%s: opened at %s (by %s)\n", r.Name, r.Mapper, strings.Join(r.By, "+"))
 				}
 				if r.Err == nil && !r.AlreadyOpen {
-					o.Resealed = e.resealAfterOpen(c, m, vols[i], r.By)
+					o.Resealed, o.ResealedPolicy = e.resealAfterOpen(c, m, vols[i], r.By)
 				}
 				out.Volumes = append(out.Volumes, o)
 			}

@@ -24,6 +24,10 @@ type tpmDoc struct {
 	Removed    []int               `json:"removed"`
 	Unenforced bool                `json:"unenforced"`
 	Warnings   []string            `json:"warnings"`
+	// PolicyKeyslots: the new keyslots of a policy whose tpm factor was
+	// re-sealed; KEKRenewed: the TPM KEK was sealed anew (additive).
+	PolicyKeyslots []int `json:"policy_keyslots,omitempty"`
+	KEKRenewed     bool  `json:"kek_renewed,omitempty"`
 }
 
 func tpmCommand(e *env) *ucli.Command {
@@ -115,6 +119,12 @@ operator vouches; the KMS is not asked). --force reseals keyslots that
 still match. atrest open and atrestd do this on their own when a network
 KMS opened the volume and tpm.reseal is auto (docs/tpm.md).
 
+A policy volume whose tpm factor no longer unseals after a PCR change is
+re-sealed too, whatever tpm.reseal says: the TPM-sealed KEK is sealed anew
+to today's PCRs (once per node; the old tpm-kek.json kept beside it) and
+the policy's keyslots are made again under the same policy (every factor
+must answer). With --recovery this works for all: [tpm, vault] too.
+
 --kek is for a kms: tpm volume whose sealed KEK no longer unseals after a
 PCR change: with the recovery key it seals a new KEK to today's PCRs
 (once per node: the old tpm-kek.json is kept beside it) and gives the
@@ -191,10 +201,11 @@ func (e *env) tpmReport(res *volume.TPMResult, verb string) error {
 		e.warn("%s: every selected PCR is unmeasured (all zeros or ones): the policy binds to this TPM alone", res.Name)
 	}
 	if e.json {
-		e.printJSON(tpmDoc{v1, res.Name, res.UUID, nonNil(res.Added), nonNil(res.Removed), res.Unenforced, nonNil(res.Warnings)})
+		e.printJSON(tpmDoc{v1, res.Name, res.UUID, nonNil(res.Added), nonNil(res.Removed), res.Unenforced, nonNil(res.Warnings), res.PolicyKeyslots, res.KEKRenewed})
 		return nil
 	}
-	if len(res.Added) == 0 && len(res.Removed) == 0 {
+	e.factorResealReport(res, "")
+	if len(res.Added) == 0 && len(res.Removed) == 0 && len(res.PolicyKeyslots) == 0 {
 		e.printf("%s: nothing to do (every TPM keyslot's PCRs still match)\n", res.Name)
 	}
 	for _, a := range res.Added {

@@ -46,17 +46,18 @@ func (p *openPIN) get(v *volume.Volume) (*secret.Key, error) {
 
 func (p *openPIN) wipe() { p.cached.Wipe() }
 
-// resealAfterOpen runs the re-seal of TPM keyslots that follows a
-// successful open (volume.ResealAfterOpen) and reports it; its failure is
-// a warning: the volume opened.
-func (e *env) resealAfterOpen(c *ucli.Context, m *volume.Manager, v *volume.Volume, by []string) []volume.TPMKeyslot {
+// resealAfterOpen runs the re-seal of TPM keyslots and of a policy's tpm
+// factor that follows a successful open (volume.ResealAfterOpen) and
+// reports it: the TPM keyslots sealed again and the new policy keyslots.
+// Its failure is a warning: the volume opened.
+func (e *env) resealAfterOpen(c *ucli.Context, m *volume.Manager, v *volume.Volume, by []string) ([]volume.TPMKeyslot, []int) {
 	res, err := m.ResealAfterOpen(c.Context, v, by)
 	if err != nil {
-		e.warn("%s: opened, but its TPM keyslots whose PCRs changed were not sealed again: %v", v.Name, err)
-		return []volume.TPMKeyslot{}
+		e.warn("%s: opened, but what the PCR change broke of its TPM bindings was not sealed again: %v", v.Name, err)
+		return []volume.TPMKeyslot{}, nil
 	}
 	if res == nil {
-		return []volume.TPMKeyslot{}
+		return []volume.TPMKeyslot{}, nil
 	}
 	for _, w := range res.Warnings {
 		e.warn("%s: %s", res.Name, w)
@@ -64,5 +65,17 @@ func (e *env) resealAfterOpen(c *ucli.Context, m *volume.Manager, v *volume.Volu
 	for _, a := range res.Added {
 		e.printf("%s: TPM keyslot %d sealed again to today's %s PCRs %s (they had changed; %s vouched for the node)\n", res.Name, a.Keyslot, a.Bank, formatPCRs(a.PCRs), strings.Join(by, "+"))
 	}
-	return nonNil(res.Added)
+	e.factorResealReport(res, " ("+strings.Join(by, "+")+" vouched for the node)")
+	return nonNil(res.Added), res.PolicyKeyslots
+}
+
+// factorResealReport says what the re-seal of a policy's tpm factor did:
+// the TPM KEK sealed anew, the new policy keyslots (why follows them).
+func (e *env) factorResealReport(res *volume.TPMResult, why string) {
+	if res.KEKRenewed {
+		e.printf("%s: the TPM-sealed KEK no longer unsealed (the PCRs changed) and was sealed anew to today's PCRs; the old one is kept as %s\n", res.Name, res.StaleKEK)
+	}
+	if len(res.PolicyKeyslots) > 0 {
+		e.printf("%s: policy factor tpm re-sealed to today's PCRs: new policy keyslots %v%s\n", res.Name, res.PolicyKeyslots, why)
+	}
 }

@@ -59,10 +59,11 @@ func (n *tpmKeyslotNode) breakKMS() {
 
 type openDoc struct {
 	Volumes []struct {
-		By       []string `json:"by"`
-		Resealed []any    `json:"resealed"`
-		Error    string   `json:"error"`
-		Code     int      `json:"exit_code"`
+		By             []string `json:"by"`
+		Resealed       []any    `json:"resealed"`
+		ResealedPolicy []int    `json:"resealed_policy_keyslots"`
+		Error          string   `json:"error"`
+		Code           int      `json:"exit_code"`
 	} `json:"volumes"`
 }
 
@@ -139,19 +140,8 @@ func TestOpenThroughTPMKeyslot(t *testing.T) {
 // opens through the re-sealed keyslot.
 func TestOpenResealsThroughVault(t *testing.T) {
 	s := vaulttest.Start(t)
-	vn := vaulttest.Provision(t, s, "cliopen", nil)
 	sw := swtpmtest.Start(t)
-	sw.ExtendPCR7(t)
-	n := newNode(t)
-	ca := filepath.Join(n.dir, "ca.pem") // a stopped server takes its own
-	if b, err := os.ReadFile(s.CAFile); err != nil || os.WriteFile(ca, b, 0o600) != nil {
-		t.Fatal(err)
-	}
-	doc := fmt.Sprintf("kms: vault-transit\nstate_dir: %s/state\nrecovery:\n  mode: none\nvault:\n  address: %s\n  ca_file: %s\n  timeout: 2s\n  deadline: 2s\n  auth:\n    method: approle\n    role_id: %s\n    secret_id_file: %s\n  transit:\n    key: %s\ntpm:\n  device: %q\n",
-		n.dir, s.Address, ca, vn.RoleID, vn.SecretIDFile, vn.Key, sw.Device)
-	if err := os.WriteFile(n.config, []byte(doc), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	n := vaultTPMNode(t, s, sw, "")
 	vol := n.volume("vvol")
 	n.expect(ExitOK, "tpm", "enroll", vol, "--pcrs", "7")
 	sw.ExtendPCR7(t)
@@ -169,5 +159,81 @@ func TestOpenResealsThroughVault(t *testing.T) {
 	s.Stop(t)
 	if d, r := (&tpmKeyslotNode{node: n}).openJSON(vol); r.code != ExitOK || !slices.Equal(d.Volumes[0].By, []string{"tpm-keyslot"}) {
 		t.Fatalf("with Vault gone: %s", r)
+	}
+}
+
+// vaultTPMNode is a kms: vault-transit node on s (its Vault timeouts
+// short, its CA file its own: a stopped server takes its own) with the
+// TPM sw, PCR 7 measured; extra is appended to the configuration.
+func vaultTPMNode(t *testing.T, s *vaulttest.Server, sw *swtpmtest.TPM, extra string) *node {
+	t.Helper()
+	vn := vaulttest.Provision(t, s, "cliopen", nil)
+	sw.ExtendPCR7(t)
+	n := newNode(t)
+	ca := filepath.Join(n.dir, "ca.pem")
+	if b, err := os.ReadFile(s.CAFile); err != nil || os.WriteFile(ca, b, 0o600) != nil {
+		t.Fatal(err)
+	}
+	doc := fmt.Sprintf("kms: vault-transit\nstate_dir: %s/state\nrecovery:\n  mode: none\nvault:\n  address: %s\n  ca_file: %s\n  timeout: 2s\n  deadline: 2s\n  auth:\n    method: approle\n    role_id: %s\n    secret_id_file: %s\n  transit:\n    key: %s\ntpm:\n  device: %q\n%s",
+		n.dir, s.Address, ca, vn.RoleID, vn.SecretIDFile, vn.Key, sw.Device, extra)
+	if err := os.WriteFile(n.config, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Volumes under any: [tpm, vault]: after a PCR change atrest open --test
+// opens each through Vault and re-seals its tpm factor, and says so in
+// JSON and text: the first open seals the TPM KEK anew, the second finds
+// it in place and only makes its policy keyslots again; a third open has
+// nothing to do, and with Vault gone they open through the TPM.
+func TestOpenResealsPolicyTPMFactor(t *testing.T) {
+	s := vaulttest.Start(t)
+	sw := swtpmtest.Start(t)
+	n := vaultTPMNode(t, s, sw, "policy:\n  any: [tpm, vault]\n")
+	tn := &tpmKeyslotNode{node: n}
+	a, b := n.volume("pvola"), n.volume("pvolb")
+	sw.ExtendPCR7(t)
+	if d, r := tn.openJSON(a); r.code != ExitOK || !slices.Equal(d.Volumes[0].By, []string{"vault"}) || len(d.Volumes[0].ResealedPolicy) != 2 {
+		t.Fatalf("open --test -o json after the PCR change: %s", r)
+	}
+	r := n.expect(ExitOK, "open", "--test", b)
+	if !strings.Contains(r.stdout, "pvolb: unlocks (by vault)") || !strings.Contains(r.stdout, "pvolb: policy factor tpm re-sealed to today's PCRs") ||
+		strings.Contains(r.stdout, "KEK no longer unsealed") {
+		t.Fatalf("open --test of the second volume: %s", r)
+	}
+	if d, r := tn.openJSON(a); r.code != ExitOK || len(d.Volumes[0].ResealedPolicy) != 0 {
+		t.Fatalf("a third open --test re-sealed again: %s", r)
+	}
+	s.Stop(t)
+	for _, vol := range []string{a, b} {
+		if d, r := tn.openJSON(vol); r.code != ExitOK || !slices.Equal(d.Volumes[0].By, []string{"tpm"}) {
+			t.Fatalf("with Vault gone: %s", r)
+		}
+	}
+}
+
+// A volume under all: [tpm, vault] after a PCR change does not open
+// (the TPM was needed) and open --test re-seals nothing; atrest tpm
+// reseal --recovery, with its recovery key, re-seals its tpm factor and
+// says so, and it opens through tpm and vault again.
+func TestTPMResealPolicyAllWithRecoveryKey(t *testing.T) {
+	s := vaulttest.Shared(t)
+	sw := swtpmtest.Start(t)
+	n := vaultTPMNode(t, s, sw, "policy:\n  all: [tpm, vault]\n")
+	vol, key := n.formatWithKey("allvol")
+	sw.ExtendPCR7(t)
+	kek := filepath.Join(n.dir, "state", "tpm-kek.json")
+	img, kekBefore := sum(t, vol), sum(t, kek)
+	n.expect(ExitPCRMismatch, "open", "--test", vol)
+	if sum(t, vol) != img || sum(t, kek) != kekBefore {
+		t.Fatal("the refused open changed the volume or the KEK file")
+	}
+	r := n.expect(ExitOK, "tpm", "reseal", vol, "--recovery", "--key-file", key)
+	if !strings.Contains(r.stdout, "allvol: the TPM-sealed KEK no longer unsealed") || !strings.Contains(r.stdout, "allvol: policy factor tpm re-sealed to today's PCRs: new policy keyslots") {
+		t.Fatalf("tpm reseal --recovery: %s", r)
+	}
+	if d, r := (&tpmKeyslotNode{node: n}).openJSON(vol); r.code != ExitOK || !slices.Equal(d.Volumes[0].By, []string{"tpm", "vault"}) {
+		t.Fatalf("after the re-seal: %s", r)
 	}
 }

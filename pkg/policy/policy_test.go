@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -118,6 +119,29 @@ func TestRefusedShapes(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want an error saying %q", text, err, want)
+		}
+	}
+}
+
+// The canonical form a token records parses back to the same policy, with
+// the same keyslots; what is not one is refused.
+func TestParseCanonicalRoundTrip(t *testing.T) {
+	for _, text := range []string{
+		"vault", "any: [tpm, vault]", "all: [tpm, vault]", "threshold: {k: 2, of: [tpm, vault, kmip]}",
+		"any: [all: [tpm, vault], kmip]", "all: [any: [tpm, kmip], vault]",
+	} {
+		p, err := Parse(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, err := ParseCanonical(p.String())
+		if err != nil || q.String() != p.String() || !reflect.DeepEqual(q.Branches(), p.Branches()) {
+			t.Fatalf("%s: canonical %s parsed to %v, %v", text, p, q, err)
+		}
+	}
+	for _, bad := range []string{"", "any(tpm,vault", "any(tpm,vault))", "threshold(x;tpm)", "nope(tpm)", "any(,vault)"} {
+		if _, err := ParseCanonical(bad); err == nil {
+			t.Errorf("%q parsed", bad)
 		}
 	}
 }

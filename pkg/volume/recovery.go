@@ -51,10 +51,11 @@ func (m *Manager) RecoveryUnlock(ctx context.Context, v *Volume, key *secret.Key
 		return res, err
 	}
 	// The operator's recovery key vouches for the node: TPM keyslots
-	// whose PCRs changed are sealed again as tpm.reseal allows (a failure
+	// whose PCRs changed, and a policy's tpm factor whose KEK no longer
+	// unseals, are sealed again as tpm.reseal allows (a failure
 	// is logged and audited; the volume is open either way).
 	res.By = []string{FactorRecovery}
-	_, _ = m.autoReseal(ctx, v, res.By, func(context.Context, *change) (*secret.Key, error) { return vk.Clone() })
+	_, _ = m.resealAll(ctx, v, res.By, func(context.Context, *change) (*secret.Key, error) { return vk.Clone() })
 	return res, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/dmcrypt"
 	"github.com/atrest/atrest/pkg/kms"
+	"github.com/atrest/atrest/pkg/kms/tpm"
 	"github.com/atrest/atrest/pkg/luks2"
 )
 
@@ -176,6 +177,9 @@ func (m *Manager) describeKEKs(ctx context.Context, vols []*Volume) map[[2]strin
 			if err == nil {
 				got[i].info, err = k.Describe(ctx)
 			}
+			if err == nil && w.Backend == tpm.Backend && got[i].info.Key != w.Key {
+				err = staleTPMKEK(m, w.Key)
+			}
 			got[i].err = err
 		})
 	}
@@ -224,6 +228,8 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 		if len(v.Others) > 0 {
 			if j, _ := m.readJournal(h.UUID); j != nil && j.Op == opPolicySet {
 				problem("%s", policySetHint(v))
+			} else if j != nil && j.Op == opTPMFactor {
+				problem("%s", factorResealHint(v))
 			} else {
 				problem("%d extra platform keyslot(s): a rekey is under way or was interrupted; run: atrest rekey %s", len(v.Others), v.Ref())
 			}
@@ -238,6 +244,8 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 			problem("%v", err)
 		} else if j != nil && j.Op == opPolicySet {
 			problem("%s", policySetHint(v))
+		} else if j != nil && j.Op == opTPMFactor {
+			problem("%s", factorResealHint(v))
 		} else if j != nil {
 			problem("an interrupted %s was not finished (recovery keyslots %v); run: atrest rekey %s (it settles the change first)", j.Op, v.Recovery, v.Ref())
 		}

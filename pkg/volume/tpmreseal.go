@@ -2,6 +2,7 @@ package volume
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -37,7 +38,11 @@ type TPMResealOptions struct {
 // the old one removed. Keyslots whose PCRs still match are left alone
 // unless o.Force. The volume key comes through the platform keyslot (the
 // KMS), or the recovery key: something other than the TPM vouches for
-// the node; the TPM is never its own witness.
+// the node; the TPM is never its own witness. The tpm factor of v's
+// policy is re-sealed as after an open (resealFactor), whatever
+// tpm.reseal says: with the recovery key also for a policy that needed
+// the TPM (all: [tpm, vault] after a PCR change), whose other factors
+// must still wrap their new shares.
 func (m *Manager) TPMReseal(ctx context.Context, v *Volume, o TPMResealOptions) (res *TPMResult, err error) {
 	by := "kms"
 	key := m.platformKeyOf
@@ -53,7 +58,7 @@ func (m *Manager) TPMReseal(ctx context.Context, v *Volume, o TPMResealOptions) 
 		i := slices.IndexFunc(errs, func(e error) bool { return e != nil })
 		return nil, fmt.Errorf("TPM keyslot token %d: %w", ids[i], errs[i])
 	}
-	return m.tpmChange(ctx, v, "tpm-reseal", key, func(c *change, vk *secret.Key, res *TPMResult) error {
+	res, err = m.tpmChange(ctx, v, "tpm-reseal", key, func(c *change, vk *secret.Key, res *TPMResult) error {
 		// Decide everything before the first change: a missing PIN is
 		// refused with nothing resealed.
 		var stale []TPMKeyslot
@@ -71,6 +76,22 @@ func (m *Manager) TPMReseal(ctx context.Context, v *Volume, o TPMResealOptions) 
 		}
 		return c.resealTPM(ctx, vk, stale, status, o.PIN, res)
 	})
+	if err != nil {
+		return nil, err
+	}
+	// A policy's tpm factor whose KEK no longer unseals after a PCR
+	// change is re-sealed too, vouched for the same way (the KMS path
+	// through vouchedKey: a factor that vouches must give the key).
+	fkey := m.vouchedKey
+	if o.RecoveryKey != nil {
+		fkey = key
+	}
+	fres, err := m.resealFactor(ctx, v, triggerCommand, []string{by}, fkey)
+	if err != nil {
+		return res, fmt.Errorf("the TPM keyslots are done; the policy's tpm factor was not re-sealed: %w", err)
+	}
+	mergeFactor(res, fres)
+	return res, nil
 }
 
 // ResealAfterOpen is what atrest open and atrestd call after v opened:
@@ -79,13 +100,38 @@ func (m *Manager) TPMReseal(ctx context.Context, v *Volume, o TPMResealOptions) 
 // or the recovery key), each TPM keyslot without a PIN whose PCRs no
 // longer match today's values is sealed again to them (same PCRs, bank
 // and primary algorithm) through TPMReseal's sequence, audited and
-// logged. Never when the TPM (kms: tpm's KEK or a TPM keyslot) or the
-// local keystore on the same disk was all that opened it. PIN keyslots
-// are left to atrest tpm reseal --pin. It returns nil, nil when there is
-// nothing to do; the check costs PCR reads only, the re-seal one more
-// KMS round trip for the volume key.
+// logged; and the tpm factor of v's unlock policy, when the TPM-sealed
+// KEK no longer unseals because the PCRs changed, is re-sealed
+// (resealFactor: the KEK sealed anew once per process, the policy's key
+// material made again under it). Never when the TPM (kms: tpm's KEK or a
+// TPM keyslot) or the local keystore on the same disk was all that opened
+// it. PIN keyslots are left to atrest tpm reseal --pin. It returns nil,
+// nil when there is nothing to do; the check costs PCR reads only, the
+// re-seal one more KMS round trip for the volume key.
 func (m *Manager) ResealAfterOpen(ctx context.Context, v *Volume, by []string) (*TPMResult, error) {
-	return m.autoReseal(ctx, v, by, m.vouchedKey)
+	return m.resealAll(ctx, v, by, m.vouchedKey)
+}
+
+// resealAll runs both re-seals of ResealAfterOpen with the volume key
+// from key and merges what they did.
+func (m *Manager) resealAll(ctx context.Context, v *Volume, by []string, key func(context.Context, *change) (*secret.Key, error)) (*TPMResult, error) {
+	res, err := m.autoReseal(ctx, v, by, key)
+	fres, ferr := m.resealFactor(ctx, v, triggerAuto, by, key)
+	if res == nil {
+		res = fres
+	} else {
+		mergeFactor(res, fres)
+	}
+	return res, errors.Join(err, ferr)
+}
+
+// mergeFactor adds what resealFactor did (fres, nil: nothing) to res.
+func mergeFactor(res, fres *TPMResult) {
+	if fres == nil {
+		return
+	}
+	res.KEKRenewed, res.StaleKEK, res.PolicyKeyslots, res.Resumed = fres.KEKRenewed, fres.StaleKEK, fres.PolicyKeyslots, fres.Resumed
+	res.Warnings = append(res.Warnings, fres.Warnings...)
 }
 
 // autoReseal is ResealAfterOpen with the volume key from key.

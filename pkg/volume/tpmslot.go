@@ -32,7 +32,18 @@ type TPMResult struct {
 	// Unenforced: every PCR of a new binding is unmeasured (all zeros or
 	// ones), so the policy binds to the TPM alone.
 	Unenforced bool
-	Warnings   []string
+	// KEKRenewed: the node's TPM-sealed KEK no longer unsealed after a
+	// PCR change and was sealed anew to today's PCRs; StaleKEK is where
+	// the old one was kept.
+	KEKRenewed bool
+	StaleKEK   string
+	// PolicyKeyslots are the new keyslots of a policy whose tpm factor
+	// was re-sealed (its key material made again under the same policy).
+	PolicyKeyslots []int
+	// Resumed: an interrupted re-seal of the tpm factor was "completed"
+	// or "rolled back" by this call.
+	Resumed  string
+	Warnings []string
 }
 
 // TPMKeyslot is a keyslot with a systemd-tpm2 token, as status shows it.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 
 	"github.com/atrest/atrest/pkg/kms"
 	"github.com/atrest/atrest/pkg/kms/internal/keyfile"
@@ -102,3 +103,17 @@ func (f *file) create(path string) error {
 }
 
 func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }
+
+// lockFile takes an exclusive lock on path (created root-only), held
+// until unlock: the renewal of one KEK by several processes.
+func lockFile(path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}

@@ -59,9 +59,10 @@ type KEK struct {
 	cfg Config
 	f   *file
 
-	mu      sync.Mutex
-	key     *secret.Key // unsealed, nil until first use
-	unseals int
+	mu       sync.Mutex
+	key      *secret.Key // unsealed, nil until first use
+	unseals  int
+	renewals int
 }
 
 var (
@@ -306,11 +307,40 @@ func DefaultPath(stateDir string) string { return filepath.Join(stateDir, FileNa
 // still unseals is kept: renewed is false. Any other failure (no TPM) is
 // returned with nothing changed.
 func (k *KEK) Renew() (renewed bool, stale string, err error) {
+	return k.renew(func(err error) bool {
+		return errors.Is(err, tpm2.ErrPCRMismatch) || errors.Is(err, tpm2.ErrOtherTPM)
+	})
+}
+
+// RenewAfterPCRChange is Renew for the automatic re-seal of a policy's
+// tpm factor: only a KEK whose unseal fails because today's PCRs no longer
+// match is sealed anew. Another TPM's (or a cleared TPM's) KEK, a TPM in
+// lockout or no TPM at all is returned as the error with nothing changed:
+// those are the operator's call (atrest tpm reseal --kek).
+func (k *KEK) RenewAfterPCRChange() (renewed bool, stale string, err error) {
+	return k.renew(func(err error) bool { return errors.Is(err, tpm2.ErrPCRMismatch) })
+}
+
+// renew is Renew for the unseal failures accept takes.
+func (k *KEK) renew(accept func(error) bool) (renewed bool, stale string, err error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if _, err := k.unsealed(); err == nil {
 		return false, "", nil
-	} else if !errors.Is(err, tpm2.ErrPCRMismatch) && !errors.Is(err, tpm2.ErrOtherTPM) {
+	} else if !accept(err) {
+		return false, "", err
+	}
+	// Processes that renew at once (atrestd, atrest open, tpm reseal
+	// --kek) take turns; one that finds a KEK another sealed since it
+	// read the file uses that one instead of moving it aside.
+	unlock, err := lockFile(k.cfg.Path + ".lock")
+	if err != nil {
+		return false, "", fmt.Errorf("tpm: renew the KEK: %w", err)
+	}
+	defer unlock()
+	if cur, err := readFile(k.cfg.Path); err == nil && cur.id != k.f.id {
+		k.f = cur
+		_, err := k.unsealed()
 		return false, "", err
 	}
 	stale = StalePath(k.cfg.Path, k.Key())
@@ -322,7 +352,16 @@ func (k *KEK) Renew() (renewed bool, stale string, err error) {
 		return false, stale, err
 	}
 	k.f, k.key = n.f, n.key
+	k.renewals++
 	return true, stale, nil
+}
+
+// Renewals counts the KEKs this process sealed anew in place of one that
+// no longer unsealed: one per node however many volumes needed it.
+func (k *KEK) Renewals() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.renewals
 }
 
 // StalePath is where Renew keeps the KEK of id that no longer unseals.

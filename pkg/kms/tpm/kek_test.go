@@ -162,6 +162,18 @@ func TestOtherTPMAndNoTPM(t *testing.T) {
 	if _, err := other.Unwrap(context.Background(), reqs); !errors.Is(err, tpm2.ErrOtherTPM) {
 		t.Fatalf("unwrap on another TPM: %v, want tpm2.ErrOtherTPM", err)
 	}
+	// The automatic re-seal renews after a PCR change only: another TPM
+	// is the operator's call.
+	before, err := os.ReadFile(cfg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if renewed, _, err := other.RenewAfterPCRChange(); renewed || !errors.Is(err, tpm2.ErrOtherTPM) || other.Renewals() != 0 {
+		t.Fatalf("RenewAfterPCRChange on another TPM: %v %v, want tpm2.ErrOtherTPM and nothing renewed", renewed, err)
+	}
+	if after, _ := os.ReadFile(cfg.Path); !bytes.Equal(before, after) {
+		t.Fatal("RenewAfterPCRChange on another TPM changed the KEK file")
+	}
 	b.Stop()
 	if _, err := other.Unwrap(context.Background(), reqs); !errors.Is(err, tpm2.ErrNoTPM) {
 		t.Fatalf("unwrap with the TPM stopped: %v, want tpm2.ErrNoTPM", err)
@@ -236,5 +248,71 @@ func TestRenewAfterPCRChange(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(cfg.Path); !bytes.Equal(before, after) {
 		t.Fatal("Renew without a TPM changed the KEK file")
+	}
+}
+
+// changedKEK seals a KEK on a fresh software TPM, then changes PCR 7:
+// the state after a firmware update. It returns the KEK's configuration.
+func changedKEK(t *testing.T) tpm.Config {
+	t.Helper()
+	sw := swtpmtest.Start(t)
+	sw.ExtendPCR7(t)
+	cfg := config(t, sw)
+	k := openKEK(t, cfg, true)
+	k.Close()
+	sw.ExtendPCR7(t)
+	return cfg
+}
+
+// openKEK opens the KEK of cfg as a process would, closed at the end.
+func openKEK(t *testing.T, cfg tpm.Config, create bool) *tpm.KEK {
+	t.Helper()
+	k, err := tpm.Open(cfg, create)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.Close() })
+	return k
+}
+
+// RenewAfterPCRChange seals a KEK anew once after a PCR change, however
+// often it is asked, and says so in Renewals.
+func TestRenewAfterPCRChangeOnce(t *testing.T) {
+	cfg := changedKEK(t)
+	boot := openKEK(t, cfg, false)
+	for i := range 3 {
+		renewed, _, err := boot.RenewAfterPCRChange()
+		if err != nil || renewed != (i == 0) {
+			t.Fatalf("call %d: renewed %v, %v", i, renewed, err)
+		}
+	}
+	if n := boot.Renewals(); n != 1 {
+		t.Fatalf("%d renewals, want 1", n)
+	}
+	if stale, _ := filepath.Glob(cfg.Path + ".stale-*"); len(stale) != 1 {
+		t.Fatalf("stale KEKs %v, want one", stale)
+	}
+}
+
+// Two processes that renew the same KEK after a PCR change end with one
+// new KEK: the second finds the first one's in place and uses it, and the
+// old one is kept once.
+func TestRenewByTwoProcesses(t *testing.T) {
+	cfg := changedKEK(t)
+	a, b := openKEK(t, cfg, false), openKEK(t, cfg, false)
+	if renewed, _, err := a.RenewAfterPCRChange(); !renewed || err != nil {
+		t.Fatalf("first renewal: %v %v", renewed, err)
+	}
+	if renewed, _, err := b.RenewAfterPCRChange(); renewed || err != nil || b.Key() != a.Key() {
+		t.Fatalf("second process: renewed %v, %v, key %s; want the first one's %s", renewed, err, b.Key(), a.Key())
+	}
+	reqs, pts := wrapMany(t, a, 1)
+	got, err := kms.Unwrap(context.Background(), b, reqs[0].Context, reqs[0].Wrapped)
+	if err != nil || !got.Equal(pts[0]) {
+		t.Fatalf("the second process does not unwrap the first one's KEK: %v", err)
+	}
+	got.Wipe()
+	if stale, _ := filepath.Glob(cfg.Path + ".stale-*"); len(stale) != 1 {
+		t.Fatalf("stale KEKs %v, want one", stale)
 	}
 }
