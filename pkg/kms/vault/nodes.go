@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/hashicorp/vault/api"
 )
@@ -21,11 +20,11 @@ import (
 // connection, or at most the connect or per-request timeout), not the
 // operation's deadline. Only when every node failed in a round does the
 // client back off before the next round.
-
-// downFor is how long a failed node is tried only after the others: a
-// killed node refuses every attempt, and during an election each retry
-// that asks it first is one request more per client.
-const downFor = 10 * time.Second
+//
+// A node found down is remembered for the rest of the process: it is
+// tried only after every other node failed, and is forgotten as down
+// once it answers again. A killed node refuses every attempt, and each
+// attempt that asks it first would be one more for every client.
 
 // node is one address of the cluster.
 type node struct {
@@ -35,8 +34,8 @@ type node struct {
 	// slots bounds this client's concurrent requests to the node
 	// (Config.MaxConcurrency), so that one atrestd, or one simulated
 	// node of the storm, cannot flood a Vault node on its own.
-	slots     chan struct{}
-	downUntil atomic.Int64 // UnixNano; 0 = up
+	slots  chan struct{}
+	isDown atomic.Bool
 }
 
 func newNodes(cfg Config, hc *http.Client) ([]*node, error) {
@@ -55,9 +54,11 @@ func newNodes(cfg Config, hc *http.Client) ([]*node, error) {
 	return nodes, nil
 }
 
-func (n *node) down(now time.Time) bool { return now.UnixNano() < n.downUntil.Load() }
+func (n *node) down() bool { return n.isDown.Load() }
 
-func (n *node) markDown(now time.Time) { n.downUntil.Store(now.Add(downFor).UnixNano()) }
+func (n *node) markDown() { n.isDown.Store(true) }
+
+func (n *node) markUp() { n.isDown.Store(false) }
 
 // acquire takes one of the node's request slots, or fails when ctx ends.
 func (n *node) acquire(ctx context.Context) error {
@@ -105,7 +106,6 @@ func (cl *Client) pick(r *round, upOnly bool) int {
 	if r.next >= 0 && !r.tried[r.next] {
 		return r.next
 	}
-	now := time.Now()
 	first := -1
 	start := int(cl.pref.Load())
 	for k := range cl.nodes {
@@ -113,7 +113,7 @@ func (cl *Client) pick(r *round, upOnly bool) int {
 		if r.tried[i] {
 			continue
 		}
-		if !cl.nodes[i].down(now) {
+		if !cl.nodes[i].down() {
 			return i
 		}
 		if first < 0 && !upOnly {
