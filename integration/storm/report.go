@@ -31,12 +31,16 @@ type Report struct {
 	// dead node's refused port): not requests.
 	Unreached                                      int64
 	Retries, Failovers, RateLimited, ElectionWaits int64
-	NodesPerSecond, DecryptsPerSecond              float64
-	Results                                        []Result
-	FirstErrors                                    []string
-	fastest, slowest                               time.Duration
-	backoff                                        time.Duration
-	logins                                         int64
+	// ElectionPolls sums vault.Stats.ElectionPolls; PolledNodes are the
+	// nodes that made any (their election_wait was shorter than the
+	// election).
+	ElectionPolls, PolledNodes        int64
+	NodesPerSecond, DecryptsPerSecond float64
+	Results                           []Result
+	FirstErrors                       []string
+	fastest, slowest                  time.Duration
+	backoff                           time.Duration
+	logins                            int64
 }
 
 func report(results []Result, volumes int) *Report {
@@ -77,6 +81,10 @@ func (r *Report) add(st vault.Stats) {
 	r.Failovers += st.Failovers
 	r.RateLimited += st.RateLimited
 	r.ElectionWaits += st.ElectionWaits
+	r.ElectionPolls += st.ElectionPolls
+	if st.ElectionPolls > 0 {
+		r.PolledNodes++
+	}
 	r.backoff += st.Backoff
 	r.logins += st.Logins
 }
@@ -107,7 +115,7 @@ func (r *Report) String() string {
 	}
 	fmt.Fprintf(&b, "vault requests: %d (%.2f per node, max %d; %s), logins %d\n", r.Requests, float64(r.Requests)/float64(r.Nodes), r.MaxRequests, strings.Join(dist, ", "), r.logins)
 	fmt.Fprintf(&b, "by kind: %s\n", strings.Join(kinds, ", "))
-	fmt.Fprintf(&b, "retries %d, failovers %d, election waits %d, 429s %d, backoff waited %s in total; connections refused %d (no request)\n", r.Retries, r.Failovers, r.ElectionWaits, r.RateLimited, r.backoff.Round(time.Millisecond), r.Unreached)
+	fmt.Fprintf(&b, "retries %d, failovers %d, election waits %d (then polls %d by %d nodes), 429s %d, backoff waited %s in total; connections refused %d (no request)\n", r.Retries, r.Failovers, r.ElectionWaits, r.ElectionPolls, r.PolledNodes, r.RateLimited, r.backoff.Round(time.Millisecond), r.Unreached)
 	fmt.Fprintf(&b, "throughput: %.0f nodes/s (%.0f decrypts/s)\n", r.NodesPerSecond, r.DecryptsPerSecond)
 	for _, e := range r.FirstErrors {
 		fmt.Fprintf(&b, "failed: %s\n", e)

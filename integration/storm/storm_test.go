@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,7 +14,6 @@ import (
 	"github.com/atrest/atrest/integration/storm"
 	"github.com/atrest/atrest/internal/testutil/vaulttest"
 	"github.com/atrest/atrest/pkg/kms"
-	"github.com/atrest/atrest/pkg/kms/vault"
 	"github.com/hashicorp/vault/api"
 )
 
@@ -28,6 +28,7 @@ const (
 	envCACert    = "ATREST_STORM_VAULT_CACERT"
 	envTokenFile = "ATREST_STORM_VAULT_TOKEN_FILE"
 	envTokenType = "ATREST_STORM_TOKEN_TYPE" // service (default) or batch
+	envRounds    = "ATREST_STORM_ROUNDS"     // storm and plain client pairs, default 1
 )
 
 func envInt(t *testing.T, name string, def int) int {
@@ -95,6 +96,7 @@ func clusterTarget(t *testing.T) target {
 func TestStorm(t *testing.T) {
 	vaulttest.Binary(t) // skips in -short
 	m, volumes := envInt(t, envNodes, 100), envInt(t, envVolumes, 24)
+	rounds := envInt(t, envRounds, 1)
 	tg := clusterTarget(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -123,56 +125,76 @@ func TestStorm(t *testing.T) {
 	// request queues behind a thousand logins from sending it again
 	// (docs/fleet.md), and a long deadline lets a boot outlast an
 	// election.
-	opts := storm.Options{VaultYAML: "  timeout: 30s\n  deadline: 120s\n"}
+	opts := storm.Options{VaultYAML: "  timeout: 30s\n  deadline: 120s\n  election_wait: " + electionWait.String() + "\n"}
 	var steady *storm.Report
 
 	t.Run("storm with one revoked node", func(t *testing.T) {
 		all := *fleet
 		all.Nodes = append(append([]*storm.Node(nil), fleet.Nodes...), lost.Nodes[0])
+		// The first pass over a freshly provisioned fleet costs Vault
+		// more than twice the CPU of every later one (measured here):
+		// a pass of the keep-alive client warms it for both compared
+		// clients below.
 		cpu := tg.cpu(t)
-		r, err := storm.Run(ctx, &all, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		stormCPU := tg.cpu(t).since(cpu)
-		// The fair ceiling second: Vault's caches are then as warm for
-		// it as they can be.
-		cpu = tg.cpu(t)
-		plain, err := storm.Plain(ctx, fleet, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		plainCPU := tg.cpu(t).since(cpu)
-		decrypts, decryptTook, err := storm.Ceiling(ctx, admin, fleet, 64, false)
-		if err != nil {
-			t.Fatal(err)
-		}
 		boots, bootTook, err := storm.Ceiling(ctx, admin, fleet, 64, true)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("\n%s%s\nplain vault/api nodes, same schedule, own TLS each:\n%s%s\nthe storm at %.0f %% of the plain nodes' throughput\nkeep-alive ceilings (64 workers reusing connections): batch decrypt alone %.0f nodes/s (%.0f decrypts/s); login + batch decrypt %.0f nodes/s",
-			r, stormCPU.per(m+1), plain, plainCPU.per(m), 100*r.NodesPerSecond/plain.NodesPerSecond,
-			float64(decrypts)/decryptTook.Seconds(), float64(decrypts*volumes)/decryptTook.Seconds(), float64(boots)/bootTook.Seconds())
-		if plain.Failed != 0 {
-			t.Errorf("plain client: %d nodes failed: %v", plain.Failed, plain.FirstErrors)
-		}
-		revoked := r.Results[len(r.Results)-1]
-		if revoked.Err == nil || !errors.Is(revoked.Err, kms.ErrAuth) || !strings.Contains(revoked.Err.Error(), "kms auth") {
-			t.Errorf("revoked node: %v, want a kms auth failure", revoked.Err)
-		}
-		if revoked.Stats.Requests != 1 {
-			t.Errorf("revoked node: %d requests (%+v), want its one refused login", revoked.Stats.Requests, revoked.Stats)
-		}
-		if r.Failed != 1 {
-			t.Errorf("%d nodes failed, want only the revoked one: %v", r.Failed, r.FirstErrors)
-		}
-		for _, x := range r.Results[:m] {
-			if st := x.Stats; st.Requests > 2 || st.ByOp["approle login"] != 1 || st.ByOp["transit decrypt"] != 1 {
-				t.Errorf("%s: %d Vault requests (%+v), want its login and one batch decrypt", x.Node, st.Requests, st)
+		t.Logf("first pass (keep-alive client, login + batch decrypt): %.0f nodes/s, %s", float64(boots)/bootTook.Seconds(), tg.cpu(t).since(cpu).per(m))
+		// The storm and its fair ceiling, the plain client, alternate
+		// (storm first in odd rounds), so that neither always meets a
+		// Vault warmed, or burdened, by the other's tokens and leases.
+		var ratios []float64
+		var r *storm.Report
+		for round := 1; round <= rounds; round++ {
+			var plain *storm.Report
+			var stormCPU, plainCPU cpuSnap
+			var err error
+			runStorm := func() {
+				cpu := tg.cpu(t)
+				if r, err = storm.Run(ctx, &all, opts); err != nil {
+					t.Fatal(err)
+				}
+				stormCPU = tg.cpu(t).since(cpu)
+			}
+			runPlain := func() {
+				cpu := tg.cpu(t)
+				if plain, err = storm.Plain(ctx, fleet, opts); err != nil {
+					t.Fatal(err)
+				}
+				plainCPU = tg.cpu(t).since(cpu)
+			}
+			active := tg.active(t)
+			if round%2 == 1 {
+				runStorm()
+				runPlain()
+			} else {
+				runPlain()
+				runStorm()
+			}
+			ratios = append(ratios, r.NodesPerSecond/plain.NodesPerSecond)
+			t.Logf("round %d of %d (%s first; active node %s):\n%s%s\nplain vault/api nodes, same schedule, own TLS each:\n%s%s\nthe storm at %.0f %% of the plain nodes' throughput",
+				round, rounds, map[bool]string{true: "storm", false: "plain client"}[round%2 == 1], active,
+				r, stormCPU.per(m+1), plain, plainCPU.per(m), 100*ratios[len(ratios)-1])
+			if plain.Failed != 0 {
+				t.Errorf("plain client: %d nodes failed: %v", plain.Failed, plain.FirstErrors)
+			}
+			checkSteady(t, r, m)
+			if steady == nil {
+				steady = r
 			}
 		}
-		steady = r
+		slices.Sort(ratios)
+		decrypts, decryptTook, err := storm.Ceiling(ctx, admin, fleet, 64, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if boots, bootTook, err = storm.Ceiling(ctx, admin, fleet, 64, true); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("the storm at %.0f %% of the plain nodes' throughput (median of %d round(s), %.0f to %.0f %%)\nkeep-alive ceilings (64 workers reusing connections): batch decrypt alone %.0f nodes/s (%.0f decrypts/s); login + batch decrypt %.0f nodes/s",
+			100*ratios[len(ratios)/2], rounds, 100*ratios[0], 100*ratios[len(ratios)-1],
+			float64(decrypts)/decryptTook.Seconds(), float64(decrypts*volumes)/decryptTook.Seconds(), float64(boots)/bootTook.Seconds())
 	})
 
 	t.Run("active node killed at 30 %", func(t *testing.T) {
@@ -214,25 +236,49 @@ func TestStorm(t *testing.T) {
 		if r.Failed != 0 {
 			t.Errorf("%d nodes failed across the failover: %v", r.Failed, r.FirstErrors)
 		}
-		// What atrestd's metrics show of a failover (pkg/daemon exports
-		// these counters): nodes that waited for the election, and the
-		// killed node's refused connections; and no node that paid more
-		// than one request for it.
+		// What the client's counters (atrestd's metrics) show of a
+		// failover: nodes that waited for the election, and the killed
+		// node's refused connections. And no node paid more than one
+		// request for it (its login, its decrypt, one retry), but for
+		// the polls 1-2 s apart of an election that outlasted
+		// election_wait (reported above).
 		if r.ElectionWaits == 0 || r.Unreached == 0 {
 			t.Errorf("the failover does not show in the counters: election waits %d, refused connections %d", r.ElectionWaits, r.Unreached)
 		}
 		for _, x := range r.Results {
-			if x.Stats.Requests > 3 {
-				t.Errorf("%s: %d Vault requests across the failover (%+v), want at most its login, its decrypt and one retry", x.Node, x.Stats.Requests, x.Stats)
+			if st := x.Stats; st.Requests > 3+st.ElectionPolls {
+				t.Errorf("%s: %d Vault requests across the failover (%+v), want at most its login, its decrypt, one retry and its %d election polls", x.Node, st.Requests, st, st.ElectionPolls)
 			}
 		}
 	})
 }
 
-// electionWait is the storm nodes' vault.election_wait, the default:
-// vaultserver's Raft runs with performance_multiplier 2, whose elections
-// took 4-5 s here (docs/fleet.md).
-const electionWait = vault.DefaultElectionWait
+// checkSteady checks a storm without failover: only the revoked node (the
+// last) failed, with "kms auth" after its one login, and every other node
+// made its login and one batch decrypt, nothing more.
+func checkSteady(t *testing.T, r *storm.Report, m int) {
+	t.Helper()
+	revoked := r.Results[len(r.Results)-1]
+	if revoked.Err == nil || !errors.Is(revoked.Err, kms.ErrAuth) || !strings.Contains(revoked.Err.Error(), "kms auth") {
+		t.Errorf("revoked node: %v, want a kms auth failure", revoked.Err)
+	}
+	if revoked.Stats.Requests != 1 {
+		t.Errorf("revoked node: %d requests (%+v), want its one refused login", revoked.Stats.Requests, revoked.Stats)
+	}
+	if r.Failed != 1 {
+		t.Errorf("%d nodes failed, want only the revoked one: %v", r.Failed, r.FirstErrors)
+	}
+	for _, x := range r.Results[:m] {
+		if st := x.Stats; st.Requests > 2 || st.ByOp["approle login"] != 1 || st.ByOp["transit decrypt"] != 1 {
+			t.Errorf("%s: %d Vault requests (%+v), want its login and one batch decrypt", x.Node, st.Requests, st)
+		}
+	}
+}
+
+// electionWait is the storm nodes' vault.election_wait: vaultserver's
+// Raft runs with performance_multiplier 2, whose elections took 3.4 to
+// 5.9 s on this project's 2-core machine under the storm (docs/fleet.md).
+const electionWait = 6 * time.Second
 
 // cpuSnap is the CPU time used so far by this process (the simulated
 // nodes) and by each Vault node of vaulttest's cluster.
@@ -255,6 +301,14 @@ func (tg target) cpu(t *testing.T) cpuSnap {
 		}
 	}
 	return s
+}
+
+// active names the active node of vaulttest's cluster ("?" on yours).
+func (tg target) active(t *testing.T) string {
+	if tg.cluster == nil {
+		return "?"
+	}
+	return strconv.Itoa(tg.cluster.Active(t))
 }
 
 func (s cpuSnap) since(before cpuSnap) cpuSnap {

@@ -46,6 +46,7 @@ type Client struct {
 	rateLimited atomic.Int64
 	unreached   atomic.Int64
 	elections   atomic.Int64
+	elecPolls   atomic.Int64
 	backoff     atomic.Int64 // nanoseconds waited before retries
 	byOp        sync.Map     // op -> *atomic.Int64: requests per kind
 }
@@ -98,6 +99,11 @@ type Stats struct {
 	// standby's 307 or 500, or the node in use dying under a request)
 	// and waited Config.ElectionWait before their retry.
 	ElectionWaits int64 `json:"election_waits"`
+	// ElectionPolls are retries of such an operation that found the
+	// election still under way after ElectionWait, each 1-2 s apart:
+	// one request more each (an election_wait shorter than the
+	// cluster's elections).
+	ElectionPolls int64 `json:"election_polls"`
 	// Failovers are requests sent again at once to another address
 	// after one failed (dead, sealed, or without an active node).
 	Failovers int64 `json:"failovers"`
@@ -191,7 +197,7 @@ func (c *Client) Stats() Stats {
 	st := Stats{
 		Logins: c.logins.Load(), Renewals: c.renewals.Load(), Retries: c.retries.Load(),
 		Requests: c.requests.Load(), Failovers: c.failovers.Load(), RateLimited: c.rateLimited.Load(),
-		Unreached: c.unreached.Load(), ElectionWaits: c.elections.Load(),
+		Unreached: c.unreached.Load(), ElectionWaits: c.elections.Load(), ElectionPolls: c.elecPolls.Load(),
 		Backoff: time.Duration(c.backoff.Load()),
 	}
 	c.byOp.Range(func(k, v any) bool {

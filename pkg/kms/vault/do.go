@@ -140,10 +140,16 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 			r.next = cl.nodeAt(f.location)
 			if r.next >= 0 && !r.tried[r.next] && !cl.nodes[r.next].down() {
 				cl.failovers.Add(1)
+				r.named = r.next
 				last = f
 				continue
 			}
 			r.next = -1
+		case f.nodeDown && i == r.named:
+			// The active node a standby named is down: the cluster is
+			// electing, and the other standbys know no more. Wait.
+			cl.nodes[i].markDown()
+			r.election = true
 		case f.nodeDown:
 			cl.nodes[i].markDown()
 			if cl.pick(r, true) >= 0 {
@@ -172,6 +178,7 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 			cl.elections.Add(1)
 			wait = cl.cfg.ElectionWait + rand.N(cl.cfg.ElectionWait/5+1)
 		case r.election:
+			cl.elecPolls.Add(1)
 			wait = electionPoll + rand.N(electionPoll)
 		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
@@ -181,7 +188,7 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 		cl.retries.Add(1)
 		cl.backoff.Add(int64(wait))
 		clear(r.tried) // a new round; what each node said stays for the error
-		r.election, r.next = false, -1
+		r.election, r.next, r.named = false, -1, -1
 		if resend {
 			r.next = i
 		}

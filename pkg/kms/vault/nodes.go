@@ -80,12 +80,13 @@ type round struct {
 	// election: a node of this round answered that it knows no
 	// reachable active node.
 	election bool
-	// next is the node to try next (a standby's redirect), or -1.
-	next int
+	// next is the node to try next (a standby's redirect), or -1;
+	// named is the node a standby's redirect named in this round.
+	next, named int
 }
 
 func (cl *Client) newRound() *round {
-	return &round{tried: make([]bool, len(cl.nodes)), reasons: make([]string, len(cl.nodes)), next: -1}
+	return &round{tried: make([]bool, len(cl.nodes)), reasons: make([]string, len(cl.nodes)), next: -1, named: -1}
 }
 
 // nodeAt returns the index of the node whose address a redirect's
