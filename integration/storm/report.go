@@ -103,7 +103,11 @@ func (r *Report) FailedWith(target error) int {
 // String is the report as docs/fleet.md quotes it.
 func (r *Report) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "nodes %d x %d volumes: failed %d, every node unlocked after %s\n", r.Nodes, r.Volumes, r.Failed, r.Wall.Round(time.Millisecond))
+	if r.Failed == r.Nodes {
+		fmt.Fprintf(&b, "nodes %d x %d volumes: failed %d, none unlocked\n", r.Nodes, r.Volumes, r.Failed)
+	} else {
+		fmt.Fprintf(&b, "nodes %d x %d volumes: failed %d, every node unlocked after %s\n", r.Nodes, r.Volumes, r.Failed, r.Wall.Round(time.Millisecond))
+	}
 	fmt.Fprintf(&b, "per node: p50 %s, p99 %s, fastest %s, slowest %s\n", r.P50.Round(time.Millisecond), r.P99.Round(time.Millisecond), r.fastest.Round(time.Millisecond), r.slowest.Round(time.Millisecond))
 	var dist []string
 	for _, k := range slices.Sorted(maps.Keys(r.RequestsPerNode)) {

@@ -43,7 +43,7 @@ type Result struct {
 func Run(ctx context.Context, f *Fleet, opts Options) (*Report, error) {
 	sets := make([]*backends.Set, len(f.Nodes))
 	for i, n := range f.Nodes {
-		cfg, err := config.Parse([]byte(nodeConfig(f, n, opts.VaultYAML)), n.Name+".yaml")
+		cfg, err := config.Parse([]byte(NodeConfig(f, n, opts.VaultYAML)), n.Name+".yaml")
 		if err != nil {
 			return nil, err
 		}
@@ -111,9 +111,10 @@ func boot(ctx context.Context, s *backends.Set, n *Node) error {
 	return nil
 }
 
-// nodeConfig is the node's atrest.yaml, as docs/vault.md and
-// docs/fleet.md tell operators to write it.
-func nodeConfig(f *Fleet, n *Node, extra string) string {
+// NodeConfig is the node's atrest.yaml, as docs/vault.md and
+// docs/fleet.md tell operators to write it, with extra under its vault:
+// section (Options.VaultYAML).
+func NodeConfig(f *Fleet, n *Node, extra string) string {
 	var b strings.Builder
 	b.WriteString("kms: vault-transit\nrecovery:\n  mode: none\nvault:\n  addresses:\n")
 	for _, a := range f.Addresses {
