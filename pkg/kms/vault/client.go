@@ -104,8 +104,9 @@ type Stats struct {
 	// one request more each (an election_wait shorter than the
 	// cluster's elections).
 	ElectionPolls int64 `json:"election_polls"`
-	// Failovers are requests sent again at once to another address
-	// after one failed (dead, sealed, or without an active node).
+	// Failovers are requests sent to another address after one failed
+	// (dead, sealed, or without an active node), at once or after a
+	// wait.
 	Failovers int64 `json:"failovers"`
 	// RateLimited are HTTP 429 answers (a rate-limit quota).
 	RateLimited int64 `json:"rate_limited"`

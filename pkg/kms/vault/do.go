@@ -67,6 +67,7 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 	reauthed := false
 	waitedElection := false
 	cutAt := -1 // the node whose connection broke under this call
+	prev := -1  // the node of the last failed attempt
 	var last failure
 	r := cl.newRound()
 	for attempt := 1; ; attempt++ {
@@ -78,7 +79,11 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 			}
 		}
 		i := cl.pick(r, false)
+		if prev >= 0 && i != prev {
+			cl.failovers.Add(1)
+		}
 		rep, f, ok := cl.attempt(ctx, c, cl.nodes[i])
+		prev = i
 		if ok {
 			cl.nodes[i].markUp()
 			cl.pref.Store(int32(i))
@@ -139,7 +144,6 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 			// otherwise the others know no more, wait for the election.
 			r.next = cl.nodeAt(f.location)
 			if r.next >= 0 && !r.tried[r.next] && !cl.nodes[r.next].down() {
-				cl.failovers.Add(1)
 				r.named = r.next
 				last = f
 				continue
@@ -155,7 +159,6 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 			if cl.pick(r, true) >= 0 {
 				// Another address that is up has not been tried in
 				// this round.
-				cl.failovers.Add(1)
 				last = f
 				continue
 			}
