@@ -54,7 +54,10 @@ type reply struct {
 // for the next address at once (see nodes.go); when every address failed
 // in a round, the client waits a jittered exponential backoff, or for a
 // 429 what Vault's Retry-After / X-Ratelimit-Reset says (plus jitter),
-// and starts a new round. A call marked once is not sent again after a
+// and starts a new round. A leader election (a standby that knows no
+// reachable active node, or the node in use dying under the request) is
+// waited out once for Config.ElectionWait before the one retry, then
+// polled every 1-2 s. A call marked once is not sent again after a
 // failure in which Vault may have executed it. A 403 triggers one check
 // of the token and, if Vault no longer accepts it, one fresh login;
 // anything else fails at once. On a non-transient HTTP error the reply
