@@ -89,6 +89,9 @@ func (r *Report) add(st vault.Stats) {
 	r.logins += st.Logins
 }
 
+// Backoff is the time the nodes waited before retries, summed.
+func (r *Report) Backoff() time.Duration { return r.backoff }
+
 // FailedWith counts the failed nodes whose error matches target.
 func (r *Report) FailedWith(target error) int {
 	n := 0

@@ -251,6 +251,35 @@ func TestStorm(t *testing.T) {
 			}
 		}
 	})
+	t.Run("rate-limit quota below the demand", func(t *testing.T) {
+		if tg.cluster == nil {
+			t.Skip("not setting a quota on your own cluster")
+		}
+		// All simulated nodes share one client address, so one bucket:
+		// a quarter of the storm's 2 requests per node each second.
+		rate := max(10, m/2)
+		tg.cluster.RateLimit(t, "storm", float64(rate), time.Second, 0)
+		defer tg.cluster.RemoveRateLimit(t, "storm")
+		r, err := storm.Run(ctx, fleet, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("quota %d requests/s for %d nodes' %d requests (at least %.1f s):\n%s", rate, m, 2*m, float64(2*m)/float64(rate)-1, r)
+		if r.Failed != 0 {
+			t.Errorf("%d nodes failed under the quota: %v", r.Failed, r.FirstErrors)
+		}
+		// The quota shows in the counters, and no node looped: every
+		// request beyond its login and decrypt followed a 429 and its
+		// wait.
+		if r.RateLimited == 0 || r.Backoff() == 0 {
+			t.Errorf("the quota does not show in the counters: %d answers of 429, %s of backoff", r.RateLimited, r.Backoff())
+		}
+		for _, x := range r.Results {
+			if st := x.Stats; st.Requests > 2+st.RateLimited || st.Retries > st.RateLimited {
+				t.Errorf("%s: %d requests, %d retries for %d answers of 429 (%+v)", x.Node, st.Requests, st.Retries, st.RateLimited, st)
+			}
+		}
+	})
 }
 
 func mean(xs []float64) float64 {
