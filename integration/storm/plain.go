@@ -26,6 +26,9 @@ func Plain(ctx context.Context, f *Fleet, opts Options) (*Report, error) {
 		conf := api.DefaultConfig()
 		conf.Address = f.Addresses[0]
 		conf.MaxRetries = 0
+		if opts.Timeout > 0 {
+			conf.Timeout = opts.Timeout
+		}
 		if err := conf.ConfigureTLS(&api.TLSConfig{CACert: f.CAFile}); err != nil {
 			return nil, err
 		}

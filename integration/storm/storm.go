@@ -22,6 +22,10 @@ type Options struct {
 	// VaultYAML is extra text under each node's vault: section (timeout,
 	// deadline, max_concurrency), indented by two spaces.
 	VaultYAML string
+	// Timeout is the plain client's per-request timeout (Plain);
+	// vault/api's default, 60 s, if 0. The storm's nodes take theirs
+	// from VaultYAML.
+	Timeout time.Duration
 	// OnDone, if set, is called after each node finished, with how many
 	// have (a test kills the active node at 30 %).
 	OnDone func(done int)

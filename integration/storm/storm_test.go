@@ -125,7 +125,11 @@ func TestStorm(t *testing.T) {
 	// request queues behind a thousand logins from sending it again
 	// (docs/fleet.md), and a long deadline lets a boot outlast an
 	// election.
-	opts := storm.Options{VaultYAML: "  timeout: 30s\n  deadline: 120s\n  election_wait: " + electionWait.String() + "\n"}
+	// The queue at Vault grows with M (about 200 node boots a second
+	// here): the request timeout stays above it (10 ms per node, at
+	// least 30 s), for the plain client too.
+	timeout := max(30*time.Second, time.Duration(m)*10*time.Millisecond)
+	opts := storm.Options{Timeout: timeout, VaultYAML: fmt.Sprintf("  timeout: %s\n  deadline: %s\n  election_wait: %s\n", timeout, 4*timeout, electionWait)}
 	var steady *storm.Report
 
 	t.Run("storm with one revoked node", func(t *testing.T) {
