@@ -139,7 +139,7 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 			// an election and asking one now would only hear so. Wait
 			// for the election (below) before the one retry on another
 			// node.
-			cl.nodes[i].markDown()
+			cl.nodes[i].markDown(false)
 			r.election = true
 		case f.status == http.StatusTemporaryRedirect:
 			// The standby names the active node it cannot reach: if
@@ -155,10 +155,10 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 		case f.nodeDown && i == r.named:
 			// The active node a standby named is down: the cluster is
 			// electing, and the other standbys know no more. Wait.
-			cl.nodes[i].markDown()
+			cl.nodes[i].markDown(f.alive)
 			r.election = true
 		case f.nodeDown:
-			cl.nodes[i].markDown()
+			cl.nodes[i].markDown(f.alive)
 			if cl.pick(r, true) >= 0 {
 				// Another address that is up has not been tried in
 				// this round.
@@ -281,10 +281,11 @@ func (cl *Client) attempt(ctx context.Context, c call, n *node) (*reply, failure
 				// the call short (possibly before it started).
 				reason = "timeout: no response before the deadline"
 			}
-			return nil, failure{kind: kms.ErrUnavailable, transient: true, atDeadline: ctx.Err() != nil, reason: reason, nodeDown: true, maybeSent: !unreached, unreached: unreached}, false
+			return nil, failure{kind: kms.ErrUnavailable, transient: true, atDeadline: ctx.Err() != nil, reason: reason, nodeDown: true, maybeSent: !unreached, unreached: unreached, alive: !unreached}, false
 		}
 		f := classifyTransport(err)
 		f.unreached = unreached
+		f.alive = f.alive && !unreached // a connect timeout: dead
 		return nil, f, false
 	}
 	defer resp.Body.Close()

@@ -73,6 +73,9 @@ type failure struct {
 	// unreached: no connection was made (refused, unreachable, connect
 	// timeout), so no request reached Vault.
 	unreached bool
+	// alive: the node answered 5xx (not sealed), or accepted the
+	// connection and did not answer in time: it is down only briefly.
+	alive bool
 	// cut: the connection broke after the request was sent (reset,
 	// unexpected EOF): the node closed it or died.
 	cut bool
@@ -103,7 +106,7 @@ func classifyTransport(err error) failure {
 		f.kind, f.transient = kms.ErrConfig, false
 		f.reason = "tls: the server did not answer TLS (http:// address for an https server, or the reverse?)"
 	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
-		f.reason = "timeout"
+		f.reason, f.alive = "timeout", true
 	case errors.Is(err, syscall.ECONNREFUSED):
 		f.reason, f.maybeSent = "connection refused", false
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
@@ -186,7 +189,7 @@ func classifyStatus(status int, messages []string) failure {
 		f.election = true
 	case status >= 500:
 		f.kind, f.reason, f.transient = kms.ErrUnavailable, fmt.Sprintf("server error (HTTP %d)", status), true
-		f.nodeDown, f.maybeSent = true, true
+		f.nodeDown, f.maybeSent, f.alive = true, true, true
 	case status == 401:
 		f.kind, f.reason = kms.ErrAuth, "HTTP 401"
 	case status == 403:

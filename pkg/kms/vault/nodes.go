@@ -2,10 +2,12 @@ package vault
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/vault/api"
 )
@@ -21,10 +23,17 @@ import (
 // operation's deadline. Only when every node failed in a round does the
 // client back off before the next round.
 //
-// A node found down is remembered for the rest of the process: it is
+// A node found dead (unreachable, its connection broken under a
+// request, sealed) is remembered for the rest of the process: it is
 // tried only after every other node failed, and is forgotten as down
 // once it answers again. A killed node refuses every attempt, and each
-// attempt that asks it first would be one more for every client.
+// attempt that asks it first would be one more for every client. A node
+// that answered a server error, or accepted a request and did not
+// answer it in time, is passed over for aliveFor only: it is alive, and
+// may be the active node the others forward to.
+
+// aliveFor is how long a node that is alive but failed is tried last.
+const aliveFor = 10 * time.Second
 
 // node is one address of the cluster.
 type node struct {
@@ -34,8 +43,8 @@ type node struct {
 	// slots bounds this client's concurrent requests to the node
 	// (Config.MaxConcurrency), so that one atrestd, or one simulated
 	// node of the storm, cannot flood a Vault node on its own.
-	slots  chan struct{}
-	isDown atomic.Bool
+	slots     chan struct{}
+	downUntil atomic.Int64 // UnixNano; 0 = up, math.MaxInt64 = dead
 }
 
 func newNodes(cfg Config, hc *http.Client) ([]*node, error) {
@@ -54,11 +63,19 @@ func newNodes(cfg Config, hc *http.Client) ([]*node, error) {
 	return nodes, nil
 }
 
-func (n *node) down() bool { return n.isDown.Load() }
+func (n *node) down() bool { return time.Now().UnixNano() < n.downUntil.Load() }
 
-func (n *node) markDown() { n.isDown.Store(true) }
+// markDown remembers the node as down: for the rest of the process, or
+// for aliveFor if it is alive.
+func (n *node) markDown(alive bool) {
+	until := int64(math.MaxInt64)
+	if alive {
+		until = time.Now().Add(aliveFor).UnixNano()
+	}
+	n.downUntil.Store(until)
+}
 
-func (n *node) markUp() { n.isDown.Store(false) }
+func (n *node) markUp() { n.downUntil.Store(0) }
 
 // acquire takes one of the node's request slots, or fails when ctx ends.
 func (n *node) acquire(ctx context.Context) error {
