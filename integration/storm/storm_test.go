@@ -126,8 +126,8 @@ func TestStorm(t *testing.T) {
 	// (docs/fleet.md), and a long deadline lets a boot outlast an
 	// election.
 	// The queue at Vault grows with M (about 200 node boots a second
-	// here, fewer when cold): the request timeout stays above it (20 ms per node, at
-	// least 30 s), for the plain client too.
+	// here, fewer when cold): the request timeout stays above it (20
+	// ms per node, at least 30 s), for the plain client too.
 	timeout := max(30*time.Second, time.Duration(m)*20*time.Millisecond)
 	opts := storm.Options{Timeout: timeout, VaultYAML: fmt.Sprintf("  timeout: %s\n  deadline: %s\n  election_wait: %s\n", timeout, 4*timeout, electionWait)}
 	var steady *storm.Report
