@@ -64,7 +64,7 @@ bench: deps vaultserver ## benchmarks, with the cryptsetup, clevis and openssl c
 	./scripts/bench-reencrypt.sh
 	./scripts/bench-unlock.sh
 	BENCH_1000=1 ATREST_VAULTSERVER=$(VAULTSERVER) ./scripts/bench-all.sh
-	ATREST_STORM_NODES=1000 $(GO) test -count=1 -timeout 30m -v -run '^TestStorm$$' ./integration/storm
+	ATREST_STORM_NODES=1000 ATREST_STORM_ROUNDS=2 $(GO) test -count=1 -timeout 30m -v -run '^TestStorm$$' ./integration/storm
 
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

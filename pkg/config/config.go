@@ -131,6 +131,9 @@ type Vault struct {
 	Escrow         VaultEscrow   `yaml:"escrow"`
 	Timeout        time.Duration `yaml:"timeout"`  // per call
 	Deadline       time.Duration `yaml:"deadline"` // all retries of one operation
+	// ElectionWait is the wait before the one retry of an operation
+	// that found the cluster electing a new active node (docs/fleet.md).
+	ElectionWait time.Duration `yaml:"election_wait"`
 }
 
 // KMIP is a key manager or HSM reached over KMIP with mutual TLS.

@@ -75,6 +75,7 @@ func TestErrorsNameLineAndField(t *testing.T) {
 		{"bad duration", "vault:\n  timeout: soon\n", "bad.yaml:2:"},
 		{"cluster address not a URL", "kms: vault-transit\nvault:\n  addresses:\n    - https://v1:8200\n    - v2:8200\n", "bad.yaml:5: vault.addresses[1]: \"v2:8200\" is not an http(s) URL"},
 		{"cluster address twice", "kms: vault-transit\nvault:\n  address: https://v1:8200\n  addresses:\n    - https://v1:8200/\n", "bad.yaml:5: vault.addresses[0]: \"https://v1:8200/\" is listed twice"},
+		{"negative election wait", "kms: vault-transit\nvault:\n  address: https://v1:8200\n  election_wait: -5s\n", "bad.yaml:4: vault.election_wait: must be positive"},
 		{"negative start jitter", "daemon:\n  start_jitter: -5s\n", "bad.yaml:2: daemon.start_jitter: must be a positive duration"},
 		{"duplicate volume", "volumes:\n  - name: a\n    device: /dev/x\n  - name: a\n    device: /dev/y\n", "bad.yaml:4: volumes[1].name: \"a\" is also the name of volumes[0]"},
 		{"bad volume name", "volumes:\n  - name: a/b\n    device: /dev/x\n", "bad.yaml:2: volumes[0].name: volume name \"a/b\": character '/' not allowed"},

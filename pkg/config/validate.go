@@ -92,6 +92,9 @@ func (c *Config) validate(root *yaml.Node) error {
 	if v.Timeout < 0 {
 		return bad("vault.timeout", "must be positive")
 	}
+	if v.ElectionWait < 0 {
+		return bad("vault.election_wait", "must be positive")
+	}
 	if v.Deadline < v.Timeout {
 		return bad("vault.deadline", "%s is shorter than vault.timeout %s", v.Deadline, v.Timeout)
 	}

@@ -102,6 +102,7 @@ func (s *Set) vaultClient() (*vault.Client, error) {
 		TLSServerName:  v.TLSServerName,
 		Timeout:        v.Timeout,
 		Deadline:       v.Deadline,
+		ElectionWait:   v.ElectionWait,
 		Auth: vault.Auth{
 			Method:    v.Auth.Method,
 			TokenFile: v.Auth.TokenFile,

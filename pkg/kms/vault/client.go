@@ -44,7 +44,11 @@ type Client struct {
 	requests    atomic.Int64
 	failovers   atomic.Int64
 	rateLimited atomic.Int64
+	unreached   atomic.Int64
+	elections   atomic.Int64
+	elecPolls   atomic.Int64
 	backoff     atomic.Int64 // nanoseconds waited before retries
+	byOp        sync.Map     // op -> *atomic.Int64: requests per kind
 }
 
 // tokenState is what atrest knows about its current token.
@@ -80,12 +84,29 @@ func (t tokenState) usable(now time.Time) bool {
 type Stats struct {
 	Logins   int64 `json:"logins"`
 	Renewals int64 `json:"renewals"`
-	// Retries are requests sent again after a backoff wait.
+	// Retries are requests sent again after a backoff wait, or at once
+	// to the same node after its connection broke under a request.
 	Retries int64 `json:"retries"`
-	// Requests are every HTTP request sent to Vault, logins included.
-	Requests int64 `json:"requests"`
-	// Failovers are requests sent again at once to another address
-	// after one failed (dead, sealed, or without an active node).
+	// Requests are every HTTP request sent to Vault, logins included;
+	// ByOp splits them by kind ("approle login", "transit decrypt",
+	// "token lookup-self", ...).
+	Requests int64            `json:"requests"`
+	ByOp     map[string]int64 `json:"by_op,omitempty"`
+	// Unreached are attempts that made no connection (refused,
+	// unreachable, connect timeout): no request reached Vault.
+	Unreached int64 `json:"unreached"`
+	// ElectionWaits are operations that found no active node (a
+	// standby's 307 or 500, or the node in use dying under a request)
+	// and waited Config.ElectionWait before their retry.
+	ElectionWaits int64 `json:"election_waits"`
+	// ElectionPolls are retries of such an operation that found the
+	// election still under way after ElectionWait, each 1-2 s apart:
+	// one request more each (an election_wait shorter than the
+	// cluster's elections).
+	ElectionPolls int64 `json:"election_polls"`
+	// Failovers are requests sent to another address after one failed
+	// (dead, sealed, or without an active node), at once or after a
+	// wait.
 	Failovers int64 `json:"failovers"`
 	// RateLimited are HTTP 429 answers (a rate-limit quota).
 	RateLimited int64 `json:"rate_limited"`
@@ -174,11 +195,30 @@ func (c *Client) Addresses() []string { return append([]string(nil), c.cfg.Addre
 
 // Stats returns the counters.
 func (c *Client) Stats() Stats {
-	return Stats{
+	st := Stats{
 		Logins: c.logins.Load(), Renewals: c.renewals.Load(), Retries: c.retries.Load(),
 		Requests: c.requests.Load(), Failovers: c.failovers.Load(), RateLimited: c.rateLimited.Load(),
+		Unreached: c.unreached.Load(), ElectionWaits: c.elections.Load(), ElectionPolls: c.elecPolls.Load(),
 		Backoff: time.Duration(c.backoff.Load()),
 	}
+	c.byOp.Range(func(k, v any) bool {
+		if st.ByOp == nil {
+			st.ByOp = map[string]int64{}
+		}
+		st.ByOp[k.(string)] = v.(*atomic.Int64).Load()
+		return true
+	})
+	return st
+}
+
+// count counts one request of kind op.
+func (c *Client) count(op string) {
+	c.requests.Add(1)
+	v, ok := c.byOp.Load(op)
+	if !ok {
+		v, _ = c.byOp.LoadOrStore(op, new(atomic.Int64))
+	}
+	v.(*atomic.Int64).Add(1)
 }
 
 // Close closes the Client's idle connections to Vault (and with them

@@ -131,6 +131,12 @@ func TestClusterQuotaFailoverAndSeal(t *testing.T) {
 		if st.Failovers+st.Retries == 0 {
 			t.Error("no failover or retry counted across the kill")
 		}
+		// The killed active node: its refused port costs no request, and
+		// the unlock that found it dead waited for the election once
+		// instead of asking the standbys every second.
+		if st.ElectionWaits == 0 || st.Unreached == 0 {
+			t.Errorf("client stats %+v: no election wait or refused connection counted", st)
+		}
 	})
 
 	t.Run("quorum lost: its own error within the deadline", func(t *testing.T) {

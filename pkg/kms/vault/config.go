@@ -43,6 +43,12 @@ type Config struct {
 	Deadline time.Duration `json:"deadline,omitempty"`
 	// Backoff paces retries of transient failures.
 	Backoff Backoff `json:"backoff"`
+	// ElectionWait is how long an operation that finds no active node
+	// (a leader election) waits before its retry, once; default 5s.
+	// Set it to the cluster's election time (docs/fleet.md measures
+	// it): shorter costs a request more per node and election, longer
+	// costs boot time.
+	ElectionWait time.Duration `json:"election_wait,omitempty"`
 }
 
 // Auth selects and configures the login method.
@@ -94,7 +100,10 @@ const (
 	DefaultDeadline = 30 * time.Second
 	DefaultInitial  = 250 * time.Millisecond
 	DefaultMaxWait  = 5 * time.Second
-	DefaultAppRole  = "approle"
+	// DefaultElectionWait is Config.ElectionWait's default: an election
+	// of a Raft cluster with performance_multiplier 1 or 2 takes 2-5 s.
+	DefaultElectionWait = 5 * time.Second
+	DefaultAppRole      = "approle"
 	// DefaultMaxConcurrency is Config.MaxConcurrency's default: atrestd
 	// sends one batch per unlock, a few at most during a rewrap.
 	DefaultMaxConcurrency = 4
@@ -184,6 +193,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Deadline <= 0 {
 		c.Deadline = DefaultDeadline
+	}
+	if c.ElectionWait <= 0 {
+		c.ElectionWait = DefaultElectionWait
 	}
 	if c.Backoff.Initial <= 0 {
 		c.Backoff.Initial = DefaultInitial

@@ -54,7 +54,10 @@ type reply struct {
 // for the next address at once (see nodes.go); when every address failed
 // in a round, the client waits a jittered exponential backoff, or for a
 // 429 what Vault's Retry-After / X-Ratelimit-Reset says (plus jitter),
-// and starts a new round. A call marked once is not sent again after a
+// and starts a new round. A leader election (a standby that knows no
+// reachable active node, or the node in use dying under the request) is
+// waited out once for Config.ElectionWait before the one retry, then
+// polled every 1-2 s. A call marked once is not sent again after a
 // failure in which Vault may have executed it. A 403 triggers one check
 // of the token and, if Vault no longer accepts it, one fresh login;
 // anything else fails at once. On a non-transient HTTP error the reply
@@ -65,6 +68,9 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 	ctx, cancel := cl.withDeadline(ctx)
 	defer cancel()
 	reauthed := false
+	waitedElection := false
+	cutAt := -1 // the node whose connection broke under this call
+	prev := -1  // the node of the last failed attempt
 	var last failure
 	r := cl.newRound()
 	for attempt := 1; ; attempt++ {
@@ -76,8 +82,13 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 			}
 		}
 		i := cl.pick(r, false)
+		if prev >= 0 && i != prev {
+			cl.failovers.Add(1)
+		}
 		rep, f, ok := cl.attempt(ctx, c, cl.nodes[i])
+		prev = i
 		if ok {
+			cl.nodes[i].markUp()
 			cl.pref.Store(int32(i))
 			return rep, nil
 		}
@@ -112,23 +123,45 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 		}
 		r.tried[i], r.reasons[i] = true, f.reason
 		r.election = r.election || f.election
-		if f.status == http.StatusTemporaryRedirect {
+		resend := false // to the same node, after cutPause
+		switch {
+		case f.cut && cutAt < 0:
+			// The connection broke under the sent request: a keep-alive
+			// connection the node closed, or the node died. Asking the
+			// same node again after a moment (a killed process takes
+			// that long to close its port) on a fresh connection tells
+			// them apart: it answers, or its port refuses (no request).
+			cutAt, resend = i, true
+		case (f.unreached || f.cut) && cutAt == i:
+			// The node died under the request (its port refuses, or a
+			// dying process accepted and dropped the connection). It
+			// may have been the active node: then every standby is in
+			// an election and asking one now would only hear so. Wait
+			// for the election (below) before the one retry on another
+			// node.
+			cl.nodes[i].markDown(false)
+			r.election = true
+		case f.status == http.StatusTemporaryRedirect:
 			// The standby names the active node it cannot reach: if
 			// that is one of ours and not known dead, ask it next;
 			// otherwise the others know no more, wait for the election.
 			r.next = cl.nodeAt(f.location)
-			if r.next >= 0 && !r.tried[r.next] && !cl.nodes[r.next].down(time.Now()) {
-				cl.failovers.Add(1)
+			if r.next >= 0 && !r.tried[r.next] && !cl.nodes[r.next].down() {
+				r.named = r.next
 				last = f
 				continue
 			}
 			r.next = -1
-		} else if f.nodeDown {
-			cl.nodes[i].markDown(time.Now())
+		case f.nodeDown && i == r.named:
+			// The active node a standby named is down: the cluster is
+			// electing, and the other standbys know no more. Wait.
+			cl.nodes[i].markDown(f.alive)
+			r.election = true
+		case f.nodeDown:
+			cl.nodes[i].markDown(f.alive)
 			if cl.pick(r, true) >= 0 {
 				// Another address that is up has not been tried in
 				// this round.
-				cl.failovers.Add(1)
 				last = f
 				continue
 			}
@@ -142,8 +175,17 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 		case f.status == http.StatusTooManyRequests:
 			cl.rateLimited.Add(1)
 			wait = rateLimitWait(f.retryAfter, wait)
+		case resend:
+			wait = cutPause + rand.N(cutPause)
+		case r.election && !waitedElection:
+			// Once per operation, the wait for a whole election, so
+			// that its one retry finds the new active node.
+			waitedElection = true
+			cl.elections.Add(1)
+			wait = cl.cfg.ElectionWait + rand.N(cl.cfg.ElectionWait/5+1)
 		case r.election:
-			wait = electionWait + rand.N(electionWait)
+			cl.elecPolls.Add(1)
+			wait = electionPoll + rand.N(electionPoll)
 		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 			last.reason += ", giving up at the deadline"
@@ -152,7 +194,10 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 		cl.retries.Add(1)
 		cl.backoff.Add(int64(wait))
 		clear(r.tried) // a new round; what each node said stays for the error
-		r.election, r.next = false, -1
+		r.election, r.next, r.named = false, -1, -1
+		if resend {
+			r.next = i
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -166,6 +211,10 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 		}
 	}
 }
+
+// cutPause is the pause (up to twice as long) before a request whose
+// connection broke is sent again to the same node.
+const cutPause = 100 * time.Millisecond
 
 // rateLimitWait is the pause after a 429: what Vault asked for, or the
 // backoff if that is longer (so a client never loops tightly on a
@@ -209,10 +258,17 @@ func (cl *Client) attempt(ctx context.Context, c call, n *node) (*reply, failure
 	t0 := time.Now()
 	var resp *api.Response
 	err := n.acquire(actx)
+	unreached := false
 	if err == nil {
-		cl.requests.Add(1)
 		resp, err = cl.send(actx, c, n)
 		defer n.release()
+		// A connection that was never made carried no request: Vault
+		// did no work, the counters keep it apart.
+		if unreached = err != nil && isDial(err); unreached {
+			cl.unreached.Add(1)
+		} else {
+			cl.count(c.op)
+		}
 	}
 	if resp == nil || resp.Response == nil {
 		if err == nil {
@@ -225,9 +281,12 @@ func (cl *Client) attempt(ctx context.Context, c call, n *node) (*reply, failure
 				// the call short (possibly before it started).
 				reason = "timeout: no response before the deadline"
 			}
-			return nil, failure{kind: kms.ErrUnavailable, transient: true, atDeadline: ctx.Err() != nil, reason: reason, nodeDown: true, maybeSent: true}, false
+			return nil, failure{kind: kms.ErrUnavailable, transient: true, atDeadline: ctx.Err() != nil, reason: reason, nodeDown: true, maybeSent: !unreached, unreached: unreached, alive: !unreached}, false
 		}
-		return nil, classifyTransport(err), false
+		f := classifyTransport(err)
+		f.unreached = unreached
+		f.alive = f.alive && !unreached // a connect timeout: dead
+		return nil, f, false
 	}
 	defer resp.Body.Close()
 	body, rerr := readBody(resp.Body, resp.ContentLength)

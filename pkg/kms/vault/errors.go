@@ -70,6 +70,15 @@ type failure struct {
 	// timeout or reset after sending, a 5xx), so an operation that is
 	// not idempotent must not be sent again.
 	maybeSent bool
+	// unreached: no connection was made (refused, unreachable, connect
+	// timeout), so no request reached Vault.
+	unreached bool
+	// alive: the node answered 5xx (not sealed), or accepted the
+	// connection and did not answer in time: it is down only briefly.
+	alive bool
+	// cut: the connection broke after the request was sent (reset,
+	// unexpected EOF): the node closed it or died.
+	cut bool
 	// retryAfter is what a 429 asked for (Retry-After,
 	// X-Ratelimit-Reset).
 	retryAfter time.Duration
@@ -97,11 +106,11 @@ func classifyTransport(err error) failure {
 		f.kind, f.transient = kms.ErrConfig, false
 		f.reason = "tls: the server did not answer TLS (http:// address for an https server, or the reverse?)"
 	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
-		f.reason = "timeout"
+		f.reason, f.alive = "timeout", true
 	case errors.Is(err, syscall.ECONNREFUSED):
 		f.reason, f.maybeSent = "connection refused", false
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		f.reason = "connection reset"
+		f.reason, f.cut = "connection reset", true
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
 		f.reason, f.maybeSent = "network unreachable", false
 	case errors.As(err, &dnsErr):
@@ -141,13 +150,19 @@ func lastCause(err error) string {
 	}
 }
 
-// electionWait is the pause while a standby knows no active node: 1 to 2
-// s, not growing. An election takes seconds (Raft's election timeout is
-// 1 s times the performance_multiplier, 5 by default): polling faster
-// only adds requests, and an exponential backoff would leave the nodes
-// asleep for seconds after the new leader is up (measured in the storm,
-// docs/fleet.md). Such an answer costs a standby next to nothing.
-const electionWait = time.Second
+// isDial reports whether err is a failure to connect (refused,
+// unreachable, connect timeout, DNS): no request was sent.
+func isDial(err error) bool {
+	var op *net.OpError
+	var dnsErr *net.DNSError
+	return (errors.As(err, &op) && op.Op == "dial") || errors.As(err, &dnsErr)
+}
+
+// electionPoll paces the retries of an operation that already waited
+// Config.ElectionWait once and still finds no active node: 1 to 2 s,
+// not growing (the election is late; an exponential backoff would leave
+// the nodes asleep for seconds after the new leader is up).
+const electionPoll = time.Second
 
 // classifyStatus classifies an HTTP error status with Vault's messages.
 func classifyStatus(status int, messages []string) failure {
@@ -174,7 +189,7 @@ func classifyStatus(status int, messages []string) failure {
 		f.election = true
 	case status >= 500:
 		f.kind, f.reason, f.transient = kms.ErrUnavailable, fmt.Sprintf("server error (HTTP %d)", status), true
-		f.nodeDown, f.maybeSent = true, true
+		f.nodeDown, f.maybeSent, f.alive = true, true, true
 	case status == 401:
 		f.kind, f.reason = kms.ErrAuth, "HTTP 401"
 	case status == 403:

@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -21,11 +22,18 @@ import (
 // connection, or at most the connect or per-request timeout), not the
 // operation's deadline. Only when every node failed in a round does the
 // client back off before the next round.
+//
+// A node found dead (unreachable, its connection broken under a
+// request, sealed) is remembered for the rest of the process: it is
+// tried only after every other node failed, and is forgotten as down
+// once it answers again. A killed node refuses every attempt, and each
+// attempt that asks it first would be one more for every client. A node
+// that answered a server error, or accepted a request and did not
+// answer it in time, is passed over for aliveFor only: it is alive, and
+// may be the active node the others forward to.
 
-// downFor is how long a failed node is tried only after the others: a
-// killed node refuses every attempt, and during an election each retry
-// that asks it first is one request more per client.
-const downFor = 10 * time.Second
+// aliveFor is how long a node that is alive but failed is tried last.
+const aliveFor = 10 * time.Second
 
 // node is one address of the cluster.
 type node struct {
@@ -36,7 +44,7 @@ type node struct {
 	// (Config.MaxConcurrency), so that one atrestd, or one simulated
 	// node of the storm, cannot flood a Vault node on its own.
 	slots     chan struct{}
-	downUntil atomic.Int64 // UnixNano; 0 = up
+	downUntil atomic.Int64 // UnixNano; 0 = up, math.MaxInt64 = dead
 }
 
 func newNodes(cfg Config, hc *http.Client) ([]*node, error) {
@@ -55,9 +63,19 @@ func newNodes(cfg Config, hc *http.Client) ([]*node, error) {
 	return nodes, nil
 }
 
-func (n *node) down(now time.Time) bool { return now.UnixNano() < n.downUntil.Load() }
+func (n *node) down() bool { return time.Now().UnixNano() < n.downUntil.Load() }
 
-func (n *node) markDown(now time.Time) { n.downUntil.Store(now.Add(downFor).UnixNano()) }
+// markDown remembers the node as down: for the rest of the process, or
+// for aliveFor if it is alive.
+func (n *node) markDown(alive bool) {
+	until := int64(math.MaxInt64)
+	if alive {
+		until = time.Now().Add(aliveFor).UnixNano()
+	}
+	n.downUntil.Store(until)
+}
+
+func (n *node) markUp() { n.downUntil.Store(0) }
 
 // acquire takes one of the node's request slots, or fails when ctx ends.
 func (n *node) acquire(ctx context.Context) error {
@@ -79,12 +97,13 @@ type round struct {
 	// election: a node of this round answered that it knows no
 	// reachable active node.
 	election bool
-	// next is the node to try next (a standby's redirect), or -1.
-	next int
+	// next is the node to try next (a standby's redirect), or -1;
+	// named is the node a standby's redirect named in this round.
+	next, named int
 }
 
 func (cl *Client) newRound() *round {
-	return &round{tried: make([]bool, len(cl.nodes)), reasons: make([]string, len(cl.nodes)), next: -1}
+	return &round{tried: make([]bool, len(cl.nodes)), reasons: make([]string, len(cl.nodes)), next: -1, named: -1}
 }
 
 // nodeAt returns the index of the node whose address a redirect's
@@ -105,7 +124,6 @@ func (cl *Client) pick(r *round, upOnly bool) int {
 	if r.next >= 0 && !r.tried[r.next] {
 		return r.next
 	}
-	now := time.Now()
 	first := -1
 	start := int(cl.pref.Load())
 	for k := range cl.nodes {
@@ -113,7 +131,7 @@ func (cl *Client) pick(r *round, upOnly bool) int {
 		if r.tried[i] {
 			continue
 		}
-		if !cl.nodes[i].down(now) {
+		if !cl.nodes[i].down() {
 			return i
 		}
 		if first < 0 && !upOnly {
