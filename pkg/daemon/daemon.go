@@ -63,6 +63,9 @@ type Options struct {
 	// NoHotplug turns off the kernel uevent listener (the periodic rescan
 	// remains).
 	NoHotplug bool
+	// Crypttab moves /etc/crypttab, whose volumes are left to
+	// systemd-cryptsetup (tests).
+	Crypttab string
 }
 
 // VolumeState is one tracked volume, as Snapshot reports it.
@@ -83,6 +86,9 @@ type VolumeState struct {
 	Attempts int
 	// Rekeyed is when the platform keyslot was made or last rekeyed.
 	Rekeyed time.Time
+	// Local volumes open without a network: every secret is under the
+	// TPM or the local keystore (atrestd --early opens them).
+	Local bool
 }
 
 // Daemon is one atrestd run.
@@ -108,9 +114,11 @@ type Daemon struct {
 	health    []health.Volume   // the health gauges at the last check (checkHealth)
 	failovers int64             // the Vault client's failovers logged so far
 
-	stopRenewal func()         // ends the running Vault token renewal and waits for it
-	msrv        *metricsServer // nil with daemon.metrics: off
-	noDM        error          // why the kernel cannot map volumes, while it cannot
+	stopRenewal func()          // ends the running Vault token renewal and waits for it
+	msrv        *metricsServer  // nil with daemon.metrics: off
+	noDM        error           // why the kernel cannot map volumes, while it cannot
+	early       bool            // RunEarly: local volumes only, no provisioning
+	crypttabbed map[string]bool // volumes left to systemd-cryptsetup, logged once
 }
 
 // New prepares a Daemon; Run starts it.
@@ -124,7 +132,7 @@ func New(opts Options) *Daemon {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	d := &Daemon{opts: opts, log: opts.Logger, vols: map[string]*VolumeState{}, formatted: map[string]bool{}, refused: map[string]string{}}
+	d := &Daemon{opts: opts, log: opts.Logger, vols: map[string]*VolumeState{}, formatted: map[string]bool{}, refused: map[string]string{}, crypttabbed: map[string]bool{}}
 	d.notify = &notifier{log: d.log}
 	d.metrics = newMetrics(d)
 	return d

@@ -53,3 +53,38 @@ func mustMarshal(t *testing.T, tok *Token) []byte {
 	}
 	return data
 }
+
+// Only tokens whose every secret is under the TPM or the local keystore
+// open without a network (atrestd --early); a network factor anywhere,
+// even in an any-of with a local branch, keeps the volume for atrestd.
+func TestLocalFactors(t *testing.T) {
+	share := func(f, kms string) Share { return Share{Factor: f, KMS: kms, Key: "k", Ciphertext: "c"} }
+	pol := func(branches ...[]Share) *Policy {
+		p := &Policy{Expr: "x"}
+		for i, b := range branches {
+			p.Branches = append(p.Branches, Branch{Keyslot: i, K: len(b), Shares: b})
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name string
+		tok  *Token
+		want bool
+	}{
+		{"kms: local", &Token{KMS: "local"}, true},
+		{"kms: tpm", &Token{KMS: "tpm"}, true},
+		{"kms: vault-transit", &Token{KMS: "vault-transit"}, false},
+		{"kms: vault-kv", &Token{KMS: "vault-kv"}, false},
+		{"kms: kmip", &Token{KMS: "kmip"}, false},
+		{"all: [tpm, local]", &Token{KMS: KMSPolicy, Policy: pol([]Share{share("tpm", "tpm"), share("local", "local")})}, true},
+		{"any: [tpm, local]", &Token{KMS: KMSPolicy, Policy: pol([]Share{share("tpm", "tpm")}, []Share{share("local", "local")})}, true},
+		{"any: [tpm, vault]", &Token{KMS: KMSPolicy, Policy: pol([]Share{share("tpm", "tpm")}, []Share{share("vault", "vault-transit")})}, false},
+		{"all: [tpm, vault]", &Token{KMS: KMSPolicy, Policy: pol([]Share{share("tpm", "tpm"), share("vault", "vault-transit")})}, false},
+		{"an empty policy", &Token{KMS: KMSPolicy, Policy: &Policy{Expr: "x"}}, false},
+		{"no token", nil, false},
+	} {
+		if got := tc.tok.Local(); got != tc.want {
+			t.Errorf("%s: Local() = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,34 @@
+package token
+
+import (
+	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/policy"
+)
+
+// Local reports whether every secret of the token is protected by a key
+// that lives on the machine itself, the TPM or the local keystore, so the
+// volume opens without any network: atrestd's early mode (atrestd
+// --early, atrest-early.service) opens such volumes before
+// local-fs.target. A policy token is local when each share of each branch
+// is; a token that names a network KMS anywhere is not, even where a
+// local branch alone would open it (that branch may refuse after a PCR
+// change, and the volume then needs the network).
+func (t *Token) Local() bool {
+	if t == nil {
+		return false
+	}
+	if t.Policy == nil {
+		return t.KMS == config.BackendLocal || t.KMS == config.BackendTPM
+	}
+	if len(t.Policy.Branches) == 0 {
+		return false
+	}
+	for _, b := range t.Policy.Branches {
+		for _, s := range b.Shares {
+			if s.Factor != policy.FactorLocal && s.Factor != policy.FactorTPM {
+				return false
+			}
+		}
+	}
+	return true
+}
