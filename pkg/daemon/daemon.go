@@ -415,7 +415,7 @@ func (d *Daemon) attempt(ctx context.Context) {
 			d.notify.Status(fmt.Sprintf("unlocking %d volume(s)", len(vols)))
 		}
 		t1 := time.Now()
-		results := d.mgr.Open(actx, vols, volume.OpenOptions{})
+		results := d.openBatches(actx, vols)
 		var mapMax time.Duration
 		for _, r := range results {
 			mapMax = max(mapMax, r.Duration)
@@ -444,6 +444,44 @@ func (d *Daemon) attempt(ctx context.Context) {
 	delay := d.retry.Delay()
 	d.nextTry = time.Now().Add(delay)
 	d.log.Debug("next unlock attempt", "in", delay.Round(time.Millisecond))
+}
+
+// openBatches opens vols in one batch (one KMS round trip per KEK), except
+// that the volumes one local branch can open (kms: tpm or local, any:
+// [tpm, vault]) go in a second batch beside it. A batch returns when its
+// slowest volume is settled: all: [tpm, vault] waits for Vault until the
+// KMS deadline when Vault is down, and any: [tpm, vault] must not wait
+// with it when the TPM has answered. The TPM KEK is unsealed once for
+// both; Vault gets one batch from each when both hold a Vault share.
+func (d *Daemon) openBatches(ctx context.Context, vols []*volume.Volume) []volume.OpenResult {
+	var quick, rest []int
+	for i, v := range vols {
+		if v.Platform.LocalBranch() {
+			quick = append(quick, i)
+		} else {
+			rest = append(rest, i)
+		}
+	}
+	if len(quick) == 0 || len(rest) == 0 {
+		return d.mgr.Open(ctx, vols, volume.OpenOptions{})
+	}
+	res := make([]volume.OpenResult, len(vols))
+	var wg sync.WaitGroup
+	for _, part := range [][]int{quick, rest} {
+		wg.Add(1)
+		go func(part []int) {
+			defer wg.Done()
+			sel := make([]*volume.Volume, len(part))
+			for j, i := range part {
+				sel[j] = vols[i]
+			}
+			for j, r := range d.mgr.Open(ctx, sel, volume.OpenOptions{}) {
+				res[part[j]] = r
+			}
+		}(part)
+	}
+	wg.Wait()
+	return res
 }
 
 // deviceMapper reports whether the kernel can map volumes. Without a

@@ -14,21 +14,42 @@ import (
 // local branch alone would open it (that branch may refuse after a PCR
 // change, and the volume then needs the network).
 func (t *Token) Local() bool {
-	if t == nil {
-		return false
-	}
-	if t.Policy == nil {
-		return t.KMS == config.BackendLocal || t.KMS == config.BackendTPM
-	}
-	if len(t.Policy.Branches) == 0 {
-		return false
+	if t == nil || t.Policy == nil {
+		return t.plainLocal()
 	}
 	for _, b := range t.Policy.Branches {
-		for _, s := range b.Shares {
-			if s.Factor != policy.FactorLocal && s.Factor != policy.FactorTPM {
-				return false
-			}
+		if !b.local() {
+			return false
 		}
 	}
-	return true
+	return len(t.Policy.Branches) > 0
+}
+
+// LocalBranch reports whether one keyslot of the token opens with local
+// keys alone: Local tokens, and policies such as any: [tpm, vault]. Such a
+// volume may open the moment the TPM answers, whatever the network does.
+func (t *Token) LocalBranch() bool {
+	if t == nil || t.Policy == nil {
+		return t.plainLocal()
+	}
+	for _, b := range t.Policy.Branches {
+		if b.local() {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *Token) plainLocal() bool {
+	return t != nil && (t.KMS == config.BackendLocal || t.KMS == config.BackendTPM)
+}
+
+// local reports whether every share of the branch is under a local factor.
+func (b Branch) local() bool {
+	for _, s := range b.Shares {
+		if s.Factor != policy.FactorLocal && s.Factor != policy.FactorTPM {
+			return false
+		}
+	}
+	return len(b.Shares) > 0
 }

@@ -57,6 +57,8 @@ func mustMarshal(t *testing.T, tok *Token) []byte {
 // Only tokens whose every secret is under the TPM or the local keystore
 // open without a network (atrestd --early); a network factor anywhere,
 // even in an any-of with a local branch, keeps the volume for atrestd.
+// A local branch alone lets atrestd open the volume without waiting for
+// the network's answers to other volumes.
 func TestLocalFactors(t *testing.T) {
 	share := func(f, kms string) Share { return Share{Factor: f, KMS: kms, Key: "k", Ciphertext: "c"} }
 	pol := func(branches ...[]Share) *Policy {
@@ -67,24 +69,28 @@ func TestLocalFactors(t *testing.T) {
 		return p
 	}
 	for _, tc := range []struct {
-		name string
-		tok  *Token
-		want bool
+		name          string
+		tok           *Token
+		local, branch bool
 	}{
-		{"kms: local", &Token{KMS: "local"}, true},
-		{"kms: tpm", &Token{KMS: "tpm"}, true},
-		{"kms: vault-transit", &Token{KMS: "vault-transit"}, false},
-		{"kms: vault-kv", &Token{KMS: "vault-kv"}, false},
-		{"kms: kmip", &Token{KMS: "kmip"}, false},
-		{"all: [tpm, local]", &Token{KMS: KMSPolicy, Policy: pol([]Share{share("tpm", "tpm"), share("local", "local")})}, true},
-		{"any: [tpm, local]", &Token{KMS: KMSPolicy, Policy: pol([]Share{share("tpm", "tpm")}, []Share{share("local", "local")})}, true},
-		{"any: [tpm, vault]", &Token{KMS: KMSPolicy, Policy: pol([]Share{share("tpm", "tpm")}, []Share{share("vault", "vault-transit")})}, false},
-		{"all: [tpm, vault]", &Token{KMS: KMSPolicy, Policy: pol([]Share{share("tpm", "tpm"), share("vault", "vault-transit")})}, false},
-		{"an empty policy", &Token{KMS: KMSPolicy, Policy: &Policy{Expr: "x"}}, false},
-		{"no token", nil, false},
+		{"kms: local", &Token{KMS: "local"}, true, true},
+		{"kms: tpm", &Token{KMS: "tpm"}, true, true},
+		{"kms: vault-transit", &Token{KMS: "vault-transit"}, false, false},
+		{"kms: vault-kv", &Token{KMS: "vault-kv"}, false, false},
+		{"kms: kmip", &Token{KMS: "kmip"}, false, false},
+		{"all: [tpm, local]", &Token{KMS: KMSPolicy, Policy: pol([]Share{share("tpm", "tpm"), share("local", "local")})}, true, true},
+		{"any: [tpm, local]", &Token{KMS: KMSPolicy, Policy: pol([]Share{share("tpm", "tpm")}, []Share{share("local", "local")})}, true, true},
+		{"any: [tpm, vault]", &Token{KMS: KMSPolicy, Policy: pol([]Share{share("tpm", "tpm")}, []Share{share("vault", "vault-transit")})}, false, true},
+		{"any: [vault, kmip]", &Token{KMS: KMSPolicy, Policy: pol([]Share{share("vault", "vault-transit")}, []Share{share("kmip", "kmip")})}, false, false},
+		{"all: [tpm, vault]", &Token{KMS: KMSPolicy, Policy: pol([]Share{share("tpm", "tpm"), share("vault", "vault-transit")})}, false, false},
+		{"an empty policy", &Token{KMS: KMSPolicy, Policy: &Policy{Expr: "x"}}, false, false},
+		{"no token", nil, false, false},
 	} {
-		if got := tc.tok.Local(); got != tc.want {
-			t.Errorf("%s: Local() = %v, want %v", tc.name, got, tc.want)
+		if got := tc.tok.Local(); got != tc.local {
+			t.Errorf("%s: Local() = %v, want %v", tc.name, got, tc.local)
+		}
+		if got := tc.tok.LocalBranch(); got != tc.branch {
+			t.Errorf("%s: LocalBranch() = %v, want %v", tc.name, got, tc.branch)
 		}
 	}
 }
