@@ -30,6 +30,7 @@ const (
 	ExitPCRMismatch    = 17 // the TPM's PCRs changed since the secret was sealed
 	ExitTPMLockout     = 18 // the TPM is in dictionary-attack lockout
 	ExitOtherTPM       = 19 // the sealed object belongs to another TPM (or this one was cleared)
+	ExitTPMToken       = 20 // a systemd-tpm2 token is malformed, or uses a feature atrest lacks
 )
 
 // ExitCodes describes every code, for --help and docs.
@@ -57,6 +58,7 @@ var ExitCodes = []struct {
 	{ExitPCRMismatch, "the TPM's PCRs changed since the secret was sealed; nothing was changed"},
 	{ExitTPMLockout, "the TPM is in dictionary-attack lockout"},
 	{ExitOtherTPM, "the sealed secret belongs to another TPM, or this TPM was cleared"},
+	{ExitTPMToken, "a systemd-tpm2 token is malformed (edited by hand?) or uses a systemd feature atrest does not implement"},
 }
 
 // class is what the CLI knows about an error: its exit code, a short kind
@@ -118,6 +120,8 @@ var classes = map[volume.Kind]class{
 	volume.KindTPMLockout:        {ExitTPMLockout, "", "too many failed authorizations: wait for the TPM's lockout to expire, or clear it (tpm2_dictionarylockout --clear-lockout); the recovery key opens the volume meanwhile"},
 	volume.KindOtherTPM:          {ExitOtherTPM, "", "the disk or the state directory came from another machine, or this TPM was cleared; the recovery key opens the volume (atrest recovery unlock); docs/tpm.md says how to seal again"},
 	volume.KindWrongPIN:          {ExitKeyRejected, "", "the TPM counts wrong PINs towards its lockout"},
+	volume.KindTPMBadToken:       {ExitTPMToken, "", "the volume's systemd-tpm2 token does not parse or does not fit its sealed object: restore the header from a backup (atrest header restore), or remove the TPM keyslot (atrest tpm remove NAME --keyslot N) and enroll it again"},
+	volume.KindTPMUnsupported:    {ExitTPMToken, "", "the token uses a systemd feature atrest does not implement (signed PCR policy, pcrlock, salted PIN, persistent SRK): open with systemd-cryptsetup, or enroll with systemd 252's features"},
 	volume.KindNotFound:          {ExitNotFound, "", ""},
 	volume.KindNotADevice:        {ExitNotFound, "", hintDeviceArgs},
 	volume.KindNoRecovery:        {ExitNotFound, "", ""},

@@ -114,6 +114,11 @@ type openResult struct {
 	Device      string `json:"device"`
 	Mapper      string `json:"mapper"`
 	AlreadyOpen bool   `json:"already_open"`
+	// By names what opened the volume (its KMS or policy factors, or
+	// tpm-keyslot); Resealed the TPM keyslots sealed again to today's
+	// PCRs after it opened.
+	By       []string            `json:"by"`
+	Resealed []volume.TPMKeyslot `json:"resealed"`
 	failed
 }
 

@@ -76,8 +76,9 @@ func TestJSONGolden(t *testing.T) {
 	busy := fmt.Errorf("%w: /dev/mapper/data2 is in use (mounted?)", dmcrypt.ErrBusy)
 	const u = "0b4e1d9c-6a43-4e37-9c1c-2f1d4b6a9e10"
 	mapped("open", volumesDoc[openResult]{v1, []openResult{
-		{Name: "data1", UUID: u, Device: "/dev/sdb", Mapper: "/dev/mapper/data1"},
-		{Name: "data2", UUID: u, Device: "/dev/sdc", Mapper: "/dev/mapper/data2", failed: failure(volume.ErrNotManaged)},
+		{Name: "data1", UUID: u, Device: "/dev/sdb", Mapper: "/dev/mapper/data1", By: []string{"vault-transit"},
+			Resealed: []volume.TPMKeyslot{{Keyslot: 2, Token: 1, PCRs: []int{7}, Bank: "sha256", PrimaryAlg: "ecc"}}},
+		{Name: "data2", UUID: u, Device: "/dev/sdc", Mapper: "/dev/mapper/data2", By: []string{}, Resealed: []volume.TPMKeyslot{}, failed: failure(volume.ErrNotManaged)},
 	}})
 	mapped("close", volumesDoc[closeResult]{v1, []closeResult{
 		{Name: "data1", UUID: u, Closed: true},

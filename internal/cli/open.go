@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/atrest/atrest/pkg/volume"
 	ucli "github.com/urfave/cli/v2"
@@ -16,16 +17,27 @@ func openCommand(e *env) *ucli.Command {
 		Description: `Unwraps each volume's platform secret with the KMS (one round trip
 per key for all volumes), opens its keyslot and creates the dm-crypt
 mapping /dev/mapper/NAME. A volume that is already open is a success.
+When the KMS cannot open a volume (unreachable, refusing), its TPM
+keyslots (atrest tpm enroll, systemd-cryptenroll --tpm2-device) are
+tried, one TPM connection for all; a PIN keyslot needs --pin, --pin-file
+or a terminal. The output says what opened each volume. A TPM keyslot
+whose PCRs changed is sealed again when a network KMS opened the volume
+and tpm.reseal is auto (docs/tpm.md).
 
 EXAMPLES:
    atrest open data1
    atrest open --all
    atrest -o json open /dev/nvme1n1
+   atrest open --test data1
+   atrest open data1 --pin-file /run/pin
 
 ` + exitCodeHelp(),
 		Flags: []ucli.Flag{
 			&ucli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "every atrest volume on this machine"},
 			&ucli.BoolFlag{Name: "read-only", Usage: "map read-only"},
+			&ucli.BoolFlag{Name: "test", Usage: "only check that the volumes unlock, and through what (no mapping, no device-mapper needed), as cryptsetup's --test-passphrase"},
+			&ucli.BoolFlag{Name: "pin", Usage: "the PIN of TPM keyslots that need one, when the KMS cannot open a volume (asked for on the terminal, one line of standard input, or --pin-file); on a terminal it is asked for anyway when needed"},
+			pinFileFlag,
 		},
 		Action: func(c *ucli.Context) error {
 			vols, err := e.find(c.Context, c.Args().Slice(), c.Bool("all"))
@@ -33,19 +45,30 @@ EXAMPLES:
 				return err
 			}
 			m, _ := e.manager()
-			res := m.Open(c.Context, vols, volume.OpenOptions{ReadOnly: c.Bool("read-only")})
+			pin := e.pinFunc(c)
+			defer pin.wipe()
+			res := m.Open(c.Context, vols, volume.OpenOptions{ReadOnly: c.Bool("read-only"), Test: c.Bool("test"), PIN: pin.get})
 			var errs []error
 			out := volumesDoc[openResult]{v1, []openResult{}}
-			for _, r := range res {
-				out.Volumes = append(out.Volumes, openResult{r.Name, r.UUID, r.Device, r.Mapper, r.AlreadyOpen, failure(r.Err)})
+			for i, r := range res {
+				o := openResult{Name: r.Name, UUID: r.UUID, Device: r.Device, Mapper: r.Mapper, AlreadyOpen: r.AlreadyOpen, By: nonNil(r.By), Resealed: []volume.TPMKeyslot{}, failed: failure(r.Err)}
+				if c.Bool("test") {
+					o.Mapper = ""
+				}
 				switch {
 				case r.Err != nil:
 					errs = append(errs, fmt.Errorf("%s: %w", r.Name, r.Err))
 				case r.AlreadyOpen:
 					e.printf("%s: already open at %s\n", r.Name, r.Mapper)
+				case c.Bool("test"):
+					e.printf("%s: unlocks (by %s); not mapped (--test)\n", r.Name, strings.Join(r.By, "+"))
 				default:
-					e.printf("%s: opened at %s\n", r.Name, r.Mapper)
+					e.printf("%s: opened at %s (by %s)\n", r.Name, r.Mapper, strings.Join(r.By, "+"))
 				}
+				if r.Err == nil && !r.AlreadyOpen {
+					o.Resealed = e.resealAfterOpen(c, m, vols[i], r.By)
+				}
+				out.Volumes = append(out.Volumes, o)
 			}
 			if e.json {
 				e.printJSON(out)

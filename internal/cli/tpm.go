@@ -110,11 +110,16 @@ and recovery keyslots stay.
 loader update; status says which), seals a new secret to today's values
 with the same PCRs, bank and PIN, enrolls and verifies it, then removes
 the old keyslot. The volume key comes through the platform keyslot (the
-KMS vouches for the node). --force reseals keyslots that still match.
+KMS vouches for the node), or with --recovery from the recovery key (the
+operator vouches; the KMS is not asked). --force reseals keyslots that
+still match. atrest open and atrestd do this on their own when a network
+KMS opened the volume and tpm.reseal is auto (docs/tpm.md).
 
 ` + exitCodeHelp(),
 				Flags: []ucli.Flag{
 					&ucli.BoolFlag{Name: "force", Usage: "reseal keyslots whose PCRs still match too"},
+					&ucli.BoolFlag{Name: "recovery", Usage: "take the volume key from the recovery key (asked for on the terminal, one line of standard input, or --key-file) instead of the KMS: for a kms: tpm volume whose sealed KEK no longer unseals"},
+					keyFileFlag,
 					&ucli.BoolFlag{Name: "pin", Usage: "the PIN of the PIN keyslots (asked for on the terminal, read as one line from standard input, or from --pin-file); it becomes their PIN"},
 					pinFileFlag,
 				},
@@ -130,8 +135,15 @@ KMS vouches for the node). --force reseals keyslots that still match.
 						}
 						defer pin.Wipe()
 					}
+					o := volume.TPMResealOptions{PIN: pin, Force: c.Bool("force")}
+					if c.Bool("recovery") || c.IsSet("key-file") {
+						if o.RecoveryKey, err = e.readSecret(c, "recovery key for "+v.Device); err != nil {
+							return err
+						}
+						defer o.RecoveryKey.Wipe()
+					}
 					m, _ := e.manager()
-					res, err := m.TPMReseal(c.Context, v, pin, c.Bool("force"))
+					res, err := m.TPMReseal(c.Context, v, o)
 					if err != nil {
 						return err
 					}

@@ -15,7 +15,19 @@ type TPM struct {
 	// PIN must be false for the KEK: atrestd unseals it at boot, with no
 	// one to ask (TPM keyslots with a PIN: atrest tpm enroll --pin).
 	PIN bool `yaml:"pin"`
+	// Reseal says what atrest open and atrestd do with a TPM keyslot whose
+	// PCRs changed when the volume opened through a path that vouches for
+	// the node (a network KMS, the recovery key): ResealAuto (default)
+	// seals it again to today's values, ResealNever leaves it to
+	// atrest tpm reseal.
+	Reseal string `yaml:"reseal"`
 }
+
+// tpm.reseal values.
+const (
+	ResealAuto  = "auto"
+	ResealNever = "never"
+)
 
 func (t *TPM) applyDefaults() {
 	if t.Device == "" {
@@ -23,6 +35,9 @@ func (t *TPM) applyDefaults() {
 	}
 	if t.PCRs == nil {
 		t.PCRs = []int{7}
+	}
+	if t.Reseal == "" {
+		t.Reseal = ResealAuto
 	}
 }
 
@@ -45,6 +60,9 @@ func (t TPM) validate(bad func(field, format string, args ...any) error) error {
 	case "", "sha256", "sha1":
 	default:
 		return bad("tpm.bank", "unknown bank %q (want sha256 or sha1, or leave it out)", t.Bank)
+	}
+	if t.Reseal != ResealAuto && t.Reseal != ResealNever {
+		return bad("tpm.reseal", "%q: want auto or never", t.Reseal)
 	}
 	if t.PIN {
 		return bad("tpm.pin", "the KEK of kms: tpm is unsealed at boot with no one to ask for a PIN; use a TPM keyslot with a PIN instead (atrest tpm enroll NAME --pin)")

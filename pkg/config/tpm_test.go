@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -21,6 +22,8 @@ func TestTPMSection(t *testing.T) {
 		{doc: "kms: tpm\ntpm:\n  bank: md5\n", field: "tpm.bank"},
 		{doc: "kms: tpm\ntpm:\n  pin: true\n", field: "tpm.pin"},
 		{doc: "kms: tpm\ntpm:\n  device: tpmrm0\n", field: "tpm.device"},
+		{doc: "tpm:\n  reseal: never\n", defaulted: true},
+		{doc: "tpm:\n  reseal: always\n", field: "tpm.reseal"},
 	} {
 		c, err := Parse([]byte(tc.doc), "atrest.yaml")
 		var ce *Error
@@ -33,6 +36,8 @@ func TestTPMSection(t *testing.T) {
 			t.Errorf("%q: KMSDefaulted %v, want %v", tc.doc, c.KMSDefaulted, tc.defaulted)
 		case tc.field == "" && len(c.TPM.PCRs) == 0:
 			t.Errorf("%q: no default PCRs", tc.doc)
+		case tc.field == "" && c.TPM.Reseal != map[bool]string{true: ResealNever, false: ResealAuto}[strings.Contains(tc.doc, "reseal: never")]:
+			t.Errorf("%q: tpm.reseal %q (auto unless never is written)", tc.doc, c.TPM.Reseal)
 		}
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -431,7 +432,11 @@ func (d *Daemon) attempt(ctx context.Context) {
 			}
 			if !r.AlreadyOpen {
 				d.metrics.unlockSeconds.Observe(r.Duration.Seconds())
-				d.log.Info("volume opened", "volume", r.UUID, "name", r.Name, "mapper", r.Mapper)
+				d.log.Info("volume opened", "volume", r.UUID, "name", r.Name, "mapper", r.Mapper, "by", strings.Join(r.By, ","))
+				// A TPM keyslot whose PCRs changed is sealed again when a
+				// network KMS opened the volume (tpm.reseal); the
+				// outcome is logged and audited there.
+				_, _ = d.mgr.ResealAfterOpen(actx, vols[i], r.By)
 			}
 			d.set(keys[i], func(s *VolumeState) { s.State, s.Error, s.Reason = StateOpen, "", ""; s.Attempts++ })
 		}

@@ -52,6 +52,8 @@ var reasonOf = map[volume.Kind]string{
 	volume.KindTPMLockout:        reasonTPM,
 	volume.KindOtherTPM:          reasonTPM,
 	volume.KindWrongPIN:          reasonTPM,
+	volume.KindTPMBadToken:       reasonTPM,
+	volume.KindTPMUnsupported:    reasonTPM,
 }
 
 // classify names the part that failed, for metrics and the status line.

@@ -69,6 +69,8 @@ const (
 	KindTPMLockout        Kind = "tpm-lockout"
 	KindOtherTPM          Kind = "tpm-other"
 	KindWrongPIN          Kind = "tpm-wrong-pin"
+	KindTPMBadToken       Kind = "tpm-bad-token"
+	KindTPMUnsupported    Kind = "tpm-unsupported"
 	KindNotFound          Kind = "not-found"
 	KindNotADevice        Kind = "not-a-device"
 	KindNoRecovery        Kind = "no-recovery"
@@ -100,7 +102,7 @@ func (k Kind) IsKMS() bool {
 // keyslots): like a KMS failure, such a failure keeps its kind part-way.
 func (k Kind) IsTPM() bool {
 	switch k {
-	case KindNoTPM, KindTPMGone, KindPCRMismatch, KindTPMLockout, KindOtherTPM, KindWrongPIN:
+	case KindNoTPM, KindTPMGone, KindPCRMismatch, KindTPMLockout, KindOtherTPM, KindWrongPIN, KindTPMBadToken, KindTPMUnsupported:
 		return true
 	}
 	return false
@@ -150,6 +152,8 @@ var kindRules = []struct {
 	{tpm2.ErrLockout, KindTPMLockout},
 	{tpm2.ErrOtherTPM, KindOtherTPM},
 	{tpm2.ErrWrongPIN, KindWrongPIN},
+	{tpm2.ErrBadToken, KindTPMBadToken},
+	{tpm2.ErrUnsupported, KindTPMUnsupported},
 	{kms.ErrUnavailable, KindKMSUnavailable},
 	{context.DeadlineExceeded, KindKMSUnavailable},
 	{kms.ErrAuth, KindKMSAuth},

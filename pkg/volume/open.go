@@ -20,6 +20,12 @@ import (
 type OpenOptions struct {
 	// ReadOnly maps the volumes read-only.
 	ReadOnly bool
+	// Test recovers and checks the volume keys without creating the
+	// mappings (atrest open --test): no device-mapper is needed.
+	Test bool
+	// PIN gives the PIN of a TPM keyslot that needs one when that is the
+	// way left (nil: such keyslots are not tried).
+	PIN PINFunc
 }
 
 // OpenResult is the outcome for one volume.
@@ -32,21 +38,24 @@ type OpenResult struct {
 	// Duration is the unlock time for this volume (KMS share excluded).
 	Duration time.Duration
 	// By names the factors whose secrets opened the volume ("local",
-	// "vault"...; for a plain token its backend).
+	// "vault"...; for a plain token its backend; FactorTPMKeyslot when a
+	// TPM keyslot opened it because the platform path could not).
 	By  []string
 	Err error
 }
 
 // Open unlocks vols: one KMS round trip per KEK for all their platform
 // secrets, then each keyslot opened and mapped, several at a time. A
-// volume already open under its name is a success. Every volume gets a
-// result; one failure does not stop the others.
+// volume whose platform path fails (the KMS unreachable or refusing) is
+// opened through its TPM keyslots when it has any, one TPM connection for
+// all such volumes. A volume already open under its name is a success.
+// Every volume gets a result; one failure does not stop the others.
 func (m *Manager) Open(ctx context.Context, vols []*Volume, o OpenOptions) []OpenResult {
 	res := make([]OpenResult, len(vols))
 	for i, v := range vols {
 		res[i] = OpenResult{Name: v.Name, UUID: v.UUID(), Device: v.Device, Mapper: dmcrypt.NodePath(v.Name)}
 	}
-	if err := dmcrypt.Available(); err != nil {
+	if err := dmcrypt.Available(); err != nil && !o.Test {
 		for i := range res {
 			res[i].Err = err
 		}
@@ -76,12 +85,13 @@ func (m *Manager) Open(ctx context.Context, vols []*Volume, o OpenOptions) []Ope
 	defer closeAll(devs)
 	keys, by := m.unlockOn(ctx, sel, devs, errs)
 	defer wipeAll(keys)
+	m.openByTPMKeyslots(ctx, sel, devs, errs, keys, by, o.PIN)
 	// Map several at a time: creating a mapping is quick, but waiting for
 	// udev to make /dev/mapper/NAME is not, and the waits overlap.
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, mapParallel)
 	for j, i := range todo {
-		if errs[j] != nil {
+		if errs[j] != nil || o.Test {
 			continue
 		}
 		wg.Add(1)
@@ -95,10 +105,14 @@ func (m *Manager) Open(ctx context.Context, vols []*Volume, o OpenOptions) []Ope
 		}(j, i)
 	}
 	wg.Wait()
+	op := "open"
+	if o.Test {
+		op = "open-test"
+	}
 	for j, i := range todo {
 		v := vols[i]
 		res[i].Err, res[i].By = errs[j], by[j]
-		m.audit(ctx, "open", v.UUID(), v.Name, v.Device, errs[j], slog.String("factors", strings.Join(by[j], ",")))
+		m.audit(ctx, op, v.UUID(), v.Name, v.Device, errs[j], slog.String("factors", strings.Join(by[j], ",")))
 	}
 	return res
 }

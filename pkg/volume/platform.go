@@ -137,8 +137,15 @@ func addPlatform(u *luks2.Update, vk, ps *secret.Key, tok *token.Token) (slot, i
 // interrupted, the other atrest tokens are tried too. The caller wipes
 // the key.
 func (m *Manager) platformKey(ctx context.Context, v *Volume, dev luks2.Reader) (*secret.Key, error) {
+	vk, _, err := m.platformKeyBy(ctx, v, dev)
+	return vk, err
+}
+
+// platformKeyBy is platformKey that also names the factors that gave the
+// key.
+func (m *Manager) platformKeyBy(ctx context.Context, v *Volume, dev luks2.Reader) (*secret.Key, []string, error) {
 	if !v.Managed() {
-		return nil, fmt.Errorf("%s: %w", v.Device, ErrNotManaged)
+		return nil, nil, fmt.Errorf("%s: %w", v.Device, ErrNotManaged)
 	}
 	toks := []*token.Token{v.Platform}
 	for _, t := range v.Others {
@@ -160,13 +167,13 @@ func (m *Manager) platformKey(ctx context.Context, v *Volume, dev luks2.Reader) 
 		}
 		vk, err := v.Header.OpenKeyslot(dev, r.slot, r.ps)
 		if err == nil {
-			return vk, nil
+			return vk, r.by, nil
 		}
 		if first == nil {
 			first = err
 		}
 	}
-	return nil, first
+	return nil, nil, first
 }
 
 func wipeAll(keys []*secret.Key) {

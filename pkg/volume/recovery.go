@@ -47,7 +47,15 @@ func (m *Manager) RecoveryUnlock(ctx context.Context, v *Volume, key *secret.Key
 		return res, err
 	}
 	defer vk.Wipe()
-	return res, m.mapVolume(v, d, vk, readOnly)
+	if err := m.mapVolume(v, d, vk, readOnly); err != nil {
+		return res, err
+	}
+	// The operator's recovery key vouches for the node: TPM keyslots
+	// whose PCRs changed are sealed again as tpm.reseal allows (a failure
+	// is logged and audited; the volume is open either way).
+	res.By = []string{FactorRecovery}
+	_, _ = m.autoReseal(ctx, v, res.By, func(context.Context, *change) (*secret.Key, error) { return vk.Clone() })
+	return res, nil
 }
 
 // openWith opens v's volume key on f with a typed key, trying every

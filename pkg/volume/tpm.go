@@ -19,14 +19,15 @@ import (
 // again if that fails.
 func (m *Manager) TPMEnroll(ctx context.Context, v *Volume, opts TPMOptions) (res *TPMResult, err error) {
 	defer func() { m.audit(ctx, "tpm-enroll", v.UUID(), v.Name, v.Device, err) }()
-	return m.tpmChange(ctx, v, "tpm-enroll", func(c *change, vk *secret.Key, res *TPMResult) error {
+	return m.tpmChange(ctx, v, "tpm-enroll", m.platformKeyOf, func(c *change, vk *secret.Key, res *TPMResult) error {
 		return c.enrollTPM(ctx, vk, opts, res)
 	})
 }
 
-// tpmChange runs change on v with the volume key from the platform
-// keyslot and a current header backup, then refreshes the backup.
-func (m *Manager) tpmChange(ctx context.Context, v *Volume, op string, change func(*change, *secret.Key, *TPMResult) error) (*TPMResult, error) {
+// tpmChange runs change on v with the volume key key gives (the platform
+// keyslot's, or the recovery key's) and a current header backup, then
+// refreshes the backup.
+func (m *Manager) tpmChange(ctx context.Context, v *Volume, op string, key func(context.Context, *change) (*secret.Key, error), change func(*change, *secret.Key, *TPMResult) error) (*TPMResult, error) {
 	c, release, err := m.begin(ctx, v, op)
 	if err != nil {
 		return nil, err
@@ -35,7 +36,7 @@ func (m *Manager) tpmChange(ctx context.Context, v *Volume, op string, change fu
 	if _, err := c.finishInterrupted(ctx); err != nil {
 		return nil, err
 	}
-	vk, err := m.platformKey(ctx, c.v, c.dev)
+	vk, err := key(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +49,7 @@ func (m *Manager) tpmChange(ctx context.Context, v *Volume, op string, change fu
 		return nil, err
 	}
 	c.refreshBackup(ctx)
-	res.Warnings = c.warnings
+	res.Warnings = append(res.Warnings, c.warnings...)
 	return res, nil
 }
 
@@ -103,43 +104,10 @@ func (m *Manager) TPMRemove(ctx context.Context, v *Volume, keyslot int) (res *T
 	return res, nil
 }
 
-// TPMReseal seals v's TPM keyslots again to today's PCR values, each with
-// its own PCRs, bank and PIN: a new keyslot is enrolled and verified, then
-// the old one removed. Keyslots whose PCRs still match are left alone
-// unless force. The volume key comes through the platform keyslot (the
-// KMS), which vouches for the node; the TPM is never its own witness.
-func (m *Manager) TPMReseal(ctx context.Context, v *Volume, pin *secret.Key, force bool) (res *TPMResult, err error) {
-	defer func() { m.audit(ctx, "tpm-reseal", v.UUID(), v.Name, v.Device, err) }()
-	return m.tpmChange(ctx, v, "tpm-reseal", func(c *change, vk *secret.Key, res *TPMResult) error {
-		// Decide everything before the first change: a missing PIN is
-		// refused with nothing resealed.
-		var stale []TPMKeyslot
-		for _, s := range m.tpmStatus(c.v.Header) {
-			switch {
-			case s.Bank == "": // unparsable token
-				return fmt.Errorf("TPM keyslot %d: %s", s.Keyslot, s.Error)
-			case !force && s.PCRsMatch != nil && *s.PCRsMatch:
-				continue
-			case s.PIN && pin == nil:
-				return fmt.Errorf("%w: TPM keyslot %d needs its PIN (--pin, or --pin-file)", ErrInvalidArgument, s.Keyslot)
-			}
-			stale = append(stale, s)
-		}
-		for _, s := range stale {
-			opts := TPMOptions{PCRs: s.PCRs, Bank: tpm2.Bank(s.Bank)}
-			if s.PIN {
-				opts.PIN = pin
-			}
-			if err := c.enrollTPM(ctx, vk, opts, res); err != nil {
-				return err
-			}
-			if err := c.remove(ctx, []int{s.Keyslot}, nil); err != nil {
-				return fmt.Errorf("the new TPM keyslot is verified, removing the old keyslot %d failed: %w", s.Keyslot, err)
-			}
-			res.Removed = append(res.Removed, s.Keyslot)
-		}
-		return nil
-	})
+// platformKeyOf is the volume key through c's platform keyslot: the KMS
+// vouches for the node.
+func (m *Manager) platformKeyOf(ctx context.Context, c *change) (*secret.Key, error) {
+	return m.platformKey(ctx, c.v, c.dev)
 }
 
 // tpmKeyslots lists the keyslots of v's systemd-tpm2 tokens.
