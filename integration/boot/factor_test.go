@@ -2,6 +2,7 @@ package boot_test
 
 import (
 	"encoding/json"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -11,9 +12,11 @@ import (
 )
 
 // The configuration of the factor boots once the guest's Vault is
-// provisioned: no kms: line (the TPM is the default where there is one),
-// Vault for the policy volumes, which the configuration names by device.
-const factorConfig = "recovery:\n  mode: print\n" + guestVault + `volumes:
+// provisioned, installed after data and systpm were formatted with no
+// kms: line (so under the TPM, the default where there is one): Vault is
+// the backend of new volumes without a policy (vaultvol), and policies
+// over the TPM and Vault for the volumes the configuration names.
+const factorConfig = "kms: vault-transit\nrecovery:\n  mode: print\n" + guestVault + `volumes:
   - name: anyvol
     device: /dev/vdd
     policy:
@@ -25,9 +28,8 @@ const factorConfig = "recovery:\n  mode: print\n" + guestVault + `volumes:
   - name: vaultvol
     device: /dev/vdf
     required: false
-    policy: vault
 daemon:
-  ready_timeout: 15s
+  ready_timeout: 10s
   retry_min: 1s
   retry_max: 3s
 `
@@ -97,15 +99,19 @@ intact() { test "$(sha256sum /srv/$1/file | cut -d' ' -f1)" = "$(cat /root/$1.sh
 // once Vault is started after the boot.
 //
 // Boot 3: PCR 7 changed by an early unit, Vault back: the TPM path is
-// refused (data, systpm), anyvol and vaultvol open through Vault.
+// refused (data, systpm), anyvol and vaultvol open through Vault, and
+// vaultvol's TPM keyslot is re-sealed to the new PCR 7 (Vault vouched for
+// the node). Boot 4: the same changed PCR 7, Vault down: vaultvol opens
+// through its re-sealed TPM keyslot; data, whose only factor is the TPM,
+// is still refused.
 func TestBootsByFactor(t *testing.T) {
 	m := boot.New(t)
 	m.AddTPM()
-	m.AddDisk("data", 64)     // /dev/vdb
-	m.AddDisk("systpm", 64)   // /dev/vdc
-	m.AddDisk("anyvol", 64)   // /dev/vdd
-	m.AddDisk("allvol", 64)   // /dev/vde
-	m.AddDisk("vaultvol", 64) // /dev/vdf
+	m.AddDisk("data", 64)                     // /dev/vdb
+	m.AddDisk("systpm", 64)                   // /dev/vdc
+	m.AddDisk("anyvol", 64)                   // /dev/vdd
+	m.AddDisk("allvol", 64)                   // /dev/vde
+	vaultvolDisk := m.AddDisk("vaultvol", 64) // /dev/vdf
 	install, _ := installAtrest(t, m, "")
 	m.InstallProgram("/usr/local/lib/atrest-test/vaultserver", vaulttest.Binary(t))
 	m.InstallUnit("atrest-test-vault.service", vaultUnit)
@@ -273,8 +279,15 @@ systemctl show -p StatusText atrestd.service`),
 	for i in $(seq 120); do [ -e /dev/mapper/$v ] && break; sleep 0.5; done
 	test -e /dev/mapper/$v && echo "$v open"
 done
+# atrestd re-seals after the mapping exists: wait for its audit entry.
+for i in $(seq 120); do
+	journalctl -b -q -o cat --no-pager ATREST_OP=tpm-reseal ATREST_NAME=vaultvol | grep -q . && break
+	sleep 0.5
+done
 systemctl show -p StatusText atrestd.service`),
 		boot.Collect("audit", "journalctl -b -o json --no-pager ATREST_AUDIT=true ATREST_OP=open"),
+		boot.Collect("reseal", "journalctl -b -o json --no-pager ATREST_AUDIT=true ATREST_OP=tpm-reseal"),
+		boot.Collect("atrestd", "journalctl -b -o cat --no-pager -u atrestd.service"),
 		boot.Journal("atrest-early.service"),
 		boot.Journal("atrest-test-pcr.service"),
 	}})
@@ -298,6 +311,38 @@ systemctl show -p StatusText atrestd.service`),
 	}
 	if f := auditFactors(t, third.Output("audit"), "anyvol"); f != "vault" {
 		t.Errorf("boot 3: anyvol opened by factors %q, want vault (the TPM refuses the changed PCR 7)", f)
+	}
+	// The re-seal: vaultvol opened through Vault, which vouches for the
+	// node, so its TPM keyslot is sealed again to today's PCR 7; data,
+	// whose only factor is the TPM, is not.
+	if !auditHas(t, third.Output("reseal"), "tpm-reseal", vaultvolUUID(t, third)) {
+		dump, _ := exec.Command("cryptsetup", "luksDump", vaultvolDisk).CombinedOutput()
+		t.Errorf("boot 3: no successful tpm-reseal audit entry for vaultvol:\n%s\natrestd's journal:\n%s\nvaultvol's header after boot 3:\n%s",
+			third.Output("reseal"), third.Output("atrestd"), dump)
+	}
+
+	// Boot 4: the changed boot chain stays (PCR 7 extended again), Vault
+	// is down: vaultvol opens through its re-sealed TPM keyslot; data is
+	// still refused (never re-sealed with the TPM as its only factor).
+	m.Remove("/etc/systemd/system/multi-user.target.wants/atrest-test-vault.service")
+	fourth := m.Boot(boot.Spec{MemoryMiB: 2048, Timeout: 8 * time.Minute, Checks: []boot.Check{
+		boot.Script("tpm", fileScript+`for i in $(seq 120); do [ -e /dev/mapper/vaultvol ] && break; sleep 0.5; done
+mkdir -p /srv/vaultvol
+mount /dev/mapper/vaultvol /srv/vaultvol
+intact vaultvol
+test ! -e /dev/mapper/data && echo "data locked"
+systemctl is-active atrest-test-vault.service || true`),
+		boot.Collect("audit", "journalctl -b -o json --no-pager ATREST_AUDIT=true ATREST_OP=open"),
+		boot.Journal("atrest-test-pcr.service"),
+	}})
+	if !journalSays(t, fourth, "atrest-test-pcr.service", "extended PCR 7") {
+		t.Fatal("boot 4: the early unit did not extend PCR 7")
+	}
+	if s := fourth.Output("tpm"); !strings.Contains(s, "vaultvol intact") || !strings.Contains(s, "data locked") || !strings.Contains(s, "inactive") {
+		t.Errorf("boot 4, Vault down, PCR 7 as in boot 3:\n%s", s)
+	}
+	if f := auditFactors(t, fourth.Output("audit"), "vaultvol"); f != "tpm-keyslot" {
+		t.Errorf("boot 4: vaultvol opened by factors %q, want tpm-keyslot (its re-sealed TPM keyslot, Vault down)", f)
 	}
 }
 
@@ -352,4 +397,18 @@ func decodeJournal(t *testing.T, lines string) []map[string]any {
 		out = append(out, e)
 	}
 	return out
+}
+
+// vaultvolUUID is vaultvol's UUID, from the open audit entries of r.
+func vaultvolUUID(t *testing.T, r *boot.Result) string {
+	t.Helper()
+	for _, e := range decodeJournal(t, r.Output("audit")) {
+		if e["ATREST_NAME"] == "vaultvol" {
+			if u, ok := e["ATREST_VOLUME"].(string); ok {
+				return u
+			}
+		}
+	}
+	t.Fatal("no audit entry names vaultvol")
+	return ""
 }

@@ -435,8 +435,11 @@ func (d *Daemon) attempt(ctx context.Context) {
 				d.log.Info("volume opened", "volume", r.UUID, "name", r.Name, "mapper", r.Mapper, "by", strings.Join(r.By, ","))
 				// A TPM keyslot whose PCRs changed is sealed again when a
 				// network KMS opened the volume (tpm.reseal); the
-				// outcome is logged and audited there.
-				_, _ = d.mgr.ResealAfterOpen(actx, vols[i], r.By)
+				// outcome is logged and audited there. Its own time: the
+				// batch may have spent the attempt's.
+				rctx, rcancel := d.bounded(ctx, 2)
+				_, _ = d.mgr.ResealAfterOpen(rctx, vols[i], r.By)
+				rcancel()
 			}
 			d.set(keys[i], func(s *VolumeState) { s.State, s.Error, s.Reason = StateOpen, "", ""; s.Attempts++ })
 		}
