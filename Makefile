@@ -80,14 +80,16 @@ vaultserver: ## build bin/vaultserver, the test Vault (cold: ~1 min download + ~
 demo: build ## the main job on the embedded default (local keystore, a loop device); needs root
 	./scripts/demo.sh
 
-install: build ## install atrest, atrestd, the unit, man pages and completions under $(DESTDIR)$(PREFIX)
+install: build ## install atrest, atrestd, the units, man pages and completions under $(DESTDIR)$(PREFIX)
 	install -D -m 0755 $(BINDIR)/atrest $(DESTDIR)$(PREFIX)/sbin/atrest
 	install -D -m 0755 $(BINDIR)/atrestd $(DESTDIR)$(PREFIX)/sbin/atrestd
 	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/man/man8 \
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 		$(DESTDIR)$(ZSHDIR) $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
-	sed 's|/usr/local/sbin/atrestd|$(PREFIX)/sbin/atrestd|' systemd/atrestd.service > $(DESTDIR)$(UNITDIR)/atrestd.service
-	chmod 0644 $(DESTDIR)$(UNITDIR)/atrestd.service
+	for u in atrestd.service atrest-early.service; do \
+		sed 's|/usr/local/sbin/atrestd|$(PREFIX)/sbin/atrestd|' systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
 	$(BINDIR)/atrest man > $(DESTDIR)$(PREFIX)/share/man/man8/atrest.8
 	install -m 0644 systemd/atrestd.8 $(DESTDIR)$(PREFIX)/share/man/man8/atrestd.8
 	$(BINDIR)/atrest completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/atrest

@@ -2,7 +2,11 @@
 // boot without a person and looks after them while the machine runs.
 // Everything it does lives in pkg/daemon; systemd/atrestd.service runs it.
 //
-//	atrestd [-c /etc/atrest/atrest.yaml] [--log-level debug|info|warn|error]
+//	atrestd [-c /etc/atrest/atrest.yaml] [--log-level debug|info|warn|error] [--early]
+//
+// --early opens the volumes whose keys are all on the machine (TPM, local
+// keystore) once and exits, non-zero if one of them did not open:
+// systemd/atrest-early.service runs it before local-fs.target.
 //
 // SIGHUP reloads the configuration; SIGTERM stops it and leaves every
 // volume open.
@@ -35,6 +39,7 @@ func main() {
 	path := fs.String("c", config.DefaultPath, "configuration `file`")
 	level := fs.String("log-level", "info", "least severe messages logged: debug, info, warn or error")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	early := fs.Bool("early", false, "open the volumes whose keys are all local (TPM, local keystore) once and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
@@ -44,7 +49,7 @@ func main() {
 	}
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(*level)); err != nil || fs.NArg() > 0 {
-		fmt.Fprintln(os.Stderr, "atrestd: error: usage: atrestd [-c FILE] [--log-level debug|info|warn|error]")
+		fmt.Fprintln(os.Stderr, "atrestd: error: usage: atrestd [-c FILE] [--log-level debug|info|warn|error] [--early]")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -65,6 +70,13 @@ func main() {
 		logger.Warn(tokenWarning)
 	}
 	d := daemon.New(daemon.Options{ConfigPath: *path, Logger: logger})
+	if *early {
+		if err := d.RunEarly(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "atrestd: error:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := d.Run(ctx, reload); err != nil {
 		fmt.Fprintln(os.Stderr, "atrestd: error:", err)
 		os.Exit(1)

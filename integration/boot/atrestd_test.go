@@ -119,10 +119,9 @@ func TestAtrestdBootsLocalKeystore(t *testing.T) {
 	})
 }
 
-// The Vault configuration: transit key and escrow as docs/vault.md sets
-// them up for node7, the guest's own test Vault on its loopback.
-const vaultConfig = `kms: vault-transit
-vault:
+// guestVault is the vault: section for the guest's own test Vault on its
+// loopback, set up for node7 as docs/vault.md says (vaultprovision).
+const guestVault = `vault:
   address: https://127.0.0.1:8200
   ca_file: /var/lib/atrest-test-vault/ca.pem
   auth:
@@ -133,7 +132,10 @@ vault:
     hostname: node7
   timeout: 5s
   deadline: 10s
-recovery:
+`
+
+// The Vault configuration: transit key and escrow.
+const vaultConfig = "kms: vault-transit\n" + guestVault + `recovery:
   mode: escrow
 daemon:
   ready_timeout: 30s

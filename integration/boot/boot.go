@@ -83,8 +83,11 @@ func (m *Machine) TryBoot(spec Spec) (*Result, error) {
 		Timeout: spec.Timeout,
 	}
 	m.t.Logf("boot %d: console log %s", m.boots, b.Console)
+	var stopTPM func()
+	b.TPMSocket, stopTPM = m.startTPM()
 	start = time.Now()
 	bootErr := b.Run(ctx)
+	stopTPM()
 	data, err := os.ReadFile(b.Results)
 	if err != nil && bootErr == nil {
 		bootErr = err

@@ -34,6 +34,7 @@ type Machine struct {
 	edit   rootEdit
 	staged int
 	boots  int
+	tpm    string // the swtpm state directory (AddTPM), "" without a TPM
 }
 
 // New gates the test on the tier's requirements, prepares the cached

@@ -1,6 +1,9 @@
 package vm
 
-import "strings"
+import (
+	"context"
+	"strings"
+)
 
 // Small helpers exported for other tiers that boot the same kernel with
 // their own guest (integration/boot), so that they share the cache lock
@@ -38,4 +41,10 @@ func (k *Kernel) ArchiveModules(a *Archive, mods []string, list string) error {
 	}
 	a.File(list, 0o644, []byte(names.String()))
 	return nil
+}
+
+// LibraryFiles maps each library in libs (TPMLibraries), and every
+// library it links, to the same path in the guest.
+func LibraryFiles(ctx context.Context, libs []string) (map[string]string, error) {
+	return libraryFiles(ctx, libs)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/atrest/atrest/internal/testutil"
+	"github.com/atrest/atrest/internal/testutil/swtpmtest"
 )
 
 // RunEnv narrows the guest tests to a go test -run pattern (no spaces).
@@ -110,7 +111,7 @@ func Run(t *testing.T, spec Spec) {
 		Console: filepath.Join(logDir, "console.log"), Results: filepath.Join(logDir, "results.log"),
 	}
 	if spec.TPM {
-		boot.TPMSocket = startTPM(t, work)
+		boot.TPMSocket = swtpmtest.StartQEMU(t, work).Socket
 	}
 	t.Logf("booting; console log: %s", boot.Console)
 	start = time.Now()

@@ -3,13 +3,6 @@ package vm
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"testing"
-	"time"
-
-	"github.com/atrest/atrest/internal/testutil"
 )
 
 // TPMLibraries are what systemd 252's cryptsetup token plugin needs in a
@@ -44,34 +37,4 @@ func libraryFiles(ctx context.Context, libs []string) (map[string]string, error)
 		}
 	}
 	return files, nil
-}
-
-// startTPM runs swtpm for one guest: a fresh TPM 2.0 whose control
-// channel is a Unix socket in dir, for QEMU's tpm-emulator backend. It is
-// stopped when the test ends.
-func startTPM(t *testing.T, dir string) string {
-	t.Helper()
-	bin := testutil.RequireCommand(t, "swtpm", "swtpm")
-	state := filepath.Join(dir, "tpm-state")
-	if err := os.MkdirAll(state, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "swtpm.sock")
-	cmd := exec.Command(bin, "socket", "--tpm2", "--tpmstate", "dir="+state,
-		"--ctrl", "type=unixio,path="+sock, "--log", "file="+filepath.Join(dir, "swtpm.log"))
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("swtpm: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	for range 100 {
-		if _, err := os.Stat(sock); err == nil {
-			return sock
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("swtpm did not create %s", sock)
-	return ""
 }

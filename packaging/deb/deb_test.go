@@ -103,6 +103,7 @@ var wantFiles = map[string]string{
 	"usr/sbin/atrest":                                 "-rwxr-xr-x",
 	"usr/sbin/atrestd":                                "-rwxr-xr-x",
 	"usr/lib/systemd/system/atrestd.service":          "-rw-r--r--",
+	"usr/lib/systemd/system/atrest-early.service":     "-rw-r--r--",
 	"usr/share/man/man8/atrest.8.gz":                  "-rw-r--r--",
 	"usr/share/man/man8/atrestd.8.gz":                 "-rw-r--r--",
 	"usr/share/bash-completion/completions/atrest":    "-rw-r--r--",
@@ -197,19 +198,24 @@ func checkPackage(t *testing.T, arch string, machine elf.Machine) {
 	if out, err := exec.Command("dpkg-deb", "-x", deb, dir).CombinedOutput(); err != nil {
 		t.Fatalf("dpkg-deb -x: %v %s", err, out)
 	}
-	unit, err := os.ReadFile(filepath.Join(dir, "usr/lib/systemd/system/atrestd.service"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !regexp.MustCompile(`(?m)^ExecStart=/usr/sbin/atrestd$`).Match(unit) {
-		t.Errorf("the packaged unit does not run /usr/sbin/atrestd:\n%s", unit)
-	}
-	src, err := os.ReadFile("../../systemd/atrestd.service")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(bytes.ReplaceAll(unit, []byte("/usr/sbin/atrestd"), []byte("/usr/local/sbin/atrestd"))) != string(src) {
-		t.Errorf("the packaged unit differs from systemd/atrestd.service by more than the ExecStart path")
+	for _, u := range []struct{ name, exec string }{
+		{"atrestd.service", "/usr/sbin/atrestd"},
+		{"atrest-early.service", "/usr/sbin/atrestd --early"},
+	} {
+		unit, err := os.ReadFile(filepath.Join(dir, "usr/lib/systemd/system", u.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !regexp.MustCompile(`(?m)^ExecStart=` + regexp.QuoteMeta(u.exec) + `$`).Match(unit) {
+			t.Errorf("the packaged %s does not run %s:\n%s", u.name, u.exec, unit)
+		}
+		src, err := os.ReadFile("../../systemd/" + u.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(bytes.ReplaceAll(unit, []byte("/usr/sbin/atrestd"), []byte("/usr/local/sbin/atrestd"))) != string(src) {
+			t.Errorf("the packaged unit differs from systemd/%s by more than the ExecStart path", u.name)
+		}
 	}
 	for _, prog := range []string{"atrest", "atrestd"} {
 		bin := filepath.Join(dir, "usr/sbin", prog)

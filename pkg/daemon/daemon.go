@@ -64,6 +64,9 @@ type Options struct {
 	// NoHotplug turns off the kernel uevent listener (the periodic rescan
 	// remains).
 	NoHotplug bool
+	// Crypttab moves /etc/crypttab, whose volumes are left to
+	// systemd-cryptsetup (tests).
+	Crypttab string
 }
 
 // VolumeState is one tracked volume, as Snapshot reports it.
@@ -84,6 +87,9 @@ type VolumeState struct {
 	Attempts int
 	// Rekeyed is when the platform keyslot was made or last rekeyed.
 	Rekeyed time.Time
+	// Local volumes open without a network: every secret is under the
+	// TPM or the local keystore (atrestd --early opens them).
+	Local bool
 }
 
 // Daemon is one atrestd run.
@@ -109,9 +115,11 @@ type Daemon struct {
 	health    []health.Volume   // the health gauges at the last check (checkHealth)
 	failovers int64             // the Vault client's failovers logged so far
 
-	stopRenewal func()         // ends the running Vault token renewal and waits for it
-	msrv        *metricsServer // nil with daemon.metrics: off
-	noDM        error          // why the kernel cannot map volumes, while it cannot
+	stopRenewal func()          // ends the running Vault token renewal and waits for it
+	msrv        *metricsServer  // nil with daemon.metrics: off
+	noDM        error           // why the kernel cannot map volumes, while it cannot
+	early       bool            // RunEarly: local volumes only, no provisioning
+	crypttabbed map[string]bool // volumes left to systemd-cryptsetup, logged once
 }
 
 // New prepares a Daemon; Run starts it.
@@ -125,7 +133,7 @@ func New(opts Options) *Daemon {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	d := &Daemon{opts: opts, log: opts.Logger, vols: map[string]*VolumeState{}, formatted: map[string]bool{}, refused: map[string]string{}}
+	d := &Daemon{opts: opts, log: opts.Logger, vols: map[string]*VolumeState{}, formatted: map[string]bool{}, refused: map[string]string{}, crypttabbed: map[string]bool{}}
 	d.notify = &notifier{log: d.log}
 	d.metrics = newMetrics(d)
 	return d
@@ -409,7 +417,7 @@ func (d *Daemon) attempt(ctx context.Context) {
 			d.notify.Status(fmt.Sprintf("unlocking %d volume(s)", len(vols)))
 		}
 		t1 := time.Now()
-		results := d.mgr.Open(actx, vols, volume.OpenOptions{})
+		results := d.openBatches(actx, vols)
 		var mapMax time.Duration
 		for _, r := range results {
 			mapMax = max(mapMax, r.Duration)
@@ -429,8 +437,11 @@ func (d *Daemon) attempt(ctx context.Context) {
 				d.log.Info("volume opened", "volume", r.UUID, "name", r.Name, "mapper", r.Mapper, "by", strings.Join(r.By, ","))
 				// A TPM keyslot whose PCRs changed is sealed again when a
 				// network KMS opened the volume (tpm.reseal); the
-				// outcome is logged and audited there.
-				_, _ = d.mgr.ResealAfterOpen(actx, vols[i], r.By)
+				// outcome is logged and audited there. Its own time: the
+				// batch may have spent the attempt's.
+				rctx, rcancel := d.bounded(ctx, 2)
+				_, _ = d.mgr.ResealAfterOpen(rctx, vols[i], r.By)
+				rcancel()
 			}
 			d.set(keys[i], func(s *VolumeState) { s.State, s.Error, s.Reason = StateOpen, "", ""; s.Attempts++ })
 		}
@@ -443,6 +454,44 @@ func (d *Daemon) attempt(ctx context.Context) {
 	delay := d.retry.Delay()
 	d.nextTry = time.Now().Add(delay)
 	d.log.Debug("next unlock attempt", "in", delay.Round(time.Millisecond))
+}
+
+// openBatches opens vols in one batch (one KMS round trip per KEK), except
+// that the volumes one local branch can open (kms: tpm or local, any:
+// [tpm, vault]) go in a second batch beside it. A batch returns when its
+// slowest volume is settled: all: [tpm, vault] waits for Vault until the
+// KMS deadline when Vault is down, and any: [tpm, vault] must not wait
+// with it when the TPM has answered. The TPM KEK is unsealed once for
+// both; Vault gets one batch from each when both hold a Vault share.
+func (d *Daemon) openBatches(ctx context.Context, vols []*volume.Volume) []volume.OpenResult {
+	var quick, rest []int
+	for i, v := range vols {
+		if v.Platform.LocalBranch() {
+			quick = append(quick, i)
+		} else {
+			rest = append(rest, i)
+		}
+	}
+	if len(quick) == 0 || len(rest) == 0 {
+		return d.mgr.Open(ctx, vols, volume.OpenOptions{})
+	}
+	res := make([]volume.OpenResult, len(vols))
+	var wg sync.WaitGroup
+	for _, part := range [][]int{quick, rest} {
+		wg.Add(1)
+		go func(part []int) {
+			defer wg.Done()
+			sel := make([]*volume.Volume, len(part))
+			for j, i := range part {
+				sel[j] = vols[i]
+			}
+			for j, r := range d.mgr.Open(ctx, sel, volume.OpenOptions{}) {
+				res[part[j]] = r
+			}
+		}(part)
+	}
+	wg.Wait()
+	return res
 }
 
 // deviceMapper reports whether the kernel can map volumes. Without a

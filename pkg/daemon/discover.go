@@ -17,17 +17,27 @@ import (
 // by their token are required when daemon.require_discovered says so;
 // volumes that appear later never hold readiness (it was given already).
 func (d *Daemon) rescan(ctx context.Context, atStart bool) {
-	d.provision(ctx)
+	if !d.early {
+		d.provision(ctx)
+	}
 	found, errs := d.mgr.Scan(ctx)
 	for _, err := range errs {
 		d.log.Warn("device skipped", "error", err)
 	}
+	tab := readCrypttab(d.crypttabPath())
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	present := map[string]bool{}
 	for _, v := range found {
 		if !v.Managed() && v.Config == nil {
 			continue // a LUKS2 volume of someone else's
+		}
+		if tab.names(v.UUID(), v.Device) {
+			if !d.crypttabbed[v.UUID()] {
+				d.crypttabbed[v.UUID()] = true
+				d.log.Info("volume left to systemd-cryptsetup: /etc/crypttab names it", "volume", v.UUID(), "name", v.Name, "device", v.Device)
+			}
+			continue
 		}
 		present[v.UUID()] = true
 		s := d.vols[v.UUID()]
@@ -46,7 +56,7 @@ func (d *Daemon) rescan(ctx context.Context, atStart bool) {
 			}
 			d.log.Info("volume found", "volume", s.UUID, "name", v.Name, "device", v.Device, "required", s.Required)
 		}
-		s.Name, s.Device = v.Name, v.Device
+		s.Name, s.Device, s.Local = v.Name, v.Device, v.Platform.Local()
 		if v.Platform != nil {
 			s.Rekeyed = v.Platform.Created
 			if v.Platform.Rotated.After(s.Rekeyed) {
@@ -101,6 +111,14 @@ func (d *Daemon) rescan(ctx context.Context, atStart bool) {
 			}
 		}
 	}
+}
+
+// crypttabPath is the crypttab whose volumes atrestd leaves alone.
+func (d *Daemon) crypttabPath() string {
+	if d.opts.Crypttab != "" {
+		return d.opts.Crypttab
+	}
+	return crypttabPath
 }
 
 // provision formats configured devices marked format: true that are

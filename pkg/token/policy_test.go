@@ -53,3 +53,44 @@ func mustMarshal(t *testing.T, tok *Token) []byte {
 	}
 	return data
 }
+
+// Only tokens whose every secret is under the TPM or the local keystore
+// open without a network (atrestd --early); a network factor anywhere,
+// even in an any-of with a local branch, keeps the volume for atrestd.
+// A local branch alone lets atrestd open the volume without waiting for
+// the network's answers to other volumes.
+func TestLocalFactors(t *testing.T) {
+	share := func(f, kms string) Share { return Share{Factor: f, KMS: kms, Key: "k", Ciphertext: "c"} }
+	pol := func(branches ...[]Share) *Policy {
+		p := &Policy{Expr: "x"}
+		for i, b := range branches {
+			p.Branches = append(p.Branches, Branch{Keyslot: i, K: len(b), Shares: b})
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name          string
+		tok           *Token
+		local, branch bool
+	}{
+		{"kms: local", &Token{KMS: "local"}, true, true},
+		{"kms: tpm", &Token{KMS: "tpm"}, true, true},
+		{"kms: vault-transit", &Token{KMS: "vault-transit"}, false, false},
+		{"kms: vault-kv", &Token{KMS: "vault-kv"}, false, false},
+		{"kms: kmip", &Token{KMS: "kmip"}, false, false},
+		{"all: [tpm, local]", &Token{KMS: KMSPolicy, Policy: pol([]Share{share("tpm", "tpm"), share("local", "local")})}, true, true},
+		{"any: [tpm, local]", &Token{KMS: KMSPolicy, Policy: pol([]Share{share("tpm", "tpm")}, []Share{share("local", "local")})}, true, true},
+		{"any: [tpm, vault]", &Token{KMS: KMSPolicy, Policy: pol([]Share{share("tpm", "tpm")}, []Share{share("vault", "vault-transit")})}, false, true},
+		{"any: [vault, kmip]", &Token{KMS: KMSPolicy, Policy: pol([]Share{share("vault", "vault-transit")}, []Share{share("kmip", "kmip")})}, false, false},
+		{"all: [tpm, vault]", &Token{KMS: KMSPolicy, Policy: pol([]Share{share("tpm", "tpm"), share("vault", "vault-transit")})}, false, false},
+		{"an empty policy", &Token{KMS: KMSPolicy, Policy: &Policy{Expr: "x"}}, false, false},
+		{"no token", nil, false, false},
+	} {
+		if got := tc.tok.Local(); got != tc.local {
+			t.Errorf("%s: Local() = %v, want %v", tc.name, got, tc.local)
+		}
+		if got := tc.tok.LocalBranch(); got != tc.branch {
+			t.Errorf("%s: LocalBranch() = %v, want %v", tc.name, got, tc.branch)
+		}
+	}
+}
