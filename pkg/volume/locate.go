@@ -136,8 +136,9 @@ func (m *Manager) Scan(ctx context.Context) ([]*Volume, []error) {
 }
 
 // blockDevices lists /dev paths of the block devices worth probing: not
-// empty, not RAM disks or optical drives, and not atrest's or cryptsetup's
-// own crypt mappings.
+// empty, not RAM disks or optical drives, not atrest's or cryptsetup's
+// own crypt mappings nor the helper devices of an online re-encryption
+// (dm UUID SUBDEV-...), and no suspended mapping.
 func blockDevices() []string {
 	entries, err := os.ReadDir(sysBlock)
 	if err != nil {
@@ -153,7 +154,12 @@ func blockDevices() []string {
 		if size, _ := os.ReadFile(filepath.Join(dir, "size")); strings.TrimSpace(string(size)) == "0" {
 			continue
 		}
-		if uuid, err := os.ReadFile(filepath.Join(dir, "dm", "uuid")); err == nil && bytes.HasPrefix(uuid, []byte("CRYPT-")) {
+		if uuid, err := os.ReadFile(filepath.Join(dir, "dm", "uuid")); err == nil && (bytes.HasPrefix(uuid, []byte("CRYPT-")) || bytes.HasPrefix(uuid, []byte("SUBDEV-"))) {
+			continue
+		}
+		// A suspended mapping (an online re-encryption's hotzone device)
+		// holds every read until it is resumed.
+		if s, err := os.ReadFile(filepath.Join(dir, "dm", "suspended")); err == nil && strings.TrimSpace(string(s)) == "1" {
 			continue
 		}
 		out = append(out, "/dev/"+strings.ReplaceAll(name, "!", "/"))
