@@ -76,13 +76,13 @@ func (s *Stack) HotzoneName() string { return s.Name + "-hotzone-forward" }
 func (s *Stack) OverlayName() string { return s.Name + "-overlay" }
 
 // subdevUUID is the dm UUID cryptsetup gives its helper devices:
-// SUBDEV-<uuid without dashes>-<device name>.
+// CRYPT-SUBDEV-<uuid without dashes>-<device name>.
 func subdevUUID(luksUUID, name string) (string, error) {
 	hex, err := compactUUID(luksUUID)
 	if err != nil {
 		return "", err
 	}
-	u := "SUBDEV-" + hex + "-" + name
+	u := "CRYPT-SUBDEV-" + hex + "-" + name
 	if len(u) > maxUUIDLen {
 		u = u[:maxUUIDLen]
 	}
@@ -472,4 +472,44 @@ func bytesWithoutKey(kind string, params []byte) []byte {
 		f[1] = []byte("-")
 	}
 	return bytes.Join(f, []byte(" "))
+}
+
+// CryptMapping describes a mapping made only of crypt targets (one for an
+// ordinary volume, done and rest after an online re-encryption stopped
+// between hotzones).
+type CryptMapping struct {
+	// Targets is the number of crypt targets and Sectors their total length.
+	Targets int
+	Sectors uint64
+	// Flags are the first target's dm-crypt options.
+	Flags Flag
+}
+
+// InspectCrypt reports the mapping name when every target of its table is
+// a crypt target, and nil when one is not.
+func InspectCrypt(name string) (*CryptMapping, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	m, other := &CryptMapping{}, false
+	err := readTable(name, func(t target, params []byte) error {
+		if t.kind != "crypt" {
+			other = true
+			return nil
+		}
+		tab, err := parseCrypt(params)
+		if err != nil {
+			return fmt.Errorf("dmcrypt: table of %s: %w", name, err)
+		}
+		if m.Targets == 0 {
+			m.Flags = tab.Flags
+		}
+		m.Targets++
+		m.Sectors += t.length
+		return nil
+	})
+	if err != nil || other || m.Targets == 0 {
+		return nil, err
+	}
+	return m, nil
 }
