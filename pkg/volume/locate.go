@@ -137,8 +137,8 @@ func (m *Manager) Scan(ctx context.Context) ([]*Volume, []error) {
 
 // blockDevices lists /dev paths of the block devices worth probing: not
 // empty, not RAM disks or optical drives, not atrest's or cryptsetup's
-// own crypt mappings nor the helper devices of an online re-encryption
-// (dm UUID SUBDEV-...), and no suspended mapping.
+// own mappings (dm UUID CRYPT-..., an online re-encryption's helper
+// devices CRYPT-SUBDEV-... included), and no suspended mapping.
 func blockDevices() []string {
 	entries, err := os.ReadDir(sysBlock)
 	if err != nil {
@@ -154,7 +154,7 @@ func blockDevices() []string {
 		if size, _ := os.ReadFile(filepath.Join(dir, "size")); strings.TrimSpace(string(size)) == "0" {
 			continue
 		}
-		if uuid, err := os.ReadFile(filepath.Join(dir, "dm", "uuid")); err == nil && (bytes.HasPrefix(uuid, []byte("CRYPT-")) || bytes.HasPrefix(uuid, []byte("SUBDEV-"))) {
+		if uuid, err := os.ReadFile(filepath.Join(dir, "dm", "uuid")); err == nil && bytes.HasPrefix(uuid, []byte("CRYPT-")) {
 			continue
 		}
 		// A suspended mapping (an online re-encryption's hotzone device)

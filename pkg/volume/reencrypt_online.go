@@ -119,21 +119,21 @@ func (c *change) newOnlineRun(keys *luks2.ReencryptKeys, st *luks2.ReencryptStat
 	if st.Hotzone > 0 {
 		return nil, fmt.Errorf("%w: a hotzone was cut short and no online run's devices hold its I/O; close the volume and run atrest reencrypt %s to finish offline", ErrOnlineState, c.v.Name)
 	}
-	ms, err := dmcrypt.Inspect(c.v.Name)
-	if err != nil {
-		return nil, err
-	}
-	if ms.Crypt == nil {
-		return nil, fmt.Errorf("%w: /dev/mapper/%s is not a single crypt mapping", ErrOnlineState, c.v.Name)
-	}
-	if ms.Crypt.SizeSectors != o.size/512 && st.Done == 0 {
-		return nil, fmt.Errorf("%w: /dev/mapper/%s maps %d sectors, the data area has %d", ErrOnlineState, c.v.Name, ms.Crypt.SizeSectors, o.size/512)
-	}
-	o.stack.Flags = ms.Crypt.Flags
+	// The mapping has the header's segments: one crypt target at the
+	// start, done and rest when a run (atrest's or cryptsetup's) stopped
+	// between hotzones.
 	segs, err := o.layout(st.Done, 0)
 	if err != nil {
 		return nil, err
 	}
+	ms, err := dmcrypt.InspectCrypt(c.v.Name)
+	if err != nil {
+		return nil, err
+	}
+	if ms == nil || ms.Targets != len(segs) || ms.Sectors != o.size/512 {
+		return nil, fmt.Errorf("%w: /dev/mapper/%s does not map the header's %d segments over the %d-sector data area", ErrOnlineState, c.v.Name, len(segs), o.size/512)
+	}
+	o.stack.Flags = ms.Flags
 	if err := o.stack.Build(segs); err != nil {
 		return nil, fmt.Errorf("online re-encryption device stack: %w", err)
 	}
