@@ -226,10 +226,14 @@ func (c *change) runReencrypt(ctx context.Context, ps *secret.Key, o ReencryptOp
 	res.OldKeyslot, res.NewKeyslot, res.Bytes = keys.OldSlot, keys.NewSlot, r.Size()
 	r.Rebind = map[int]int{keys.OldSlot: keys.NewSlot}
 	r.Hotzone, r.Progress = o.Hotzone, o.Progress
+	runCtx := ctx
 	if on != nil {
-		on.attach(r)
+		// Online, a cancel stops the run between hotzones only (see
+		// attach), never inside a step's header writes.
+		on.attach(ctx, r)
+		runCtx = context.WithoutCancel(ctx)
 	}
-	if _, err := r.Run(ctx); err != nil {
+	if _, err := r.Run(runCtx); err != nil {
 		st := r.State()
 		if on != nil {
 			err = errors.Join(err, on.stopped(st))

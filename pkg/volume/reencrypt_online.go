@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"context"
 	"fmt"
 	"os"
 
@@ -140,12 +141,20 @@ func (c *change) newOnlineRun(keys *luks2.ReencryptKeys, st *luks2.ReencryptStat
 	return o, nil
 }
 
-// attach hooks the stack into r's steps.
-func (o *onlineRun) attach(r *luks2.Reencryptor) {
+// attach hooks the stack into r's steps. A cancelled ctx stops the run
+// before the next hotzone is touched: the step returns ctx's error before
+// its overlay refresh and its first write, so the stack comes down to the
+// clean state (stopped).
+func (o *onlineRun) attach(ctx context.Context, r *luks2.Reencryptor) {
 	if o.hotzone > 0 {
 		r.Hotzone = o.hotzone
 	}
-	r.BeforeHotzone = o.beforeHotzone
+	r.BeforeHotzone = func(hot *luks2.Header) error {
+		if err := ctx.Err(); err != nil && o.leftover == nil {
+			return err
+		}
+		return o.beforeHotzone(hot)
+	}
 	r.AfterHotzone = o.stack.ResumeHotzone
 }
 
