@@ -42,8 +42,8 @@ type ReencryptSegment struct {
 	IVOffset uint64
 	// SectorSize is the encryption sector size (0 means 512).
 	SectorSize uint32
-	// Key encrypts the segment; KeyID tells keys apart in the keyring
-	// (the LUKS2 digest id, as cryptsetup's "-d<id>" descriptions).
+	// Key encrypts the segment; KeyID is the LUKS2 digest id of the key,
+	// which names it in the keyring (see Stack.withKeys).
 	Key   *secret.Key
 	KeyID int
 	// Hotzone marks the segment being re-encrypted: it is reached through
@@ -189,9 +189,13 @@ func deviceNumber(name string) (string, error) {
 
 // withKeys runs load with every distinct key of segs in the thread
 // keyring (see withLogonKey) and a function naming each segment's key.
+// The keys are named as cryptsetup names a LUKS2 segment's key,
+// "cryptsetup:<uuid>-d<digest>": cryptsetup takes over an active device
+// only when the key descriptions in its table are the ones it expects
+// (crypt_compare_dm_devices), so the stack's tables, and the table a run
+// leaves, are cryptsetup's to the letter.
 func (s *Stack) withKeys(segs []ReencryptSegment, load func(ref func(ReencryptSegment) string) error) error {
-	dmUUID, err := DMUUID(s.UUID, s.Name)
-	if err != nil {
+	if _, err := compactUUID(s.UUID); err != nil {
 		return err
 	}
 	refs := map[int]string{}
@@ -210,7 +214,7 @@ func (s *Stack) withKeys(segs []ReencryptSegment, load func(ref func(ReencryptSe
 		if i == len(keys) {
 			return load(func(sg ReencryptSegment) string { return refs[sg.KeyID] })
 		}
-		desc := fmt.Sprintf("%s%s-d%d", keyDescPrefix, dmUUID, keys[i].KeyID)
+		desc := fmt.Sprintf("cryptsetup:%s-d%d", s.UUID, keys[i].KeyID)
 		return withLogonKey(desc, keys[i].Key, func(ref string) error {
 			refs[keys[i].KeyID] = ref
 			return nest(i + 1)
