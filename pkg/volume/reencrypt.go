@@ -69,6 +69,7 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 		return nil, err
 	}
 	defer release()
+	c.takeCopiedToken()
 	if slot, err := c.settleHandover(ctx); err != nil {
 		return nil, err
 	} else if slot >= 0 {

@@ -59,8 +59,9 @@ func (u *uncachedDevice) Sync() error {
 	return err
 }
 
-// checkOnline refuses an open volume whose mapping is not this volume's
-// or is read-only.
+// checkOnline refuses, before anything is written, an open volume whose
+// mapping is not this volume's, is read-only, or is neither crypt
+// targets over the data area nor a killed online run's stack.
 func (c *change) checkOnline() error {
 	if uuid := c.m.MappingUUID(c.v.Name); uuid != c.v.UUID() && uuid != "" {
 		return fmt.Errorf("%w: /dev/mapper/%s maps another LUKS2 volume (%s)", ErrOnlineState, c.v.Name, uuid)
@@ -71,6 +72,21 @@ func (c *change) checkOnline() error {
 	}
 	if st.ReadOnly {
 		return fmt.Errorf("%w: /dev/mapper/%s is read-only", ErrOnlineState, c.v.Name)
+	}
+	if lo, err := (&dmcrypt.Stack{Name: c.v.Name}).FindLeftover(); err != nil || lo != nil {
+		return err
+	}
+	ms, err := dmcrypt.InspectCrypt(c.v.Name)
+	if err != nil {
+		return err
+	}
+	seg := c.v.Header.Segments[0]
+	size, err := c.dev.Size()
+	if err != nil {
+		return err
+	}
+	if ms == nil || seg == nil || uint64(size) < seg.Offset || ms.Sectors != (uint64(size)-seg.Offset)/512 {
+		return fmt.Errorf("%w: /dev/mapper/%s is not a crypt mapping of the whole data area", ErrOnlineState, c.v.Name)
 	}
 	return nil
 }
