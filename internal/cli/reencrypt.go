@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/atrest/atrest/pkg/blockdev/overwrite"
@@ -13,13 +15,15 @@ import (
 func reencryptCommand(e *env) *ucli.Command {
 	return &ucli.Command{
 		Name:      "reencrypt",
-		Usage:     "give closed volumes a new volume key and re-encrypt their data in place",
+		Usage:     "give volumes a new volume key and re-encrypt their data in place, closed or open and mounted",
 		ArgsUsage: "NAME|DEVICE|UUID...",
 		Description: `Generates a new volume key, enrols the platform secret under it (and a
 new recovery key, under the recovery policy, when the volume has one),
 then re-encrypts the data in place, hotzone by hotzone, in cryptsetup's
-on-disk format (docs/reencrypt.md). The volume must be closed; re-encryption
-of an open volume is not built yet. Interrupted (kill, power loss), the
+on-disk format (docs/reencrypt.md). A closed volume is re-encrypted in
+userspace; an open one online, through dm-crypt, with cryptsetup's
+hotzone and overlay mappings under /dev/mapper/NAME, so a mounted file
+system keeps working throughout. Interrupted (kill, power loss), the
 volume is left in re-encryption with its data intact: run the same command
 again to resume it (cryptsetup reencrypt --resume-only can finish it too);
 it opens again once the re-encryption is finished. A re-encryption that
@@ -37,6 +41,7 @@ EXAMPLES:
 ` + exitCodeHelp(),
 		Flags: []ucli.Flag{
 			&ucli.StringFlag{Name: "recovery-mode", Usage: "for a volume with a recovery key: escrow, print or none (default from the configuration)"},
+			&ucli.StringFlag{Name: "hotzone-size", Usage: "the most data one step re-encrypts, e.g. 4M (default 64M); a smaller hotzone holds the file system's I/O to it for less time"},
 		},
 		Action: func(c *ucli.Context) error {
 			if c.NArg() == 0 {
@@ -51,6 +56,10 @@ EXAMPLES:
 			if err != nil {
 				return err
 			}
+			hotzone, err := parseHotzone(c.String("hotzone-size"))
+			if err != nil {
+				return err
+			}
 			var errs []error
 			list := &jsonList{e: e}
 			for _, v := range vols {
@@ -58,6 +67,7 @@ EXAMPLES:
 				progress := e.progress("reencrypt " + v.Name)
 				res, err := m.Reencrypt(c.Context, v, volume.ReencryptOptions{
 					RecoveryMode: mode,
+					Hotzone:      hotzone,
 					Show:         func(r *volume.ReencryptResult) error { return e.showRecovery(r.Recovery) },
 					Progress: func(done, total uint64) {
 						progress(overwrite.Progress{Done: int64(done), Total: int64(total)})
@@ -121,4 +131,29 @@ func (e *env) recoveryModeFor(c *ucli.Context, m *volume.Manager, why string) (s
 		return "", fmt.Errorf("%w: -o json with recovery mode print (%s): use text output or --recovery-mode escrow|none", volume.ErrInvalidArgument, why)
 	}
 	return mode, nil
+}
+
+// parseHotzone reads --hotzone-size: bytes, or a number with K, M or G
+// (binary units, as cryptsetup's --hotzone-size); "" is the default.
+func parseHotzone(v string) (uint64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	mult := uint64(1)
+	num := strings.TrimSuffix(strings.TrimSuffix(v, "iB"), "B")
+	if n := len(num); n > 0 {
+		switch num[n-1] {
+		case 'K', 'k':
+			mult, num = 1<<10, num[:n-1]
+		case 'M', 'm':
+			mult, num = 1<<20, num[:n-1]
+		case 'G', 'g':
+			mult, num = 1<<30, num[:n-1]
+		}
+	}
+	n, err := strconv.ParseUint(num, 10, 64)
+	if err != nil || n == 0 || n > (1<<30)/mult || n*mult%4096 != 0 {
+		return 0, fmt.Errorf("%w: --hotzone-size %q: a multiple of 4 KiB up to 1G, e.g. 4M", volume.ErrInvalidArgument, v)
+	}
+	return n * mult, nil
 }

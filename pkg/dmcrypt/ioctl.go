@@ -78,6 +78,11 @@ func readTable(name string, parse func(target, []byte) error) error {
 // In answers, each spec's next field is an offset from the start of the
 // data area, not from the spec.
 func walkTargets(buf []byte, hdr *unix.DmIoctl, parse func(target, []byte) error) error {
+	// A device without a live table (created, not yet loaded) answers
+	// with no data area: data_size below data_start.
+	if hdr.Target_count == 0 || hdr.Data_size <= hdr.Data_start || int(hdr.Data_size) > len(buf) {
+		return nil
+	}
 	data := buf[hdr.Data_start:hdr.Data_size]
 	off := uint32(0)
 	for i := uint32(0); i < hdr.Target_count; i++ {

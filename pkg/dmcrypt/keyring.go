@@ -9,8 +9,9 @@ import (
 	"github.com/atrest/atrest/pkg/secret"
 )
 
-// keyDescPrefix starts the description of every logon key atrest hands to
-// dm-crypt; logon keys need a "prefix:" and cryptsetup uses "cryptsetup:".
+// keyDescPrefix starts the description of the logon key Open hands to
+// dm-crypt; logon keys need a "prefix:" and cryptsetup uses "cryptsetup:"
+// (an online re-encryption's Stack names its keys as cryptsetup does).
 const keyDescPrefix = "atrest:"
 
 // withLogonKey runs load with the key in the calling thread's keyring as a

@@ -44,6 +44,13 @@ type Reencryptor struct {
 	// a token bound to an old keyslot is bound to its new one instead
 	// (atrest tokens name exactly one keyslot).
 	Rebind map[int]int
+	// BeforeHotzone, when set, is called in every step with the header
+	// naming the hotzone (in-reencryption), before the hotzone is read and
+	// that header written; AfterHotzone once the hotzone is under the new
+	// key and the header says so. An online run moves its device-mapper
+	// stack there (pkg/volume).
+	BeforeHotzone func(hot *Header) error
+	AfterHotzone  func() error
 }
 
 // ResumeReencrypt prepares to continue the re-encryption h records on dev
@@ -156,12 +163,19 @@ func (r *Reencryptor) Run(ctx context.Context) (*Header, error) {
 // step re-encrypts the hotzone at Done of len(buf) bytes.
 func (r *Reencryptor) step(ctx context.Context, buf []byte) error {
 	off := r.st.DataOffset + r.st.Done
+	hot := r.update()
+	r.setSegments(hot.next, r.st.Done, uint64(len(buf)))
+	if r.BeforeHotzone != nil {
+		if err := r.BeforeHotzone(hot.next); err != nil {
+			return err
+		}
+	}
+	// Read after BeforeHotzone: online, the hotzone is held from there on
+	// (and ReadAhead, which reads before that, is off).
 	sums, err := r.readHotzone(buf, off)
 	if err != nil {
 		return err
 	}
-	hot := r.update()
-	r.setSegments(hot.next, r.st.Done, uint64(len(buf)))
 	hot.pending[r.st.Keyslot] = sums
 	if err := r.commit(ctx, hot); err != nil {
 		return err
@@ -174,7 +188,13 @@ func (r *Reencryptor) step(ctx context.Context, buf []byte) error {
 	if err := r.dev.Sync(); err != nil {
 		return fmt.Errorf("luks2: sync: %w", err)
 	}
-	return r.done(ctx, r.st.Done+uint64(len(buf)))
+	if err := r.done(ctx, r.st.Done+uint64(len(buf))); err != nil {
+		return err
+	}
+	if r.AfterHotzone != nil {
+		return r.AfterHotzone()
+	}
+	return nil
 }
 
 // recover completes the hotzone a run was writing when it stopped, as

@@ -138,8 +138,9 @@ func (m *Manager) Scan(ctx context.Context) ([]*Volume, []error) {
 }
 
 // blockDevices lists /dev paths of the block devices worth probing: not
-// empty, not RAM disks or optical drives, and not atrest's or cryptsetup's
-// own crypt mappings.
+// empty, not RAM disks or optical drives, not atrest's or cryptsetup's
+// own mappings (dm UUID CRYPT-..., an online re-encryption's helper
+// devices CRYPT-SUBDEV-... included), and no suspended mapping.
 func blockDevices() []string {
 	entries, err := os.ReadDir(sysBlock)
 	if err != nil {
@@ -156,6 +157,11 @@ func blockDevices() []string {
 			continue
 		}
 		if uuid, err := os.ReadFile(filepath.Join(dir, "dm", "uuid")); err == nil && bytes.HasPrefix(uuid, []byte("CRYPT-")) {
+			continue
+		}
+		// A suspended mapping (an online re-encryption's hotzone device)
+		// holds every read until it is resumed.
+		if s, err := os.ReadFile(filepath.Join(dir, "dm", "suspended")); err == nil && strings.TrimSpace(string(s)) == "1" {
 			continue
 		}
 		out = append(out, "/dev/"+strings.ReplaceAll(name, "!", "/"))

@@ -3,6 +3,7 @@ package volume
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -68,6 +69,7 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 		return nil, err
 	}
 	defer release()
+	c.takeCopiedToken()
 	if slot, err := c.settleHandover(ctx); err != nil {
 		return nil, err
 	} else if slot >= 0 {
@@ -77,16 +79,19 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 	if !c.v.Managed() {
 		return nil, fmt.Errorf("reencrypt: %w", c.v.errNotManaged())
 	}
-	if open, err := m.isOpen(c.v); err != nil {
+	open, err := m.isOpen(c.v)
+	if err != nil {
 		return nil, err
 	} else if open {
-		return nil, fmt.Errorf("%s: %w", c.v.Name, ErrVolumeOpen)
-	}
-	// Mapped by another tool, mounted, or read through a loop device: the
-	// data must not change under a reader (blockdev's refusals say which).
-	if d, err := blockdev.Inspect(c.v.Device); err != nil {
+		// Online: through this volume's own mapping (reencrypt_online.go).
+		if err := c.checkOnline(); err != nil {
+			return nil, err
+		}
+	} else if d, err := blockdev.Inspect(c.v.Device); err != nil {
 		return nil, err
 	} else if err := d.CheckUnused(); err != nil {
+		// Mapped by another tool, mounted, or read through a loop device:
+		// the data must not change under a reader (blockdev's refusals say which).
 		return nil, fmt.Errorf("reencrypt needs the device unused: %w", err)
 	}
 	if c.v.Platform.Policy != nil {
@@ -102,6 +107,14 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 	st, err := c.v.Header.Reencryption()
 	if err != nil {
 		return nil, err
+	}
+	if st == nil && open {
+		if left, err := c.finishLeftover(ps); err != nil {
+			return nil, err
+		} else if left {
+			res.Resumed, res.Warnings = true, c.warnings
+			return res, nil
+		}
 	}
 	if st == nil {
 		if err := c.startReencrypt(ctx, ps, o, res); err != nil {
@@ -188,7 +201,24 @@ func (c *change) runReencrypt(ctx context.Context, ps *secret.Key, o ReencryptOp
 	if err != nil {
 		return err
 	}
-	r, err := h.ResumeReencrypt(c.dev, keys.Old, keys.New)
+	var on *onlineRun
+	dev := luks2.Device(c.dev)
+	open, err := c.m.isOpen(c.v)
+	if err == nil && open {
+		var st *luks2.ReencryptState
+		if st, err = h.Reencryption(); err == nil {
+			on, err = c.newOnlineRun(keys, st)
+		}
+	}
+	if err != nil {
+		keys.Wipe()
+		return err
+	}
+	if on != nil {
+		defer on.close()
+		dev = on.dev
+	}
+	r, err := h.ResumeReencrypt(dev, keys.Old, keys.New)
 	keys.Wipe()
 	if err != nil {
 		return err
@@ -196,11 +226,28 @@ func (c *change) runReencrypt(ctx context.Context, ps *secret.Key, o ReencryptOp
 	defer r.Close()
 	res.OldKeyslot, res.NewKeyslot, res.Bytes = keys.OldSlot, keys.NewSlot, r.Size()
 	r.Rebind = map[int]int{keys.OldSlot: keys.NewSlot}
-	r.Hotzone, r.Progress, r.ReadAhead = o.Hotzone, o.Progress, true
-	if _, err := r.Run(ctx); err != nil {
+	// ReadAhead reads the next hotzone before BeforeHotzone holds it:
+	// offline only.
+	r.Hotzone, r.Progress, r.ReadAhead = o.Hotzone, o.Progress, on == nil
+	runCtx := ctx
+	if on != nil {
+		// Online, a cancel stops the run between hotzones only (see
+		// attach), never inside a step's header writes.
+		on.attach(ctx, r)
+		runCtx = context.WithoutCancel(ctx)
+	}
+	if _, err := r.Run(runCtx); err != nil {
 		st := r.State()
+		if on != nil {
+			err = errors.Join(err, on.stopped(st))
+		}
 		state := fmt.Sprintf("re-encryption stopped after %d of %d bytes; the data is intact; `atrest reencrypt %s` (or `cryptsetup reencrypt --resume-only`) continues it, and the volume opens once it is finished", st.Done, r.Size(), c.v.Name)
 		return &StageError{Op: c.op, Device: c.v.Device, Err: err, State: state}
+	}
+	if on != nil {
+		if err := on.teardown(r.Size()); err != nil {
+			return err
+		}
 	}
 	return c.reload(ctx)
 }

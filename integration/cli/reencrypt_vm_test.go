@@ -1,0 +1,23 @@
+package cli
+
+import (
+	"testing"
+	"time"
+
+	"github.com/atrest/atrest/integration/vm"
+)
+
+// TestRealKernelReencrypt runs the online re-encryption's tests
+// (integration/vm/reencguest) in the real-kernel guest, with the atrest
+// binary and e2fsck.
+func TestRealKernelReencrypt(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the real-kernel tier is not part of the unit tier (-short)")
+	}
+	vm.Run(t, vm.Spec{
+		Packages: []string{"github.com/atrest/atrest/integration/vm/reencguest"},
+		Programs: append(append([]string(nil), vm.DefaultPrograms...), "e2fsck"),
+		Files:    map[string]string{"/usr/bin/atrest": atrestBinary(t)},
+		Timeout:  6 * time.Minute,
+	})
+}
