@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/policy"
@@ -204,35 +205,57 @@ func vouches(by []string) bool {
 // isStale reports whether today's PCR values no longer satisfy s.
 func isStale(s TPMKeyslot) bool { return s.PCRsMatch != nil && !*s.PCRsMatch }
 
+// resealStepTime bounds one keyslot's re-seal step once it has begun
+// (seal, add, verify, remove the old keyslot): a cancellation of the
+// caller's context does not cut it short.
+const resealStepTime = 30 * time.Second
+
 // resealTPM replaces each keyslot of stale (all of them resealable: pin
 // given where they need one) by a new one sealed to today's PCRs: enrolled
 // and verified, then the old one removed, so a TPM keyslot exists at every
-// step. A crash between the two leaves both; the rerun then finds the new
+// step. A cancellation of ctx (atrestd stopped, its deadline hit) is
+// honoured between keyslots only: the step it comes in is finished
+// (within resealStepTime), so a keyslot is either re-sealed or left as it
+// was. A crash between the two leaves both; the rerun then finds the new
 // one (a verified twin: same binding, today's PCRs match) and only removes
 // the old one, so no keyslot is left over.
 func (c *change) resealTPM(ctx context.Context, vk *secret.Key, stale, status []TPMKeyslot, pin *secret.Key, res *TPMResult) error {
 	used := map[int]bool{}
 	for _, s := range stale {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("TPM keyslot %d not re-sealed (it stays as it was): %w", s.Keyslot, err)
+		}
 		var p *secret.Key
 		if s.PIN {
 			p = pin
 		}
-		if twin := c.verifiedTwin(s, status, used, vk, p); twin != nil {
-			used[twin.Keyslot] = true
-			res.Added = append(res.Added, *twin)
-		} else {
-			opts := TPMOptions{PCRs: s.PCRs, Bank: tpm2.Bank(s.Bank), PIN: p}
-			if err := c.enrollTPM(ctx, vk, opts, res); err != nil {
-				return err
-			}
-			failpoint(c.op + "-after-verify")
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resealStepTime)
+		err := c.resealOne(sctx, vk, s, status, used, p, res)
+		cancel()
+		if err != nil {
+			return err
 		}
-		if err := c.remove(ctx, []int{s.Keyslot}, nil); err != nil {
-			return fmt.Errorf("the new TPM keyslot is verified, removing the old keyslot %d failed: %w", s.Keyslot, err)
-		}
-		failpoint(c.op + "-after-remove")
-		res.Removed = append(res.Removed, s.Keyslot)
 	}
+	return nil
+}
+
+// resealOne is resealTPM's step for the keyslot s.
+func (c *change) resealOne(ctx context.Context, vk *secret.Key, s TPMKeyslot, status []TPMKeyslot, used map[int]bool, pin *secret.Key, res *TPMResult) error {
+	if twin := c.verifiedTwin(s, status, used, vk, pin); twin != nil {
+		used[twin.Keyslot] = true
+		res.Added = append(res.Added, *twin)
+	} else {
+		opts := TPMOptions{PCRs: s.PCRs, Bank: tpm2.Bank(s.Bank), PIN: pin}
+		if err := c.enrollTPM(ctx, vk, opts, res); err != nil {
+			return err
+		}
+		failpoint(c.op + "-after-verify")
+	}
+	if err := c.remove(ctx, []int{s.Keyslot}, nil); err != nil {
+		return fmt.Errorf("the new TPM keyslot is verified, removing the old keyslot %d failed: %w", s.Keyslot, err)
+	}
+	failpoint(c.op + "-after-remove")
+	res.Removed = append(res.Removed, s.Keyslot)
 	return nil
 }
 
