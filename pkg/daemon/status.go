@@ -44,6 +44,7 @@ var reasonOf = map[volume.Kind]string{
 	volume.KindAmbiguous:         reasonDevice,
 	volume.KindDeviceChanged:     reasonDevice,
 	volume.KindHeaderDamaged:     reasonDevice,
+	volume.KindHeldExclusively:   reasonDevice,
 	volume.KindNotManaged:        reasonNotManaged,
 	volume.KindBadToken:          reasonNotManaged,
 	volume.KindNoTPM:             reasonTPM,

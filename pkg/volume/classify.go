@@ -132,6 +132,7 @@ var kindRules = []struct {
 	{dmcrypt.ErrBusy, KindMappingBusy},
 	{blockdev.ErrInUse, KindInUse},
 	{blockdev.ErrBusy, KindHeldExclusively},
+	{dmcrypt.ErrBackingBusy, KindHeldExclusively},
 	{preflight.ErrSignatures, KindHasData},
 	{preflight.ErrNonZero, KindHasData},
 	{ErrAlreadyManaged, KindAlreadyManaged},
