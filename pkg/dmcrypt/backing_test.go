@@ -1,13 +1,18 @@
 package dmcrypt
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/atrest/atrest/internal/testutil"
 	"github.com/atrest/atrest/internal/testutil/looptest"
+	"golang.org/x/sys/unix"
 )
 
 // The table names the backing device by the major:minor of the open file
@@ -48,5 +53,67 @@ func TestBackingDeviceIsNamedByItsNumber(t *testing.T) {
 	p = Params{Device: img}
 	if _, _, err := p.backing(); err == nil {
 		t.Fatal("a regular file was accepted as the backing block device")
+	}
+}
+
+// While Open loads a table it holds the backing disk's lock shared, so
+// udev, which takes it exclusively (LOCK_EX|LOCK_NB) before re-reading a
+// disk's partition table, does not make the kernel claim the disk then;
+// and Open waits for a re-read in progress (an exclusive holder) to end.
+func TestOpenHoldsTheBackingDiskLock(t *testing.T) {
+	testutil.RequireRoot(t)
+	disk := looptest.Disk(t, 8)
+	f, err := os.Open(disk.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	udev, err := os.Open(disk.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udev.Close()
+
+	release, err := lockBacking(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(udev.Fd()), unix.LOCK_EX|unix.LOCK_NB); !errors.Is(err, unix.EWOULDBLOCK) {
+		t.Fatalf("udev's exclusive lock while the table loads: %v, want EWOULDBLOCK", err)
+	}
+	release()
+	if err := unix.Flock(int(udev.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatalf("udev's exclusive lock after the load: %v", err)
+	}
+
+	// udev holds it now: the next load waits for its release.
+	var released atomic.Bool
+	done := make(chan bool)
+	go func() {
+		release, err := lockBacking(f)
+		if err != nil {
+			t.Error(err)
+			done <- false
+			return
+		}
+		defer release()
+		done <- released.Load()
+	}()
+	time.Sleep(200 * time.Millisecond)
+	released.Store(true)
+	if err := unix.Flock(int(udev.Fd()), unix.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	if !<-done {
+		t.Error("the table load did not wait for udev's partition-table re-read to end")
+	}
+}
+
+// A table the kernel refuses because the backing device is claimed says
+// so, and is ErrBackingBusy (the CLI's and atrestd's held-exclusively).
+func TestLoadBusyIsBackingBusy(t *testing.T) {
+	err := loadError("b05", fmt.Errorf("load: %w", unix.EBUSY))
+	if !errors.Is(err, ErrBackingBusy) || !errors.Is(err, unix.EBUSY) || !strings.Contains(err.Error(), "b05") {
+		t.Fatalf("loadError(EBUSY) = %v", err)
 	}
 }

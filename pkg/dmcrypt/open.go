@@ -104,7 +104,7 @@ func loadError(name string, err error) error {
 	case errors.Is(err, unix.EINVAL):
 		return fmt.Errorf("dmcrypt: the kernel refused the crypt table of %s (its reason is in dmesg): %w", name, errnoOf(err))
 	case errors.Is(err, unix.EBUSY):
-		return fmt.Errorf("%w: %s (mounted, or mapped already?): %v", ErrBackingBusy, name, errnoOf(err))
+		return fmt.Errorf("%w: %s (mounted, or mapped already?): %w", ErrBackingBusy, name, errnoOf(err))
 	case errors.Is(err, unix.EACCES) || errors.Is(err, unix.EROFS):
 		return fmt.Errorf("dmcrypt: the backing device of %s is read-only; map it read-only: %w", name, errnoOf(err))
 	case errors.Is(err, unix.ENOKEY) || errors.Is(err, unix.EKEYREJECTED):
