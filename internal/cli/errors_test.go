@@ -49,6 +49,7 @@ func TestClassify(t *testing.T) {
 		{wrap(volume.ErrLocked), ExitBusy},
 		{wrap(dmcrypt.ErrNoDeviceMapper), ExitNoDM},
 		{wrap(dmcrypt.ErrBackingBusy), ExitRefused},
+		{wrap(dmcrypt.ErrNoNode), ExitError},
 		{wrap(volume.ErrNotConfirmed), ExitUsage},
 		{usagef("", "bad"), ExitUsage},
 		{&volume.StageError{Op: "rekey", Err: errors.New("disk gone"), State: "old keyslot kept"}, ExitPartial},

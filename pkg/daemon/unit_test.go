@@ -85,6 +85,7 @@ func TestClassify(t *testing.T) {
 		{fmt.Errorf("x: %w", luks2.ErrKeyRejected), "keyslot"},
 		{fmt.Errorf("x: %w", dmcrypt.ErrNoDeviceMapper), "device"},
 		{fmt.Errorf("x: %w", dmcrypt.ErrBackingBusy), "device"},
+		{fmt.Errorf("x: %w", dmcrypt.ErrNoNode), "device"},
 		{fmt.Errorf("x: %w", volume.ErrNotManaged), "not_managed"},
 		{errors.New("something else"), "other"},
 	} {

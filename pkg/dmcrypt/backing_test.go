@@ -117,3 +117,45 @@ func TestLoadBusyIsBackingBusy(t *testing.T) {
 		t.Fatalf("loadError(EBUSY) = %v", err)
 	}
 }
+
+// Where udev runs, /dev/mapper/NAME is udev's to make (atrestd's unit may
+// not mknod). On a loaded machine mapping many volumes udev's queue runs
+// seconds behind: Open waits for the node as long as udev has events
+// queued, not a fixed two seconds, and gives up udevWait after the queue
+// emptied.
+func TestNodeWaitFollowsUdevsQueue(t *testing.T) {
+	testutil.RequireRoot(t)
+	disk := looptest.Disk(t, 8)
+	var st unix.Stat_t
+	if err := unix.Stat(disk.Path, &st); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	old := udevQueue
+	udevQueue = filepath.Join(dir, "queue")
+	t.Cleanup(func() { udevQueue = old })
+	node := filepath.Join(dir, "b05")
+
+	if err := os.WriteFile(udevQueue, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	found := make(chan bool)
+	go func() { found <- waitUdev(node, st.Rdev) }()
+	// udev gets to the event only after udevWait, its queue busy all along.
+	time.Sleep(udevWait + 500*time.Millisecond)
+	if err := os.Symlink(disk.Path, node); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(udevQueue); err != nil {
+		t.Fatal(err)
+	}
+	if !<-found {
+		t.Fatal("the wait gave up on udev's node while udev still had events queued")
+	}
+
+	// Queue empty and no node coming: it gives up (and Open makes the node
+	// or says why it could not).
+	if waitUdev(filepath.Join(dir, "never"), st.Rdev) {
+		t.Fatal("a node that does not exist was reported present")
+	}
+}

@@ -60,6 +60,10 @@ var (
 	// another stacked device, a partition table re-read that did not
 	// follow the lock convention); no mapping was created.
 	ErrBackingBusy = errors.New("dmcrypt: the backing device is held exclusively")
+	// ErrNoNode means the mapping was made but /dev/mapper/NAME could not
+	// be (udev did not make it in time and atrest may not: atrestd's unit
+	// has no CAP_MKNOD); Open removed the mapping again.
+	ErrNoNode = errors.New("dmcrypt: no /dev/mapper node for the mapping")
 )
 
 // Flag is a set of dm-crypt performance and discard options.

@@ -38,6 +38,7 @@ const (
 	KindKMSConfig         Kind = "kms-config"
 	KindMemoryLock        Kind = "memory-lock"
 	KindNoDeviceMapper    Kind = "no-device-mapper"
+	KindNoMapperNode      Kind = "no-mapper-node"
 	KindLocked            Kind = "locked"
 	KindMappingBusy       Kind = "busy"
 	KindInUse             Kind = "in-use"
@@ -128,6 +129,7 @@ var kindRules = []struct {
 	{secret.ErrMemoryLock, KindMemoryLock},
 	{kms.ErrConfig, KindKMSConfig},
 	{dmcrypt.ErrNoDeviceMapper, KindNoDeviceMapper},
+	{dmcrypt.ErrNoNode, KindNoMapperNode},
 	{ErrLocked, KindLocked},
 	{dmcrypt.ErrBusy, KindMappingBusy},
 	{blockdev.ErrInUse, KindInUse},
