@@ -12,7 +12,10 @@ import (
 // readyScript makes 32 atrest volumes on loop devices (local keystore),
 // then restarts atrestd five times with every volume closed and prints,
 // per run, the time from atrestd's start to READY=1 as systemd recorded
-// them (ExecMainStartTimestamp to ActiveEnterTimestamp).
+// them (ExecMainStartTimestamp to ActiveEnterTimestamp). A run in which
+// any open failed (READY then waited for a retry) fails, printing
+// atrestd's journal lines with each error and the kernel's device-mapper
+// lines.
 const readyScript = `mkdir -p /var/tmp/bench
 for i in $(seq -w 1 32); do
 	truncate -s 20M /var/tmp/bench/v$i.img
@@ -23,7 +26,14 @@ for run in 1 2 3 4 5; do
 	systemctl stop atrestd.service
 	atrest close --all > /dev/null
 	systemctl start atrestd.service
-	systemctl show -p StatusText --value atrestd.service | grep -q '^32/32 volumes open$' || { systemctl status --no-pager atrestd.service; exit 1; }
+	pid=$(systemctl show -p MainPID --value atrestd.service)
+	if ! systemctl show -p StatusText --value atrestd.service | grep -q '^32/32 volumes open$' ||
+		journalctl -u atrestd.service _PID=$pid -o cat --no-pager | grep -q 'volume not opened'; then
+		systemctl status --no-pager atrestd.service
+		journalctl -u atrestd.service _PID=$pid -o cat --no-pager | grep 'volume not opened'
+		dmesg | grep -E 'device-mapper|crypt' | tail -n 40
+		exit 1
+	fi
 	eval "$(systemctl show -p ExecMainStartTimestampMonotonic -p ActiveEnterTimestampMonotonic atrestd.service | tr -d ' ')"
 	echo "ready_us $((ActiveEnterTimestampMonotonic - ExecMainStartTimestampMonotonic))"
 done`

@@ -91,6 +91,7 @@ var classes = map[volume.Kind]class{
 	volume.KindKMSConfig:         {ExitConfig, "config", "check the kms section of the configuration file"},
 	volume.KindMemoryLock:        {ExitError, "", "atrest keeps keys in locked memory: raise the limit (ulimit -l 65536; atrestd's unit sets LimitMEMLOCK=64M)"},
 	volume.KindNoDeviceMapper:    {ExitNoDM, "", "load dm-crypt (modprobe dm_crypt), or run where device-mapper exists (the real-kernel test tier does)"},
+	volume.KindNoMapperNode:      {ExitError, "", "udev did not make the /dev/mapper node: is systemd-udevd running (udevadm settle)? Nothing stays mapped; try again"},
 	volume.KindLocked:            {ExitBusy, "", "wait for the other atrest process to finish"},
 	volume.KindMappingBusy:       {ExitBusy, "", "unmount the filesystem (and stop what uses the device) first"},
 	volume.KindInUse:             {ExitRefused, "", "unmount it, swapoff it, or close what is stacked on it; --force does not override this"},

@@ -48,6 +48,8 @@ func TestClassify(t *testing.T) {
 		{wrap(dmcrypt.ErrBusy), ExitBusy},
 		{wrap(volume.ErrLocked), ExitBusy},
 		{wrap(dmcrypt.ErrNoDeviceMapper), ExitNoDM},
+		{wrap(dmcrypt.ErrBackingBusy), ExitRefused},
+		{wrap(dmcrypt.ErrNoNode), ExitError},
 		{wrap(volume.ErrNotConfirmed), ExitUsage},
 		{usagef("", "bad"), ExitUsage},
 		{&volume.StageError{Op: "rekey", Err: errors.New("disk gone"), State: "old keyslot kept"}, ExitPartial},

@@ -136,14 +136,22 @@ func (h *journalHandler) Handle(_ context.Context, r slog.Record) error {
 		add(a)
 	}
 	r.Attrs(func(a slog.Attr) bool { add(a); return true })
-	msg := r.Message
+	return journal.Send(journalMessage(r.Message, vars), priority(r.Level), vars)
+}
+
+// journalMessage is a record's MESSAGE: what `journalctl` and `systemctl
+// status` show, so it names the volume and carries the error (the fields
+// are there too, for `-o verbose` and filters).
+func journalMessage(msg string, vars map[string]string) string {
 	if op, ok := vars["ATREST_OP"]; ok && vars["ATREST_AUDIT"] == "true" {
 		msg = fmt.Sprintf("%s %s (%s) %s: %s", op, vars["ATREST_NAME"], vars["ATREST_VOLUME"], vars["ATREST_DEVICE"], vars["ATREST_RESULT"])
-		if e := vars["ATREST_ERROR"]; e != "" {
-			msg += ": " + e
-		}
+	} else if n := vars["ATREST_NAME"]; n != "" {
+		msg += " (" + n + ")"
 	}
-	return journal.Send(msg, priority(r.Level), vars)
+	if e := vars["ATREST_ERROR"]; e != "" {
+		msg += ": " + e
+	}
+	return msg
 }
 
 func (h *journalHandler) WithAttrs(attrs []slog.Attr) slog.Handler {

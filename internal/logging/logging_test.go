@@ -73,3 +73,25 @@ func TestAuditFallsBackToStderr(t *testing.T) {
 		t.Fatalf("stderr: %q", stderr.String())
 	}
 }
+
+// What `journalctl -u atrestd` and `systemctl status` show of a record is
+// its MESSAGE: a failure names the volume and says why, not just that it
+// failed (the fields stay for -o verbose).
+func TestJournalMessageSaysWhichAndWhy(t *testing.T) {
+	for _, tc := range []struct {
+		msg  string
+		vars map[string]string
+		want string
+	}{
+		{"volume not opened", map[string]string{"ATREST_NAME": "b05", "ATREST_REASON": "device", "ATREST_ERROR": "dmcrypt: the backing device is held exclusively: b05: device or resource busy"},
+			"volume not opened (b05): dmcrypt: the backing device is held exclusively: b05: device or resource busy"},
+		{"volume opened", map[string]string{"ATREST_NAME": "b05", "ATREST_MAPPER": "/dev/mapper/b05"}, "volume opened (b05)"},
+		{"ready", nil, "ready"},
+		{"open", map[string]string{"ATREST_AUDIT": "true", "ATREST_OP": "open", "ATREST_NAME": "b05", "ATREST_VOLUME": "u", "ATREST_DEVICE": "/dev/loop5", "ATREST_RESULT": "failed", "ATREST_ERROR": "kms down"},
+			"open b05 (u) /dev/loop5: failed: kms down"},
+	} {
+		if got := journalMessage(tc.msg, tc.vars); got != tc.want {
+			t.Errorf("journalMessage(%q) = %q, want %q", tc.msg, got, tc.want)
+		}
+	}
+}

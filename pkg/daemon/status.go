@@ -45,6 +45,8 @@ var reasonOf = map[volume.Kind]string{
 	volume.KindAmbiguous:         reasonDevice,
 	volume.KindDeviceChanged:     reasonDevice,
 	volume.KindHeaderDamaged:     reasonDevice,
+	volume.KindHeldExclusively:   reasonDevice,
+	volume.KindNoMapperNode:      reasonDevice,
 	volume.KindNotManaged:        reasonNotManaged,
 	volume.KindBadToken:          reasonNotManaged,
 	volume.KindNoTPM:             reasonTPM,

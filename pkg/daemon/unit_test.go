@@ -84,6 +84,8 @@ func TestClassify(t *testing.T) {
 		{fmt.Errorf("x: %w", kms.ErrCiphertextRejected), "kms_key"},
 		{fmt.Errorf("x: %w", luks2.ErrKeyRejected), "keyslot"},
 		{fmt.Errorf("x: %w", dmcrypt.ErrNoDeviceMapper), "device"},
+		{fmt.Errorf("x: %w", dmcrypt.ErrBackingBusy), "device"},
+		{fmt.Errorf("x: %w", dmcrypt.ErrNoNode), "device"},
 		{fmt.Errorf("x: %w", volume.ErrNotManaged), "not_managed"},
 		{&volume.ReencryptingError{Ref: "data1", Done: 1 << 20, Total: 4 << 20}, "reencrypting"},
 		{errors.New("something else"), "other"},

@@ -55,6 +55,15 @@ var (
 	// ErrBusy means the mapping is in use (mounted, held open or stacked
 	// under another device); errors carrying it are *BusyError.
 	ErrBusy = errors.New("dmcrypt: mapping is in use")
+	// ErrBackingBusy means the kernel refused the crypt table because
+	// something else holds the backing device exclusively (a mount, swap,
+	// another stacked device, a partition table re-read that did not
+	// follow the lock convention); no mapping was created.
+	ErrBackingBusy = errors.New("dmcrypt: the backing device is held exclusively")
+	// ErrNoNode means the mapping was made but /dev/mapper/NAME could not
+	// be (udev did not make it in time and atrest may not: atrestd's unit
+	// has no CAP_MKNOD); Open removed the mapping again.
+	ErrNoNode = errors.New("dmcrypt: no /dev/mapper node for the mapping")
 )
 
 // Flag is a set of dm-crypt performance and discard options.

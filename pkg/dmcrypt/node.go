@@ -14,10 +14,21 @@ import (
 const mapperDir = "/dev/mapper"
 
 // udevControl exists while udevd runs; udev then makes /dev/mapper links.
-const udevControl = "/run/udev/control"
+// udevQueue exists while udev has events it has not finished (what
+// `udevadm settle` waits for). Variables so tests can redirect them.
+var (
+	udevControl = "/run/udev/control"
+	udevQueue   = "/run/udev/queue"
+)
 
-// udevWait bounds how long Open waits for udev before making the node.
-const udevWait = 2 * time.Second
+// udevWait is how long Open waits for udev's node once udev's queue is
+// empty; while events are queued (a slow or loaded machine mapping many
+// volumes at once) it waits on, up to udevMaxWait. atrestd's unit has no
+// CAP_MKNOD: where udev runs, the node is udev's to make.
+const (
+	udevWait    = 2 * time.Second
+	udevMaxWait = 60 * time.Second
+)
 
 // NodePath returns /dev/mapper/name.
 func NodePath(name string) string { return filepath.Join(mapperDir, name) }
@@ -28,13 +39,11 @@ func NodePath(name string) string { return filepath.Join(mapperDir, name) }
 // the block node itself, as libdevmapper's fallback does.
 func ensureNode(m *Mapping) error {
 	dev := unix.Mkdev(m.Major, m.Minor)
+	udev := false
 	if _, err := os.Stat(udevControl); err == nil {
-		deadline := time.Now().Add(udevWait)
-		for time.Now().Before(deadline) {
-			if nodeIs(m.Path, dev) {
-				return nil
-			}
-			time.Sleep(20 * time.Millisecond)
+		udev = true
+		if waitUdev(m.Path, dev) {
+			return nil
 		}
 	}
 	if nodeIs(m.Path, dev) {
@@ -54,12 +63,34 @@ func ensureNode(m *Mapping) error {
 		}
 	}
 	if err := unix.Mknod(m.Path, unix.S_IFBLK|0o600, int(dev)); err != nil && !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("dmcrypt: create %s: %w", m.Path, err)
+		if udev {
+			return fmt.Errorf("%w: udev made no %s in time, and creating it failed: %w", ErrNoNode, m.Path, err)
+		}
+		return fmt.Errorf("%w: create %s: %w", ErrNoNode, m.Path, err)
 	}
 	if !nodeIs(m.Path, dev) {
 		return fmt.Errorf("dmcrypt: %s does not reach device %d:%d", m.Path, m.Major, m.Minor)
 	}
 	return nil
+}
+
+// waitUdev waits until path is the block device dev, udevWait past the
+// moment udev's queue was last seen busy, never longer than udevMaxWait,
+// and reports whether it is.
+func waitUdev(path string, dev uint64) bool {
+	start := time.Now()
+	deadline := start.Add(udevWait)
+	for !nodeIs(path, dev) {
+		now := time.Now()
+		if _, err := os.Stat(udevQueue); err == nil {
+			deadline = now.Add(udevWait)
+		}
+		if now.After(deadline) || now.Sub(start) > udevMaxWait {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
 }
 
 // nodeIs reports whether path (following symlinks) is the block device dev.

@@ -31,7 +31,12 @@ func Open(p Params) (*Mapping, error) {
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
-	backing, size, err := p.backing()
+	f, closeBacking, err := p.backingFile()
+	if err != nil {
+		return nil, err
+	}
+	defer closeBacking()
+	backing, size, err := p.measure(f)
 	if err != nil {
 		return nil, err
 	}
@@ -52,6 +57,13 @@ func Open(p Params) (*Mapping, error) {
 	if p.ReadOnly {
 		flags = devmapper.ReadOnlyFlag
 	}
+	// The table claims the backing device; udev must not re-read its
+	// disk's partition table (a momentary exclusive claim) meanwhile.
+	unlock, err := lockBacking(f)
+	if err != nil {
+		_ = devmapper.Remove(p.Name)
+		return nil, err
+	}
 	err = withLogonKey(keyDescPrefix+uuid, p.Key, func(ref string) error {
 		return devmapper.Load(p.Name, flags, devmapper.CryptTable{
 			Length:        size * 512,
@@ -63,6 +75,7 @@ func Open(p Params) (*Mapping, error) {
 			SectorSize:    uint64(p.sectorSize()),
 		})
 	})
+	unlock()
 	if err == nil {
 		err = devmapper.Resume(p.Name)
 	}
@@ -91,7 +104,7 @@ func loadError(name string, err error) error {
 	case errors.Is(err, unix.EINVAL):
 		return fmt.Errorf("dmcrypt: the kernel refused the crypt table of %s (its reason is in dmesg): %w", name, errnoOf(err))
 	case errors.Is(err, unix.EBUSY):
-		return fmt.Errorf("dmcrypt: the backing device of %s is held exclusively (mounted, or mapped already?): %w", name, errnoOf(err))
+		return fmt.Errorf("%w: %s (mounted, or mapped already?): %w", ErrBackingBusy, name, errnoOf(err))
 	case errors.Is(err, unix.EACCES) || errors.Is(err, unix.EROFS):
 		return fmt.Errorf("dmcrypt: the backing device of %s is read-only; map it read-only: %w", name, errnoOf(err))
 	case errors.Is(err, unix.ENOKEY) || errors.Is(err, unix.EKEYREJECTED):
@@ -105,14 +118,29 @@ func loadError(name string, err error) error {
 // length in 512-byte sectors, measuring that same device when
 // p.SizeSectors is 0, checked against the device and the sector size.
 func (p *Params) backing() (string, uint64, error) {
-	f := p.Backing
-	if f == nil {
-		var err error
-		if f, err = os.Open(p.Device); err != nil {
-			return "", 0, fmt.Errorf("dmcrypt: backing device: %w", err)
-		}
-		defer f.Close()
+	f, closeBacking, err := p.backingFile()
+	if err != nil {
+		return "", 0, err
 	}
+	defer closeBacking()
+	return p.measure(f)
+}
+
+// backingFile is p.Backing, or p.Device opened read-only, and what to call
+// when done with it.
+func (p *Params) backingFile() (*os.File, func(), error) {
+	if p.Backing != nil {
+		return p.Backing, func() {}, nil
+	}
+	f, err := os.Open(p.Device)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dmcrypt: backing device: %w", err)
+	}
+	return f, func() { f.Close() }, nil
+}
+
+// measure is backing's work on an open f.
+func (p *Params) measure(f *os.File) (string, uint64, error) {
 	devno, devBytes, err := BackingDevice(f)
 	if err != nil {
 		return "", 0, fmt.Errorf("%w: %s: %v", ErrInvalidParams, p.Device, err)

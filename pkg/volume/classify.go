@@ -38,6 +38,7 @@ const (
 	KindKMSConfig         Kind = "kms-config"
 	KindMemoryLock        Kind = "memory-lock"
 	KindNoDeviceMapper    Kind = "no-device-mapper"
+	KindNoMapperNode      Kind = "no-mapper-node"
 	KindLocked            Kind = "locked"
 	KindMappingBusy       Kind = "busy"
 	KindInUse             Kind = "in-use"
@@ -133,12 +134,14 @@ var kindRules = []struct {
 	{secret.ErrMemoryLock, KindMemoryLock},
 	{kms.ErrConfig, KindKMSConfig},
 	{dmcrypt.ErrNoDeviceMapper, KindNoDeviceMapper},
+	{dmcrypt.ErrNoNode, KindNoMapperNode},
 	{ErrLocked, KindLocked},
 	{ErrReencrypting, KindReencrypting},
 	{luks2.ErrBackupStale, KindBackupStale},
 	{dmcrypt.ErrBusy, KindMappingBusy},
 	{blockdev.ErrInUse, KindInUse},
 	{blockdev.ErrBusy, KindHeldExclusively},
+	{dmcrypt.ErrBackingBusy, KindHeldExclusively},
 	{preflight.ErrSignatures, KindHasData},
 	{preflight.ErrNonZero, KindHasData},
 	{ErrAlreadyManaged, KindAlreadyManaged},
