@@ -131,6 +131,7 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 	}
 	res.Recovery.settle()
 	c.refreshBackup(ctx)
+	c.verifyTPM(ps)
 	res.Warnings = c.warnings
 	return res, nil
 }
@@ -148,6 +149,15 @@ func (c *change) startReencrypt(ctx context.Context, ps *secret.Key, o Reencrypt
 		return err
 	}
 	defer newVK.Wipe()
+	tpms, err := c.reencryptTPM()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, t := range tpms {
+			t.wipe()
+		}
+	}()
 	if len(c.v.Recovery) > 0 {
 		mode := c.m.recoveryMode(o.RecoveryMode)
 		if mode == config.RecoveryPrint && o.Show == nil {
@@ -163,6 +173,13 @@ func (c *change) startReencrypt(ctx context.Context, ps *secret.Key, o Reencrypt
 	}
 	if _, err := u.AddKeyslot(newVK, ps, luks2.KeyslotOptions{Slot: luks2.AnySlot, KDF: kdf.Platform()}); err != nil {
 		return fmt.Errorf("add platform keyslot: %w", err)
+	}
+	for _, t := range tpms {
+		// Its own token, bound to the new keyslot: the old token goes
+		// with the old keyslot when the re-encryption ends.
+		if err := t.add(u, newVK); err != nil {
+			return err
+		}
 	}
 	if res.Recovery != nil {
 		if err := res.Recovery.enroll(u, newVK); err != nil {
