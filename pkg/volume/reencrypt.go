@@ -97,6 +97,11 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 	if c.v.Platform.Policy != nil {
 		return nil, fmt.Errorf("%w: reencrypt of a volume under an unlock policy is not built: every branch's keyslot would have to be re-enrolled under the new key, with each branch's factors at hand; nothing was changed (docs/reencrypt.md)", ErrInvalidArgument)
 	}
+	if _, err := c.v.Header.Reencryption(); errors.Is(err, luks2.ErrUnsupported) {
+		// Another tool's mode or resilience: refused before the KMS is
+		// asked, nothing written.
+		return nil, reencryptHold(c.v)
+	}
 	secrets := m.unwrapAll(ctx, []string{c.v.UUID()}, []*token.Token{c.v.Platform})
 	defer wipeUnlocked(secrets)
 	if secrets[0].err != nil {
