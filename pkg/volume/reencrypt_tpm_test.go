@@ -39,15 +39,18 @@ func platformKeyFile(t *testing.T, m *Manager, v *Volume) string {
 // anew to the same PCRs and bank for the new volume key: after the run
 // the volume opens through it (unsealed by the TPM, as the enrol
 // verification does), and cryptsetup sees exactly one systemd-tpm2 token,
-// bound to a keyslot whose unsealed passphrase opens the volume.
+// bound to a keyslot whose unsealed passphrase opens the volume. A run
+// killed once the header is in re-encryption ends the same way when resumed.
 func TestReencryptReSealsTPMKeyslot(t *testing.T) {
 	cs := testutil.RequireCommand(t, "cryptsetup", "cryptsetup-bin")
 	s := vaulttest.Shared(t)
-	for _, by := range []string{"atrest", "systemd-cryptenroll"} {
+	// killed: atrest's enrolment, the run killed right after the header
+	// went into re-encryption with the new TPM keyslot, then resumed.
+	for _, by := range []string{"atrest", "systemd-cryptenroll", "killed"} {
 		t.Run(by, func(t *testing.T) {
 			m, r := tpmVault(t, s, "")
 			img, _ := formatted(t, m, "tre")
-			if by == "atrest" {
+			if by != "systemd-cryptenroll" {
 				if _, err := m.TPMEnroll(t.Context(), find(t, m, img), TPMOptions{PCRs: []int{7}}); err != nil {
 					t.Fatal(err)
 				}
@@ -66,9 +69,21 @@ func TestReencryptReSealsTPMKeyslot(t *testing.T) {
 			plain := plantData(t, m, v)
 			oldVK, _ := volumeKey(t, m, v).Clone()
 			defer oldVK.Wipe()
-			res, err := m.Reencrypt(t.Context(), v, ReencryptOptions{Hotzone: 1 << 20, Show: func(*ReencryptResult) error { return nil }})
+			show := ReencryptOptions{Hotzone: 1 << 20, Show: func(*ReencryptResult) error { return nil }}
+			if by == "killed" {
+				armFailpoint(t, "reencrypt-after-start")
+				if !crashed(func() { _, _ = m.Reencrypt(t.Context(), v, show) }) {
+					t.Fatal("the failpoint was not reached")
+				}
+				failpoint = func(string) {}
+				v = find(t, m, img)
+			}
+			res, err := m.Reencrypt(t.Context(), v, show)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if res.Resumed != (by == "killed") {
+				t.Fatalf("resumed: %v", res.Resumed)
 			}
 			res.Recovery.Wipe()
 			for _, w := range res.Warnings {
