@@ -71,13 +71,11 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 	defer release()
 	// cryptsetup's own lock for the whole run, offline and online: a
 	// cryptsetup reencrypt of this volume cannot overlap it.
-	if unlock, err := lockReencryption(c.v.UUID()); errors.Is(err, errNoLockDir) {
-		c.warnings = append(c.warnings, fmt.Sprintf("%v: a cryptsetup reencrypt of this volume is not kept out while this run lasts", err))
-	} else if err != nil {
+	unlock, err := holdReencryption(c.v.UUID(), &c.warnings)
+	if err != nil {
 		return nil, err
-	} else {
-		defer unlock()
 	}
+	defer unlock()
 	c.takeCopiedToken()
 	if slot, err := c.settleHandover(ctx); err != nil {
 		return nil, err

@@ -60,3 +60,15 @@ func lockReencryption(uuid string) (release func(), err error) {
 		unix.Close(fd)
 	}
 }
+
+// holdReencryption is lockReencryption for a command: where the lock
+// directory cannot be written the run goes on, with a warning appended to
+// warnings, and release does nothing.
+func holdReencryption(uuid string, warnings *[]string) (release func(), err error) {
+	release, err = lockReencryption(uuid)
+	if errors.Is(err, errNoLockDir) {
+		*warnings = append(*warnings, fmt.Sprintf("%v: a cryptsetup reencrypt of this volume is not kept out while this run lasts", err))
+		return func() {}, nil
+	}
+	return release, err
+}

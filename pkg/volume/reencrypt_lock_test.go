@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/atrest/atrest/internal/testutil"
+	"github.com/atrest/atrest/pkg/config"
 )
 
 // atrest and cryptsetup take turns under cryptsetup's re-encryption lock
@@ -56,16 +57,7 @@ func TestReencryptionLockExcludesCryptsetup(t *testing.T) {
 		t.Fatalf("atrest's released lock file: %v, want it removed", err)
 	}
 
-	// A flock of its own open file, as cryptsetup holds it during its run
-	// (flock locks belong to the open file, so this conflicts with
-	// atrest's even in one process).
-	fd, err := unix.Open(lock, unix.O_CREAT|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		t.Fatal(err)
-	}
+	_, holderRelease := holdLock(t, v.UUID())
 	_, err = m.Reencrypt(t.Context(), find(t, m, img), ReencryptOptions{})
 	if !errors.Is(err, ErrReencryptionLocked) || Classify(err).Kind != KindLocked || !strings.Contains(err.Error(), lock) {
 		t.Fatalf("reencrypt while another process holds the lock: %v (kind %s), want kind locked naming %s", err, Classify(err).Kind, lock)
@@ -73,13 +65,55 @@ func TestReencryptionLockExcludesCryptsetup(t *testing.T) {
 	if imageSum(t, img) != sum {
 		t.Fatal("atrest's refusal changed the image")
 	}
-	unix.Unlink(lock)
-	unix.Close(fd)
+	holderRelease()
 
 	if out, err := exec.Command(cs, "--batch-mode", "reencrypt", "--resume-only", "--force-offline-reencrypt", "--key-file", kf, loop).CombinedOutput(); err != nil {
 		t.Fatalf("cryptsetup with the lock free: %v\n%s", err, out)
 	}
 	if st, _ := find(t, m, img).Header.Reencryption(); st != nil {
 		t.Fatal("cryptsetup did not finish the re-encryption")
+	}
+}
+
+// holdLock takes cryptsetup's re-encryption lock of uuid on an open file
+// of its own, as cryptsetup holds it during its run (flock locks belong
+// to the open file, so it conflicts with atrest's in this process too).
+func holdLock(t *testing.T, uuid string) (path string, release func()) {
+	t.Helper()
+	path = filepath.Join(cryptsetupLockDir, "LN_LUKS2-reencryption-"+uuid)
+	fd, err := unix.Open(path, unix.O_CREAT|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	return path, func() { unix.Unlink(path); unix.Close(fd) }
+}
+
+// An encryption in place holds the lock too: while another process holds
+// it, the resume of an interrupted atrest encrypt is refused with the
+// locked kind, the device byte-identical; once it is free, it resumes.
+func TestEncryptHoldsReencryptionLock(t *testing.T) {
+	testutil.RequireRoot(t)
+	m := withRecovery(newTestManager(t), config.RecoveryNone)
+	img, _, _ := plainFS(t)
+	armFailpoint(t, "encrypt-after-start")
+	if !crashed(func() { _, _ = m.Encrypt(t.Context(), EncryptOptions{Device: img, Name: "enc3"}) }) {
+		t.Fatal("the failpoint was not reached")
+	}
+	failpoint = func(string) {}
+	lock, release := holdLock(t, find(t, m, img).UUID())
+	sum := imageSum(t, img)
+	_, err := m.Encrypt(t.Context(), EncryptOptions{Device: img, Name: "enc3"})
+	release()
+	if !errors.Is(err, ErrReencryptionLocked) || Classify(err).Kind != KindLocked || !strings.Contains(err.Error(), lock) {
+		t.Fatalf("encrypt while another process holds the lock: %v (kind %s)", err, Classify(err).Kind)
+	}
+	if imageSum(t, img) != sum {
+		t.Fatal("the refused encrypt changed the device")
+	}
+	if r, err := m.Encrypt(t.Context(), EncryptOptions{Device: img, Name: "enc3"}); err != nil || !r.Resumed {
+		t.Fatalf("encrypt with the lock free: %+v, %v", r, err)
 	}
 }
