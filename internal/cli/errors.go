@@ -128,7 +128,7 @@ var classes = map[volume.Kind]class{
 	volume.KindNotFound:          {ExitNotFound, "", ""},
 	volume.KindNotADevice:        {ExitNotFound, "", hintDeviceArgs},
 	volume.KindNoRecovery:        {ExitNotFound, "", ""},
-	volume.KindReencrypting:      {ExitReencrypting, "", "finish it: atrest reencrypt NAME (atrest status NAME shows the progress); nothing was changed"},
+	volume.KindReencrypting:      {ExitReencrypting, "", "finish it: atrest reencrypt NAME, or cryptsetup reencrypt --resume-only where the message says atrest cannot (atrest status NAME shows the progress); nothing was changed"},
 	volume.KindAlreadyLUKS:       {ExitRefused, "", ""},
 	volume.KindFSUnsupported:     {ExitRefused, "", "encryption in place takes an ext2/3/4 file system on the whole device; for anything else copy the data onto a new atrest volume"},
 	volume.KindFSTooLarge:        {ExitRefused, "", "shrink the file system with the resize2fs command in the message, then run again; nothing was changed"},

@@ -115,3 +115,23 @@ func TestEncryptCommand(t *testing.T) {
 		t.Fatal("the refused encrypt changed the device")
 	}
 }
+
+// A LUKS1 volume (cryptsetup's own) is refused by atrest reencrypt with
+// the not-LUKS2 exit code and the conversion command, byte-identical.
+func TestReencryptRefusesLUKS1(t *testing.T) {
+	n := newNode(t)
+	img := n.image("luks1.img", 8)
+	kf := filepath.Join(n.dir, "luks1.key")
+	if err := os.WriteFile(kf, []byte("luks1 passphrase"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	oracle(t, "cryptsetup", "cryptsetup-bin", "--batch-mode", "luksFormat", "--type", "luks1", "--pbkdf-force-iterations", "1000", "--key-file", kf, img)
+	before := sum(t, img)
+	r := n.expect(ExitNotLUKS2, "reencrypt", img)
+	if !strings.Contains(r.stderr, "LUKS1") || !strings.Contains(r.stderr, "cryptsetup convert --type luks2") {
+		t.Fatalf("reencrypt of a LUKS1 volume: %s", r)
+	}
+	if sum(t, img) != before {
+		t.Fatal("the refused reencrypt changed the image")
+	}
+}

@@ -83,6 +83,11 @@ func (m *Manager) Encrypt(ctx context.Context, o EncryptOptions) (res *EncryptRe
 		if st, err := h.EncryptionInPlace(); err != nil {
 			return nil, err
 		} else if st != nil {
+			unlock, err := holdReencryption(h.UUID, &res.Warnings)
+			if err != nil {
+				return nil, err
+			}
+			defer unlock()
 			if err := m.resumeEncrypt(ctx, dev, o, res); err != nil {
 				return nil, err
 			}
@@ -105,6 +110,13 @@ func (m *Manager) Encrypt(ctx context.Context, o EncryptOptions) (res *EncryptRe
 	}
 	defer vk.Wipe()
 	res.UUID, res.Bytes = h.UUID, plan.DeviceSize-EncryptReduce
+	// cryptsetup's lock of the new UUID, as cryptsetup reencrypt --encrypt
+	// holds it, for the whole run.
+	unlock, err := holdReencryption(h.UUID, &res.Warnings)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	ps, tok, err := m.protect(ctx, h.UUID, o.Name)
 	if err != nil {
 		return nil, err

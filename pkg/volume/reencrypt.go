@@ -69,6 +69,13 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 		return nil, err
 	}
 	defer release()
+	// cryptsetup's own lock for the whole run, offline and online: a
+	// cryptsetup reencrypt of this volume cannot overlap it.
+	unlock, err := holdReencryption(c.v.UUID(), &c.warnings)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	c.takeCopiedToken()
 	if slot, err := c.settleHandover(ctx); err != nil {
 		return nil, err
@@ -96,6 +103,11 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 	}
 	if c.v.Platform.Policy != nil {
 		return nil, fmt.Errorf("%w: reencrypt of a volume under an unlock policy is not built: every branch's keyslot would have to be re-enrolled under the new key, with each branch's factors at hand; nothing was changed (docs/reencrypt.md)", ErrInvalidArgument)
+	}
+	if _, err := c.v.Header.Reencryption(); errors.Is(err, luks2.ErrUnsupported) {
+		// Another tool's mode or resilience: refused before the KMS is
+		// asked, nothing written.
+		return nil, reencryptHold(c.v)
 	}
 	secrets := m.unwrapAll(ctx, []string{c.v.UUID()}, []*token.Token{c.v.Platform})
 	defer wipeUnlocked(secrets)
@@ -131,6 +143,7 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 	}
 	res.Recovery.settle()
 	c.refreshBackup(ctx)
+	c.verifyTPM(ps)
 	res.Warnings = c.warnings
 	return res, nil
 }
@@ -148,6 +161,15 @@ func (c *change) startReencrypt(ctx context.Context, ps *secret.Key, o Reencrypt
 		return err
 	}
 	defer newVK.Wipe()
+	tpms, err := c.reencryptTPM()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, t := range tpms {
+			t.wipe()
+		}
+	}()
 	if len(c.v.Recovery) > 0 {
 		mode := c.m.recoveryMode(o.RecoveryMode)
 		if mode == config.RecoveryPrint && o.Show == nil {
@@ -163,6 +185,13 @@ func (c *change) startReencrypt(ctx context.Context, ps *secret.Key, o Reencrypt
 	}
 	if _, err := u.AddKeyslot(newVK, ps, luks2.KeyslotOptions{Slot: luks2.AnySlot, KDF: kdf.Platform()}); err != nil {
 		return fmt.Errorf("add platform keyslot: %w", err)
+	}
+	for _, t := range tpms {
+		// Its own token, bound to the new keyslot: the old token goes
+		// with the old keyslot when the re-encryption ends.
+		if err := t.add(u, newVK); err != nil {
+			return err
+		}
 	}
 	if res.Recovery != nil {
 		if err := res.Recovery.enroll(u, newVK); err != nil {

@@ -3,6 +3,7 @@ package volume
 import (
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // ErrReencrypting: the volume's header records a re-encryption that is
@@ -19,6 +20,8 @@ type ReencryptingError struct {
 	// Foreign is set when the re-encryption is one atrest cannot follow
 	// (another tool's mode or resilience): it says why.
 	Foreign error
+	// Resilience is the reencrypt keyslot's area type (set with Foreign).
+	Resilience string
 	// Device is set for an encryption in place: the device to name in
 	// the command that finishes it.
 	Device string
@@ -30,11 +33,18 @@ func (e *ReencryptingError) Error() string {
 			e.Ref, e.Done, e.Total, e.Device, e.Ref)
 	}
 	if e.Foreign != nil {
-		return fmt.Sprintf("%s: %v (%v); finish it with cryptsetup reencrypt --resume-only (docs/reencrypt.md)", e.Ref, ErrReencrypting, e.Foreign)
+		if e.Resilience != "" && !slices.Contains(cryptsetupResilience, e.Resilience) {
+			return fmt.Sprintf("%s: %v (%v); the resilience type is unknown to cryptsetup 2.6 too, so no tool resumes it: the header is damaged or was written by another tool; restore a header backup of this same re-encryption if there is one (atrest header restore refuses any other) (docs/reencrypt.md)", e.Ref, ErrReencrypting, e.Foreign)
+		}
+		return fmt.Sprintf("%s: %v (%v); atrest cannot continue it: finish it with cryptsetup reencrypt --resume-only (docs/reencrypt.md)", e.Ref, ErrReencrypting, e.Foreign)
 	}
 	return fmt.Sprintf("%s: %v (%d of %d bytes done); it opens once the re-encryption is finished: run atrest reencrypt %s (docs/reencrypt.md)",
 		e.Ref, ErrReencrypting, e.Done, e.Total, e.Ref)
 }
+
+// cryptsetupResilience are the area types of a reencrypt keyslot that
+// cryptsetup 2.6 knows.
+var cryptsetupResilience = []string{"checksum", "journal", "none", "datashift", "datashift-checksum", "datashift-journal"}
 
 func (e *ReencryptingError) Unwrap() error { return ErrReencrypting }
 
@@ -54,7 +64,7 @@ func reencryptHold(v *Volume) error {
 	}
 	e := &ReencryptingError{Ref: v.Ref(), Total: v.Header.Data.Length, Foreign: err}
 	if st != nil {
-		e.Done = st.Done
+		e.Done, e.Resilience = st.Done, st.Resilience
 	}
 	return e
 }
