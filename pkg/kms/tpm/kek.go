@@ -63,6 +63,7 @@ type KEK struct {
 	key      *secret.Key // unsealed, nil until first use
 	unseals  int
 	renewals int
+	old      map[string]*KEK // renewed KEKs by id (nil: none kept), see Unwrap
 }
 
 var (
@@ -155,9 +156,16 @@ func (k *KEK) Path() string { return k.cfg.Path }
 // Close wipes the unsealed KEK. The KEK unseals again if used after.
 func (k *KEK) Close() error {
 	k.mu.Lock()
-	defer k.mu.Unlock()
+	old := k.old
+	k.old = nil
 	k.key.Wipe()
 	k.key = nil
+	k.mu.Unlock()
+	for _, o := range old {
+		if o != nil {
+			o.Close()
+		}
+	}
 	return nil
 }
 
@@ -250,8 +258,52 @@ func (k *KEK) opener(key *secret.Key) gcm.Opener {
 }
 
 // Unwrap decrypts each wrapped secret; the caller wipes the plaintexts.
-// Tokens of another KEK fail alone, before the TPM is asked.
+// Tokens of another KEK fail alone, before the TPM is asked, except the
+// tokens of a KEK this node renewed (its file kept at StalePath): those
+// are unwrapped by that KEK, so they fail as the TPM says (a PCR mismatch
+// while the boot chain stays changed, not "key not found") and open
+// again should the PCRs come back.
 func (k *KEK) Unwrap(_ context.Context, reqs []kms.UnwrapRequest) ([]kms.UnwrapResult, error) {
+	stale := k.staleTokens(reqs)
+	if len(stale) == 0 {
+		return k.unwrap(reqs)
+	}
+	res := make([]kms.UnwrapResult, len(reqs))
+	var own []int
+	for i, r := range reqs {
+		if _, ok := stale[r.Wrapped.Key]; !ok {
+			own = append(own, i)
+		}
+	}
+	groups := map[*KEK][]int{k: own}
+	for id, old := range stale {
+		for i, r := range reqs {
+			if r.Wrapped.Key == id {
+				groups[old] = append(groups[old], i)
+			}
+		}
+	}
+	for kek, idx := range groups {
+		if len(idx) == 0 {
+			continue
+		}
+		sub := make([]kms.UnwrapRequest, len(idx))
+		for j, i := range idx {
+			sub[j] = reqs[i]
+		}
+		r, err := kek.unwrap(sub)
+		for j, i := range idx {
+			if err != nil {
+				res[i].Err = err
+			} else {
+				res[i] = r[j]
+			}
+		}
+	}
+	return res, nil
+}
+
+func (k *KEK) unwrap(reqs []kms.UnwrapRequest) ([]kms.UnwrapResult, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	key, itemErrs, err := k.prepare(reqs)
@@ -259,6 +311,52 @@ func (k *KEK) Unwrap(_ context.Context, reqs []kms.UnwrapRequest) ([]kms.UnwrapR
 		return nil, err
 	}
 	return gcm.UnwrapEach(reqs, itemErrs, k.opener(key)), nil
+}
+
+// staleTokens returns, by KEK id, the renewed KEKs whose tokens reqs
+// holds (a token's key is not trusted: only a well-formed id whose stale
+// file exists is looked up).
+func (k *KEK) staleTokens(reqs []kms.UnwrapRequest) map[string]*KEK {
+	var out map[string]*KEK
+	for _, r := range reqs {
+		id := r.Wrapped.Key
+		if r.Wrapped.Backend != Backend || id == k.Key() || out[id] != nil {
+			continue
+		}
+		if b, err := hex.DecodeString(id); err != nil || len(b) != idLen {
+			continue
+		}
+		old := k.staleKEK(id)
+		if old == nil {
+			continue
+		}
+		if out == nil {
+			out = map[string]*KEK{}
+		}
+		out[id] = old
+	}
+	return out
+}
+
+// staleKEK opens (once per process) the renewed KEK of id, or nil when
+// this node kept none.
+func (k *KEK) staleKEK(id string) *KEK {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if old, ok := k.old[id]; ok {
+		return old
+	}
+	cfg := k.cfg
+	cfg.Path = StalePath(k.cfg.Path, id)
+	old, err := Open(cfg, false)
+	if err != nil || old.Key() != id {
+		old = nil
+	}
+	if k.old == nil {
+		k.old = map[string]*KEK{}
+	}
+	k.old[id] = old
+	return old
 }
 
 // Rewrap unwraps and wraps again (a fresh nonce; there is one version).
@@ -303,7 +401,9 @@ func DefaultPath(stateDir string) string { return filepath.Join(stateDir, FileNa
 // one written crash-safely as Open writes it (a crash between the two
 // leaves no file; the next wrap seals one). Tokens of the old KEK then
 // fail as kms.ErrKeyNotFound until their volumes get new platform
-// keyslots (atrest tpm reseal --kek with their recovery keys). A KEK that
+// keyslots (atrest tpm reseal --kek with their recovery keys); Unwrap
+// gives them to the stale KEK, which the TPM refuses as long as the PCRs
+// stay changed. A KEK that
 // still unseals is kept: renewed is false. Any other failure (no TPM) is
 // returned with nothing changed.
 func (k *KEK) Renew() (renewed bool, stale string, err error) {

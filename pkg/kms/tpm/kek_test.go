@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/atrest/atrest/internal/testutil/swtpmtest"
@@ -216,9 +218,18 @@ func TestRenewAfterPCRChange(t *testing.T) {
 	if _, err := os.Stat(stale); err != nil {
 		t.Fatalf("the stale KEK is not kept: %v", err)
 	}
+	// A token of the old KEK goes to the stale KEK, which the TPM
+	// refuses for the changed PCR: the operator sees why, not "key not
+	// found".
 	res, err := boot.Unwrap(context.Background(), old)
-	if err != nil || !errors.Is(res[0].Err, kms.ErrKeyNotFound) {
-		t.Fatalf("a token of the old KEK: %v %v, want kms.ErrKeyNotFound", res, err)
+	if err != nil || !errors.Is(res[0].Err, tpm2.ErrPCRMismatch) {
+		t.Fatalf("a token of the old KEK: %v %v, want tpm2.ErrPCRMismatch", res, err)
+	}
+	// A token naming a KEK this node never had stays "key not found".
+	foreign := slices.Clone(old)
+	foreign[0].Wrapped.Key = strings.Repeat("ab", 16)
+	if res, err := boot.Unwrap(context.Background(), foreign); err != nil || !errors.Is(res[0].Err, kms.ErrKeyNotFound) {
+		t.Fatalf("a token of an unknown KEK: %v %v, want kms.ErrKeyNotFound", res, err)
 	}
 	fresh, pts := wrapMany(t, boot, 1)
 	boot.Close()
