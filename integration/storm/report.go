@@ -31,6 +31,9 @@ type Report struct {
 	// dead node's refused port): not requests.
 	Unreached                                      int64
 	Retries, Failovers, RateLimited, ElectionWaits int64
+	// Hops sums vault.Stats.Hops: requests sent at once to another node
+	// in a round (a standby's 307, a node that answered as down).
+	Hops int64
 	// ElectionPolls sums vault.Stats.ElectionPolls; PolledNodes are the
 	// nodes that made any (their election_wait was shorter than the
 	// election).
@@ -82,6 +85,7 @@ func (r *Report) add(st vault.Stats) {
 	r.RateLimited += st.RateLimited
 	r.ElectionWaits += st.ElectionWaits
 	r.ElectionPolls += st.ElectionPolls
+	r.Hops += st.Hops
 	if st.ElectionPolls > 0 {
 		r.PolledNodes++
 	}
@@ -122,7 +126,7 @@ func (r *Report) String() string {
 	}
 	fmt.Fprintf(&b, "vault requests: %d (%.2f per node, max %d; %s), logins %d\n", r.Requests, float64(r.Requests)/float64(r.Nodes), r.MaxRequests, strings.Join(dist, ", "), r.logins)
 	fmt.Fprintf(&b, "by kind: %s\n", strings.Join(kinds, ", "))
-	fmt.Fprintf(&b, "retries %d, failovers %d, election waits %d (then polls %d by %d nodes), 429s %d, backoff waited %s in total; connections refused %d (no request)\n", r.Retries, r.Failovers, r.ElectionWaits, r.ElectionPolls, r.PolledNodes, r.RateLimited, r.backoff.Round(time.Millisecond), r.Unreached)
+	fmt.Fprintf(&b, "retries %d, failovers %d, election waits %d (then polls %d by %d nodes), hops %d, 429s %d, backoff waited %s in total; connections refused %d (no request)\n", r.Retries, r.Failovers, r.ElectionWaits, r.ElectionPolls, r.PolledNodes, r.Hops, r.RateLimited, r.backoff.Round(time.Millisecond), r.Unreached)
 	fmt.Fprintf(&b, "throughput: %.0f nodes/s (%.0f decrypts/s)\n", r.NodesPerSecond, r.DecryptsPerSecond)
 	for _, e := range r.FirstErrors {
 		fmt.Fprintf(&b, "failed: %s\n", e)

@@ -250,8 +250,12 @@ func TestStorm(t *testing.T) {
 			t.Errorf("the failover does not show in the counters: election waits %d, refused connections %d, failovers %d", r.ElectionWaits, r.Unreached, r.Failovers)
 		}
 		for _, x := range r.Results {
-			if st := x.Stats; st.Requests > 3+st.ElectionPolls {
-				t.Errorf("%s: %d Vault requests across the failover (%+v), want at most its login, its decrypt, one retry and its %d election polls", x.Node, st.Requests, st, st.ElectionPolls)
+			// A retry that meets a standby answering 307 (it does not
+			// forward yet, just after the election) or a node that
+			// answers as down costs the hop to the next node: counted
+			// apart (Hops), as the polls are.
+			if st := x.Stats; st.Requests > 3+st.ElectionPolls+st.Hops {
+				t.Errorf("%s: %d Vault requests across the failover (%+v), want at most its login, its decrypt, one retry, its %d election polls and its %d hops", x.Node, st.Requests, st, st.ElectionPolls, st.Hops)
 			}
 		}
 	})

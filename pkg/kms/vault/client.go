@@ -47,6 +47,7 @@ type Client struct {
 	unreached   atomic.Int64
 	elections   atomic.Int64
 	elecPolls   atomic.Int64
+	hops        atomic.Int64
 	backoff     atomic.Int64 // nanoseconds waited before retries
 	byOp        sync.Map     // op -> *atomic.Int64: requests per kind
 }
@@ -104,6 +105,11 @@ type Stats struct {
 	// one request more each (an election_wait shorter than the
 	// cluster's elections).
 	ElectionPolls int64 `json:"election_polls"`
+	// Hops are requests sent at once to another node in the same round:
+	// after a standby's 307 naming the active node (a standby that does
+	// not forward yet, just after an election) or a node that answered
+	// as down (sealed, 5xx, no answer in time). One request more each.
+	Hops int64 `json:"hops"`
 	// Failovers are requests sent to another address after one failed
 	// (dead, sealed, or without an active node), at once or after a
 	// wait.
@@ -199,6 +205,7 @@ func (c *Client) Stats() Stats {
 		Logins: c.logins.Load(), Renewals: c.renewals.Load(), Retries: c.retries.Load(),
 		Requests: c.requests.Load(), Failovers: c.failovers.Load(), RateLimited: c.rateLimited.Load(),
 		Unreached: c.unreached.Load(), ElectionWaits: c.elections.Load(), ElectionPolls: c.elecPolls.Load(),
+		Hops:    c.hops.Load(),
 		Backoff: time.Duration(c.backoff.Load()),
 	}
 	c.byOp.Range(func(k, v any) bool {

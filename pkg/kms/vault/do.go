@@ -147,6 +147,7 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 			// otherwise the others know no more, wait for the election.
 			r.next = cl.nodeAt(f.location)
 			if r.next >= 0 && !r.tried[r.next] && !cl.nodes[r.next].down() {
+				cl.hops.Add(1)
 				r.named = r.next
 				last = f
 				continue
@@ -162,6 +163,7 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 			if cl.pick(r, true) >= 0 {
 				// Another address that is up has not been tried in
 				// this round.
+				cl.hops.Add(1)
 				last = f
 				continue
 			}
