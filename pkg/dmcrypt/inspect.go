@@ -171,3 +171,69 @@ func holders(major, minor uint32) []string {
 	sort.Strings(out)
 	return out
 }
+
+// TableLines returns the live table of the mapping name, one line per target
+// as `dmsetup table` prints it; a key held in the table itself (not in a
+// keyring) is shown as "-".
+func TableLines(name string) ([]string, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	var out []string
+	err := readTable(name, func(t target, params []byte) error {
+		f := strings.Fields(string(bytesWithoutKey(t.kind, params)))
+		out = append(out, strings.Join(append([]string{strconv.FormatUint(t.start, 10), strconv.FormatUint(t.length, 10), t.kind}, f...), " "))
+		return nil
+	})
+	return out, err
+}
+
+// bytesWithoutKey copies params, a crypt target's key field replaced by
+// "-" unless it is a keyring reference.
+func bytesWithoutKey(kind string, params []byte) []byte {
+	f := bytes.Fields(params)
+	if kind == "crypt" && len(f) > 1 && (len(f[1]) == 0 || f[1][0] != ':') {
+		f[1] = []byte("-")
+	}
+	return bytes.Join(f, []byte(" "))
+}
+
+// CryptMapping describes a mapping made only of crypt targets (one for an
+// ordinary volume, done and rest after an online re-encryption stopped
+// between hotzones).
+type CryptMapping struct {
+	// Targets is the number of crypt targets and Sectors their total length.
+	Targets int
+	Sectors uint64
+	// Flags are the first target's dm-crypt options.
+	Flags Flag
+}
+
+// InspectCrypt reports the mapping name when every target of its table is
+// a crypt target, and nil when one is not.
+func InspectCrypt(name string) (*CryptMapping, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	m, other := &CryptMapping{}, false
+	err := readTable(name, func(t target, params []byte) error {
+		if t.kind != "crypt" {
+			other = true
+			return nil
+		}
+		tab, err := parseCrypt(params)
+		if err != nil {
+			return fmt.Errorf("dmcrypt: table of %s: %w", name, err)
+		}
+		if m.Targets == 0 {
+			m.Flags = tab.Flags
+		}
+		m.Targets++
+		m.Sectors += t.length
+		return nil
+	})
+	if err != nil || other || m.Targets == 0 {
+		return nil, err
+	}
+	return m, nil
+}

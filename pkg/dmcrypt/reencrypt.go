@@ -1,12 +1,9 @@
 package dmcrypt
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 
 	devmapper "github.com/anatol/devmapper.go"
 	"golang.org/x/sys/unix"
@@ -87,89 +84,6 @@ func subdevUUID(luksUUID, name string) (string, error) {
 		u = u[:maxUUIDLen]
 	}
 	return u, nil
-}
-
-// TargetLine is one crypt target of a table, as `dmsetup table` prints
-// it (String) and as it is loaded (Table).
-type TargetLine struct {
-	// Start and Length are in 512-byte sectors of the mapping.
-	Start, Length uint64
-	// KeyRef is the key field (a keyring reference), IVOffset the IV
-	// offset, Device the major:minor and Offset the sector on it.
-	KeyRef     string
-	IVOffset   uint64
-	Device     string
-	Offset     uint64
-	Flags      Flag
-	SectorSize uint32
-}
-
-// String is the line as the kernel prints the table.
-func (l TargetLine) String() string {
-	s := fmt.Sprintf("%d %d crypt %s %s %d %s %d", l.Start, l.Length, CipherAESXTSPlain64, l.KeyRef, l.IVOffset, l.Device, l.Offset)
-	opts := l.Flags.Names()
-	if l.SectorSize != 0 && l.SectorSize != 512 {
-		opts = append(opts, "sector_size:"+strconv.Itoa(int(l.SectorSize)))
-	}
-	if len(opts) > 0 {
-		s += " " + strconv.Itoa(len(opts)) + " " + strings.Join(opts, " ")
-	}
-	return s
-}
-
-// Table is the line for devmapper.Load.
-func (l TargetLine) Table() devmapper.Table {
-	return devmapper.CryptTable{
-		Start: l.Start * 512, Length: l.Length * 512,
-		BackendDevice: l.Device, BackendOffset: l.Offset * 512,
-		Encryption: CipherAESXTSPlain64, KeyID: l.KeyRef, IVTweak: l.IVOffset,
-		Flags: l.Flags.Names(), SectorSize: uint64(max(l.SectorSize, 512)),
-	}
-}
-
-// OverlayTable is the overlay's table for segs, each crypt target's key
-// named by keyRef(segment): the targets cryptsetup's
-// reencrypt_make_targets builds. Segments are contiguous from sector 0; a
-// hotzone segment maps onto hotzone (major:minor) at its offset within the
-// data area, the others onto backing at their absolute offset.
-func OverlayTable(segs []ReencryptSegment, sizeSectors, dataOffsetSectors uint64, backing, hotzone string, flags Flag, keyRef func(ReencryptSegment) string) ([]TargetLine, error) {
-	var out []TargetLine
-	start := uint64(0)
-	for i, sg := range segs {
-		n := sg.Sectors
-		if n == 0 {
-			if i != len(segs)-1 {
-				return nil, fmt.Errorf("%w: segment %d of %d has no length", ErrInvalidParams, i, len(segs))
-			}
-			n = sizeSectors - start
-		}
-		if n == 0 || start+n > sizeSectors {
-			return nil, fmt.Errorf("%w: segment %d (%d sectors at %d) outside the %d-sector data area", ErrInvalidParams, i, n, start, sizeSectors)
-		}
-		dev, off := backing, sg.OffsetSectors
-		if sg.Hotzone {
-			if hotzone == "" {
-				return nil, fmt.Errorf("%w: a hotzone segment without a hotzone device", ErrInvalidParams)
-			}
-			dev, off = hotzone, sg.OffsetSectors-dataOffsetSectors
-		}
-		out = append(out, TargetLine{Start: start, Length: n, KeyRef: keyRef(sg), IVOffset: sg.IVOffset,
-			Device: dev, Offset: off, Flags: flags, SectorSize: sg.SectorSize})
-		start += n
-	}
-	if start != sizeSectors {
-		return nil, fmt.Errorf("%w: segments cover %d of %d sectors", ErrInvalidParams, start, sizeSectors)
-	}
-	return out, nil
-}
-
-// loadLines loads lines as name's inactive table.
-func loadLines(name string, lines []TargetLine) error {
-	tables := make([]devmapper.Table, len(lines))
-	for i, l := range lines {
-		tables[i] = l.Table()
-	}
-	return devmapper.Load(name, 0, tables...)
 }
 
 // devno is how a table names the device f is.
@@ -371,65 +285,6 @@ func (s *Stack) Teardown(segs []ReencryptSegment) error {
 	return s.RemoveLeftover()
 }
 
-// Leftover is what an earlier online run, killed, left of its stack.
-type Leftover struct {
-	// Suspended: the hotzone device holds I/O for the hotzone
-	// [HotStart, HotStart+HotSectors) (sectors within the data area).
-	Suspended            bool
-	HotStart, HotSectors uint64
-	// Flags are the dm-crypt options of the overlay's crypt targets.
-	Flags Flag
-}
-
-// FindLeftover reports the stack a killed run left (nil when there is no
-// overlay device): whether the hotzone device is suspended, and which
-// part of the data area the overlay maps through it.
-func (s *Stack) FindLeftover() (*Leftover, error) {
-	if _, err := devmapper.InfoByName(s.OverlayName()); err != nil {
-		if errors.Is(err, unix.ENXIO) {
-			return nil, nil
-		}
-		return nil, dmError("query", s.OverlayName(), err)
-	}
-	lo := &Leftover{}
-	st, err := Inspect(s.HotzoneName())
-	if errors.Is(err, ErrNotFound) {
-		return lo, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	lo.Suspended = st.Suspended
-	hz := fmt.Sprintf("%d:%d", st.Major, st.Minor)
-	err = readTable(s.OverlayName(), func(t target, params []byte) error {
-		if t.kind != "crypt" {
-			return nil
-		}
-		tab, err := parseCrypt(params)
-		if err != nil {
-			return fmt.Errorf("dmcrypt: table of %s: %w", s.OverlayName(), err)
-		}
-		lo.Flags = tab.Flags
-		if tab.Device == hz {
-			lo.HotStart, lo.HotSectors = t.start, t.length
-		}
-		return nil
-	})
-	return lo, err
-}
-
-// RemoveLeftover removes the helper devices; nothing may be stacked on
-// them any more.
-func (s *Stack) RemoveLeftover() error {
-	var errs []error
-	for _, n := range []string{s.OverlayName(), s.HotzoneName()} {
-		if err := devmapper.Remove(n); err != nil && !errors.Is(err, unix.ENXIO) {
-			errs = append(errs, dmError("remove", n, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
 // suspend suspends name with the given DM flags.
 func suspend(name string, flags uint32) error {
 	return suspendIoctl(name, unix.DM_SUSPEND_FLAG|flags, "suspend")
@@ -450,70 +305,4 @@ func suspendIoctl(name string, flags uint32, op string) error {
 		return dmError(op, name, err)
 	}
 	return nil
-}
-
-// TableLines returns the live table of the mapping name, one line per target
-// as `dmsetup table` prints it; a key held in the table itself (not in a
-// keyring) is shown as "-".
-func TableLines(name string) ([]string, error) {
-	if err := checkName(name); err != nil {
-		return nil, err
-	}
-	var out []string
-	err := readTable(name, func(t target, params []byte) error {
-		f := strings.Fields(string(bytesWithoutKey(t.kind, params)))
-		out = append(out, strings.Join(append([]string{strconv.FormatUint(t.start, 10), strconv.FormatUint(t.length, 10), t.kind}, f...), " "))
-		return nil
-	})
-	return out, err
-}
-
-// bytesWithoutKey copies params, a crypt target's key field replaced by
-// "-" unless it is a keyring reference.
-func bytesWithoutKey(kind string, params []byte) []byte {
-	f := bytes.Fields(params)
-	if kind == "crypt" && len(f) > 1 && (len(f[1]) == 0 || f[1][0] != ':') {
-		f[1] = []byte("-")
-	}
-	return bytes.Join(f, []byte(" "))
-}
-
-// CryptMapping describes a mapping made only of crypt targets (one for an
-// ordinary volume, done and rest after an online re-encryption stopped
-// between hotzones).
-type CryptMapping struct {
-	// Targets is the number of crypt targets and Sectors their total length.
-	Targets int
-	Sectors uint64
-	// Flags are the first target's dm-crypt options.
-	Flags Flag
-}
-
-// InspectCrypt reports the mapping name when every target of its table is
-// a crypt target, and nil when one is not.
-func InspectCrypt(name string) (*CryptMapping, error) {
-	if err := checkName(name); err != nil {
-		return nil, err
-	}
-	m, other := &CryptMapping{}, false
-	err := readTable(name, func(t target, params []byte) error {
-		if t.kind != "crypt" {
-			other = true
-			return nil
-		}
-		tab, err := parseCrypt(params)
-		if err != nil {
-			return fmt.Errorf("dmcrypt: table of %s: %w", name, err)
-		}
-		if m.Targets == 0 {
-			m.Flags = tab.Flags
-		}
-		m.Targets++
-		m.Sectors += t.length
-		return nil
-	})
-	if err != nil || other || m.Targets == 0 {
-		return nil, err
-	}
-	return m, nil
 }

@@ -1,0 +1,68 @@
+package dmcrypt
+
+import (
+	"errors"
+	"fmt"
+
+	devmapper "github.com/anatol/devmapper.go"
+	"golang.org/x/sys/unix"
+)
+
+// Leftover is what an earlier online run, killed, left of its stack.
+type Leftover struct {
+	// Suspended: the hotzone device holds I/O for the hotzone
+	// [HotStart, HotStart+HotSectors) (sectors within the data area).
+	Suspended            bool
+	HotStart, HotSectors uint64
+	// Flags are the dm-crypt options of the overlay's crypt targets.
+	Flags Flag
+}
+
+// FindLeftover reports the stack a killed run left (nil when there is no
+// overlay device): whether the hotzone device is suspended, and which
+// part of the data area the overlay maps through it.
+func (s *Stack) FindLeftover() (*Leftover, error) {
+	if _, err := devmapper.InfoByName(s.OverlayName()); err != nil {
+		if errors.Is(err, unix.ENXIO) {
+			return nil, nil
+		}
+		return nil, dmError("query", s.OverlayName(), err)
+	}
+	lo := &Leftover{}
+	st, err := Inspect(s.HotzoneName())
+	if errors.Is(err, ErrNotFound) {
+		return lo, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	lo.Suspended = st.Suspended
+	hz := fmt.Sprintf("%d:%d", st.Major, st.Minor)
+	err = readTable(s.OverlayName(), func(t target, params []byte) error {
+		if t.kind != "crypt" {
+			return nil
+		}
+		tab, err := parseCrypt(params)
+		if err != nil {
+			return fmt.Errorf("dmcrypt: table of %s: %w", s.OverlayName(), err)
+		}
+		lo.Flags = tab.Flags
+		if tab.Device == hz {
+			lo.HotStart, lo.HotSectors = t.start, t.length
+		}
+		return nil
+	})
+	return lo, err
+}
+
+// RemoveLeftover removes the helper devices; nothing may be stacked on
+// them any more.
+func (s *Stack) RemoveLeftover() error {
+	var errs []error
+	for _, n := range []string{s.OverlayName(), s.HotzoneName()} {
+		if err := devmapper.Remove(n); err != nil && !errors.Is(err, unix.ENXIO) {
+			errs = append(errs, dmError("remove", n, err))
+		}
+	}
+	return errors.Join(errs...)
+}
