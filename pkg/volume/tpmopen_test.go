@@ -3,6 +3,7 @@ package volume
 import (
 	"bytes"
 	"errors"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -315,5 +316,26 @@ func TestResealAfterOpenInterrupted(t *testing.T) {
 				t.Fatalf("status: %v", ps)
 			}
 		})
+	}
+}
+
+// When the TPM does not answer after Vault opened a volume with a TPM
+// keyslot, the re-seal check cannot compare the PCRs: nothing is
+// written, and the log says which keyslot went unchecked and why.
+func TestResealAfterOpenSaysWhenTheTPMCannotBeAsked(t *testing.T) {
+	m, r := tpmVault(t, vaulttest.Shared(t), "")
+	img := enrolled(t, m, "unasked", nil)
+	r.sw.Stop()
+	var log bytes.Buffer
+	m.log = slog.New(slog.NewJSONHandler(&log, nil))
+	before := deviceBytes(t, img)
+	if res, err := m.ResealAfterOpen(t.Context(), find(t, m, img), []string{"vault-transit"}); res != nil || err != nil {
+		t.Fatalf("re-seal with no TPM answering: %+v %v", res, err)
+	}
+	if !bytes.Equal(before, deviceBytes(t, img)) {
+		t.Fatal("a re-seal with no TPM answering changed the device")
+	}
+	if !strings.Contains(log.String(), `"msg":"TPM keyslot not checked against today's PCRs: not re-sealed"`) || !strings.Contains(log.String(), `"keyslot":`) {
+		t.Fatalf("the log does not say the TPM keyslot went unchecked:\n%s", log.String())
 	}
 }

@@ -140,7 +140,17 @@ func (m *Manager) autoReseal(ctx context.Context, v *Volume, by []string, key fu
 	if m.cfg.TPM.Reseal == config.ResealNever || !vouches(by) || len(tpmKeyslots(v)) == 0 {
 		return nil, nil
 	}
-	if !slices.ContainsFunc(m.tpmStatus(v.Header), func(s TPMKeyslot) bool { return isStale(s) && !s.PIN }) {
+	status := m.tpmStatus(v.Header)
+	if !slices.ContainsFunc(status, func(s TPMKeyslot) bool { return isStale(s) && !s.PIN }) {
+		// A keyslot whose PCRs could not be compared (no TPM answering,
+		// an unreadable token) may be stale: say so rather than leave it
+		// silently.
+		for _, s := range status {
+			if s.PCRsMatch == nil && s.Error != "" {
+				m.log.Warn("TPM keyslot not checked against today's PCRs: not re-sealed", "volume", v.UUID(), "name", v.Name,
+					"keyslot", s.Keyslot, "error", s.Error)
+			}
+		}
 		return nil, nil
 	}
 	factors := strings.Join(by, ",")
