@@ -15,6 +15,10 @@ BINDIR      ?= bin
 DEBDIR      ?= $(CURDIR)/bin
 VERSION     := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -s -w -X github.com/atrest/atrest/internal/version.Version=$(VERSION)
+# urfave_cli_no_docs leaves urfave/cli's Markdown/roff generators out, and
+# with them go-md2man and blackfriday, whose initialisation every run of
+# atrest would pay (atrest writes its manual page itself: internal/cli/man.go).
+GOTAGS      := urfave_cli_no_docs
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Bound on the CI fuzz run per target.
 FUZZTIME    ?= 30s
@@ -29,7 +33,7 @@ help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build atrest and atrestd in $(BINDIR)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BINDIR)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(GOTAGS)' -ldflags '$(LDFLAGS)' -o $(BINDIR)/ ./cmd/...
 
 deps: ## install the Debian packages the test tiers need (root)
 	./scripts/deps.sh

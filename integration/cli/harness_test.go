@@ -56,7 +56,13 @@ func (b *atrestBuild) path(t testing.TB, tags string) string {
 			return
 		}
 		b.bin = filepath.Join(dir, "atrest")
-		cmd := exec.Command("go", "build", "-tags", tags, "-o", b.bin, "./cmd/atrest")
+		// The Makefile's tags; a release build also its -trimpath and
+		// -s -w, so that benchmarks time the binary as shipped.
+		args := []string{"build", "-tags", strings.TrimPrefix(tags+",urfave_cli_no_docs", ",")}
+		if tags == "" {
+			args = append(args, "-trimpath", "-ldflags", "-s -w")
+		}
+		cmd := exec.Command("go", append(args, "-o", b.bin, "./cmd/atrest")...)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

@@ -48,5 +48,28 @@ func TestCompletionAndManPage(t *testing.T) {
 	if man.code != 0 || !strings.Contains(man.stdout, ".TH") || !strings.Contains(man.stdout, "rekey") {
 		t.Fatalf("atrest man: %s", man)
 	}
+	// Each command with its flags and examples, the exit codes once, and
+	// valid roff (man renders it without warnings).
+	for _, want := range []string{`.SS "policy set`, `\-\-key-file, \-k`, "atrest open --test data1", ".SH EXIT CODES", "failed part-way"} {
+		if !strings.Contains(man.stdout, want) {
+			t.Errorf("atrest man lacks %q", want)
+		}
+	}
+	if strings.Contains(man.stdout, "15  failed part-way") {
+		t.Error("atrest man repeats the exit code table in every command")
+	}
+	if _, err := exec.LookPath("man"); err == nil {
+		var stderr strings.Builder
+		cmd := exec.Command("man", "--warnings", "-l", "-")
+		cmd.Stdin, cmd.Stderr = strings.NewReader(man.stdout), &stderr
+		if err := cmd.Run(); err != nil || stderr.Len() > 0 {
+			t.Errorf("man --warnings: %v\n%s", err, stderr.String())
+		}
+	}
+	// The release build leaves urfave/cli's Markdown generator out, and
+	// with it blackfriday's initialisation in every run (docs/luks2.md).
+	if out, err := exec.Command("go", "version", "-m", atrestReleaseBinary(t)).Output(); err != nil || strings.Contains(string(out), "blackfriday") || strings.Contains(string(out), "go-md2man") {
+		t.Errorf("the release build links go-md2man or blackfriday (%v):\n%s", err, out)
+	}
 	n.expect(2, []string{"unknown shell"}, "completion", "tcsh")
 }

@@ -64,19 +64,3 @@ func completionCommand(e *env) *ucli.Command {
 		},
 	}
 }
-
-func manCommand(e *env) *ucli.Command {
-	return &ucli.Command{
-		Name:   "man",
-		Usage:  "print the manual page (roff), generated from the same definitions as --help",
-		Hidden: true,
-		Action: func(c *ucli.Context) error {
-			s, err := c.App.ToMan()
-			if err != nil {
-				return err
-			}
-			fmt.Fprint(e.stdout, s)
-			return nil
-		},
-	}
-}
