@@ -41,7 +41,7 @@ type Report struct {
 	// nodes that made any (their election_wait was shorter than the
 	// election).
 	ElectionPolls, PolledNodes int64
-	// Probes sums vault.Stats.Probes: unauthenticated sys/leader
+	// Probes sums vault.Stats.Probes: unauthenticated sys/health
 	// questions during elections, not requests; ProbedNodes are the
 	// nodes that asked any.
 	Probes, ProbedNodes               int64
@@ -140,7 +140,7 @@ func (r *Report) String() string {
 	fmt.Fprintf(&b, "by kind: %s\n", strings.Join(kinds, ", "))
 	fmt.Fprintf(&b, "retries %d, failovers %d, election waits %d (then polls %d by %d nodes), hops %d (after a standby's 307: %d), 429s %d, backoff waited %s in total; connections refused %d (no request)\n", r.Retries, r.Failovers, r.ElectionWaits, r.ElectionPolls, r.PolledNodes, r.Hops, r.Redirects, r.RateLimited, r.backoff.Round(time.Millisecond), r.Unreached)
 	if r.Probes > 0 {
-		fmt.Fprintf(&b, "election probes (sys/leader, unauthenticated, not requests): %d by %d nodes (%.1f per probing node)\n", r.Probes, r.ProbedNodes, float64(r.Probes)/float64(r.ProbedNodes))
+		fmt.Fprintf(&b, "election probes (sys/health, unauthenticated, not requests): %d by %d nodes (%.1f per probing node)\n", r.Probes, r.ProbedNodes, float64(r.Probes)/float64(r.ProbedNodes))
 	}
 	fmt.Fprintf(&b, "throughput: %.0f nodes/s (%.0f decrypts/s)\n", r.NodesPerSecond, r.DecryptsPerSecond)
 	for _, e := range r.FirstErrors {

@@ -194,3 +194,37 @@ func (c *Cluster) EnableAudit(t testing.TB) {
 
 // AuditFile is node i's audit log (EnableAudit).
 func (c *Cluster) AuditFile(i int) string { return filepath.Join(c.Nodes[i].Dir, auditFile) }
+
+// Settle waits up to a minute until every live standby forwards a
+// request to the active node instead of answering 307 or 500 (a standby
+// does so for a while after an election, until it has connected to the
+// new active node), so that a test after a failover measures what it
+// means to, not that.
+func (c *Cluster) Settle(t testing.TB) {
+	t.Helper()
+	active := c.Active(t)
+	deadline := time.Now().Add(time.Minute)
+	for i := range c.Nodes {
+		if c.killed[i] || i == active {
+			continue
+		}
+		cl := c.clientOf(t, c.Addresses[i], true)
+		for {
+			// Raw, so that a 307 (not an error to vault/api with
+			// redirects off) is seen as the status it is.
+			resp, err := cl.Logical().ReadRawWithData("auth/token/lookup-self", nil)
+			status := 0
+			if resp != nil {
+				status = resp.StatusCode
+				resp.Body.Close()
+			}
+			if err == nil && status == 200 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("standby node %d does not forward a minute after asking: HTTP %d, %v", i, status, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}

@@ -108,7 +108,7 @@ type Stats struct {
 	// active within ElectionWait, or the retry met an election again),
 	// each after another wait of at most 1-2 s: one request more each.
 	ElectionPolls int64 `json:"election_polls"`
-	// Probes are the unauthenticated sys/leader questions asked during
+	// Probes are the unauthenticated sys/health questions asked during
 	// those waits (election.go), one node every 200-400 ms: not
 	// counted in Requests (no token, not audited, nothing written).
 	Probes int64 `json:"probes"`

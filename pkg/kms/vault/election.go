@@ -9,16 +9,18 @@ import (
 // An operation that finds the cluster electing (its node died under a
 // request, or a standby knows no reachable active node) learns the
 // election's end from the cluster itself instead of sleeping a fixed
-// time: it asks the surviving nodes' sys/leader, one node every
+// time: it asks the surviving nodes' sys/health, one node every
 // 200-400 ms, and sends its one retry to the node that reports itself
-// active as soon as one does. sys/leader is unauthenticated and served
-// by each node from memory and its local storage: no token is sent, it
-// is not audited, it writes nothing and is not forwarded
-// (docs/fleet.md), so these probes are counted apart from requests
+// active (initialised, unsealed, not a standby) as soon as one does.
+// sys/health is unauthenticated and served by each node from memory
+// and its local storage: no token is sent, it is not audited, not
+// forwarded, writes nothing, and is exempt from rate-limit quotas by
+// default (sys/leader, which also names the active node, is not), see
+// docs/fleet.md; so these probes are counted apart from requests
 // (Stats.Probes). Config.ElectionWait bounds the wait: a client that
-// cannot reach the active node the cluster still reports (a partition,
-// a proxy refusing sys/leader) retries after it anyway, through a
-// standby that forwards.
+// cannot reach the active node (a partition, a proxy refusing
+// sys/health) retries after it anyway, through a standby that
+// forwards.
 
 // probeEvery is the pause (up to twice as long, at random) between
 // probes: a fleet of N clients in an election asks about N / 0.3 s,
@@ -26,35 +28,21 @@ import (
 const probeEvery = 200 * time.Millisecond
 
 // probeTimeout bounds one probe: a node that becomes active holds its
-// state lock (which sys/leader takes) while it sets itself up.
+// state lock (which sys/health takes) while it sets itself up.
 const probeTimeout = time.Second
 
 // awaitLeader probes the cluster for at most limit (and within ctx)
 // until a node of the client answers that it is the active node, and
-// returns its index, or -1 when limit or ctx ended first. A standby
-// naming an active node of the client that is not known down has that
-// node probed next: the retry goes only to an active node that answered.
+// returns its index, or -1 when limit or ctx ended first.
 func (cl *Client) awaitLeader(ctx context.Context, limit time.Duration) int {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	next := -1
 	turn := rand.N(len(cl.nodes))
 	for {
-		i, named := next, next >= 0
-		if !named {
-			i = cl.probeTarget(&turn)
-		}
-		next = -1
-		self, leader, ok := cl.probe(ctx, cl.nodes[i])
-		if ok && self {
+		i := cl.probeTarget(&turn)
+		if cl.probe(ctx, cl.nodes[i]) {
 			cl.nodes[i].markUp()
 			return i
-		}
-		// At once to the node a standby named (once: two standbys
-		// naming each other must not loop).
-		if k := cl.nodeAt(leader + "/"); ok && !named && k >= 0 && k != i && !cl.nodes[k].down() {
-			next = k
-			continue
 		}
 		t := time.NewTimer(probeEvery + rand.N(probeEvery))
 		select {
@@ -78,15 +66,12 @@ func (cl *Client) probeTarget(turn *int) int {
 	return *turn
 }
 
-// probe asks node n's sys/leader whether it is the active node, and
-// which node it names as active; ok is false when it did not answer.
-func (cl *Client) probe(ctx context.Context, n *node) (self bool, leader string, ok bool) {
+// probe asks node n's sys/health whether it is the active node
+// (false when it is not, or did not answer).
+func (cl *Client) probe(ctx context.Context, n *node) bool {
 	cl.probes.Add(1)
 	pctx, cancel := context.WithTimeout(ctx, min(probeTimeout, cl.cfg.Timeout))
 	defer cancel()
-	l, err := n.anon.Sys().LeaderWithContext(pctx)
-	if err != nil || l == nil {
-		return false, "", false
-	}
-	return l.IsSelf, l.LeaderAddress, true
+	h, err := n.anon.Sys().HealthWithContext(pctx)
+	return err == nil && h.Initialized && !h.Sealed && !h.Standby
 }
