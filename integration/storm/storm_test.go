@@ -319,14 +319,17 @@ func TestStorm(t *testing.T) {
 		}
 		// The quota shows in the counters, and no node looped: every
 		// request beyond its login and decrypt followed a 429 and its
-		// wait, or was a standby's 307 (a standby that has not yet
-		// connected to the active node elected above, counted apart).
+		// wait, or a standby's 307 (counted apart), or an election the
+		// node waited out (on this loaded 2-core machine the active
+		// node may lose its leadership under the storm: docs/fleet.md).
 		if r.RateLimited == 0 || r.Backoff() == 0 {
 			t.Errorf("the quota does not show in the counters: %d answers of 429, %s of backoff", r.RateLimited, r.Backoff())
 		}
 		for _, x := range r.Results {
-			if st := x.Stats; st.Requests > 2+st.RateLimited+st.Redirects || st.Retries > st.RateLimited {
-				t.Errorf("%s: %d requests, %d retries for %d answers of 429 and %d of 307 (%+v)", x.Node, st.Requests, st.Retries, st.RateLimited, st.Redirects, st)
+			st := x.Stats
+			elections := st.ElectionWaits + st.ElectionPolls
+			if st.Requests > 2+st.RateLimited+st.Redirects+elections || st.Retries > st.RateLimited+elections {
+				t.Errorf("%s: %d requests, %d retries for %d answers of 429, %d of 307 and %d elections (%+v)", x.Node, st.Requests, st.Retries, st.RateLimited, st.Redirects, elections, st)
 			}
 		}
 	})
