@@ -309,11 +309,12 @@ func TestStorm(t *testing.T) {
 		rate := max(10, m/2)
 		tg.cluster.RateLimit(t, "storm", float64(rate), time.Second, 0)
 		defer tg.cluster.RemoveRateLimit(t, "storm")
+		before := tg.active(t)
 		r, err := storm.Run(ctx, fleet, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("quota %d requests/s for %d nodes' %d requests (at least %.1f s):\n%s", rate, m, 2*m, float64(2*m)/float64(rate)-1, r)
+		t.Logf("quota %d requests/s for %d nodes' %d requests (at least %.1f s; active node %s before, %s after):\n%s", rate, m, 2*m, float64(2*m)/float64(rate)-1, before, tg.active(t), r)
 		if r.Failed != 0 {
 			t.Errorf("%d nodes failed under the quota: %v", r.Failed, r.FirstErrors)
 		}
