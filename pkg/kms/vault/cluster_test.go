@@ -137,6 +137,13 @@ func TestClusterQuotaFailoverAndSeal(t *testing.T) {
 		if st.ElectionWaits == 0 || st.Unreached == 0 {
 			t.Errorf("client stats %+v: no election wait or refused connection counted", st)
 		}
+		// It learnt the election's end from the survivors' sys/health
+		// (probes, not requests) and sent one retry: one login and 11
+		// decrypts, plus that retry (and a standby's 307, if its retry
+		// met a standby that did not forward yet).
+		if st.Probes == 0 || st.Requests > 1+11+1+st.ElectionPolls+st.Redirects {
+			t.Errorf("client stats %+v: want probes, and at most one request more than the login and 11 decrypts", st)
+		}
 	})
 
 	t.Run("quorum lost: its own error within the deadline", func(t *testing.T) {
