@@ -34,10 +34,17 @@ type Report struct {
 	// Hops sums vault.Stats.Hops: requests sent at once to another node
 	// in a round (a standby's 307, a node that answered as down).
 	Hops int64
+	// Redirects sums vault.Stats.Redirects: the hops after a standby's
+	// 307 (a request each).
+	Redirects int64
 	// ElectionPolls sums vault.Stats.ElectionPolls; PolledNodes are the
 	// nodes that made any (their election_wait was shorter than the
 	// election).
-	ElectionPolls, PolledNodes        int64
+	ElectionPolls, PolledNodes int64
+	// Probes sums vault.Stats.Probes: unauthenticated sys/health
+	// questions during elections, not requests; ProbedNodes are the
+	// nodes that asked any.
+	Probes, ProbedNodes               int64
 	NodesPerSecond, DecryptsPerSecond float64
 	Results                           []Result
 	FirstErrors                       []string
@@ -86,8 +93,13 @@ func (r *Report) add(st vault.Stats) {
 	r.ElectionWaits += st.ElectionWaits
 	r.ElectionPolls += st.ElectionPolls
 	r.Hops += st.Hops
+	r.Redirects += st.Redirects
 	if st.ElectionPolls > 0 {
 		r.PolledNodes++
+	}
+	r.Probes += st.Probes
+	if st.Probes > 0 {
+		r.ProbedNodes++
 	}
 	r.backoff += st.Backoff
 	r.logins += st.Logins
@@ -126,7 +138,10 @@ func (r *Report) String() string {
 	}
 	fmt.Fprintf(&b, "vault requests: %d (%.2f per node, max %d; %s), logins %d\n", r.Requests, float64(r.Requests)/float64(r.Nodes), r.MaxRequests, strings.Join(dist, ", "), r.logins)
 	fmt.Fprintf(&b, "by kind: %s\n", strings.Join(kinds, ", "))
-	fmt.Fprintf(&b, "retries %d, failovers %d, election waits %d (then polls %d by %d nodes), hops %d, 429s %d, backoff waited %s in total; connections refused %d (no request)\n", r.Retries, r.Failovers, r.ElectionWaits, r.ElectionPolls, r.PolledNodes, r.Hops, r.RateLimited, r.backoff.Round(time.Millisecond), r.Unreached)
+	fmt.Fprintf(&b, "retries %d, failovers %d, election waits %d (then polls %d by %d nodes), hops %d (after a standby's 307: %d), 429s %d, backoff waited %s in total; connections refused %d (no request)\n", r.Retries, r.Failovers, r.ElectionWaits, r.ElectionPolls, r.PolledNodes, r.Hops, r.Redirects, r.RateLimited, r.backoff.Round(time.Millisecond), r.Unreached)
+	if r.Probes > 0 {
+		fmt.Fprintf(&b, "election probes (sys/health, unauthenticated, not requests): %d by %d nodes (%.1f per probing node)\n", r.Probes, r.ProbedNodes, float64(r.Probes)/float64(r.ProbedNodes))
+	}
 	fmt.Fprintf(&b, "throughput: %.0f nodes/s (%.0f decrypts/s)\n", r.NodesPerSecond, r.DecryptsPerSecond)
 	for _, e := range r.FirstErrors {
 		fmt.Fprintf(&b, "failed: %s\n", e)

@@ -120,17 +120,24 @@ func TestStorm(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("provisioned %d nodes (%s tokens) in %s", m+1, tokenType, time.Since(start).Round(time.Millisecond))
+	if tg.cluster != nil {
+		// As in production, Vault audits every request (docs/fleet.md):
+		// the failover below is read back from the logs.
+		tg.cluster.EnableAudit(t)
+	}
 	// A dead node costs a refused connection or the 3 s connect timeout
 	// whatever vault.timeout is; a long timeout keeps a node whose
 	// request queues behind a thousand logins from sending it again
 	// (docs/fleet.md), and a long deadline lets a boot outlast an
-	// election.
+	// election (election_wait is left at its default, as an operator
+	// would: the client learns the election's end from the cluster).
 	// The queue at Vault grows with M (about 200 node boots a second
 	// here, fewer when cold): the request timeout stays above it (20
 	// ms per node, at least 30 s), for the plain client too.
 	timeout := max(30*time.Second, time.Duration(m)*20*time.Millisecond)
-	opts := storm.Options{Timeout: timeout, VaultYAML: fmt.Sprintf("  timeout: %s\n  deadline: %s\n  election_wait: %s\n", timeout, 4*timeout, electionWait)}
-	var steady *storm.Report
+	opts := storm.Options{Timeout: timeout, VaultYAML: fmt.Sprintf("  timeout: %s\n  deadline: %s\n", timeout, 4*timeout)}
+	var steadyP99 []time.Duration // of the storms without failover
+	var steadyNPS []float64       // their nodes per second
 
 	t.Run("storm with one revoked node", func(t *testing.T) {
 		all := *fleet
@@ -145,48 +152,65 @@ func TestStorm(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("first pass (keep-alive client, login + batch decrypt): %.0f nodes/s, %s", float64(boots)/bootTook.Seconds(), tg.cpu(t).since(cpu).per(m))
-		// The storm and its fair ceiling, the plain client, alternate
-		// (storm first in odd rounds), so that neither always meets a
-		// Vault warmed, or burdened, by the other's tokens and leases.
-		var ratios []float64
-		var r *storm.Report
-		for round := 1; round <= rounds; round++ {
-			var plain *storm.Report
-			var stormCPU, plainCPU cpuSnap
-			var err error
-			runStorm := func() {
-				cpu := tg.cpu(t)
-				if r, err = storm.Run(ctx, &all, opts); err != nil {
+		// The storm and its fair ceiling, the plain client, each make a
+		// warm-up pass (not counted: a client's first pass after the
+		// keep-alive one ran at half the speed of the later ones at
+		// M = 1,000, whichever client it was), then run in ABBA order
+		// in each round (storm, plain, plain, storm; then plain, storm,
+		// storm, plain), so that neither always meets a Vault warmed,
+		// or burdened, by the other's tokens and leases, nor always
+		// runs first or last. The figure is the median of the storm's
+		// passes over the plain client's; a round compares the sums of
+		// its two passes of each.
+		var stormNPS, plainNPS, ratios []float64
+		var lines []string
+		pass := func(stormPass, count bool) float64 {
+			cpu := tg.cpu(t)
+			if stormPass {
+				r, err := storm.Run(ctx, &all, opts)
+				if err != nil {
 					t.Fatal(err)
 				}
-				stormCPU = tg.cpu(t).since(cpu)
-			}
-			runPlain := func() {
-				cpu := tg.cpu(t)
-				if plain, err = storm.Plain(ctx, fleet, opts); err != nil {
-					t.Fatal(err)
+				lines = append(lines, fmt.Sprintf("storm:\n%s%s", r, tg.cpu(t).since(cpu).per(m+1)))
+				checkSteady(t, r, m)
+				if count {
+					stormNPS = append(stormNPS, r.NodesPerSecond)
+					steadyP99 = append(steadyP99, r.P99)
+					steadyNPS = append(steadyNPS, r.NodesPerSecond)
 				}
-				plainCPU = tg.cpu(t).since(cpu)
+				return r.NodesPerSecond
 			}
-			active := tg.active(t)
-			if round%2 == 1 {
-				runStorm()
-				runPlain()
-			} else {
-				runPlain()
-				runStorm()
+			plain, err := storm.Plain(ctx, fleet, opts)
+			if err != nil {
+				t.Fatal(err)
 			}
-			ratios = append(ratios, r.NodesPerSecond/plain.NodesPerSecond)
-			t.Logf("round %d of %d (%s first; active node %s):\n%s%s\nplain vault/api nodes, same schedule, own TLS each:\n%s%s\nthe storm at %.0f %% of the plain nodes' throughput",
-				round, rounds, map[bool]string{true: "storm", false: "plain client"}[round%2 == 1], active,
-				r, stormCPU.per(m+1), plain, plainCPU.per(m), 100*ratios[len(ratios)-1])
+			lines = append(lines, fmt.Sprintf("plain vault/api nodes, same schedule, own TLS each:\n%s%s", plain, tg.cpu(t).since(cpu).per(m)))
 			if plain.Failed != 0 {
 				t.Errorf("plain client: %d nodes failed: %v", plain.Failed, plain.FirstErrors)
 			}
-			checkSteady(t, r, m)
-			if steady == nil {
-				steady = r
+			if count {
+				plainNPS = append(plainNPS, plain.NodesPerSecond)
 			}
+			return plain.NodesPerSecond
+		}
+		ws, wp := pass(true, false), pass(false, false)
+		t.Logf("warm-up passes (not counted): storm %.0f nodes/s, plain client %.0f nodes/s:\n%s", ws, wp, strings.Join(lines, "\n"))
+		for round := 1; round <= rounds; round++ {
+			lines = nil
+			var stormSum, plainSum float64 // nodes/s summed over the round
+			active := tg.active(t)
+			stormFirst := round%2 == 1
+			for _, s := range []bool{stormFirst, !stormFirst, !stormFirst, stormFirst} {
+				if s {
+					stormSum += pass(true, true)
+				} else {
+					plainSum += pass(false, true)
+				}
+			}
+			ratios = append(ratios, stormSum/plainSum)
+			t.Logf("round %d of %d (%s; active node %s):\n%s\nthe storm at %.0f %% of the plain nodes' throughput (sum of two passes each)",
+				round, rounds, map[bool]string{true: "storm, plain, plain, storm", false: "plain, storm, storm, plain"}[stormFirst], active,
+				strings.Join(lines, "\n"), 100*ratios[len(ratios)-1])
 		}
 		slices.Sort(ratios)
 		decrypts, decryptTook, err := storm.Ceiling(ctx, admin, fleet, 64, false)
@@ -196,14 +220,23 @@ func TestStorm(t *testing.T) {
 		if boots, bootTook, err = storm.Ceiling(ctx, admin, fleet, 64, true); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("the storm at %.0f %% of the plain nodes' throughput (mean of %d round(s), %.0f to %.0f %%)\nkeep-alive ceilings (64 workers reusing connections): batch decrypt alone %.0f nodes/s (%.0f decrypts/s); login + batch decrypt %.0f nodes/s",
-			100*mean(ratios), rounds, 100*ratios[0], 100*ratios[len(ratios)-1],
+		t.Logf("the storm at %.0f %% of the plain nodes' throughput (median of its %d passes, %.0f nodes/s, over the plain client's, %.0f nodes/s; rounds %.0f to %.0f %%)\nkeep-alive ceilings (64 workers reusing connections): batch decrypt alone %.0f nodes/s (%.0f decrypts/s); login + batch decrypt %.0f nodes/s",
+			100*median(stormNPS)/median(plainNPS), len(stormNPS), median(stormNPS), median(plainNPS), 100*ratios[0], 100*ratios[len(ratios)-1],
 			float64(decrypts)/decryptTook.Seconds(), float64(decrypts*volumes)/decryptTook.Seconds(), float64(boots)/bootTook.Seconds())
 	})
 
 	t.Run("active node killed at 30 %", func(t *testing.T) {
 		if tg.cluster == nil {
 			t.Skip("not killing a node of your own cluster")
+		}
+		c := tg.cluster
+		// Each node's audit log so far: the storm's part is what follows.
+		sizes := make([]int64, len(c.Nodes))
+		for i := range c.Nodes {
+			var err error
+			if sizes[i], err = storm.Size(c.AuditFile(i)); err != nil {
+				t.Fatal(err)
+			}
 		}
 		at30 := make(chan struct{})
 		opts := opts
@@ -222,80 +255,105 @@ func TestStorm(t *testing.T) {
 			res <- out{r, err}
 		}()
 		<-at30
-		killed := tg.cluster.KillActive(t)
+		killed := c.KillActive(t)
 		killedAt := time.Now()
-		now := tg.cluster.Active(t)
+		// The election's time: from the kill until a surviving node
+		// reports itself active (polled every 20 ms).
+		now := c.Active(t)
 		election := time.Since(killedAt)
 		o := <-res
 		if o.err != nil {
 			t.Fatal(o.err)
 		}
 		r := o.r
-		msg := fmt.Sprintf("node %d killed after %d of %d nodes unlocked; node %d active %s later\n%s", killed, max(1, m*3/10), m, now, election.Round(100*time.Millisecond), r)
-		if steady != nil {
-			msg += fmt.Sprintf("p99 grew by %s over the storm without the kill (%s): the election (%s) plus one retry after election_wait %s (+ up to %s jitter)",
-				(r.P99 - steady.P99).Round(time.Millisecond), steady.P99.Round(time.Millisecond), election.Round(100*time.Millisecond), electionWait, electionWait/5)
+		msg := fmt.Sprintf("node %d killed after %d of %d nodes unlocked; node %d active %s later (the election)\n%s", killed, max(1, m*3/10), m, now, election.Round(10*time.Millisecond), r)
+		if len(steadyP99) > 0 {
+			base := median(steadyP99)
+			grew := r.P99 - base
+			msg += fmt.Sprintf("p99 %s, grew by %s over the storms without the kill (median p99 %s): the election (%s) plus %s (the one retry, queued at the new active node)",
+				r.P99.Round(time.Millisecond), grew.Round(time.Millisecond), base.Round(time.Millisecond), election.Round(10*time.Millisecond), (grew - election).Round(time.Millisecond))
 		}
 		t.Log(msg)
 		if r.Failed != 0 {
 			t.Errorf("%d nodes failed across the failover: %v", r.Failed, r.FirstErrors)
 		}
 		// What the client's counters (atrestd's metrics) show of a
-		// failover: nodes that waited for the election, and the killed
-		// node's refused connections. And no node paid more than one
-		// request for it (its login, its decrypt, one retry), but for
-		// the polls 1-2 s apart of an election that outlasted
-		// election_wait (reported above).
-		if r.ElectionWaits == 0 || r.Unreached == 0 || r.Failovers == 0 {
-			t.Errorf("the failover does not show in the counters: election waits %d, refused connections %d, failovers %d", r.ElectionWaits, r.Unreached, r.Failovers)
+		// failover: nodes that waited for the election, asking the
+		// survivors' sys/health meanwhile, and the killed node's refused
+		// connections.
+		if r.ElectionWaits == 0 || r.Unreached == 0 || r.Failovers == 0 || r.Probes == 0 {
+			t.Errorf("the failover does not show in the counters: election waits %d, refused connections %d, failovers %d, probes %d", r.ElectionWaits, r.Unreached, r.Failovers, r.Probes)
 		}
+		// No node paid more than one request for it (its login, its
+		// decrypt, one retry), unless its retry met the election again
+		// (counted as a poll; none expected: the retry goes to the node
+		// that reported itself active) or a standby that does not
+		// forward yet answered 307 (a node that started after the
+		// election, counted apart). Probes are not requests.
 		for _, x := range r.Results {
-			// A retry that meets a standby answering 307 (it does not
-			// forward yet, just after the election) or a node that
-			// answers as down costs the hop to the next node: counted
-			// apart (Hops), as the polls are.
-			if st := x.Stats; st.Requests > 3+st.ElectionPolls+st.Hops {
-				t.Errorf("%s: %d Vault requests across the failover (%+v), want at most its login, its decrypt, one retry, its %d election polls and its %d hops", x.Node, st.Requests, st, st.ElectionPolls, st.Hops)
+			if st := x.Stats; st.Requests > 3+st.ElectionPolls+st.Redirects {
+				t.Errorf("%s: %d Vault requests across the failover (%+v), want at most its login, its decrypt and one retry (plus %d polls and %d standby 307s)", x.Node, st.Requests, st, st.ElectionPolls, st.Redirects)
 			}
 		}
+		checkAudit(t, c, sizes, fleet, r, killed, now, killedAt)
 	})
 	t.Run("rate-limit quota below the demand", func(t *testing.T) {
 		if tg.cluster == nil {
 			t.Skip("not setting a quota on your own cluster")
 		}
 		// All simulated nodes share one client address, so one bucket:
-		// a quarter of the storm's 2 requests per node each second.
-		rate := max(10, m/2)
+		// a quarter of the storm's demand, its 2 requests per node at
+		// the rate the storms above reached (m/2 a second without
+		// them): a quota of M/2 was not reached at all by a storm of
+		// 85 nodes/s on this machine at a load average of 54.
+		// Each node still finds the killed node dead first, but not a
+		// standby that has not yet connected to the new active node
+		// (which answers 307 or 500 for a while after an election: a
+		// request more, not the quota's doing; docs/fleet.md).
+		tg.cluster.Settle(t)
+		rate := m / 2
+		if len(steadyNPS) > 0 {
+			rate = int(2 * median(steadyNPS) / 4)
+		}
+		rate = max(10, rate)
 		tg.cluster.RateLimit(t, "storm", float64(rate), time.Second, 0)
 		defer tg.cluster.RemoveRateLimit(t, "storm")
+		before := tg.active(t)
 		r, err := storm.Run(ctx, fleet, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("quota %d requests/s for %d nodes' %d requests (at least %.1f s):\n%s", rate, m, 2*m, float64(2*m)/float64(rate)-1, r)
+		t.Logf("quota %d requests/s for %d nodes' %d requests (at least %.1f s; active node %s before, %s after):\n%s", rate, m, 2*m, float64(2*m)/float64(rate)-1, before, tg.active(t), r)
 		if r.Failed != 0 {
 			t.Errorf("%d nodes failed under the quota: %v", r.Failed, r.FirstErrors)
 		}
 		// The quota shows in the counters, and no node looped: every
 		// request beyond its login and decrypt followed a 429 and its
-		// wait.
+		// wait, or a standby's 307 (counted apart), or an election the
+		// node waited out (on this loaded 2-core machine the active
+		// node may lose its leadership under the storm: docs/fleet.md).
 		if r.RateLimited == 0 || r.Backoff() == 0 {
 			t.Errorf("the quota does not show in the counters: %d answers of 429, %s of backoff", r.RateLimited, r.Backoff())
 		}
 		for _, x := range r.Results {
-			if st := x.Stats; st.Requests > 2+st.RateLimited || st.Retries > st.RateLimited {
-				t.Errorf("%s: %d requests, %d retries for %d answers of 429 (%+v)", x.Node, st.Requests, st.Retries, st.RateLimited, st)
+			st := x.Stats
+			elections := st.ElectionWaits + st.ElectionPolls
+			if st.Requests > 2+st.RateLimited+st.Redirects+elections || st.Retries > st.RateLimited+elections {
+				t.Errorf("%s: %d requests, %d retries for %d answers of 429, %d of 307 and %d elections (%+v)", x.Node, st.Requests, st.Retries, st.RateLimited, st.Redirects, elections, st)
 			}
 		}
 	})
 }
 
-func mean(xs []float64) float64 {
-	sum := 0.0
-	for _, x := range xs {
-		sum += x
+// median is the middle of xs (sorted), the mean of the two middle ones
+// for an even count.
+func median[T float64 | time.Duration](xs []T) T {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
 	}
-	return sum / float64(len(xs))
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // checkSteady checks a storm without failover: only the revoked node (the
@@ -319,11 +377,6 @@ func checkSteady(t *testing.T, r *storm.Report, m int) {
 		}
 	}
 }
-
-// electionWait is the storm nodes' vault.election_wait: vaultserver's
-// Raft runs with performance_multiplier 2, whose elections took 3.4 to
-// 5.9 s on this project's 2-core machine under the storm (docs/fleet.md).
-const electionWait = 6 * time.Second
 
 // cpuSnap is the CPU time used so far by this process (the simulated
 // nodes) and by each Vault node of vaulttest's cluster.
@@ -365,4 +418,45 @@ func (s cpuSnap) per(nodes int) string {
 	return fmt.Sprintf("cpu: simulated nodes %s (%s per node), vault %s (%s per node)",
 		s.self.Round(10*time.Millisecond), (s.self / time.Duration(nodes)).Round(10*time.Microsecond),
 		s.vault.Round(10*time.Millisecond), (s.vault / time.Duration(nodes)).Round(10*time.Microsecond))
+}
+
+// checkAudit checks what the cluster's audit logs say of a storm across
+// the kill of its active node: each node's batch decrypt audited by the
+// old active node before the kill or by the new one after it (the third
+// node, a standby, forwards and audits none), and the logs' union
+// accounting for every node of the fleet: once each, at most as often
+// as the node's client sent it (a request cut by the kill may have run).
+func checkAudit(t *testing.T, c *vaulttest.Cluster, sizes []int64, fleet *storm.Fleet, r *storm.Report, old, now int, killedAt time.Time) {
+	t.Helper()
+	logs := make([]*storm.Audited, len(c.Nodes))
+	for i := range c.Nodes {
+		a, err := storm.ReadAudit(c.AuditFile(i), sizes[i], fleet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs[i] = a
+	}
+	var lines []string
+	for i, a := range logs {
+		lines = append(lines, fmt.Sprintf("node %d: %d decrypts of %d nodes, %s to %s", i, a.Total(), len(a.Decrypts), a.First.Format("15:04:05.000"), a.Last.Format("15:04:05.000")))
+	}
+	t.Logf("audit logs (kill at %s):\n%s", killedAt.Format("15:04:05.000"), strings.Join(lines, "\n"))
+	before, after := logs[old], logs[now]
+	if before.Total() == 0 || !before.Last.Before(killedAt) {
+		t.Errorf("old active node %d: %d decrypts audited, the last at %s, want some, all before the kill at %s", old, before.Total(), before.Last, killedAt)
+	}
+	if after.Total() == 0 || !after.First.After(killedAt) {
+		t.Errorf("new active node %d: %d decrypts audited, the first at %s, want some, all after the kill at %s", now, after.Total(), after.First, killedAt)
+	}
+	for i, a := range logs {
+		if i != old && i != now && a.Total() != 0 {
+			t.Errorf("standby node %d audited %d decrypts, want none (a standby forwards)", i, a.Total())
+		}
+	}
+	for _, x := range r.Results {
+		got := before.Decrypts[x.Node] + after.Decrypts[x.Node]
+		if sent := x.Stats.ByOp["transit decrypt"]; got < 1 || int64(got) > sent {
+			t.Errorf("%s: its batch decrypt audited %d times (old active %d, new %d), sent %d times: want once, at most as often as sent", x.Node, got, before.Decrypts[x.Node], after.Decrypts[x.Node], sent)
+		}
+	}
 }

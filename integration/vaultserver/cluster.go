@@ -47,6 +47,11 @@ type NodeInfo struct {
 	PID int `json:"pid"`
 	// NodeID is the node's Raft id.
 	NodeID string `json:"node_id"`
+	// Dir is the node's data directory and its working directory, so
+	// that a file audit device enabled with a relative file_path
+	// (audit devices are the cluster's configuration, the same on
+	// every node) writes one log per node there.
+	Dir string `json:"dir"`
 }
 
 // ClusterInfo is the one JSON line the supervisor prints. Its first
@@ -67,15 +72,21 @@ type nodeKeys struct {
 	UnsealKeys [][]byte `json:"unseal_keys"`
 }
 
-func runCluster(n int, dir string, exitOnEOF, verbose bool) error {
+func runCluster(n, raftMultiplier int, dir string, exitOnEOF, verbose bool) error {
 	if n < 1 || n > 9 {
 		return fmt.Errorf("-cluster %d: between 1 and 9 nodes", n)
+	}
+	if raftMultiplier < 1 || raftMultiplier > 10 {
+		return fmt.Errorf("-raft-multiplier %d: between 1 and 10", raftMultiplier)
 	}
 	dir, cleanup, err := workDir(dir)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
+	if dir, err = filepath.Abs(dir); err != nil {
+		return err
+	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
 
@@ -100,11 +111,16 @@ func runCluster(n int, dir string, exitOnEOF, verbose bool) error {
 	info := ClusterInfo{}
 	keysFile := filepath.Join(dir, "keys.json")
 	for i := 0; i < n; i++ {
+		nodeDir := filepath.Join(dir, fmt.Sprintf("node%d", i))
+		if err := os.MkdirAll(nodeDir, 0o700); err != nil {
+			return err
+		}
 		args := []string{"-node", strconv.Itoa(i),
-			"-dir", filepath.Join(dir, fmt.Sprintf("node%d", i)),
+			"-dir", nodeDir,
 			"-listen", fmt.Sprintf("127.0.0.1:%d", ports[2*i]),
 			"-cluster-port", strconv.Itoa(ports[2*i+1]),
 			"-ca", filepath.Join(dir, "ca.json"),
+			"-raft-multiplier", strconv.Itoa(raftMultiplier),
 			"-exit-on-eof"}
 		if verbose {
 			args = append(args, "-v")
@@ -112,7 +128,7 @@ func runCluster(n int, dir string, exitOnEOF, verbose bool) error {
 		if i > 0 {
 			args = append(args, "-join", info.Addresses[0], "-keys", keysFile)
 		}
-		c, node, err := startChild(self, args)
+		c, node, err := startChild(self, nodeDir, args)
 		if err != nil {
 			return fmt.Errorf("node %d: %w", i, err)
 		}
@@ -131,6 +147,7 @@ func runCluster(n int, dir string, exitOnEOF, verbose bool) error {
 			ClusterAddress: fmt.Sprintf("https://127.0.0.1:%d", ports[2*i+1]),
 			PID:            node.PID,
 			NodeID:         nodeID(i),
+			Dir:            nodeDir,
 		})
 	}
 	line, err := json.Marshal(info)
@@ -153,8 +170,9 @@ type child struct {
 	done  chan struct{}
 }
 
-func startChild(self string, args []string) (*child, Info, error) {
+func startChild(self, dir string, args []string) (*child, Info, error) {
 	cmd := exec.Command(self, args...)
+	cmd.Dir = dir
 	cmd.Stderr = os.Stderr
 	// A supervisor killed with SIGKILL cannot close the pipes; the
 	// kernel then ends the children too.

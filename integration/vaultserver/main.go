@@ -60,6 +60,7 @@ func main() {
 	verbose := flag.Bool("v", false, "log Vault's messages to standard error")
 	clusterN := flag.Int("cluster", 0, "run `N` Vault nodes with integrated storage (Raft), one process each (see cluster.go)")
 	var n nodeFlags
+	flag.IntVar(&n.raftMultiplier, "raft-multiplier", defaultRaftMultiplier, "with -cluster: Raft's performance_multiplier `M` (Vault's default 5, production guides 1)")
 	flag.IntVar(&n.index, "node", -1, "internal (-cluster): run node `I` of a cluster")
 	flag.IntVar(&n.clusterPort, "cluster-port", 0, "internal (-cluster): the node's cluster port")
 	flag.StringVar(&n.caFile, "ca", "", "internal (-cluster): the cluster's CA (ca.json)")
@@ -69,7 +70,7 @@ func main() {
 	var err error
 	switch {
 	case *clusterN > 0:
-		err = runCluster(*clusterN, *dir, *exitOnEOF, *verbose)
+		err = runCluster(*clusterN, n.raftMultiplier, *dir, *exitOnEOF, *verbose)
 	case n.index >= 0:
 		err = runNode(n, *dir, *listen, *exitOnEOF, *verbose)
 	default:

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -27,13 +28,19 @@ type nodeFlags struct {
 	caFile      string
 	join        string
 	keysFile    string
+	// raftMultiplier is Raft's performance_multiplier.
+	raftMultiplier int
 }
 
-// raftTiming is Raft's performance_multiplier: Vault's default is 5
-// (elections after 5-10 s); production guides recommend 1. 2 keeps an
-// election within a few seconds without spurious ones on a loaded CI
-// machine.
-const raftTiming = "2"
+// defaultRaftMultiplier is Raft's performance_multiplier unless
+// -raft-multiplier says otherwise: Vault's default is 5, production
+// guides recommend 1. It scales Raft's heartbeat and election timeouts
+// (1 s each, times the multiplier): a follower stands for election 1-2
+// times the multiplier seconds after the last heartbeat, then the new
+// leader's Vault core sets itself up as active. 2 keeps an election
+// within a few seconds without spurious ones on a loaded CI machine
+// (docs/testing.md has the measured times).
+const defaultRaftMultiplier = 2
 
 // runNode runs one node of a -cluster: Vault's test core with Raft
 // storage in DIR/raft, its API on -listen and its cluster port on
@@ -61,7 +68,7 @@ func runNode(n nodeFlags, dir, listen string, exitOnEOF, verbose bool) error {
 	backend, err := raft.NewRaftBackend(map[string]string{
 		"path":                   filepath.Join(dir, "raft"),
 		"node_id":                nodeID(n.index),
-		"performance_multiplier": raftTiming,
+		"performance_multiplier": strconv.Itoa(n.raftMultiplier),
 	}, logger.Named("raft"))
 	if err != nil {
 		return fmt.Errorf("raft storage: %w", err)

@@ -131,8 +131,9 @@ type Vault struct {
 	Escrow         VaultEscrow   `yaml:"escrow"`
 	Timeout        time.Duration `yaml:"timeout"`  // per call
 	Deadline       time.Duration `yaml:"deadline"` // all retries of one operation
-	// ElectionWait is the wait before the one retry of an operation
-	// that found the cluster electing a new active node (docs/fleet.md).
+	// ElectionWait bounds the wait before the one retry of an operation
+	// that found the cluster electing a new active node; the wait ends
+	// when a node reports itself active (docs/fleet.md).
 	ElectionWait time.Duration `yaml:"election_wait"`
 }
 

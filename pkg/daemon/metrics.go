@@ -157,6 +157,8 @@ var (
 	vaultFailoversDesc   = prometheus.NewDesc("atrest_kms_vault_failovers_total", "Vault requests sent again at once to another address after one failed (dead, sealed, or no active node).", nil, nil)
 	vaultRateLimitedDesc = prometheus.NewDesc("atrest_kms_vault_rate_limited_total", "HTTP 429 answers from Vault (a rate-limit quota).", nil, nil)
 	vaultBackoffDesc     = prometheus.NewDesc("atrest_kms_vault_backoff_seconds_total", "Time waited before Vault retries.", nil, nil)
+	vaultElectionsDesc   = prometheus.NewDesc("atrest_kms_vault_election_waits_total", "Vault operations that found the cluster electing an active node and waited for it.", nil, nil)
+	vaultProbesDesc      = prometheus.NewDesc("atrest_kms_vault_election_probes_total", "Unauthenticated sys/health questions asked while waiting for an election (not requests).", nil, nil)
 )
 
 // vaultCollector reports the running Vault client's counters at scrape
@@ -165,7 +167,7 @@ var (
 type vaultCollector struct{ d *Daemon }
 
 func (c vaultCollector) Describe(ch chan<- *prometheus.Desc) {
-	describe(ch, vaultRequestsDesc, vaultRetriesDesc, vaultFailoversDesc, vaultRateLimitedDesc, vaultBackoffDesc)
+	describe(ch, vaultRequestsDesc, vaultRetriesDesc, vaultFailoversDesc, vaultRateLimitedDesc, vaultBackoffDesc, vaultElectionsDesc, vaultProbesDesc)
 }
 
 func (c vaultCollector) Collect(ch chan<- prometheus.Metric) {
@@ -179,6 +181,8 @@ func (c vaultCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(vaultFailoversDesc, prometheus.CounterValue, float64(st.Failovers))
 	ch <- prometheus.MustNewConstMetric(vaultRateLimitedDesc, prometheus.CounterValue, float64(st.RateLimited))
 	ch <- prometheus.MustNewConstMetric(vaultBackoffDesc, prometheus.CounterValue, st.Backoff.Seconds())
+	ch <- prometheus.MustNewConstMetric(vaultElectionsDesc, prometheus.CounterValue, float64(st.ElectionWaits))
+	ch <- prometheus.MustNewConstMetric(vaultProbesDesc, prometheus.CounterValue, float64(st.Probes))
 }
 
 // metricsServer is the /metrics endpoint on one address.

@@ -3,6 +3,8 @@ package vaulttest
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -30,7 +32,13 @@ type ClusterNode struct {
 	Address string `json:"address"`
 	PID     int    `json:"pid"`
 	NodeID  string `json:"node_id"`
+	// Dir is the node's data directory (see AuditFile).
+	Dir string `json:"dir"`
 }
+
+// EnvRaftMultiplier, if set, is the test cluster's Raft
+// performance_multiplier.
+const EnvRaftMultiplier = "ATREST_VAULT_RAFT_MULTIPLIER"
 
 // ClusterSize is the number of nodes StartCluster starts: the smallest
 // cluster that survives the loss of one node.
@@ -39,10 +47,17 @@ const ClusterSize = 3
 // StartCluster runs a three-node Vault cluster for t alone and stops it
 // when t ends. Every node is unsealed and a voter; node 0 is active.
 // Starting costs a few seconds (three processes, two Raft joins).
+//
+// ATREST_VAULT_RAFT_MULTIPLIER sets Raft's performance_multiplier
+// (vaultserver's default 2; docs/testing.md).
 func StartCluster(t testing.TB) *Cluster {
 	t.Helper()
 	c := &Cluster{killed: map[int]bool{}}
-	s, err := startProcess(Binary(t), c, "-cluster", fmt.Sprint(ClusterSize))
+	args := []string{"-cluster", fmt.Sprint(ClusterSize)}
+	if m := os.Getenv(EnvRaftMultiplier); m != "" {
+		args = append(args, "-raft-multiplier", m)
+	}
+	s, err := startProcess(Binary(t), c, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +89,7 @@ func (c *Cluster) Active(t testing.TB) int {
 				return i
 			}
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("no active Vault node a minute after asking")
 	return -1
@@ -157,5 +172,59 @@ func (c *Cluster) RemoveRateLimit(t testing.TB, name string) {
 	t.Helper()
 	if _, err := c.NodeClient(t, c.Active(t)).Logical().Delete("sys/quotas/rate-limit/" + name); err != nil {
 		t.Fatalf("delete quota %s: %v", name, err)
+	}
+}
+
+// auditFile is the file audit device's file_path: relative, so each
+// node (whose working directory is its Dir) writes its own.
+const auditFile = "audit.log"
+
+// EnableAudit enables a file audit device on the cluster, through the
+// active node: audit devices are replicated configuration, so every
+// node writes the requests it serves as active to its own AuditFile.
+func (c *Cluster) EnableAudit(t testing.TB) {
+	t.Helper()
+	err := c.NodeClient(t, c.Active(t)).Sys().EnableAuditWithOptions("file", &api.EnableAuditOptions{
+		Type: "file", Options: map[string]string{"file_path": auditFile},
+	})
+	if err != nil {
+		t.Fatalf("enable the file audit device: %v", err)
+	}
+}
+
+// AuditFile is node i's audit log (EnableAudit).
+func (c *Cluster) AuditFile(i int) string { return filepath.Join(c.Nodes[i].Dir, auditFile) }
+
+// Settle waits up to a minute until every live standby forwards a
+// request to the active node instead of answering 307 or 500 (a standby
+// does so for a while after an election, until it has connected to the
+// new active node), so that a test after a failover measures what it
+// means to, not that.
+func (c *Cluster) Settle(t testing.TB) {
+	t.Helper()
+	active := c.Active(t)
+	deadline := time.Now().Add(time.Minute)
+	for i := range c.Nodes {
+		if c.killed[i] || i == active {
+			continue
+		}
+		cl := c.clientOf(t, c.Addresses[i], true)
+		for {
+			// Raw, so that a 307 (not an error to vault/api with
+			// redirects off) is seen as the status it is.
+			resp, err := cl.Logical().ReadRawWithData("auth/token/lookup-self", nil)
+			status := 0
+			if resp != nil {
+				status = resp.StatusCode
+				resp.Body.Close()
+			}
+			if err == nil && status == 200 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("standby node %d does not forward a minute after asking: HTTP %d, %v", i, status, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
 }

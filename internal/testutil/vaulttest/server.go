@@ -214,9 +214,17 @@ func (s *Server) Client(t testing.TB) *api.Client {
 
 func (s *Server) client(t testing.TB, address string) *api.Client {
 	t.Helper()
+	return s.clientOf(t, address, false)
+}
+
+// clientOf is client, with vault/api's following of a standby's 307
+// turned off if noRedirects.
+func (s *Server) clientOf(t testing.TB, address string, noRedirects bool) *api.Client {
+	t.Helper()
 	conf := api.DefaultConfig()
 	conf.Address = address
 	conf.MaxRetries = 0
+	conf.DisableRedirects = noRedirects
 	if err := conf.ConfigureTLS(&api.TLSConfig{CACert: s.CAFile}); err != nil {
 		t.Fatal(err)
 	}

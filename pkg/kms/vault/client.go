@@ -48,6 +48,8 @@ type Client struct {
 	elections   atomic.Int64
 	elecPolls   atomic.Int64
 	hops        atomic.Int64
+	probes      atomic.Int64
+	redirects   atomic.Int64
 	backoff     atomic.Int64 // nanoseconds waited before retries
 	byOp        sync.Map     // op -> *atomic.Int64: requests per kind
 }
@@ -98,18 +100,28 @@ type Stats struct {
 	Unreached int64 `json:"unreached"`
 	// ElectionWaits are operations that found no active node (a
 	// standby's 307 or 500, or the node in use dying under a request)
-	// and waited Config.ElectionWait before their retry.
+	// and waited, until a node reported itself active or for at most
+	// Config.ElectionWait, before their retry.
 	ElectionWaits int64 `json:"election_waits"`
 	// ElectionPolls are retries of such an operation that found the
-	// election still under way after ElectionWait, each 1-2 s apart:
-	// one request more each (an election_wait shorter than the
-	// cluster's elections).
+	// election still under way after its wait (no node reported itself
+	// active within ElectionWait, or the retry met an election again),
+	// each after another wait of at most 1-2 s: one request more each.
 	ElectionPolls int64 `json:"election_polls"`
+	// Probes are the unauthenticated sys/health questions asked during
+	// those waits (election.go), one node every 200-400 ms: not
+	// counted in Requests (no token, not audited, nothing written).
+	Probes int64 `json:"probes"`
 	// Hops are requests sent at once to another node in the same round:
 	// after a standby's 307 naming the active node (a standby that does
 	// not forward yet, just after an election) or a node that answered
 	// as down (sealed, 5xx, no answer in time). One request more each.
 	Hops int64 `json:"hops"`
+	// Redirects are the hops after a standby's 307 (one request more
+	// each: the standby's answer). A standby answers so when it cannot
+	// forward: just after an election, until it has connected to the
+	// new active node.
+	Redirects int64 `json:"redirects"`
 	// Failovers are requests sent to another address after one failed
 	// (dead, sealed, or without an active node), at once or after a
 	// wait.
@@ -205,7 +217,7 @@ func (c *Client) Stats() Stats {
 		Logins: c.logins.Load(), Renewals: c.renewals.Load(), Retries: c.retries.Load(),
 		Requests: c.requests.Load(), Failovers: c.failovers.Load(), RateLimited: c.rateLimited.Load(),
 		Unreached: c.unreached.Load(), ElectionWaits: c.elections.Load(), ElectionPolls: c.elecPolls.Load(),
-		Hops:    c.hops.Load(),
+		Hops: c.hops.Load(), Redirects: c.redirects.Load(), Probes: c.probes.Load(),
 		Backoff: time.Duration(c.backoff.Load()),
 	}
 	c.byOp.Range(func(k, v any) bool {

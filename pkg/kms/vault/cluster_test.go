@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -137,6 +138,13 @@ func TestClusterQuotaFailoverAndSeal(t *testing.T) {
 		if st.ElectionWaits == 0 || st.Unreached == 0 {
 			t.Errorf("client stats %+v: no election wait or refused connection counted", st)
 		}
+		// It learnt the election's end from the survivors' sys/health
+		// (probes, not requests) and sent one retry: one login and 11
+		// decrypts, plus that retry (and a standby's 307, if its retry
+		// met a standby that did not forward yet).
+		if st.Probes == 0 || st.Requests > 1+11+1+st.ElectionPolls+st.Redirects {
+			t.Errorf("client stats %+v: want probes, and at most one request more than the login and 11 decrypts", st)
+		}
 	})
 
 	t.Run("quorum lost: its own error within the deadline", func(t *testing.T) {
@@ -156,6 +164,60 @@ func TestClusterQuotaFailoverAndSeal(t *testing.T) {
 		err := unwrapAll(tr, reqs)
 		wantUnavailable(t, err, "vault is sealed (HTTP 503) at ", time.Since(start), deadline)
 	})
+}
+
+// A standby killed under a client that used it (a client cannot tell a
+// forwarding standby from the active node): the unlocks go on, the one
+// cut by the kill retried once, on the active node that the probes of
+// the other two find at once, with no election to wait for.
+func TestClusterStandbyKilledUnderAClient(t *testing.T) {
+	c := vaulttest.StartCluster(t)
+	n := vaulttest.Provision(t, c.Server, "fleet2", nil)
+	active := c.Active(t)
+	standby := (active + 1) % len(c.Addresses)
+	cfg := appRoleConfig(c.Server, n)
+	cfg.Address = ""
+	cfg.Addresses = append([]string{c.Addresses[standby]}, slices.Delete(slices.Clone(c.Addresses), standby, standby+1)...)
+	cfg.Timeout, cfg.Deadline = 2*time.Second, time.Minute
+	tr := newTransit(t, newClient(t, cfg), n.Key)
+	reqs := wrapVolumes(t, tr, 24)
+	before := tr.Client().Stats()
+	errc := make(chan error, 1)
+	stop := make(chan struct{})
+	go func() {
+		for i := 0; ; i++ {
+			if err := unwrapAll(tr, reqs); err != nil {
+				errc <- fmt.Errorf("unlock %d: %w", i, err)
+				return
+			}
+			select {
+			case <-stop:
+				errc <- nil
+				return
+			default:
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	c.Kill(t, standby)
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	if err := <-errc; err != nil {
+		t.Fatalf("after killing standby %d: %v", standby, err)
+	}
+	st := tr.Client().Stats()
+	t.Logf("standby %d killed under the client; active node %d; client stats %+v (before the unlocks %+v)", standby, active, st, before)
+	if now := c.Active(t); now != active {
+		t.Fatalf("active node %d, was %d: the kill of a standby made an election", now, active)
+	}
+	// At most one request more than the unlocks, and no second wait:
+	// the probes found the active node alive.
+	if st.ElectionPolls != 0 || st.ElectionWaits > 1 || st.Retries > 2 {
+		t.Errorf("client stats %+v: want at most one election wait, no poll, at most the cut request's two retries", st)
+	}
+	if st.Unreached == 0 {
+		t.Errorf("client stats %+v: the killed standby's refused connection not counted", st)
+	}
 }
 
 // Every address wrong (nothing listens): an unavailable error naming

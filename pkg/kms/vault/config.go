@@ -43,11 +43,13 @@ type Config struct {
 	Deadline time.Duration `json:"deadline,omitempty"`
 	// Backoff paces retries of transient failures.
 	Backoff Backoff `json:"backoff"`
-	// ElectionWait is how long an operation that finds no active node
-	// (a leader election) waits before its retry, once; default 5s.
-	// Set it to the cluster's election time (docs/fleet.md measures
-	// it): shorter costs a request more per node and election, longer
-	// costs boot time.
+	// ElectionWait bounds the wait of an operation that finds no
+	// active node (a leader election) before its one retry; default
+	// 15s. The wait ends as soon as a node reports itself active
+	// (election.go), so it is the election's own time; ElectionWait
+	// matters only when no node says so (a client that cannot reach
+	// the active node the others still name): set it above the
+	// cluster's longest election (docs/fleet.md measures it).
 	ElectionWait time.Duration `json:"election_wait,omitempty"`
 }
 
@@ -100,9 +102,11 @@ const (
 	DefaultDeadline = 30 * time.Second
 	DefaultInitial  = 250 * time.Millisecond
 	DefaultMaxWait  = 5 * time.Second
-	// DefaultElectionWait is Config.ElectionWait's default: an election
-	// of a Raft cluster with performance_multiplier 1 or 2 takes 2-5 s.
-	DefaultElectionWait = 5 * time.Second
+	// DefaultElectionWait is Config.ElectionWait's default: above an
+	// election of a Raft cluster with Vault's default
+	// performance_multiplier (5: 5-10 s before a follower stands,
+	// then the new active node's set-up).
+	DefaultElectionWait = 15 * time.Second
 	DefaultAppRole      = "approle"
 	// DefaultMaxConcurrency is Config.MaxConcurrency's default: atrestd
 	// sends one batch per unlock, a few at most during a rewrap.

@@ -56,8 +56,10 @@ type reply struct {
 // 429 what Vault's Retry-After / X-Ratelimit-Reset says (plus jitter),
 // and starts a new round. A leader election (a standby that knows no
 // reachable active node, or the node in use dying under the request) is
-// waited out once for Config.ElectionWait before the one retry, then
-// polled every 1-2 s. A call marked once is not sent again after a
+// waited out once, until a node reports itself active (election.go) or
+// for at most Config.ElectionWait, before the one retry to that node;
+// should the retry find the cluster electing again, the wait repeats
+// for at most 1-2 s each time. A call marked once is not sent again after a
 // failure in which Vault may have executed it. A 403 triggers one check
 // of the token and, if Vault no longer accepts it, one fresh login;
 // anything else fails at once. On a non-transient HTTP error the reply
@@ -148,6 +150,7 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 			r.next = cl.nodeAt(f.location)
 			if r.next >= 0 && !r.tried[r.next] && !cl.nodes[r.next].down() {
 				cl.hops.Add(1)
+				cl.redirects.Add(1)
 				r.named = r.next
 				last = f
 				continue
@@ -173,6 +176,7 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 		}
 		last = f
 		wait := cl.cfg.Backoff.wait(attempt - 1)
+		election := false
 		switch {
 		case f.status == http.StatusTooManyRequests:
 			cl.rateLimited.Add(1)
@@ -181,37 +185,62 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 			wait = cutPause + rand.N(cutPause)
 		case r.election && !waitedElection:
 			// Once per operation, the wait for a whole election, so
-			// that its one retry finds the new active node.
-			waitedElection = true
+			// that its one retry finds the new active node: until a
+			// node reports itself active (election.go), at most
+			// ElectionWait.
+			waitedElection, election = true, true
 			cl.elections.Add(1)
 			wait = cl.cfg.ElectionWait + rand.N(cl.cfg.ElectionWait/5+1)
 		case r.election:
+			// The retry found the cluster electing again (or the
+			// wait ended without an active node): one request more.
+			election = true
 			cl.elecPolls.Add(1)
 			wait = electionPoll + rand.N(electionPoll)
 		}
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+		dl, hasDL := ctx.Deadline()
+		if hasDL && time.Until(dl) < wait && !election {
 			last.reason += ", giving up at the deadline"
 			return nil, cl.fail(c, last, attempt, start)
 		}
 		cl.retries.Add(1)
-		cl.backoff.Add(int64(wait))
 		clear(r.tried) // a new round; what each node said stays for the error
 		r.election, r.next, r.named = false, -1, -1
 		if resend {
 			r.next = i
 		}
+		if election {
+			// An election may end before the deadline: probe until
+			// then rather than give up now.
+			t0 := time.Now()
+			active := cl.awaitLeader(ctx, wait)
+			cl.backoff.Add(int64(time.Since(t0)))
+			if err := ctx.Err(); err != nil {
+				return nil, cl.stopped(ctx, c, last, attempt, start)
+			}
+			r.next = active
+			continue
+		}
+		cl.backoff.Add(int64(wait))
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			if errors.Is(ctx.Err(), context.Canceled) {
-				return nil, fmt.Errorf("vault %s: %w", c.op, ctx.Err())
-			}
-			last.reason += ", giving up at the deadline"
-			return nil, cl.fail(c, last, attempt, start)
+			return nil, cl.stopped(ctx, c, last, attempt, start)
 		case <-t.C:
 		}
 	}
+}
+
+// stopped is the error of an operation whose context ended while it
+// waited before a retry: the caller's cancellation, or the deadline
+// with what the attempts saw.
+func (cl *Client) stopped(ctx context.Context, c call, last failure, attempts int, start time.Time) error {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return fmt.Errorf("vault %s: %w", c.op, ctx.Err())
+	}
+	last.reason += ", giving up at the deadline"
+	return cl.fail(c, last, attempts, start)
 }
 
 // cutPause is the pause (up to twice as long) before a request whose
