@@ -154,11 +154,12 @@ func b2f(b bool) float64 {
 var (
 	vaultRequestsDesc    = prometheus.NewDesc("atrest_kms_vault_requests_total", "HTTP requests sent to Vault, logins included.", nil, nil)
 	vaultRetriesDesc     = prometheus.NewDesc("atrest_kms_vault_retries_total", "Vault requests sent again after a backoff wait.", nil, nil)
-	vaultFailoversDesc   = prometheus.NewDesc("atrest_kms_vault_failovers_total", "Vault requests sent again at once to another address after one failed (dead, sealed, or no active node).", nil, nil)
+	vaultFailoversDesc   = prometheus.NewDesc("atrest_kms_vault_failovers_total", "Vault requests sent to another address after one failed (a dead or sealed node, an election).", nil, nil)
 	vaultRateLimitedDesc = prometheus.NewDesc("atrest_kms_vault_rate_limited_total", "HTTP 429 answers from Vault (a rate-limit quota).", nil, nil)
 	vaultBackoffDesc     = prometheus.NewDesc("atrest_kms_vault_backoff_seconds_total", "Time waited before Vault retries.", nil, nil)
 	vaultElectionsDesc   = prometheus.NewDesc("atrest_kms_vault_election_waits_total", "Vault operations that found the cluster electing an active node and waited for it.", nil, nil)
 	vaultProbesDesc      = prometheus.NewDesc("atrest_kms_vault_election_probes_total", "Unauthenticated sys/health questions asked while waiting for an election (not requests).", nil, nil)
+	vaultRedirectsDesc   = prometheus.NewDesc("atrest_kms_vault_redirects_total", "Vault requests sent again to the node a standby's 307 named (a standby not yet forwarding after an election).", nil, nil)
 )
 
 // vaultCollector reports the running Vault client's counters at scrape
@@ -167,7 +168,7 @@ var (
 type vaultCollector struct{ d *Daemon }
 
 func (c vaultCollector) Describe(ch chan<- *prometheus.Desc) {
-	describe(ch, vaultRequestsDesc, vaultRetriesDesc, vaultFailoversDesc, vaultRateLimitedDesc, vaultBackoffDesc, vaultElectionsDesc, vaultProbesDesc)
+	describe(ch, vaultRequestsDesc, vaultRetriesDesc, vaultFailoversDesc, vaultRateLimitedDesc, vaultBackoffDesc, vaultElectionsDesc, vaultProbesDesc, vaultRedirectsDesc)
 }
 
 func (c vaultCollector) Collect(ch chan<- prometheus.Metric) {
@@ -183,6 +184,7 @@ func (c vaultCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(vaultBackoffDesc, prometheus.CounterValue, st.Backoff.Seconds())
 	ch <- prometheus.MustNewConstMetric(vaultElectionsDesc, prometheus.CounterValue, float64(st.ElectionWaits))
 	ch <- prometheus.MustNewConstMetric(vaultProbesDesc, prometheus.CounterValue, float64(st.Probes))
+	ch <- prometheus.MustNewConstMetric(vaultRedirectsDesc, prometheus.CounterValue, float64(st.Redirects))
 }
 
 // metricsServer is the /metrics endpoint on one address.
