@@ -142,28 +142,35 @@ func TestPolicySetCommand(t *testing.T) {
 	}
 }
 
-// rewrap --to and reencrypt refuse a policy volume with a usage error that
-// says why, and change nothing.
-func TestPolicyVolumeRefusesRewrapToAndReencrypt(t *testing.T) {
+// rewrap --to refuses a policy volume with a usage error that says why,
+// and changes nothing; reencrypt re-encrypts it with its policy made
+// again on new keyslots (its output says the policy's keyslots before and
+// after), after which status is healthy; reencrypt --resume with nothing
+// to resume is a usage error that writes nothing.
+func TestPolicyVolumeRewrapToAndReencrypt(t *testing.T) {
 	sw := swtpmtest.Start(t)
 	n := policyNode(t, sw, "policy:\n  any: [tpm, local]\n")
 	img := n.volume("data1")
 	before := n.status(img)
-	for _, c := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"rewrap", img, "--to", "tpm"}, "atrest policy set"},
-		{[]string{"reencrypt", img}, "unlock policy"},
-	} {
-		r := n.expect(ExitUsage, c.args...)
-		if !strings.Contains(r.stderr, c.want) {
-			t.Fatalf("atrest %q: want %q in: %s", c.args, c.want, r)
-		}
+	r := n.expect(ExitUsage, "rewrap", img, "--to", "tpm")
+	if !strings.Contains(r.stderr, "atrest policy set") {
+		t.Fatalf("rewrap --to of a policy volume: %s", r)
+	}
+	r = n.expect(ExitUsage, "reencrypt", img, "--resume")
+	if !strings.Contains(r.stderr, "no re-encryption to resume") {
+		t.Fatalf("reencrypt --resume with nothing to resume: %s", r)
 	}
 	if after := n.status(img); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Fatalf("a refusal changed the volume: %v -> %v", before, after)
 	}
+	r = n.expect(ExitOK, "reencrypt", img)
+	if !strings.Contains(r.stdout, "under a new volume key, policy any(tpm,local) (keyslots 0, 1) -> policy any(tpm,local) (keyslots ") {
+		t.Fatalf("reencrypt of a policy volume: %s", r)
+	}
+	if got := n.policyOf(img); got != "any(tpm,local)" {
+		t.Fatalf("after reencrypt the policy is %q", got)
+	}
+	n.expect(ExitOK, "status", img)
 }
 
 // status --long of a policy volume says the policy, whether the factors
