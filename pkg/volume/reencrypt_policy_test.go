@@ -329,6 +329,10 @@ func TestReencryptPolicyInterrupted(t *testing.T) {
 				if !hasProblem(ps, "re-encryption is under way or was interrupted") || !hasProblem(ps, "atrest reencrypt cut") || hasProblem(ps, "extra platform") {
 					t.Fatalf("status in re-encryption: %q", ps)
 				}
+				// Another change of the volume waits for the end.
+				if _, err := m.SetPolicy(ctx, v, PolicySetOptions{Resume: true}); !errors.Is(err, ErrReencrypting) || find(t, m, img).Header.SeqID != v.Header.SeqID {
+					t.Fatalf("policy set --resume in re-encryption: %v; want the re-encryption named, nothing written", err)
+				}
 				// cryptsetup finishes a copy with the recovery key alone.
 				cp := filepath.Join(t.TempDir(), "copy.img")
 				if b, err := os.ReadFile(img); err != nil || os.WriteFile(cp, b, 0o600) != nil {
