@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -171,6 +172,24 @@ func TestPolicyVolumeRewrapToAndReencrypt(t *testing.T) {
 		t.Fatalf("after reencrypt the policy is %q", got)
 	}
 	n.expect(ExitOK, "status", img)
+	// -o json names the policy's keyslots before and after.
+	r = n.expect(ExitOK, "-o", "json", "reencrypt", img)
+	var doc struct {
+		Volumes []struct {
+			Policy *struct {
+				Expr        string
+				OldKeyslots []int `json:"old_keyslots"`
+				NewKeyslots []int `json:"new_keyslots"`
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || len(doc.Volumes) != 1 || doc.Volumes[0].Policy == nil {
+		t.Fatalf("-o json reencrypt: %v: %s", err, r)
+	}
+	p := doc.Volumes[0].Policy
+	if p.Expr != "any(tpm,local)" || len(p.OldKeyslots) != 2 || len(p.NewKeyslots) != 2 || slices.ContainsFunc(p.NewKeyslots, func(s int) bool { return slices.Contains(p.OldKeyslots, s) }) {
+		t.Fatalf("-o json reencrypt: policy %+v", p)
+	}
 }
 
 // status --long of a policy volume says the policy, whether the factors

@@ -9,52 +9,27 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/atrest/atrest/pkg/luks2/kdf"
 	"github.com/atrest/atrest/pkg/secret"
 )
 
 // A re-encryption started with keyslots for new secrets only (a policy
 // volume's: one secret per key) and a new recovery passphrase enrolled
-// under both keys: each keyslot opens in the header under re-encryption
+// under both keys (startTwoSecrets): each keyslot opens in the header under re-encryption
 // to its own key, the two secrets together give both keys, the recovery
 // passphrase alone does too, and cryptsetup reencrypt --resume-only
 // finishes with it. At the end the recovery passphrase's old-key keyslot
 // is gone and its new one opens the new key.
 func TestReencryptKeyslotsOfBothKeys(t *testing.T) {
 	dev, oldVK, plain := reencBase(t)
+	newVK, err := startTwoSecrets(t, dev, oldVK)
+	if err != nil {
+		t.Fatal(err)
+	}
 	h, err := Read(context.Background(), dev)
 	if err != nil {
 		t.Fatal(err)
 	}
-	newVK, err := secret.Random(oldVK.Len())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(newVK.Wipe)
-	u, err := h.BeginReencrypt(oldVK, newVK)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := KeyslotOptions{Slot: AnySlot, KDF: kdf.Platform()}
-	newSlot, err := u.AddKeyslot(newVK, pass(t, "new-branch"), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	recNew, err := u.AddKeyslot(newVK, pass(t, "recovery"), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	recOld, err := u.AddKeyslot(oldVK, pass(t, "recovery"), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := u.CommitReencrypt(context.Background(), dev); err != nil {
-		t.Fatal(err)
-	}
-	h, err = Read(context.Background(), dev)
-	if err != nil {
-		t.Fatal(err)
-	}
+	newSlot, recNew, recOld := h.Tokens[1].Keyslots[0], h.Tokens[2].Keyslots[0], h.Tokens[2].Keyslots[1]
 	for _, c := range []struct {
 		slot   int
 		pass   string
