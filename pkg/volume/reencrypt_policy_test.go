@@ -325,6 +325,9 @@ func TestReencryptPolicyInterrupted(t *testing.T) {
 					t.Fatalf("the new recovery key does not give both keys: %v", err)
 				}
 				both.Wipe()
+				if !recoveryOpens(t, v, oldRec) {
+					t.Fatal("in re-encryption the old recovery key no longer opens its keyslot")
+				}
 				ps := problems(t, m, img)
 				if !hasProblem(ps, "re-encryption is under way or was interrupted") || !hasProblem(ps, "atrest reencrypt cut") || hasProblem(ps, "extra platform") {
 					t.Fatalf("status in re-encryption: %q", ps)
