@@ -49,7 +49,7 @@ EXAMPLES:
 		Flags: []ucli.Flag{
 			&ucli.StringFlag{Name: "recovery-mode", Usage: "for a volume with a recovery key: escrow, print or none (default from the configuration)"},
 			&ucli.StringFlag{Name: "hotzone-size", Usage: "the most data one step re-encrypts, e.g. 4M (default 64M); a smaller hotzone holds the file system's I/O to it for less time"},
-			&ucli.BoolFlag{Name: "resume", Usage: "only continue a re-encryption found on the device (atrest's or cryptsetup's); refused when there is none"},
+			&ucli.BoolFlag{Name: "resume", Usage: "only continue a re-encryption found on the device (atrest's or cryptsetup's); with none, nothing is done"},
 			&ucli.BoolFlag{Name: "pin", Usage: "the PIN of the volumes' PIN TPM keyslots, re-sealed with it (asked for on the terminal, read as one line from standard input, or from --pin-file)"},
 			pinFileFlag,
 		},
@@ -97,6 +97,13 @@ EXAMPLES:
 					_ = list.add(reencryptResult{Name: v.Name, UUID: v.UUID(), failed: failure(err)}, nil)
 					continue
 				}
+				if res.Unchanged {
+					_ = list.add(reencryptResult{Name: res.Name, UUID: res.UUID, reencrypted: &reencrypted{
+						OldKeyslot: res.OldKeyslot, NewKeyslot: res.NewKeyslot, Unchanged: true, Warnings: nonNil(res.Warnings),
+					}}, nil)
+					e.printf("%s: nothing to resume (no re-encryption on the device)\n", res.Name)
+					continue
+				}
 				took := time.Since(start)
 				_ = list.add(reencryptResult{Name: res.Name, UUID: res.UUID, reencrypted: &reencrypted{
 					OldKeyslot: res.OldKeyslot, NewKeyslot: res.NewKeyslot, Bytes: res.Bytes, Seconds: took.Seconds(),
@@ -141,6 +148,8 @@ type reencrypted struct {
 	Seconds    float64      `json:"seconds"`
 	Recovery   *recoveryDoc `json:"recovery"`
 	Resumed    bool         `json:"resumed"`
+	// Unchanged: --resume found no re-encryption to continue.
+	Unchanged bool `json:"unchanged,omitempty"`
 	// Policy is set for a volume under an unlock policy.
 	Policy   *reencPolicyDoc `json:"policy,omitempty"`
 	Warnings []string        `json:"warnings"`

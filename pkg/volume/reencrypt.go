@@ -38,8 +38,8 @@ type ReencryptOptions struct {
 	// when 0).
 	Hotzone uint64
 	// Resume only continues a re-encryption found on the device (or
-	// settles one another tool finished); without one the call is
-	// refused and nothing is written.
+	// settles one another tool finished); without one nothing is done
+	// (the result says Unchanged), as policy set --resume.
 	Resume bool
 	// PIN is the PIN of the volume's PIN TPM keyslots: each is re-sealed
 	// with it, after one unseal of the old keyslot proved it, before
@@ -59,6 +59,9 @@ type ReencryptResult struct {
 	// Resumed: the run continued a re-encryption found on the device
 	// (started by atrest or cryptsetup).
 	Resumed bool
+	// Unchanged: with Resume, there was no re-encryption to continue;
+	// nothing was written.
+	Unchanged bool
 	// Recovery is the new recovery key (nil when the volume has none); in
 	// mode print it holds the key to show once, then Wipe.
 	Recovery *Recovery
@@ -138,6 +141,10 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 		// its keyslot as well.
 		return nil, fmt.Errorf("%w: %s: the re-encryption under way was not started by atrest (the volume's policy was not made again for the new key): finish it with cryptsetup reencrypt --resume-only, then atrest policy set %s --recovery-key makes the policy again; nothing was changed", ErrInvalidArgument, c.v.Ref(), c.v.Ref())
 	}
+	if st == nil && o.Resume && !open {
+		// Before the KMS is asked.
+		return c.resumeNothing(ctx), nil
+	}
 	if st == nil && len(c.v.Others) > 0 {
 		return nil, fmt.Errorf("%w: %s has %d extra platform token(s) of a rekey or policy change that was cut short: finish it first (atrest status %s names the command); nothing was changed", ErrInvalidArgument, c.v.Ref(), len(c.v.Others), c.v.Ref())
 	}
@@ -172,14 +179,8 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 			return res, nil
 		}
 	}
-	if st == nil && o.Resume && !m.backupInfo(ctx, c.v.Header).Current {
-		// Cut short after its last header write: only the backup of the
-		// header was left to refresh.
-		c.refreshBackup(ctx)
-		return &ReencryptResult{Name: c.v.Name, UUID: c.v.UUID(), Device: c.v.Device, OldKeyslot: -1, NewKeyslot: c.v.Platform.Keyslot, Resumed: true, Warnings: c.warnings}, nil
-	}
 	if st == nil && o.Resume {
-		return nil, fmt.Errorf("%w: %s: no re-encryption to resume (the header records none); run atrest reencrypt %s without --resume to start one; nothing was changed", ErrInvalidArgument, c.v.Ref(), c.v.Ref())
+		return c.resumeNothing(ctx), nil
 	}
 	if st == nil {
 		newPass, err := c.startReencrypt(ctx, secrets[0], o, res)
@@ -394,6 +395,22 @@ func (c *change) runReencrypt(ctx context.Context, passes []*secret.Key, o Reenc
 		return fail(err)
 	}
 	return newVK, nil
+}
+
+// resumeNothing is Reencrypt --resume of a volume whose header records no
+// re-encryption: a run cut short after its last header write gets its
+// header backup refreshed (Resumed); otherwise nothing is done
+// (Unchanged).
+func (c *change) resumeNothing(ctx context.Context) *ReencryptResult {
+	res := &ReencryptResult{Name: c.v.Name, UUID: c.v.UUID(), Device: c.v.Device, OldKeyslot: -1, NewKeyslot: c.v.Platform.Keyslot}
+	if c.m.backupInfo(ctx, c.v.Header).Current {
+		res.Unchanged = true
+	} else {
+		c.refreshBackup(ctx)
+		res.Resumed = true
+	}
+	res.Warnings = c.warnings
+	return res
 }
 
 // settleHandover completes a re-encryption another tool finished
