@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -144,7 +145,8 @@ func TestPolicySetCommand(t *testing.T) {
 }
 
 // rewrap --to refuses a policy volume with a usage error that says why,
-// and changes nothing; reencrypt re-encrypts it with its policy made
+// and changes nothing; so does reencrypt with the TPM gone (every factor
+// must answer), with the TPM's exit code; reencrypt re-encrypts it with its policy made
 // again on new keyslots (its output says the policy's keyslots before and
 // after), after which status is healthy; reencrypt --resume with nothing
 // to resume says so and writes nothing.
@@ -164,6 +166,22 @@ func TestPolicyVolumeRewrapToAndReencrypt(t *testing.T) {
 	if after := n.status(img); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Fatalf("a refusal changed the volume: %v -> %v", before, after)
 	}
+	// The TPM gone: the old policy opens through local, but the tpm
+	// factor cannot wrap its new share; the error names it, with the
+	// TPM's exit code, and the image is byte-identical.
+	n.writeConfig(n.dir+"/no-such-tpm", "policy:\n  any: [tpm, local]\n")
+	image, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = n.expect(ExitNoTPM, "reencrypt", img)
+	if !strings.Contains(r.stderr, "policy factor tpm") {
+		t.Fatalf("reencrypt with the TPM gone: %s", r)
+	}
+	if now, _ := os.ReadFile(img); !bytes.Equal(now, image) {
+		t.Fatal("a refused reencrypt changed the image")
+	}
+	n.writeConfig(sw.Device, "policy:\n  any: [tpm, local]\n")
 	r = n.expect(ExitOK, "reencrypt", img)
 	if !strings.Contains(r.stdout, "under a new volume key, policy any(tpm,local) (keyslots 0, 1) -> policy any(tpm,local) (keyslots ") {
 		t.Fatalf("reencrypt of a policy volume: %s", r)
