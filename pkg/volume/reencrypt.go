@@ -108,6 +108,9 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 		c.refreshBackup(ctx)
 		return &ReencryptResult{Name: c.v.Name, UUID: c.v.UUID(), Device: c.v.Device, OldKeyslot: -1, NewKeyslot: slot, Resumed: true, Warnings: c.warnings}, nil
 	}
+	if err := c.foreignPolicyRun(); err != nil {
+		return nil, err
+	}
 	if !c.v.Managed() {
 		return nil, fmt.Errorf("reencrypt: %w", c.v.errNotManaged())
 	}
@@ -133,13 +136,6 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 		return nil, reencryptHold(c.v)
 	} else if err != nil {
 		return nil, err
-	}
-	if st != nil && c.v.Platform.Policy != nil && len(c.v.Others) == 0 {
-		// atrest starts a policy volume's run with the new policy token
-		// in the same commit: this run was started by another tool, which
-		// re-enrolled one branch's secret and bound the policy token to
-		// its keyslot as well.
-		return nil, fmt.Errorf("%w: %s: the re-encryption under way was not started by atrest (the volume's policy was not made again for the new key): finish it with cryptsetup reencrypt --resume-only, then atrest policy set %s --recovery-key makes the policy again; nothing was changed", ErrInvalidArgument, c.v.Ref(), c.v.Ref())
 	}
 	if st == nil && o.Resume && !open {
 		// Before the KMS is asked.
@@ -395,6 +391,30 @@ func (c *change) runReencrypt(ctx context.Context, passes []*secret.Key, o Reenc
 		return fail(err)
 	}
 	return newVK, nil
+}
+
+// foreignPolicyRun refuses a policy volume's re-encryption that another
+// tool started (cryptsetup reencrypt --init-only with one branch's
+// secret): atrest starts one with the new policy token in the same commit,
+// so a policy volume in re-encryption with one policy token (or one that
+// no longer parses: cryptsetup bound it to the new keyslot too) was not
+// started by atrest, and only that branch was re-enrolled.
+func (c *change) foreignPolicyRun() error {
+	st, err := c.v.Header.Reencryption()
+	if st == nil || err != nil {
+		return nil
+	}
+	foreign := c.v.Managed() && c.v.Platform.Policy != nil && len(c.v.Others) == 0
+	for _, u := range c.v.Unreadable {
+		var doc struct{ KMS string }
+		if json.Unmarshal(c.v.Header.Tokens[u.ID].JSON(), &doc) == nil && doc.KMS == token.KMSPolicy && !c.v.Managed() {
+			foreign = true
+		}
+	}
+	if !foreign {
+		return nil
+	}
+	return fmt.Errorf("%w: %s: the re-encryption under way was not started by atrest (the volume's unlock policy was not made again for the new key, one branch was re-enrolled): finish it with cryptsetup reencrypt --resume-only, then atrest policy set %s --recovery-key makes the policy again; nothing was changed", ErrInvalidArgument, c.v.Ref(), c.v.Ref())
 }
 
 // resumeNothing is Reencrypt --resume of a volume whose header records no

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -385,5 +386,27 @@ func TestReencryptPolicyInterrupted(t *testing.T) {
 			}
 			policyReencrypted(t, m, img, expr, oldSlots, oldVK, oldRec, newRec, plain)
 		})
+	}
+}
+
+// A re-encryption cryptsetup started on a policy volume (reencrypt
+// --init-only with one branch's secret) re-enrolled that branch only:
+// atrest refuses to continue it with a usage error naming cryptsetup and
+// policy set --recovery-key, before anything is written.
+func TestReencryptRefusesAPolicyVolumeCryptsetupStarted(t *testing.T) {
+	cs := testutil.RequireCommand(t, "cryptsetup", "cryptsetup-bin")
+	m := policyManager(t, vaulttest.Shared(t), nil, "any: [vault, local]")
+	img, _ := formatted(t, m, "csstart")
+	kf, slot := platformKeyFileSlot(t, m, find(t, m, img))
+	if out, err := exec.Command(cs, "--batch-mode", "reencrypt", "--init-only", "--key-slot", fmt.Sprint(slot), "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", kf, img).CombinedOutput(); err != nil {
+		t.Fatalf("cryptsetup reencrypt --init-only: %v\n%s", err, out)
+	}
+	sum := imageSum(t, img)
+	_, err := m.Reencrypt(t.Context(), find(t, m, img), ReencryptOptions{})
+	if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "cryptsetup reencrypt --resume-only") || !strings.Contains(err.Error(), "policy set csstart --recovery-key") {
+		t.Fatalf("reencrypt of a policy volume cryptsetup started: %v", err)
+	}
+	if imageSum(t, img) != sum {
+		t.Fatal("the refused reencrypt changed the image")
 	}
 }

@@ -25,6 +25,14 @@ import (
 // systemd's tools.
 func platformKeyFile(t *testing.T, m *Manager, v *Volume) string {
 	t.Helper()
+	kf, _ := platformKeyFileSlot(t, m, v)
+	return kf
+}
+
+// platformKeyFileSlot is platformKeyFile that also returns the keyslot
+// the secret opens (a policy volume's: the branch that answered first).
+func platformKeyFileSlot(t *testing.T, m *Manager, v *Volume) (string, int) {
+	t.Helper()
 	secrets := m.unwrapAll(t.Context(), []string{v.UUID()}, []*token.Token{v.Platform})
 	defer wipeUnlocked(secrets)
 	if secrets[0].err != nil {
@@ -34,7 +42,7 @@ func platformKeyFile(t *testing.T, m *Manager, v *Volume) string {
 	if err := os.WriteFile(kf, secrets[0].ps.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return kf
+	return kf, secrets[0].slot
 }
 
 // A TPM keyslot (atrest tpm enroll's, or systemd-cryptenroll's) is sealed
