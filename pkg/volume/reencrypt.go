@@ -101,6 +101,13 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 		return nil, err
 	}
 	defer unlock()
+	if _, err := c.v.Header.Reencryption(); errors.Is(err, luks2.ErrUnsupported) {
+		// Another tool's mode or resilience: refused before the KMS is
+		// asked, nothing written; before the token is read, since
+		// cryptsetup's run bound it to two keyslots (takeCopiedToken
+		// reads such a token only in a re-encryption atrest follows).
+		return nil, reencryptHold(c.v)
+	}
 	c.takeCopiedToken()
 	if slot, err := c.settleHandover(ctx); err != nil {
 		return nil, err
@@ -130,11 +137,7 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 		return nil, fmt.Errorf("reencrypt needs the device unused: %w", err)
 	}
 	st, err := c.v.Header.Reencryption()
-	if errors.Is(err, luks2.ErrUnsupported) {
-		// Another tool's mode or resilience: refused before the KMS is
-		// asked, nothing written.
-		return nil, reencryptHold(c.v)
-	} else if err != nil {
+	if err != nil {
 		return nil, err
 	}
 	if st == nil && o.Resume && !open {
@@ -192,19 +195,17 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 	} else {
 		res.Resumed = true
 	}
-	newVK, err := c.runReencrypt(ctx, passes, o, res)
-	if err != nil {
+	if err := c.runReencrypt(ctx, passes, o, res); err != nil {
 		res.Recovery.Wipe()
 		return nil, err
 	}
-	defer newVK.Wipe()
 	failpoint("reencrypt-after-run")
 	if res.Policy != nil && c.v.Managed() {
 		res.Policy.To = c.v.Platform.Slots()
 	}
 	res.Recovery.settle()
 	c.refreshBackup(ctx)
-	c.verifyTPM(newVK, o.PIN)
+	c.verifyTPM(passes, o.PIN)
 	res.Warnings = c.warnings
 	return res, nil
 }
@@ -320,13 +321,12 @@ func (c *change) startReencrypt(ctx context.Context, old unlocked, o ReencryptOp
 }
 
 // runReencrypt resumes the re-encryption the header records and ends it;
-// passes open a keyslot of the old key and one of the new. It returns the
-// new volume key; the caller wipes it.
-func (c *change) runReencrypt(ctx context.Context, passes []*secret.Key, o ReencryptOptions, res *ReencryptResult) (*secret.Key, error) {
+// passes open a keyslot of the old key and one of the new.
+func (c *change) runReencrypt(ctx context.Context, passes []*secret.Key, o ReencryptOptions, res *ReencryptResult) error {
 	h := c.v.Header
 	keys, err := h.OpenReencryptKeys(c.dev, passes...)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var on *onlineRun
 	dev := luks2.Device(c.dev)
@@ -339,22 +339,16 @@ func (c *change) runReencrypt(ctx context.Context, passes []*secret.Key, o Reenc
 	}
 	if err != nil {
 		keys.Wipe()
-		return nil, err
+		return err
 	}
 	if on != nil {
 		defer on.close()
 		dev = on.dev
 	}
 	r, err := h.ResumeReencrypt(dev, keys.Old, keys.New)
-	keys.Old.Wipe()
+	keys.Wipe()
 	if err != nil {
-		keys.New.Wipe()
-		return nil, err
-	}
-	newVK := keys.New
-	fail := func(err error) (*secret.Key, error) {
-		newVK.Wipe()
-		return nil, err
+		return err
 	}
 	defer r.Close()
 	res.OldKeyslot, res.NewKeyslot, res.Bytes = keys.OldSlot, keys.NewSlot, r.Size()
@@ -380,17 +374,32 @@ func (c *change) runReencrypt(ctx context.Context, passes []*secret.Key, o Reenc
 			err = errors.Join(err, on.stopped(st))
 		}
 		state := fmt.Sprintf("re-encryption stopped after %d of %d bytes; the data is intact; `atrest reencrypt %s` (or `cryptsetup reencrypt --resume-only`) continues it, and the volume opens once it is finished", st.Done, r.Size(), c.v.Name)
-		return fail(&StageError{Op: c.op, Device: c.v.Device, Err: err, State: state})
+		return &StageError{Op: c.op, Device: c.v.Device, Err: err, State: state}
 	}
 	if on != nil {
 		if err := on.teardown(r.Size()); err != nil {
-			return fail(err)
+			return err
 		}
 	}
-	if err := c.reload(ctx); err != nil {
-		return fail(err)
+	return c.reload(ctx)
+}
+
+// finalKey opens, once the re-encryption has ended, a keyslot of the
+// platform token with one of passes (the new policy's secret, or the
+// platform secret) and returns the volume key, nil when none opens. The
+// caller wipes it.
+func (c *change) finalKey(passes []*secret.Key) *secret.Key {
+	if !c.v.Managed() {
+		return nil
 	}
-	return newVK, nil
+	for _, slot := range c.v.Platform.Slots() {
+		for _, p := range passes {
+			if vk, err := c.v.Header.OpenKeyslot(c.dev, slot, p); err == nil {
+				return vk
+			}
+		}
+	}
+	return nil
 }
 
 // foreignPolicyRun refuses a policy volume's re-encryption that another

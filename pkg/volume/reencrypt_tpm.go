@@ -83,12 +83,22 @@ func (c *change) provePIN(tok *tpm2.Token, vk, pin *secret.Key) error {
 
 // verifyTPM proves, once the re-encryption has ended, each TPM keyslot
 // as the next boot will (its stored token unsealed by the TPM, its keyslot
-// opened to the new volume key vk; a PIN keyslot with pin, skipped
-// without it). The start proved them already (proveStart); this is the
-// header the boot reads. The data is re-encrypted by then, so one that
-// fails is a warning naming the way to enrol it again.
-func (c *change) verifyTPM(vk, pin *secret.Key) {
+// opened to the volume key a platform keyslot gives with one of passes; a
+// PIN keyslot with pin, skipped without it). The start proved them
+// already (proveStart); this is the header the boot reads. The data is
+// re-encrypted by then, so one that fails is a warning naming the way to
+// enrol it again.
+func (c *change) verifyTPM(passes []*secret.Key, pin *secret.Key) {
 	ids, toks, _ := tpmTokens(c.v.Header)
+	if len(ids) == 0 {
+		return
+	}
+	vk := c.finalKey(passes)
+	if vk == nil {
+		c.warnings = append(c.warnings, "the TPM keyslots were not verified: no platform keyslot opened")
+		return
+	}
+	defer vk.Wipe()
 	for i, id := range ids {
 		if toks[i] == nil || toks[i].PIN && pin == nil {
 			continue
