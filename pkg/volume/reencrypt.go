@@ -171,7 +171,7 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 		res.Policy = &ReencryptPolicy{Expr: p.Expr, From: c.v.Platform.Slots()}
 	}
 	if st == nil && open {
-		if left, err := c.finishLeftover(passes[0]); err != nil {
+		if left, err := c.finishLeftover(secrets[0].slot, passes[0]); err != nil {
 			return nil, err
 		} else if left {
 			res.Resumed, res.Warnings = true, c.warnings
