@@ -72,6 +72,35 @@ func dataXTSSize(t *testing.T, dev string, vk, plain []byte, size int) []byte {
 	return buf
 }
 
+// killed is a volume re-encryption killed right after its start.
+type killed struct {
+	oldVK, plain   []byte
+	oldRec, newRec string
+}
+
+// killedAfterStart formats dev as name (recovery keys printed), plants 32
+// MiB of random plaintext, and runs atrest reencrypt with the failpoint
+// that ends the process (exit 137) right after the volume went into
+// re-encryption; it returns the old key, the plaintext and the old and new
+// recovery keys.
+func killedAfterStart(t *testing.T, n *node, dev, name string) killed {
+	t.Helper()
+	f := jsonOf[formatJSON](t, n.ok("-o", "json", "format", dev, "--name", name))
+	k := killed{oldVK: volumeKeyOf(t, dev, f.Recovery.Key), plain: make([]byte, 32<<20), oldRec: f.Recovery.Key}
+	rand.Read(k.plain)
+	dataXTS(t, dev, k.oldVK, k.plain)
+	n.env = []string{"ATREST_FAILPOINT=reencrypt-after-start"}
+	r := n.run(nil, "reencrypt", name)
+	n.env = nil
+	if r.code != 137 {
+		t.Fatalf("the failpoint did not end the run: %s", r)
+	}
+	if k.newRec = recoveryKeyRE.FindString(r.stdout); k.newRec == "" || k.newRec == k.oldRec {
+		t.Fatalf("the killed run printed no new recovery key: %s", r)
+	}
+	return k
+}
+
 // An atrest reencrypt killed right after it put the volume into
 // re-encryption (the process exits 137): cryptsetup sees the state, the
 // next atrest reencrypt resumes and finishes it, status is healthy, the
@@ -80,22 +109,8 @@ func dataXTSSize(t *testing.T, dev string, vk, plain []byte, size int) []byte {
 func TestReencryptKilledResumes(t *testing.T) {
 	n := localNode(t, "print")
 	dev := disk(t, 48)
-	f := jsonOf[formatJSON](t, n.ok("-o", "json", "format", dev, "--name", "cut1"))
-	oldVK := volumeKeyOf(t, dev, f.Recovery.Key)
-	plain := make([]byte, 32<<20)
-	rand.Read(plain)
-	dataXTS(t, dev, oldVK, plain)
-
-	n.env = []string{"ATREST_FAILPOINT=reencrypt-after-start"}
-	r := n.run(nil, "reencrypt", "cut1")
-	if r.code != 137 {
-		t.Fatalf("the failpoint did not end the run: %s", r)
-	}
-	n.env = nil
-	newRec := recoveryKeyRE.FindString(r.stdout)
-	if newRec == "" || newRec == f.Recovery.Key {
-		t.Fatalf("the killed run printed no new recovery key: %s", r)
-	}
+	k := killedAfterStart(t, n, dev, "cut1")
+	oldVK, plain, newRec := k.oldVK, k.plain, k.newRec
 	if dump := sh(t, "cryptsetup", "luksDump", dev); !strings.Contains(dump, "online-reencrypt-v2") {
 		t.Fatalf("not in re-encryption:\n%s", dump)
 	}
@@ -107,7 +122,7 @@ func TestReencryptKilledResumes(t *testing.T) {
 		t.Fatalf("the second run did not resume: %s", out)
 	}
 	n.ok("status", "cut1")
-	if !cryptsetupAccepts(t, dev, newRec) || cryptsetupAccepts(t, dev, f.Recovery.Key) {
+	if !cryptsetupAccepts(t, dev, newRec) || cryptsetupAccepts(t, dev, k.oldRec) {
 		t.Fatal("want the new recovery key to open the volume, the old not")
 	}
 	newVK := volumeKeyOf(t, dev, newRec)

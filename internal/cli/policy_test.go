@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -142,27 +144,69 @@ func TestPolicySetCommand(t *testing.T) {
 	}
 }
 
-// rewrap --to and reencrypt refuse a policy volume with a usage error that
-// says why, and change nothing.
-func TestPolicyVolumeRefusesRewrapToAndReencrypt(t *testing.T) {
+// rewrap --to refuses a policy volume with a usage error that says why,
+// and changes nothing; so does reencrypt with the TPM gone (every factor
+// must answer), with the TPM's exit code; reencrypt re-encrypts it with its policy made
+// again on new keyslots (its output says the policy's keyslots before and
+// after), after which status is healthy; reencrypt --resume with nothing
+// to resume says so and writes nothing.
+func TestPolicyVolumeRewrapToAndReencrypt(t *testing.T) {
 	sw := swtpmtest.Start(t)
 	n := policyNode(t, sw, "policy:\n  any: [tpm, local]\n")
 	img := n.volume("data1")
 	before := n.status(img)
-	for _, c := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"rewrap", img, "--to", "tpm"}, "atrest policy set"},
-		{[]string{"reencrypt", img}, "unlock policy"},
-	} {
-		r := n.expect(ExitUsage, c.args...)
-		if !strings.Contains(r.stderr, c.want) {
-			t.Fatalf("atrest %q: want %q in: %s", c.args, c.want, r)
-		}
+	r := n.expect(ExitUsage, "rewrap", img, "--to", "tpm")
+	if !strings.Contains(r.stderr, "atrest policy set") {
+		t.Fatalf("rewrap --to of a policy volume: %s", r)
+	}
+	r = n.expect(ExitOK, "reencrypt", img, "--resume")
+	if !strings.Contains(r.stdout, "data1: nothing to resume") {
+		t.Fatalf("reencrypt --resume with nothing to resume: %s", r)
 	}
 	if after := n.status(img); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Fatalf("a refusal changed the volume: %v -> %v", before, after)
+	}
+	// The TPM gone: the old policy opens through local, but the tpm
+	// factor cannot wrap its new share; the error names it, with the
+	// TPM's exit code, and the image is byte-identical.
+	n.writeConfig(n.dir+"/no-such-tpm", "policy:\n  any: [tpm, local]\n")
+	image, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = n.expect(ExitNoTPM, "reencrypt", img)
+	if !strings.Contains(r.stderr, "policy factor tpm") {
+		t.Fatalf("reencrypt with the TPM gone: %s", r)
+	}
+	if now, _ := os.ReadFile(img); !bytes.Equal(now, image) {
+		t.Fatal("a refused reencrypt changed the image")
+	}
+	n.writeConfig(sw.Device, "policy:\n  any: [tpm, local]\n")
+	r = n.expect(ExitOK, "reencrypt", img)
+	if !strings.Contains(r.stdout, "under a new volume key, policy any(tpm,local) (keyslots 0, 1) -> policy any(tpm,local) (keyslots ") {
+		t.Fatalf("reencrypt of a policy volume: %s", r)
+	}
+	if got := n.policyOf(img); got != "any(tpm,local)" {
+		t.Fatalf("after reencrypt the policy is %q", got)
+	}
+	n.expect(ExitOK, "status", img)
+	// -o json names the policy's keyslots before and after.
+	r = n.expect(ExitOK, "-o", "json", "reencrypt", img)
+	var doc struct {
+		Volumes []struct {
+			Policy *struct {
+				Expr        string
+				OldKeyslots []int `json:"old_keyslots"`
+				NewKeyslots []int `json:"new_keyslots"`
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || len(doc.Volumes) != 1 || doc.Volumes[0].Policy == nil {
+		t.Fatalf("-o json reencrypt: %v: %s", err, r)
+	}
+	p := doc.Volumes[0].Policy
+	if p.Expr != "any(tpm,local)" || len(p.OldKeyslots) != 2 || len(p.NewKeyslots) != 2 || slices.ContainsFunc(p.NewKeyslots, func(s int) bool { return slices.Contains(p.OldKeyslots, s) }) {
+		t.Fatalf("-o json reencrypt: policy %+v", p)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/atrest/atrest/pkg/blockdev/overwrite"
 	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/secret"
 	"github.com/atrest/atrest/pkg/volume"
 	ucli "github.com/urfave/cli/v2"
 )
@@ -20,7 +21,11 @@ func reencryptCommand(e *env) *ucli.Command {
 		Description: `Generates a new volume key, enrols the platform secret under it (and a
 new recovery key, under the recovery policy, when the volume has one),
 then re-encrypts the data in place, hotzone by hotzone, in cryptsetup's
-on-disk format (docs/reencrypt.md). A closed volume is re-encrypted in
+on-disk format (docs/reencrypt.md). A volume under an unlock policy gets
+its policy made again under the new key (every factor of the policy must
+answer; each new keyslot is proven before the data is touched). TPM
+keyslots are re-sealed to the same PCRs; a PIN keyslot needs its PIN
+(--pin-file FILE, or --pin to be asked). A closed volume is re-encrypted in
 userspace; an open one online, through dm-crypt, with cryptsetup's
 hotzone and overlay mappings under /dev/mapper/NAME, so a mounted file
 system keeps working throughout. Interrupted (kill, power loss), the
@@ -37,11 +42,16 @@ EXAMPLES:
    atrest reencrypt data1
    atrest reencrypt data1 --recovery-mode escrow
    atrest -o json reencrypt data1 --recovery-mode none
+   atrest reencrypt data1 --pin-file /run/pin
+   atrest reencrypt data1 --resume
 
 ` + exitCodeHelp(),
 		Flags: []ucli.Flag{
 			&ucli.StringFlag{Name: "recovery-mode", Usage: "for a volume with a recovery key: escrow, print or none (default from the configuration)"},
 			&ucli.StringFlag{Name: "hotzone-size", Usage: "the most data one step re-encrypts, e.g. 4M (default 64M); a smaller hotzone holds the file system's I/O to it for less time"},
+			&ucli.BoolFlag{Name: "resume", Usage: "only continue a re-encryption found on the device (atrest's or cryptsetup's); with none, nothing is done"},
+			&ucli.BoolFlag{Name: "pin", Usage: "the PIN of the volumes' PIN TPM keyslots, re-sealed with it (asked for on the terminal, read as one line from standard input, or from --pin-file)"},
+			pinFileFlag,
 		},
 		Action: func(c *ucli.Context) error {
 			if c.NArg() == 0 {
@@ -60,6 +70,13 @@ EXAMPLES:
 			if err != nil {
 				return err
 			}
+			var pin *secret.Key
+			if c.Bool("pin") || c.IsSet("pin-file") {
+				if pin, err = e.readSecretFlag(c, "pin-file", "TPM PIN", true); err != nil {
+					return err
+				}
+				defer pin.Wipe()
+			}
 			var errs []error
 			list := &jsonList{e: e}
 			for _, v := range vols {
@@ -68,6 +85,8 @@ EXAMPLES:
 				res, err := m.Reencrypt(c.Context, v, volume.ReencryptOptions{
 					RecoveryMode: mode,
 					Hotzone:      hotzone,
+					Resume:       c.Bool("resume"),
+					PIN:          pin,
 					Show:         func(r *volume.ReencryptResult) error { return e.showRecovery(r.Recovery) },
 					Progress: func(done, total uint64) {
 						progress(overwrite.Progress{Done: int64(done), Total: int64(total)})
@@ -78,15 +97,28 @@ EXAMPLES:
 					_ = list.add(reencryptResult{Name: v.Name, UUID: v.UUID(), failed: failure(err)}, nil)
 					continue
 				}
+				if res.Unchanged {
+					_ = list.add(reencryptResult{Name: res.Name, UUID: res.UUID, reencrypted: &reencrypted{
+						OldKeyslot: res.OldKeyslot, NewKeyslot: res.NewKeyslot, Unchanged: true, Warnings: nonNil(res.Warnings),
+					}}, nil)
+					e.printf("%s: nothing to resume (no re-encryption on the device)\n", res.Name)
+					continue
+				}
 				took := time.Since(start)
 				_ = list.add(reencryptResult{Name: res.Name, UUID: res.UUID, reencrypted: &reencrypted{
 					OldKeyslot: res.OldKeyslot, NewKeyslot: res.NewKeyslot, Bytes: res.Bytes, Seconds: took.Seconds(),
 					Recovery: recoveryJSON(res.Recovery), Resumed: res.Resumed, Warnings: nonNil(res.Warnings),
+					Policy: policyJSON(res.Policy),
 				}}, res.Recovery)
 				if res.Resumed {
 					e.printf("%s: resumed a re-encryption found on the device\n", res.Name)
 				}
-				e.printf("%s: re-encrypted %d bytes in %s under a new volume key, platform keyslot %d -> %d\n", res.Name, res.Bytes, took.Round(time.Millisecond), res.OldKeyslot, res.NewKeyslot)
+				if p := res.Policy; p != nil {
+					e.printf("%s: re-encrypted %d bytes in %s under a new volume key, %s -> %s\n", res.Name, res.Bytes, took.Round(time.Millisecond),
+						keysLine(volume.Keys{Policy: p.Expr, Keyslots: p.From}), keysLine(volume.Keys{Policy: p.Expr, Keyslots: p.To}))
+				} else {
+					e.printf("%s: re-encrypted %d bytes in %s under a new volume key, platform keyslot %d -> %d\n", res.Name, res.Bytes, took.Round(time.Millisecond), res.OldKeyslot, res.NewKeyslot)
+				}
 				if res.Recovery != nil && res.Recovery.Mode != config.RecoveryPrint {
 					_ = e.showRecovery(res.Recovery)
 				}
@@ -116,7 +148,26 @@ type reencrypted struct {
 	Seconds    float64      `json:"seconds"`
 	Recovery   *recoveryDoc `json:"recovery"`
 	Resumed    bool         `json:"resumed"`
-	Warnings   []string     `json:"warnings"`
+	// Unchanged: --resume found no re-encryption to continue.
+	Unchanged bool `json:"unchanged,omitempty"`
+	// Policy is set for a volume under an unlock policy.
+	Policy   *reencPolicyDoc `json:"policy,omitempty"`
+	Warnings []string        `json:"warnings"`
+}
+
+// reencPolicyDoc is a policy volume's policy, made again under the new
+// key: its keyslots before and after.
+type reencPolicyDoc struct {
+	Expr        string `json:"expr"`
+	OldKeyslots []int  `json:"old_keyslots"`
+	NewKeyslots []int  `json:"new_keyslots"`
+}
+
+func policyJSON(p *volume.ReencryptPolicy) *reencPolicyDoc {
+	if p == nil {
+		return nil
+	}
+	return &reencPolicyDoc{Expr: p.Expr, OldKeyslots: nonNil(p.From), NewKeyslots: nonNil(p.To)}
 }
 
 // recoveryModeFor is --recovery-mode or the configured policy. -o json is

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/atrest/atrest/internal/testutil"
+	"github.com/atrest/atrest/internal/testutil/swtpmtest"
 )
 
 // atrest reencrypt on a closed image: the JSON result names the keyslots
@@ -133,5 +134,37 @@ func TestReencryptRefusesLUKS1(t *testing.T) {
 	}
 	if sum(t, img) != before {
 		t.Fatal("the refused reencrypt changed the image")
+	}
+}
+
+// A volume with a PIN TPM keyslot: reencrypt without the PIN is a usage
+// error naming --pin-file, a wrong PIN is the TPM's refusal, both leaving
+// the image byte-identical; with --pin-file the keyslot is re-sealed and
+// opens the re-encrypted volume with the PIN (open --test through the TPM
+// keyslot, the local keystore taken away).
+func TestReencryptPINKeyslotCommand(t *testing.T) {
+	n := newTPMKeyslotNode(t, swtpmtest.Start(t))
+	before, err := os.ReadFile(n.pvol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unchanged := func(what string) {
+		if now, _ := os.ReadFile(n.pvol); !bytes.Equal(now, before) {
+			t.Fatalf("%s changed the image", what)
+		}
+	}
+	if r := n.expect(ExitUsage, "reencrypt", n.pvol); !strings.Contains(r.stderr, "--pin-file") {
+		t.Fatalf("without the PIN: %s", r)
+	}
+	unchanged("a reencrypt refused for want of a PIN")
+	if r := n.expect(ExitKeyRejected, "reencrypt", n.pvol, "--pin-file", n.file("wrong", "2468\n")); !strings.Contains(r.stderr, "PIN") {
+		t.Fatalf("a wrong PIN: %s", r)
+	}
+	unchanged("a reencrypt with a wrong PIN")
+	n.expect(ExitOK, "reencrypt", n.pvol, "--pin-file", n.pinFile)
+	n.expect(ExitOK, "status", n.pvol)
+	n.breakKMS()
+	if r := n.expect(ExitOK, "open", "--test", n.pvol, "--pin-file", n.pinFile); !strings.Contains(r.stdout, "pvol: unlocks (by tpm-keyslot)") {
+		t.Fatalf("open --test through the re-sealed PIN keyslot: %s", r)
 	}
 }

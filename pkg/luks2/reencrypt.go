@@ -251,10 +251,12 @@ func (k *ReencryptKeys) Wipe() {
 }
 
 // OpenReencryptKeys unlocks, in a header under re-encryption, one keyslot
-// of the old key and one of the new with passphrase (atrest enrols the same
-// secrets under both keys) and returns both keys, checked against their
-// digests and the reencrypt digest. The caller wipes them.
-func (h *Header) OpenReencryptKeys(dev Reader, passphrase *secret.Key) (*ReencryptKeys, error) {
+// of the old key and one of the new with the passphrases (atrest enrols
+// the same platform secret under both keys; a policy volume has one
+// secret for a branch of the old policy and one for a branch of the new)
+// and returns both keys, checked against their digests and the reencrypt
+// digest. The caller wipes them.
+func (h *Header) OpenReencryptKeys(dev Reader, passphrases ...*secret.Key) (*ReencryptKeys, error) {
 	st, err := h.Reencryption()
 	if err != nil {
 		return nil, err
@@ -269,8 +271,11 @@ func (h *Header) OpenReencryptKeys(dev Reader, passphrase *secret.Key) (*Reencry
 		if k.Type != "luks2" || d == nil || keys[d.ID] != nil || (d.ID != st.OldDigest && d.ID != st.NewDigest) {
 			continue
 		}
-		if vk, err := h.unsealFor(dev, k, d, passphrase); err == nil {
-			keys[d.ID], slots[d.ID] = vk, id
+		for _, p := range passphrases {
+			if vk, err := h.unsealFor(dev, k, d, p); err == nil {
+				keys[d.ID], slots[d.ID] = vk, id
+				break
+			}
 		}
 	}
 	rk := &ReencryptKeys{Old: keys[st.OldDigest], New: keys[st.NewDigest], OldSlot: slots[st.OldDigest], NewSlot: slots[st.NewDigest]}
@@ -287,6 +292,36 @@ func (h *Header) OpenReencryptKeys(dev Reader, passphrase *secret.Key) (*Reencry
 		return nil, err
 	}
 	return rk, nil
+}
+
+// OpenReencryptKeyslot opens keyslot id of a header under re-encryption
+// with passphrase (OpenKeyslot refuses such a header): the key is checked
+// against the digest the keyslot is bound to, which must be the old or
+// the new volume key's; isNew says which. The caller wipes the key.
+func (h *Header) OpenReencryptKeyslot(dev Reader, id int, passphrase *secret.Key) (vk *secret.Key, isNew bool, err error) {
+	st, err := h.Reencryption()
+	if err != nil {
+		return nil, false, err
+	}
+	if st == nil {
+		return nil, false, fmt.Errorf("luks2: no reencryption under way")
+	}
+	k := h.Keyslots[id]
+	if k == nil || k.Type != "luks2" {
+		return nil, false, fmt.Errorf("%w: %d", ErrNoSuchKeyslot, id)
+	}
+	d := h.DigestForKeyslot(id)
+	if d == nil || (d.ID != st.OldDigest && d.ID != st.NewDigest) {
+		return nil, false, fmt.Errorf("keyslot %d: %w (%w: bound to neither volume key of the re-encryption)", id, ErrKeyRejected, ErrUnboundKeyslot)
+	}
+	vk, err = h.unsealFor(dev, k, d, passphrase)
+	if err != nil {
+		if errors.Is(err, ErrWrongVolumeKey) {
+			err = ErrKeyRejected
+		}
+		return nil, false, fmt.Errorf("keyslot %d: %w", id, err)
+	}
+	return vk, d.ID == st.NewDigest, nil
 }
 
 // unsealFor opens keyslot k and checks the key against digest d.

@@ -16,10 +16,13 @@ type reencInit struct {
 	encrypt uint64
 }
 
-// enrolDigest is the digest a new keyslot joins: the data segment's, or
-// during BeginReencrypt the new key's.
-func (u *Update) enrolDigest() (*Digest, error) {
-	if u.reenc != nil {
+// enrolDigest is the digest a new keyslot for vk joins: the data
+// segment's, or during BeginReencrypt the new key's, and the old key's
+// when vk is the old key: a secret that exists only from this update on
+// (a new recovery key) can then open both keys, as cryptsetup needs one
+// passphrase to do to resume the re-encryption.
+func (u *Update) enrolDigest(vk *secret.Key) (*Digest, error) {
+	if u.reenc != nil && (u.reenc.oldVK == nil || !vk.Equal(u.reenc.oldVK)) {
 		return u.next.Digests[u.reenc.newDigest], nil
 	}
 	return u.next.segmentDigest()
@@ -32,9 +35,10 @@ const reencryptHash = "sha256"
 // BeginReencrypt starts an Update that puts a header into re-encryption
 // from oldVK (the data segment's key) to newVK, forward, with checksum
 // resilience, as `cryptsetup reencrypt --init-only` does. Keyslots added
-// to the Update store newVK (the caller re-enrols its secrets, and may
-// list the new keyslots in its tokens beside the old ones: when the
-// re-encryption ends the old keyslots go and the tokens keep the new).
+// to the Update for newVK store it (the caller re-enrols its secrets, and
+// may list the new keyslots in its tokens beside the old ones: when the
+// re-encryption ends the old keyslots go and the tokens keep the new);
+// a keyslot added for oldVK joins the old key and goes at the end too.
 // CommitReencrypt writes it. Both keys must stay unwiped until then.
 func (h *Header) BeginReencrypt(oldVK, newVK *secret.Key) (*Update, error) {
 	u, err := h.Begin()

@@ -82,9 +82,9 @@ func readPlain(t testing.TB, dev Reader, vk *secret.Key) []byte {
 	return buf
 }
 
-// startReencrypt puts dev into re-encryption to a new key, with the
-// platform secret re-enrolled and token 0 naming old and new keyslot.
-func startReencrypt(t testing.TB, dev Device, oldVK *secret.Key) (*secret.Key, error) {
+// beginReencrypt starts an Update of dev's header into re-encryption from
+// oldVK to a new random key, which it returns.
+func beginReencrypt(t testing.TB, dev Device, oldVK *secret.Key) (*Update, *secret.Key) {
 	t.Helper()
 	h, err := Read(context.Background(), dev)
 	if err != nil {
@@ -99,6 +99,14 @@ func startReencrypt(t testing.TB, dev Device, oldVK *secret.Key) (*secret.Key, e
 	if err != nil {
 		t.Fatal(err)
 	}
+	return u, newVK
+}
+
+// startReencrypt puts dev into re-encryption to a new key, with the
+// platform secret re-enrolled and token 0 naming old and new keyslot.
+func startReencrypt(t testing.TB, dev Device, oldVK *secret.Key) (*secret.Key, error) {
+	t.Helper()
+	u, newVK := beginReencrypt(t, dev, oldVK)
 	id, err := u.AddKeyslot(newVK, pass(t, "platform"), KeyslotOptions{Slot: AnySlot, KDF: kdf.Platform()})
 	if err != nil {
 		t.Fatal(err)
@@ -112,12 +120,22 @@ func startReencrypt(t testing.TB, dev Device, oldVK *secret.Key) (*secret.Key, e
 
 // resume continues the re-encryption on dev with the platform secret.
 func resume(t testing.TB, dev Device, hotzone uint64) (*Header, error) {
+	return resumeWith(t, dev, hotzone, true, "platform")
+}
+
+// resumeWith continues the re-encryption on dev with the passphrases;
+// with rebind the token of the old keyslot moves to the new one.
+func resumeWith(t testing.TB, dev Device, hotzone uint64, rebind bool, passes ...string) (*Header, error) {
 	t.Helper()
 	h, err := Read(context.Background(), dev)
 	if err != nil {
 		return nil, err
 	}
-	keys, err := h.OpenReencryptKeys(dev, pass(t, "platform"))
+	var ps []*secret.Key
+	for _, p := range passes {
+		ps = append(ps, pass(t, p))
+	}
+	keys, err := h.OpenReencryptKeys(dev, ps...)
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +146,9 @@ func resume(t testing.TB, dev Device, hotzone uint64) (*Header, error) {
 	}
 	defer r.Close()
 	r.Hotzone, r.ReadAhead = hotzone, true
-	r.Rebind = map[int]int{keys.OldSlot: keys.NewSlot}
+	if rebind {
+		r.Rebind = map[int]int{keys.OldSlot: keys.NewSlot}
+	}
 	return r.Run(context.Background())
 }
 
@@ -241,9 +261,14 @@ func cryptsetup(t testing.TB, args ...string) (string, error) {
 // cryptsetupResume finishes the re-encryption of img with cryptsetup,
 // offline, and returns the device as it left it.
 func cryptsetupResume(t testing.TB, img string) (*memDevice, error) {
+	return cryptsetupResumeWith(t, img, "platform")
+}
+
+// cryptsetupResumeWith is cryptsetupResume with passphrase pw.
+func cryptsetupResumeWith(t testing.TB, img, pw string) (*memDevice, error) {
 	t.Helper()
 	keyFile := filepath.Join(filepath.Dir(img), "key")
-	if err := os.WriteFile(keyFile, []byte("platform"), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, []byte(pw), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// A run cut short in a hotzone needs recovery first, which cryptsetup

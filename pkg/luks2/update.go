@@ -60,7 +60,7 @@ type KeyslotOptions struct {
 // runs now; the keyslot area is written by Commit, into a part of the
 // keyslots area that the header on the device does not use.
 func (u *Update) AddKeyslot(vk, passphrase *secret.Key, opts KeyslotOptions) (int, error) {
-	d, err := u.enrolDigest()
+	d, err := u.enrolDigest(vk)
 	if err != nil {
 		return -1, err
 	}

@@ -290,6 +290,13 @@ func (c *change) destroyOldKV(ctx context.Context, before *Volume) {
 // process did not finish. It returns "completed", "rolled back" or "" when
 // there was nothing to do.
 func (c *change) finishInterrupted(ctx context.Context) (string, error) {
+	if hold := reencryptHold(c.v); hold != nil {
+		// A policy volume's re-encryption holds two platform tokens (the
+		// old and the new policy's) until it ends: that is no change to
+		// finish here, and no keyslot may go before the re-encryption
+		// ends.
+		return "", hold
+	}
 	j, err := c.m.readJournal(c.v.UUID())
 	if err != nil {
 		return "", err

@@ -102,7 +102,7 @@ func (m *Manager) verifyToken(ctx context.Context, h *luks2.Header, dev luks2.Re
 		if r.err != nil {
 			return r.err
 		}
-		got, err := h.OpenKeyslot(dev, r.slot, r.ps)
+		got, err := openKeyslot(h, dev, r.slot, r.ps)
 		if err != nil {
 			return fmt.Errorf("keyslot %d: %w", r.slot, err)
 		}
@@ -113,6 +113,18 @@ func (m *Manager) verifyToken(ctx context.Context, h *luks2.Header, dev luks2.Re
 		}
 	}
 	return nil
+}
+
+// openKeyslot opens keyslot slot of h, also while h is under
+// re-encryption (the keyslots a re-encryption's start added are proven
+// before its run), to the key of the digest the keyslot is bound to. The
+// caller wipes the key.
+func openKeyslot(h *luks2.Header, dev luks2.Reader, slot int, pass *secret.Key) (*secret.Key, error) {
+	if st, err := h.Reencryption(); st == nil || err != nil {
+		return h.OpenKeyslot(dev, slot, pass)
+	}
+	vk, _, err := h.OpenReencryptKeyslot(dev, slot, pass)
+	return vk, err
 }
 
 // commitKeys adds k to the volume's header in one commit (with edit, if

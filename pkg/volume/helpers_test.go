@@ -84,7 +84,8 @@ func find(t *testing.T, m *Manager, img string) *Volume {
 	return v
 }
 
-// recoveryOpens reports whether key opens one of v's recovery keyslots.
+// recoveryOpens reports whether key opens one of v's recovery keyslots
+// (also in a header under re-encryption).
 func recoveryOpens(t *testing.T, v *Volume, key *secret.Key) bool {
 	t.Helper()
 	f, err := luks2.OpenFile(v.Device, false)
@@ -93,7 +94,7 @@ func recoveryOpens(t *testing.T, v *Volume, key *secret.Key) bool {
 	}
 	defer f.Close()
 	for _, s := range v.Recovery {
-		if vk, err := v.Header.OpenKeyslot(f, s, key); err == nil {
+		if vk, err := openKeyslot(v.Header, f, s, key); err == nil {
 			vk.Wipe()
 			return true
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/kms"
@@ -103,17 +104,30 @@ func (r *Recovery) deposit(ctx context.Context) error {
 
 // enroll adds the recovery keyslot and its systemd-recovery token to u.
 // The keyslot uses the same minimal PBKDF as systemd-cryptenroll
-// --recovery-key: the key has 256 bits of entropy.
-func (r *Recovery) enroll(u *luks2.Update, vk *secret.Key) error {
+// --recovery-key: the key has 256 bits of entropy. For each key of also
+// (a re-encryption's old volume key) the recovery key gets one more
+// keyslot, bound to the same token: a re-encryption's start enrols the
+// new recovery key under both keys, so that it alone gives both, as
+// cryptsetup needs to resume. Keyslot is the one of vk.
+func (r *Recovery) enroll(u *luks2.Update, vk *secret.Key, also ...*secret.Key) error {
 	if r.Mode == config.RecoveryNone {
 		return nil
 	}
+	opts := luks2.KeyslotOptions{Slot: luks2.AnySlot, KDF: kdf.Platform(), Priority: luks2.PriorityNormal}
 	var err error
-	r.Keyslot, err = u.AddKeyslot(vk, r.Key, luks2.KeyslotOptions{Slot: luks2.AnySlot, KDF: kdf.Platform(), Priority: luks2.PriorityNormal})
+	r.Keyslot, err = u.AddKeyslot(vk, r.Key, opts)
 	if err != nil {
 		return fmt.Errorf("add recovery keyslot: %w", err)
 	}
-	tok := fmt.Sprintf(`{"type":%q,"keyslots":["%d"]}`, recoverykey.TokenType, r.Keyslot)
+	slots := []string{strconv.Quote(strconv.Itoa(r.Keyslot))}
+	for _, k := range also {
+		s, err := u.AddKeyslot(k, r.Key, opts)
+		if err != nil {
+			return fmt.Errorf("add recovery keyslot: %w", err)
+		}
+		slots = append(slots, strconv.Quote(strconv.Itoa(s)))
+	}
+	tok := fmt.Sprintf(`{"type":%q,"keyslots":[%s]}`, recoverykey.TokenType, strings.Join(slots, ","))
 	if _, err := u.SetToken(luks2.AnyToken, []byte(tok)); err != nil {
 		return fmt.Errorf("add recovery token: %w", err)
 	}
@@ -125,7 +139,7 @@ func (r *Recovery) verify(h *luks2.Header, dev luks2.Reader) error {
 	if r.Mode == config.RecoveryNone {
 		return nil
 	}
-	vk, err := h.OpenKeyslot(dev, r.Keyslot, r.Key)
+	vk, err := openKeyslot(h, dev, r.Keyslot, r.Key)
 	vk.Wipe()
 	return err
 }

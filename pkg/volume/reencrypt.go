@@ -2,16 +2,13 @@ package volume
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/atrest/atrest/pkg/blockdev"
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/luks2"
 	"github.com/atrest/atrest/pkg/luks2/kdf"
-	"github.com/atrest/atrest/pkg/recoverykey"
 	"github.com/atrest/atrest/pkg/secret"
 	"github.com/atrest/atrest/pkg/token"
 )
@@ -36,6 +33,15 @@ type ReencryptOptions struct {
 	// Hotzone is the most data one step re-encrypts (luks2.DefaultHotzone
 	// when 0).
 	Hotzone uint64
+	// Resume only continues a re-encryption found on the device (or
+	// settles one another tool finished); without one nothing is done
+	// (the result says Unchanged), as policy set --resume.
+	Resume bool
+	// PIN is the PIN of the volume's PIN TPM keyslots: each is re-sealed
+	// with it, after one unseal of the old keyslot proved it, before
+	// anything is written. Without it a PIN keyslot is refused. The
+	// caller wipes it.
+	PIN *secret.Key
 }
 
 // ReencryptResult is one re-encrypted volume.
@@ -49,10 +55,22 @@ type ReencryptResult struct {
 	// Resumed: the run continued a re-encryption found on the device
 	// (started by atrest or cryptsetup).
 	Resumed bool
+	// Unchanged: with Resume, there was no re-encryption to continue;
+	// nothing was written.
+	Unchanged bool
 	// Recovery is the new recovery key (nil when the volume has none); in
 	// mode print it holds the key to show once, then Wipe.
 	Recovery *Recovery
+	// Policy is set for a volume under an unlock policy: the policy made
+	// again under the new key, and its keyslots before and after.
+	Policy   *ReencryptPolicy
 	Warnings []string
+}
+
+// ReencryptPolicy is a policy volume's policy across its re-encryption.
+type ReencryptPolicy struct {
+	Expr     string
+	From, To []int
 }
 
 // Reencrypt gives a closed volume a new volume key and re-encrypts its
@@ -62,6 +80,9 @@ type ReencryptResult struct {
 // format, so that an interrupted run is resumed by the next Reencrypt or by
 // `cryptsetup reencrypt --resume-only`. A run cut short leaves the volume
 // in re-encryption: it opens only after the re-encryption is finished.
+// A volume under an unlock policy gets its policy again under the new key
+// (reencrypt_policy.go): fresh key material from every factor, each new
+// keyslot proven before the run.
 func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) (res *ReencryptResult, err error) {
 	defer func() { m.audit(ctx, "reencrypt", v.UUID(), v.Name, v.Device, err) }()
 	c, release, err := m.begin(ctx, v, "reencrypt")
@@ -76,12 +97,22 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 		return nil, err
 	}
 	defer unlock()
+	if _, err := c.v.Header.Reencryption(); errors.Is(err, luks2.ErrUnsupported) {
+		// Another tool's mode or resilience: refused before the KMS is
+		// asked, nothing written; before the token is read, since
+		// cryptsetup's run bound it to two keyslots (takeCopiedToken
+		// reads such a token only in a re-encryption atrest follows).
+		return nil, reencryptHold(c.v)
+	}
 	c.takeCopiedToken()
 	if slot, err := c.settleHandover(ctx); err != nil {
 		return nil, err
 	} else if slot >= 0 {
 		c.refreshBackup(ctx)
 		return &ReencryptResult{Name: c.v.Name, UUID: c.v.UUID(), Device: c.v.Device, OldKeyslot: -1, NewKeyslot: slot, Resumed: true, Warnings: c.warnings}, nil
+	}
+	if err := c.foreignPolicyRun(); err != nil {
+		return nil, err
 	}
 	if !c.v.Managed() {
 		return nil, fmt.Errorf("reencrypt: %w", c.v.errNotManaged())
@@ -101,69 +132,109 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 		// the data must not change under a reader (blockdev's refusals say which).
 		return nil, fmt.Errorf("reencrypt needs the device unused: %w", err)
 	}
-	if c.v.Platform.Policy != nil {
-		return nil, fmt.Errorf("%w: reencrypt of a volume under an unlock policy is not built: every branch's keyslot would have to be re-enrolled under the new key, with each branch's factors at hand; nothing was changed (docs/reencrypt.md)", ErrInvalidArgument)
-	}
-	if _, err := c.v.Header.Reencryption(); errors.Is(err, luks2.ErrUnsupported) {
-		// Another tool's mode or resilience: refused before the KMS is
-		// asked, nothing written.
-		return nil, reencryptHold(c.v)
-	}
-	secrets := m.unwrapAll(ctx, []string{c.v.UUID()}, []*token.Token{c.v.Platform})
-	defer wipeUnlocked(secrets)
-	if secrets[0].err != nil {
-		return nil, secrets[0].err
-	}
-	ps := secrets[0].ps
-	res = &ReencryptResult{Name: c.v.Name, UUID: c.v.UUID(), Device: c.v.Device}
 	st, err := c.v.Header.Reencryption()
 	if err != nil {
 		return nil, err
 	}
+	if st == nil && o.Resume && !open {
+		// Before the KMS is asked.
+		return c.resumeNothing(ctx), nil
+	}
+	if st == nil && len(c.v.Others) > 0 {
+		return nil, fmt.Errorf("%w: %s has %d extra platform token(s) of a rekey or policy change that was cut short: finish it first (atrest status %s names the command); nothing was changed", ErrInvalidArgument, c.v.Ref(), len(c.v.Others), c.v.Ref())
+	}
+	// The old key's secret; in re-encryption also the new key's (a
+	// policy volume's new policy token).
+	toks := []*token.Token{c.v.Platform}
+	if st != nil {
+		toks = append(toks, othersOf(c.v)...)
+	}
+	uuids := make([]string, len(toks))
+	for i := range uuids {
+		uuids[i] = c.v.UUID()
+	}
+	secrets := m.unwrapAll(ctx, uuids, toks)
+	defer wipeUnlocked(secrets)
+	passes := make([]*secret.Key, len(secrets))
+	for i, s := range secrets {
+		if s.err != nil {
+			return nil, s.err
+		}
+		passes[i] = s.ps
+	}
+	res = &ReencryptResult{Name: c.v.Name, UUID: c.v.UUID(), Device: c.v.Device}
+	if p := c.v.Platform.Policy; p != nil {
+		res.Policy = &ReencryptPolicy{Expr: p.Expr, From: c.v.Platform.Slots()}
+	}
 	if st == nil && open {
-		if left, err := c.finishLeftover(ps); err != nil {
+		if left, err := c.finishLeftover(secrets[0].slot, passes[0]); err != nil {
 			return nil, err
 		} else if left {
 			res.Resumed, res.Warnings = true, c.warnings
 			return res, nil
 		}
 	}
+	if st == nil && o.Resume {
+		return c.resumeNothing(ctx), nil
+	}
 	if st == nil {
-		if err := c.startReencrypt(ctx, ps, o, res); err != nil {
+		newPass, err := c.startReencrypt(ctx, secrets[0], o, res)
+		if err != nil {
 			res.Recovery.Wipe()
 			return nil, err
+		}
+		if newPass != nil {
+			defer newPass.Wipe()
+			passes = append(passes, newPass)
 		}
 		failpoint("reencrypt-after-start")
 	} else {
 		res.Resumed = true
 	}
-	if err := c.runReencrypt(ctx, ps, o, res); err != nil {
+	if err := c.runReencrypt(ctx, passes, o, res); err != nil {
 		res.Recovery.Wipe()
 		return nil, err
 	}
+	failpoint("reencrypt-after-run")
+	if res.Policy != nil && c.v.Managed() {
+		res.Policy.To = c.v.Platform.Slots()
+	}
 	res.Recovery.settle()
 	c.refreshBackup(ctx)
-	c.verifyTPM(ps)
+	c.verifyTPM(passes, o.PIN)
 	res.Warnings = c.warnings
 	return res, nil
 }
 
 // startReencrypt puts the header into re-encryption with the new keyslots
-// in one commit.
-func (c *change) startReencrypt(ctx context.Context, ps *secret.Key, o ReencryptOptions, res *ReencryptResult) error {
-	vk, err := c.v.Header.OpenKeyslot(c.dev, c.v.Platform.Keyslot, ps)
+// in one commit; old is the old key's secret and the keyslot it opens.
+// A policy volume's new policy is made first (every factor must answer)
+// and its keyslots are proven after the commit; the secret returned (nil
+// for a plain volume, whose platform secret opens both keys) opens a
+// keyslot of the new key, for the run. The caller wipes it.
+func (c *change) startReencrypt(ctx context.Context, old unlocked, o ReencryptOptions, res *ReencryptResult) (*secret.Key, error) {
+	vk, err := c.v.Header.OpenKeyslot(c.dev, old.slot, old.ps)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer vk.Wipe()
 	newVK, err := secret.Random(vk.Len())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer newVK.Wipe()
-	tpms, err := c.reencryptTPM()
+	var pol *reencPolicy
+	if c.v.Platform.Policy != nil {
+		// Before anything else: a factor that does not answer refuses
+		// the run here, named, with nothing written.
+		if pol, err = c.newPolicyKeys(ctx); err != nil {
+			return nil, err
+		}
+		defer pol.wipe()
+	}
+	tpms, err := c.reencryptTPM(vk, o.PIN)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer func() {
 		for _, t := range tpms {
@@ -173,60 +244,83 @@ func (c *change) startReencrypt(ctx context.Context, ps *secret.Key, o Reencrypt
 	if len(c.v.Recovery) > 0 {
 		mode := c.m.recoveryMode(o.RecoveryMode)
 		if mode == config.RecoveryPrint && o.Show == nil {
-			return fmt.Errorf("%w: recovery mode print needs a way to show the key (ReencryptOptions.Show)", ErrInvalidArgument)
+			return nil, fmt.Errorf("%w: recovery mode print needs a way to show the key (ReencryptOptions.Show)", ErrInvalidArgument)
 		}
 		if res.Recovery, err = c.m.newRecovery(ctx, c.v.UUID(), mode); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	u, err := c.v.Header.BeginReencrypt(vk, newVK)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := u.AddKeyslot(newVK, ps, luks2.KeyslotOptions{Slot: luks2.AnySlot, KDF: kdf.Platform()}); err != nil {
-		return fmt.Errorf("add platform keyslot: %w", err)
+	if pol == nil {
+		if _, err := u.AddKeyslot(newVK, old.ps, luks2.KeyslotOptions{Slot: luks2.AnySlot, KDF: kdf.Platform()}); err != nil {
+			return nil, fmt.Errorf("add platform keyslot: %w", err)
+		}
 	}
 	for _, t := range tpms {
 		// Its own token, bound to the new keyslot: the old token goes
 		// with the old keyslot when the re-encryption ends.
 		if err := t.add(u, newVK); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if res.Recovery != nil {
-		if err := res.Recovery.enroll(u, newVK); err != nil {
-			return err
+		// Under the new key and the old: the new recovery key alone
+		// gives both keys while the re-encryption is under way.
+		if err := res.Recovery.enroll(u, newVK, vk); err != nil {
+			return nil, err
 		}
+	}
+	if pol != nil {
+		// The new policy's keyslots and token, as policy set adds them;
+		// the old policy token goes with the old keyslots at the end.
+		if err := pol.add(u, newVK, res.Recovery, c.v.Platform); err != nil {
+			return nil, err
+		}
+	} else if res.Recovery != nil {
 		// The platform token says where the recovery key went; it stays
 		// bound to the old keyslot until the re-encryption rebinds it.
 		tok := *c.v.Platform
 		tok.Recovery = res.Recovery.record()
 		data, err := tok.Marshal()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if _, err := u.SetToken(c.v.TokenID, data); err != nil {
-			return err
-		}
-		if res.Recovery.Mode == config.RecoveryPrint {
-			if err := o.Show(res); err != nil {
-				return err
-			}
+			return nil, err
 		}
 	}
+	if res.Recovery != nil && res.Recovery.Mode == config.RecoveryPrint {
+		if err := o.Show(res); err != nil {
+			return nil, err
+		}
+	}
+	failpoint("reencrypt-before-start")
 	if _, err := u.CommitReencrypt(ctx, c.dev); err != nil {
 		if res.Recovery != nil && res.Recovery.Mode == config.RecoveryPrint {
-			return &StageError{Op: c.op, Device: c.v.Device, Err: err, State: "the recovery key shown was not enrolled; the volume is unchanged and its old recovery key still opens it"}
+			return nil, &StageError{Op: c.op, Device: c.v.Device, Err: err, State: "the recovery key shown was not enrolled; the volume is unchanged and its old recovery key still opens it"}
 		}
-		return c.afterFailedCommit(ctx, err)
+		return nil, c.afterFailedCommit(ctx, err)
 	}
-	return c.reload(ctx)
+	if err := c.reload(ctx); err != nil {
+		return nil, err
+	}
+	if err := c.proveStart(ctx, pol, res.Recovery, tpms, newVK); err != nil {
+		return nil, err
+	}
+	if pol == nil {
+		return nil, nil
+	}
+	return pol.firstSecret()
 }
 
-// runReencrypt resumes the re-encryption the header records and ends it.
-func (c *change) runReencrypt(ctx context.Context, ps *secret.Key, o ReencryptOptions, res *ReencryptResult) error {
+// runReencrypt resumes the re-encryption the header records and ends it;
+// passes open a keyslot of the old key and one of the new.
+func (c *change) runReencrypt(ctx context.Context, passes []*secret.Key, o ReencryptOptions, res *ReencryptResult) error {
 	h := c.v.Header
-	keys, err := h.OpenReencryptKeys(c.dev, ps)
+	keys, err := h.OpenReencryptKeys(c.dev, passes...)
 	if err != nil {
 		return err
 	}
@@ -254,7 +348,12 @@ func (c *change) runReencrypt(ctx context.Context, ps *secret.Key, o ReencryptOp
 	}
 	defer r.Close()
 	res.OldKeyslot, res.NewKeyslot, res.Bytes = keys.OldSlot, keys.NewSlot, r.Size()
-	r.Rebind = map[int]int{keys.OldSlot: keys.NewSlot}
+	if c.v.Platform.Policy == nil {
+		// One platform secret under both keys: its token moves to the
+		// new keyslot. A policy volume's new token is bound to its new
+		// keyslots already, and the old one goes with the old keyslots.
+		r.Rebind = map[int]int{keys.OldSlot: keys.NewSlot}
+	}
 	// ReadAhead reads the next hotzone before BeforeHotzone holds it:
 	// offline only.
 	r.Hotzone, r.Progress, r.ReadAhead = o.Hotzone, o.Progress, on == nil
@@ -281,81 +380,20 @@ func (c *change) runReencrypt(ctx context.Context, ps *secret.Key, o ReencryptOp
 	return c.reload(ctx)
 }
 
-// settleHandover completes a re-encryption another tool finished
-// (cryptsetup reencrypt --resume-only on a run atrest started): cryptsetup
-// removed the old keyslots and left the atrest token bound to none, and
-// the old recovery token too. The atrest token is bound to the keyslot its
-// secret opens now and recovery tokens bound to no keyslot are removed, in
-// one commit. It returns the platform keyslot, or -1 when there was
-// nothing to settle.
-func (c *change) settleHandover(ctx context.Context) (int, error) {
-	h := c.v.Header
-	if c.v.Platform != nil || len(c.v.Unreadable) == 0 || len(c.v.Unreadable[0].Keyslots) > 0 {
-		return -1, nil
+// finalKey opens, once the re-encryption has ended, a keyslot of the
+// platform token with one of passes (the new policy's secret, or the
+// platform secret) and returns the volume key, nil when none opens. The
+// caller wipes it.
+func (c *change) finalKey(passes []*secret.Key) *secret.Key {
+	if !c.v.Managed() {
+		return nil
 	}
-	if st, err := h.Reencryption(); st != nil || err != nil {
-		return -1, nil
-	}
-	id := c.v.Unreadable[0].ID
-	var doc map[string]any
-	if err := json.Unmarshal(h.Tokens[id].JSON(), &doc); err != nil {
-		return -1, nil
-	}
-	bind := func(slot int) ([]byte, *token.Token, error) {
-		doc["keyslots"] = []string{strconv.Itoa(slot)}
-		data, err := json.Marshal(doc)
-		if err != nil {
-			return nil, nil, err
-		}
-		tok, err := token.Parse(data)
-		return data, tok, err
-	}
-	_, tok, err := bind(0)
-	if err != nil {
-		return -1, nil // unreadable for another reason: status says why
-	}
-	secrets := c.m.unwrapAll(ctx, []string{h.UUID}, []*token.Token{tok})
-	defer wipeUnlocked(secrets)
-	if secrets[0].err != nil {
-		return -1, secrets[0].err
-	}
-	bound := map[int]bool{}
-	for _, t := range h.Tokens {
-		for _, ks := range t.Keyslots {
-			bound[ks] = true
-		}
-	}
-	for _, slot := range h.KeyslotIDs() {
-		if bound[slot] || h.Keyslots[slot].Type != "luks2" {
-			continue
-		}
-		vk, err := h.OpenKeyslot(c.dev, slot, secrets[0].ps)
-		if err != nil {
-			continue
-		}
-		vk.Wipe()
-		data, _, err := bind(slot)
-		if err != nil {
-			return -1, err
-		}
-		u, err := h.Begin()
-		if err != nil {
-			return -1, err
-		}
-		if _, err := u.SetToken(id, data); err != nil {
-			return -1, err
-		}
-		for tid, t := range h.Tokens {
-			if t.Type == recoverykey.TokenType && len(t.Keyslots) == 0 {
-				if err := u.RemoveToken(tid); err != nil {
-					return -1, err
-				}
+	for _, slot := range c.v.Platform.Slots() {
+		for _, p := range passes {
+			if vk, err := c.v.Header.OpenKeyslot(c.dev, slot, p); err == nil {
+				return vk
 			}
 		}
-		if _, err := u.Commit(ctx, c.dev); err != nil {
-			return -1, c.afterFailedCommit(ctx, err)
-		}
-		return slot, c.reload(ctx)
 	}
-	return -1, nil
+	return nil
 }

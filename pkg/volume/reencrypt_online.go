@@ -278,8 +278,9 @@ func (o *onlineRun) close() {
 // finishLeftover completes what a run killed after its last header write
 // left: the header has no re-encryption any more, the data is all under
 // the key of segment 0, and the mapping still goes through the stack. It
-// reports whether there was such a stack.
-func (c *change) finishLeftover(ps *secret.Key) (bool, error) {
+// reports whether there was such a stack. ps opens the platform keyslot
+// slot (a policy volume's: the branch that answered).
+func (c *change) finishLeftover(slot int, ps *secret.Key) (bool, error) {
 	stack := &dmcrypt.Stack{Name: c.v.Name, UUID: c.v.UUID()}
 	lo, err := stack.FindLeftover()
 	if err != nil || lo == nil {
@@ -291,7 +292,7 @@ func (c *change) finishLeftover(ps *secret.Key) (bool, error) {
 	if seg == nil || d == nil || c.v.Platform == nil {
 		return false, fmt.Errorf("%w: an online re-encryption's devices are left under /dev/mapper/%s, and the header has no data segment", ErrOnlineState, c.v.Name)
 	}
-	vk, err := h.OpenKeyslot(c.dev, c.v.Platform.Keyslot, ps)
+	vk, err := h.OpenKeyslot(c.dev, slot, ps)
 	if err != nil {
 		return false, err
 	}

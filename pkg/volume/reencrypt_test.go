@@ -5,17 +5,14 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/rand"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"golang.org/x/crypto/xts"
 
 	"github.com/atrest/atrest/internal/testutil"
-	"github.com/atrest/atrest/internal/testutil/vaulttest"
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/luks2"
 	"github.com/atrest/atrest/pkg/secret"
@@ -215,21 +212,4 @@ func TestReencryptFinishedByCryptsetup(t *testing.T) {
 		t.Fatalf("result %+v", res)
 	}
 	checkReencrypted(t, m, img, b, newRec)
-}
-
-// A volume under an unlock policy has one keyslot per branch; reencrypt
-// re-enrols only a plain platform keyslot so far, so it refuses such a
-// volume with a usage error and leaves the header as it was.
-func TestReencryptRefusesAPolicyVolume(t *testing.T) {
-	s := vaulttest.Shared(t)
-	m := policyManager(t, s, nil, "any: [vault, local]")
-	img, _ := formatted(t, m, "polre")
-	before := find(t, m, img).Header.SeqID
-	_, err := m.Reencrypt(context.Background(), find(t, m, img), ReencryptOptions{})
-	if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "unlock policy") {
-		t.Fatalf("reencrypt of a policy volume: %v, want a usage error naming the policy", err)
-	}
-	if v := find(t, m, img); v.Header.SeqID != before {
-		t.Fatalf("the refused reencrypt changed the header (seqid %d -> %d)", before, v.Header.SeqID)
-	}
 }

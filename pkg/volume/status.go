@@ -225,7 +225,10 @@ func (m *Manager) status(ctx context.Context, v *Volume, infos map[[2]string]kek
 				roles[s] = RolePending
 			}
 		}
-		if len(v.Others) > 0 {
+		// A policy volume's re-encryption holds the old and the new
+		// policy token until it ends: the re-encryption is the problem
+		// (reencryptHold, above), not an unfinished change.
+		if len(v.Others) > 0 && reencryptHold(v) == nil {
 			if j, _ := m.readJournal(h.UUID); j != nil && j.Op == opPolicySet {
 				problem("%s", policySetHint(v))
 			} else if j != nil && j.Op == opTPMFactor {

@@ -94,7 +94,8 @@ func (t *tpmSlot) add(u *luks2.Update, vk *secret.Key) error {
 }
 
 // verify proves the keyslot as the next boot will: the token as stored in
-// h is unsealed by the TPM and opens its keyslot to vk.
+// h is unsealed by the TPM and opens its keyslot to vk (also in a header
+// under re-encryption, whose start added it).
 func (t *tpmSlot) verify(h *luks2.Header, dev luks2.Reader, vk *secret.Key) error {
 	stored := h.Tokens[t.id]
 	if stored == nil {
@@ -109,7 +110,7 @@ func (t *tpmSlot) verify(h *luks2.Header, dev luks2.Reader, vk *secret.Key) erro
 		return err
 	}
 	defer pass.Wipe()
-	got, err := h.OpenKeyslot(dev, tok.Keyslot, pass)
+	got, err := openKeyslot(h, dev, tok.Keyslot, pass)
 	if err != nil {
 		return err
 	}
