@@ -175,3 +175,37 @@ func (a *answers) wipe() {
 	clear(a.unwrapped)
 	clear(a.fresh)
 }
+
+// pending is an unwrap running while the caller writes: wait gives its
+// answer, wipe (deferred) waits for it and wipes what nobody took.
+type pending struct {
+	done chan struct{}
+	a    *answers
+}
+
+// unwrapAhead starts unwrapping tok's ciphertext for volume uuid (a plain
+// token of a KEK; for any other there is nothing to wait for), so that
+// the KMS's round trip overlaps the header write that comes before the
+// keyslot can be checked.
+func (m *Manager) unwrapAhead(ctx context.Context, uuid string, tok *token.Token) *pending {
+	p := &pending{done: make(chan struct{}), a: &answers{unwrapped: map[string]unlocked{}, fresh: map[string]freshSecret{}}}
+	if !askable(tok) {
+		close(p.done)
+		return p
+	}
+	t := *tok // the caller goes on changing its token (recovery, keyslot)
+	go func() {
+		defer close(p.done)
+		if r := m.unwrapAll(ctx, []string{uuid}, []*token.Token{&t})[0]; r.err == nil {
+			p.a.unwrapped[answerKey(uuid, &t)] = r
+		}
+	}()
+	return p
+}
+
+func (p *pending) wait() *answers {
+	<-p.done
+	return p.a
+}
+
+func (p *pending) wipe() { p.wait().wipe() }
