@@ -125,3 +125,28 @@ func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
 }
+
+// A change of a volume whose header changed since its backup (by another
+// tool) first backs up the header it starts from: afterwards .prev holds
+// that header, not the older one, and the current backup the new one.
+func TestChangeBacksUpTheHeaderItStartsFrom(t *testing.T) {
+	ctx := context.Background()
+	m := newTestManager(t)
+	img, _ := formatted(t, m, "bf")
+	tokenedit.EditToken(t, img, token.Type, func(b []byte) []byte { return b })
+	v := find(t, m, img)
+	from := v.Header.SeqID
+	for _, r := range m.Rewrap(ctx, []*Volume{v}, true) {
+		if r.Err != nil || len(r.Warnings) > 0 {
+			t.Fatalf("rewrap: %v %v", r.Err, r.Warnings)
+		}
+	}
+	after := find(t, m, img)
+	path := m.backupPath(v.UUID())
+	if got := backupSeq(t, m, path+".prev"); got != from {
+		t.Errorf(".prev after the rewrap has sequence id %d, want %d (the header the rewrap started from)", got, from)
+	}
+	if got := backupSeq(t, m, path); got != after.Header.SeqID {
+		t.Errorf("the backup after the rewrap has sequence id %d, want %d", got, after.Header.SeqID)
+	}
+}
