@@ -204,7 +204,7 @@ func (c *change) finishRecovery(ctx context.Context, j *journal, rec *Recovery, 
 // verify checks tok's keyslot through the KMS (verifyToken) in the
 // header as it is now.
 func (c *change) verify(ctx context.Context, tok *token.Token, vk *secret.Key) error {
-	return c.m.verifyToken(ctx, c.v.Header, c.dev, tok, vk)
+	return c.m.verifyTokenFrom(ctx, c.known, c.v.Header, c.dev, tok, vk)
 }
 
 // remove kills keyslots and every atrest or systemd-recovery token bound

@@ -49,17 +49,50 @@ type freshSecret struct {
 	tok *token.Token
 }
 
-// answerKey names a plain token's ciphertext for volume uuid (not its
-// keyslot: a new token is unwrapped before its keyslot is added).
+// answerKey names a token's ciphertexts for volume uuid: a plain token's,
+// or every share of a policy's branches with the number each needs (not
+// the keyslots: a new token is unwrapped before its keyslot is added).
 func answerKey(uuid string, t *token.Token) string {
-	return strings.Join([]string{strings.ToLower(uuid), t.KMS, t.Key, strconv.Itoa(t.KeyVersion), t.Ciphertext}, "\x00")
+	parts := []string{strings.ToLower(uuid)}
+	if t.Policy == nil {
+		return strings.Join(append(parts, t.KMS, t.Key, strconv.Itoa(t.KeyVersion), t.Ciphertext), "\x00")
+	}
+	for _, b := range t.Policy.Branches {
+		parts = append(parts, "branch", strconv.Itoa(b.K))
+		for _, sh := range b.Shares {
+			parts = append(parts, sh.Factor, sh.KMS, sh.Key, strconv.Itoa(sh.KeyVersion), sh.Ciphertext)
+		}
+	}
+	return strings.Join(parts, "\x00")
 }
 
-// askable reports whether t's secret is unwrapped in the batches: a plain
-// token of a KEK (a policy is unwrapped share by share, a vault-kv secret
-// fetched by id).
+// askable reports whether t's secret can be unwrapped ahead: a token of
+// KEKs, plain or a policy (a vault-kv secret is fetched by id).
 func askable(t *token.Token) bool {
-	return t != nil && t.Policy == nil && t.KMS != config.BackendVaultKV
+	if t == nil {
+		return false
+	}
+	for _, w := range wrappedOf(t) {
+		if w.Backend == config.BackendVaultKV {
+			return false
+		}
+	}
+	return t.KMS != config.BackendVaultKV
+}
+
+// unwrapEach unwraps toks (of the volumes uuids) in one batch and keeps
+// what it gave as answers given ahead.
+func (m *Manager) unwrapEach(ctx context.Context, uuids []string, toks []*token.Token) *answers {
+	a := &answers{unwrapped: map[string]unlocked{}, fresh: map[string]freshSecret{}}
+	for i, r := range m.unwrapAll(ctx, uuids, toks) {
+		k := answerKey(uuids[i], toks[i])
+		if _, dup := a.unwrapped[k]; r.err != nil || dup {
+			r.ps.Wipe()
+			continue
+		}
+		a.unwrapped[k] = r
+	}
+	return a
 }
 
 // askAhead makes a new platform secret for each managed volume of vols
@@ -106,16 +139,8 @@ func (m *Manager) askAhead(ctx context.Context, vols []*Volume) *answers {
 			uuids, toks = append(uuids, who[i].UUID()), append(toks, tok)
 		}
 	}
-	if len(toks) == 0 {
-		return a
-	}
-	for i, r := range m.unwrapAll(ctx, uuids, toks) {
-		k := answerKey(uuids[i], toks[i])
-		if _, dup := a.unwrapped[k]; r.err != nil || dup {
-			r.ps.Wipe()
-			continue
-		}
-		a.unwrapped[k] = r
+	if len(toks) > 0 {
+		a.unwrapped = m.unwrapEach(ctx, uuids, toks).unwrapped
 	}
 	return a
 }
@@ -149,7 +174,12 @@ func (m *Manager) unwrap(ctx context.Context, a *answers, uuids []string, toks [
 			k := answerKey(uuids[i], t)
 			if r, ok := a.unwrapped[k]; ok {
 				delete(a.unwrapped, k)
-				r.slot = t.Keyslot
+				// A plain token or a policy's one branch may have been
+				// unwrapped before its keyslot was added: the token names
+				// it now.
+				if t.Policy == nil || len(t.Policy.Branches) == 1 {
+					r.slot = t.Keyslot
+				}
 				out[i] = r
 				continue
 			}
@@ -183,22 +213,29 @@ type pending struct {
 	a    *answers
 }
 
-// unwrapAhead starts unwrapping tok's ciphertext for volume uuid (a plain
-// token of a KEK; for any other there is nothing to wait for), so that
-// the KMS's round trip overlaps the header write that comes before the
-// keyslot can be checked.
+// unwrapAhead starts unwrapping tok's ciphertexts for volume uuid, branch
+// by branch as verifyToken asks for them (for a token of no KEK there is
+// nothing to wait for), so that the KMS's round trip overlaps the header
+// write that comes before the keyslots can be checked.
 func (m *Manager) unwrapAhead(ctx context.Context, uuid string, tok *token.Token) *pending {
 	p := &pending{done: make(chan struct{}), a: &answers{unwrapped: map[string]unlocked{}, fresh: map[string]freshSecret{}}}
 	if !askable(tok) {
 		close(p.done)
 		return p
 	}
-	t := *tok // the caller goes on changing its token (recovery, keyslot)
+	// Copies: the caller goes on changing its token (recovery, keyslots).
+	var uuids []string
+	var toks []*token.Token
+	c := *tok
+	if tok.Policy != nil {
+		c = *clonePolicyToken(tok)
+	}
+	for _, bt := range perBranch(&c) {
+		uuids, toks = append(uuids, uuid), append(toks, bt)
+	}
 	go func() {
 		defer close(p.done)
-		if r := m.unwrapAll(ctx, []string{uuid}, []*token.Token{&t})[0]; r.err == nil {
-			p.a.unwrapped[answerKey(uuid, &t)] = r
-		}
+		p.a.unwrapped = m.unwrapEach(ctx, uuids, toks).unwrapped
 	}()
 	return p
 }
