@@ -32,8 +32,9 @@ import (
 // pkg/volume (a constant: login, rewrap, unwrap). With
 // ATREST_BENCH_BASE_BINARY set to another build of atrest (say, of the
 // commit before a change), that binary runs too, alternating with this
-// tree's on the same volumes, and base-ms/volume and base-cpu-ms/volume
-// are its figures: before and after under the same load.
+// tree's on the same volumes (each first in turn), and base-ms/volume
+// and base-cpu-ms/volume are its figures: before and after under the
+// same load.
 func BenchmarkRewrapAll(b *testing.B) {
 	testutil.RequireRoot(b)
 	sizes := []int{256, 1000}
@@ -55,9 +56,10 @@ func BenchmarkRewrapAll(b *testing.B) {
 			wall := make([]time.Duration, len(bins))
 			cpu := make([]time.Duration, len(bins))
 			b.ResetTimer()
-			for range b.N {
-				for k, bin := range bins {
-					w, c := rewrapAllOnce(b, bin, cfgPath, n)
+			for i := range b.N {
+				for k := range bins {
+					k = (i + k) % len(bins) // each first in turn
+					w, c := rewrapAllOnce(b, bins[k], cfgPath, n)
 					wall[k] += w
 					cpu[k] += c
 				}
