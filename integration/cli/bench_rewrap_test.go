@@ -26,8 +26,15 @@ import (
 // ciphertexts, each keyslot checked, each token replaced in a synced
 // header commit and each header backup refreshed. N is 256 and 1000, or
 // ATREST_BENCH_REWRAP_VOLUMES. ms/volume is the wall time of one run over
-// N; the Vault requests of the same work are counted in-process by
-// BenchmarkRewrap in pkg/volume (a constant: login, rewrap, unwrap).
+// N, cpu-ms/volume the process's CPU time (user and system) over N, which
+// other load on the machine stretches less than the wall time; the Vault
+// requests of the same work are counted in-process by BenchmarkRewrap in
+// pkg/volume (a constant: login, rewrap, unwrap). With
+// ATREST_BENCH_BASE_BINARY set to another build of atrest (say, of the
+// commit before a change), that binary runs too, alternating with this
+// tree's on the same volumes (each first in turn), and base-ms/volume
+// and base-cpu-ms/volume are its figures: before and after under the
+// same load.
 func BenchmarkRewrapAll(b *testing.B) {
 	testutil.RequireRoot(b)
 	sizes := []int{256, 1000}
@@ -39,44 +46,70 @@ func BenchmarkRewrapAll(b *testing.B) {
 		sizes = []int{n}
 	}
 	srv := vaulttest.Shared(b)
-	bin := atrestReleaseBinary(b)
+	bins := []string{atrestReleaseBinary(b)}
+	if base := os.Getenv("ATREST_BENCH_BASE_BINARY"); base != "" {
+		bins = append(bins, base)
+	}
 	for _, n := range sizes {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			cfgPath := rewrapNode(b, srv, n)
-			var total time.Duration
+			wall := make([]time.Duration, len(bins))
+			cpu := make([]time.Duration, len(bins))
 			b.ResetTimer()
-			for range b.N {
-				cmd := exec.Command(bin, "-c", cfgPath, "-o", "json", "rewrap", "--all", "--force")
-				var stderr strings.Builder
-				cmd.Stderr = &stderr
-				start := time.Now()
-				out, err := cmd.Output()
-				total += time.Since(start)
-				// --all also finds LUKS devices of other tests on the
-				// machine, which this configuration cannot rewrap: what
-				// counts is that every one of its own volumes was.
-				var doc struct {
-					Volumes []struct {
-						Name  string `json:"name"`
-						Error string `json:"error"`
-					} `json:"volumes"`
-				}
-				if jerr := json.Unmarshal(out, &doc); jerr != nil {
-					b.Fatalf("rewrap --all: %v, %v\n%s%s", err, jerr, out, stderr.String())
-				}
-				done := 0
-				for _, v := range doc.Volumes {
-					if strings.HasPrefix(v.Name, "rw") && v.Error == "" {
-						done++
-					}
-				}
-				if done != n {
-					b.Fatalf("rewrap --all rewrapped %d of %d volumes (%v):\n%s%s", done, n, err, out, stderr.String())
+			for i := range b.N {
+				for k := range bins {
+					k = (i + k) % len(bins) // each first in turn
+					w, c := rewrapAllOnce(b, bins[k], cfgPath, n)
+					wall[k] += w
+					cpu[k] += c
 				}
 			}
-			b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N*n), "ms/volume")
+			per := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N*n) }
+			b.ReportMetric(per(wall[0]), "ms/volume")
+			b.ReportMetric(per(cpu[0]), "cpu-ms/volume")
+			if len(bins) > 1 {
+				b.ReportMetric(per(wall[1]), "base-ms/volume")
+				b.ReportMetric(per(cpu[1]), "base-cpu-ms/volume")
+			}
 		})
 	}
+}
+
+// rewrapAllOnce runs `bin rewrap --all --force` once, checks that it
+// rewrapped each of the n volumes, and returns its wall and CPU time.
+func rewrapAllOnce(b *testing.B, bin, cfgPath string, n int) (wall, cpu time.Duration) {
+	b.Helper()
+	cmd := exec.Command(bin, "-c", cfgPath, "-o", "json", "rewrap", "--all", "--force")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	start := time.Now()
+	out, err := cmd.Output()
+	wall = time.Since(start)
+	if cmd.ProcessState != nil {
+		cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
+	// --all also finds LUKS devices of other tests on the machine, which
+	// this configuration cannot rewrap: what counts is that every one of
+	// its own volumes was.
+	var doc struct {
+		Volumes []struct {
+			Name  string `json:"name"`
+			Error string `json:"error"`
+		} `json:"volumes"`
+	}
+	if jerr := json.Unmarshal(out, &doc); jerr != nil {
+		b.Fatalf("%s rewrap --all: %v, %v\n%s%s", bin, err, jerr, out, stderr.String())
+	}
+	done := 0
+	for _, v := range doc.Volumes {
+		if strings.HasPrefix(v.Name, "rw") && v.Error == "" {
+			done++
+		}
+	}
+	if done != n {
+		b.Fatalf("%s rewrap --all rewrapped %d of %d volumes (%v):\n%s%s", bin, done, n, err, out, stderr.String())
+	}
+	return wall, cpu
 }
 
 // rewrapNode writes a Vault Transit configuration naming n volumes on

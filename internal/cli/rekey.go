@@ -40,21 +40,24 @@ EXAMPLES:
 			m, _ := e.manager()
 			var errs []error
 			list := &jsonList{e: e}
-			for _, v := range vols {
-				// A printed recovery key is output by show, before the old
-				// recovery keyslot goes; every other result after Rekey.
-				shown := false
-				show := func(res *volume.RekeyResult) error {
-					shown = true
-					return e.showRekey(list, res)
-				}
-				res, err := m.Rekey(c.Context, v, volume.RekeyOptions{Recovery: c.Bool("recovery"), RecoveryMode: c.String("recovery-mode"), Show: show})
+			// One volume after the other, the KMS asked in batches for all
+			// (RekeyEach). A printed recovery key is output by show,
+			// before the old recovery keyslot goes; every other result
+			// once its volume is done.
+			shown := false
+			show := func(res *volume.RekeyResult) error {
+				shown = true
+				return e.showRekey(list, res)
+			}
+			o := volume.RekeyOptions{Recovery: c.Bool("recovery"), RecoveryMode: c.String("recovery-mode"), Show: show}
+			m.RekeyEach(c.Context, vols, o, func(v *volume.Volume, res *volume.RekeyResult, err error) {
+				defer func() { shown = false }()
 				if err != nil {
 					errs = append(errs, fmt.Errorf("%s: %w", v.Name, err))
 					if !shown {
 						_ = list.add(rekeyResult{Name: v.Name, UUID: v.UUID(), failed: failure(err)}, nil)
 					}
-					continue
+					return
 				}
 				if !shown {
 					_ = e.showRekey(list, res)
@@ -63,7 +66,7 @@ EXAMPLES:
 				for _, w := range res.Warnings {
 					e.warn("%s: %s", res.Name, w)
 				}
-			}
+			})
 			list.close()
 			return joinVolumeErrors(e, errs)
 		},

@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/atrest/atrest/pkg/luks2"
 )
@@ -18,6 +20,11 @@ import (
 // makes sure a current backup exists before the change, and afterwards
 // keeps the previous one as <uuid>.luks2.prev and writes a new current one:
 // whatever happens, the state before the last change can be restored.
+// The file the .prev one replaces is not deleted but kept, emptied, as
+// <uuid>.luks2.spare and filled with the next backup: creating a file is
+// the dearest step of a backup (on ext4 0.3 ms of CPU here, 0.9 ms with
+// a batch's changes creating at once in the one directory), renaming and
+// linking cost a tenth of that.
 
 // BackupInfo says whether a volume's header backup exists and matches the
 // header on the device.
@@ -50,10 +57,32 @@ func (m *Manager) backupInfo(ctx context.Context, h *luks2.Header) BackupInfo {
 // ensureBackup writes a backup of dev unless a current one exists: the
 // "before" backup of a change.
 func (m *Manager) ensureBackup(ctx context.Context, dev luks2.Reader, h *luks2.Header) error {
-	if m.backupInfo(ctx, h).Current {
+	if holdsHeaderOf(m.backupPath(h.UUID), dev, 2*h.MetadataSize) || m.backupInfo(ctx, h).Current {
 		return nil
 	}
 	return m.saveBackup(ctx, dev, h.UUID)
+}
+
+// holdsHeaderOf reports whether the backup at path starts with the n bytes
+// dev starts with: both header copies byte for byte, so the backup's
+// header is the device's (a backup is the device's bytes). Comparing two
+// 32 KiB reads costs a tenth of reading the backup's header: the check
+// before each change of a batch. Any difference (a backup of an older
+// header, a device being written) leaves the answer to backupInfo.
+func holdsHeaderOf(path string, dev luks2.Reader, n uint64) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	a, b := make([]byte, n), make([]byte, n)
+	if _, err := f.ReadAt(a, 0); err != nil {
+		return false
+	}
+	if _, err := dev.ReadAt(b, 0); err != nil {
+		return false
+	}
+	return bytes.Equal(a, b)
 }
 
 // saveBackup writes a fresh backup of dev, keeping the previous one as
@@ -69,9 +98,10 @@ func (m *Manager) saveBackup(ctx context.Context, dev luks2.Reader, uuid string)
 	}
 	path := m.backupPath(uuid)
 	tmp := path + ".new"
-	if err := writeBackupFile(ctx, dev, tmp); err != nil {
+	if err := writeBackupFile(ctx, dev, tmp, path+".spare"); err != nil {
 		return fmt.Errorf("header backup of %s: %w", uuid, err)
 	}
+	failpoint("backup-after-write")
 	err := keepPrevious(path)
 	if err == nil {
 		failpoint("backup-before-replace")
@@ -81,6 +111,10 @@ func (m *Manager) saveBackup(ctx context.Context, dev luks2.Reader, uuid string)
 		_ = os.Remove(tmp)
 		return fmt.Errorf("header backup of %s: %w", uuid, err)
 	}
+	failpoint("backup-after-replace")
+	// The old .prev file, now named only .spare, holds no backup anyone
+	// needs; emptied, it holds no old keyslots either.
+	emptySpare(path + ".spare")
 	// Remember the device, so that a header damaged beyond repair (whose
 	// UUID cannot be read any more) still finds its backup.
 	// (Unchanged, as after every change but the first, it is not
@@ -144,15 +178,22 @@ func (g *groupSync) do(f func() error) error {
 	return g.err
 }
 
-// writeBackupFile writes a backup of dev to the new file tmp (created
-// 0400, as root may still write it), synced. A file left there by a process that died is replaced. The file
-// is sparse and holds the header copies and the keyslot areas they use
-// (luks2.BackupSparse): reading, writing and syncing it costs a few
-// hundred KiB, not the 16 MiB of the whole keyslots area, on every header
-// change.
-func writeBackupFile(ctx context.Context, dev luks2.Reader, tmp string) error {
-	_ = os.Remove(tmp)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o400)
+// writeBackupFile writes a backup of dev to tmp (a new file, created
+// 0400, as root may still write it), synced. A file left at tmp by a
+// process that died is emptied and reused, and so is the spare file
+// keepPrevious left (renamed to tmp): a file is created only when neither
+// exists. The file is sparse and holds the header copies and the keyslot
+// areas they use (luks2.BackupSparse): reading, writing and syncing it
+// costs a few hundred KiB, not the 16 MiB of the whole keyslots area, on
+// every header change.
+func writeBackupFile(ctx context.Context, dev luks2.Reader, tmp, spare string) error {
+	f, err := reuseFile(tmp, "")
+	if err == nil && f == nil {
+		f, err = reuseFile(spare, tmp)
+	}
+	if err == nil && f == nil {
+		f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o400)
+	}
 	if err != nil {
 		return err
 	}
@@ -172,17 +213,95 @@ func writeBackupFile(ctx context.Context, dev luks2.Reader, tmp string) error {
 	return err
 }
 
+// reuseFile opens the file at path for writing, empty, and renames it to
+// as when as is set; nil when there is none to reuse. A file that has
+// another name too (a crash between two steps of keepPrevious can leave
+// .spare or .new linked to a backup) is not emptied: only that name goes.
+func reuseFile(path, as string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !onlyName(f) {
+		f.Close()
+		return nil, removeName(path)
+	}
+	err = f.Truncate(0)
+	if err == nil && as != "" {
+		failpoint("backup-reuse-before-rename")
+		err = os.Rename(path, as)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// onlyName reports whether f's file has one name (one hard link).
+func onlyName(f *os.File) bool {
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && st.Nlink == 1
+}
+
+func removeName(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// emptySpare truncates the spare file when it is nothing else too. A
+// failure costs the next backup a file creation, nothing more.
+func emptySpare(spare string) {
+	f, err := os.OpenFile(spare, os.O_WRONLY, 0)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if onlyName(f) {
+		_ = f.Truncate(0)
+	}
+}
+
 // keepPrevious makes the backup at path also the .prev one, without a
 // moment where path is missing: a hard link under a temporary name, then
-// one rename over .prev.
+// one rename over .prev. The file .prev named until then keeps the name
+// .spare (see writeBackupFile).
 func keepPrevious(path string) error {
 	link := path + ".prev.new"
 	_ = os.Remove(link)
-	if err := os.Link(path, link); errors.Is(err, fs.ErrNotExist) {
+	cur, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	} else if err != nil {
 		return err
 	}
+	// A refresh interrupted after its rename over .prev left .prev and
+	// the current backup one file: it is the .prev one already.
+	if prev, err := os.Stat(path + ".prev"); err == nil && os.SameFile(cur, prev) {
+		return nil
+	}
+	if err := os.Link(path, link); err != nil {
+		return err
+	}
+	failpoint("backup-after-link")
+	spare := path + ".spare"
+	if err := removeName(spare); err != nil {
+		return err
+	}
+	if err := os.Link(path+".prev", spare); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		_ = os.Remove(link)
+		return err
+	}
+	failpoint("backup-after-spare")
 	if err := os.Rename(link, path+".prev"); err != nil {
 		_ = os.Remove(link)
 		return err
@@ -257,7 +376,8 @@ func (m *Manager) backupForDevice(device string) string {
 // crypto-erase.
 func (m *Manager) removeBackups(uuid string) error {
 	var errs []error
-	for _, p := range []string{m.backupPath(uuid), m.backupPath(uuid) + ".prev", m.backupPath(uuid) + ".device"} {
+	p := m.backupPath(uuid)
+	for _, p := range []string{p, p + ".prev", p + ".spare", p + ".new", p + ".device"} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}

@@ -47,6 +47,9 @@ type change struct {
 	// warnings: what went wrong after the change was complete (a header
 	// backup that could not be written); the change itself stands.
 	warnings []string
+	// known: the KMS's answers given ahead for a batch of changes
+	// (RekeyEach); nil: the change asks the KMS itself.
+	known *answers
 }
 
 // refreshBackup writes the state directory's backup after a completed
@@ -89,9 +92,14 @@ func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recov
 	if c.under != nil {
 		p = c.under()
 	}
-	ps, tok, err := c.m.protectUnder(ctx, v.UUID(), v.Name, p)
-	if err != nil {
-		return 0, nil, err
+	var ps *secret.Key
+	if p == nil {
+		ps, tok = c.known.takeFresh(v.UUID())
+	}
+	if ps == nil {
+		if ps, tok, err = c.m.protectUnder(ctx, v.UUID(), v.Name, p); err != nil {
+			return 0, nil, err
+		}
 	}
 	defer ps.Wipe()
 	if rec != nil {
@@ -114,7 +122,7 @@ func (c *change) replacePlatform(ctx context.Context, vk *secret.Key, rec *Recov
 	}
 	failpoint(c.op + "-after-journal")
 
-	k := &newKeys{vk: vk, ps: ps, tok: tok, rec: rec}
+	k := &newKeys{vk: vk, ps: ps, tok: tok, rec: rec, known: c.known}
 	err = c.commitKeys(ctx, k, nil, func() error {
 		j.NewKeyslot, j.NewToken = k.slot, k.id
 		return c.m.writeJournal(v.UUID(), j)
@@ -196,7 +204,7 @@ func (c *change) finishRecovery(ctx context.Context, j *journal, rec *Recovery, 
 // verify checks tok's keyslot through the KMS (verifyToken) in the
 // header as it is now.
 func (c *change) verify(ctx context.Context, tok *token.Token, vk *secret.Key) error {
-	return c.m.verifyToken(ctx, c.v.Header, c.dev, tok, vk)
+	return c.m.verifyTokenFrom(ctx, c.known, c.v.Header, c.dev, tok, vk)
 }
 
 // remove kills keyslots and every atrest or systemd-recovery token bound

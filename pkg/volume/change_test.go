@@ -22,6 +22,12 @@ func TestRecoveryPrintInterrupted(t *testing.T) {
 	rekey := func(m *Manager, v *Volume, show func(*secret.Key)) {
 		_, _ = m.Rekey(ctx, v, RekeyOptions{Recovery: true, Show: func(res *RekeyResult) error { show(res.Recovery.Key); return nil }})
 	}
+	// The same rekey as one of a batch (RekeyEach), with the KMS's
+	// answers given ahead.
+	rekeyEach := func(m *Manager, v *Volume, show func(*secret.Key)) {
+		o := RekeyOptions{Recovery: true, Show: func(res *RekeyResult) error { show(res.Recovery.Key); return nil }}
+		m.RekeyEach(ctx, []*Volume{v}, o, func(*Volume, *RekeyResult, error) {})
+	}
 	rotate := func(m *Manager, v *Volume, show func(*secret.Key)) {
 		_, _, _ = m.RecoveryRotate(ctx, v, "", func(r *Recovery) error { show(r.Key); return nil })
 	}
@@ -35,6 +41,11 @@ func TestRecoveryPrintInterrupted(t *testing.T) {
 		{"rekey-after-remove", rekey, false},
 		{"rekey-after-show", rekey, true},
 		{"rekey-after-recovery-remove", rekey, true},
+		{"rekey-after-add", rekeyEach, false},
+		{"rekey-after-verify", rekeyEach, false},
+		{"rekey-after-remove", rekeyEach, false},
+		{"rekey-after-show", rekeyEach, true},
+		{"rekey-after-recovery-remove", rekeyEach, true},
 		{"recovery-rotate-after-add", rotate, false},
 		{"recovery-rotate-after-verify", rotate, false},
 		{"recovery-rotate-after-show", rotate, true},
@@ -204,11 +215,13 @@ func TestStatusReportsAMissingRecoveryKeyslot(t *testing.T) {
 	}
 }
 
-// Every failpoint of a plain rekey and of reseal: the volume opens
-// through the KMS and with its recovery key after the crash, and the next
-// rekey completes the change.
+// Every failpoint of a plain rekey (alone, and as one of a batch:
+// "rekeyeach-" runs RekeyEach) and of reseal: the volume opens through the
+// KMS and with its recovery key after the crash, and the next rekey
+// completes the change.
 func TestPlatformChangeInterrupted(t *testing.T) {
 	for _, point := range []string{"rekey-after-add", "rekey-after-verify", "rekey-after-remove",
+		"rekeyeach-after-add", "rekeyeach-after-verify", "rekeyeach-after-remove",
 		"reseal-after-add", "reseal-after-verify", "reseal-after-remove"} {
 		t.Run(point, func(t *testing.T) {
 			interruptAndResume(t, withRecovery(newTestManager(t), config.RecoveryPrint), point, 2)
@@ -226,11 +239,18 @@ func interruptAndResume(t *testing.T, m *Manager, point string, keyslots int) {
 	ctx := context.Background()
 	img, f := formatted(t, m, "plat")
 	key := keyCopy(t, f.Recovery.Key)
+	batched := strings.HasPrefix(point, "rekeyeach-")
+	if batched {
+		point = "rekey-" + strings.TrimPrefix(point, "rekeyeach-")
+	}
 	armFailpoint(t, point)
 	hit := crashed(func() {
-		if point[:5] == "rekey" {
+		switch {
+		case batched:
+			m.RekeyEach(ctx, []*Volume{find(t, m, img)}, RekeyOptions{}, func(*Volume, *RekeyResult, error) {})
+		case point[:5] == "rekey":
 			_, _ = m.Rekey(ctx, find(t, m, img), RekeyOptions{})
-		} else {
+		default:
 			_, _ = m.Reseal(ctx, find(t, m, img), key)
 		}
 	})

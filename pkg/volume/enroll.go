@@ -26,6 +26,8 @@ type newKeys struct {
 	// records again when the new keyslots are removed (recovery rotate,
 	// which changes the token in place).
 	record *string
+	// known: the KMS's answers given ahead (RekeyEach), nil: none.
+	known *answers
 }
 
 // add puts the new keyslots and tokens into u.
@@ -68,7 +70,7 @@ func (k *newKeys) added() []int {
 // vk, and the recovery key opens its keyslot.
 func (m *Manager) verifyKeys(ctx context.Context, h *luks2.Header, dev luks2.Reader, k *newKeys) error {
 	if k.ps != nil {
-		if err := m.verifyToken(ctx, h, dev, k.tok, k.vk); err != nil {
+		if err := m.verifyTokenFrom(ctx, k.known, h, dev, k.tok, k.vk); err != nil {
 			return err
 		}
 	}
@@ -91,12 +93,19 @@ func (m *Manager) verifyKeys(ctx context.Context, h *luks2.Header, dev luks2.Rea
 // A policy token is verified branch by branch, every share of every
 // branch: each keyslot must open through its own factors.
 func (m *Manager) verifyToken(ctx context.Context, h *luks2.Header, dev luks2.Reader, tok *token.Token, vk *secret.Key) error {
+	return m.verifyTokenFrom(ctx, nil, h, dev, tok, vk)
+}
+
+// verifyTokenFrom is verifyToken with the KMS's answers a, given ahead
+// (RekeyEach), taken first: what the KMS unwrapped tok's ciphertext to
+// then, before the keyslot was committed, must open it now.
+func (m *Manager) verifyTokenFrom(ctx context.Context, a *answers, h *luks2.Header, dev luks2.Reader, tok *token.Token, vk *secret.Key) error {
 	toks := perBranch(tok)
 	uuids := make([]string, len(toks))
 	for i := range uuids {
 		uuids[i] = h.UUID
 	}
-	res := m.unwrapAll(ctx, uuids, toks)
+	res := m.unwrap(ctx, a, uuids, toks)
 	defer wipeUnlocked(res)
 	for _, r := range res {
 		if r.err != nil {

@@ -128,18 +128,34 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	defer vk.Wipe()
 	res.UUID, res.SectorSize, res.Flags = h.UUID, opts.SectorSize, opts.Flags
 
+	// The KMS protects the platform secret while the escrow is asked
+	// whether it would take the recovery key (given it last, once the
+	// volume exists and opens): neither writes anything, and a failure of
+	// either fails the format before anything is written.
+	var rec *Recovery
+	var recErr error
+	planned := make(chan struct{})
+	go func() {
+		defer close(planned)
+		rec, recErr = m.plannedRecovery(ctx, h.UUID, mode)
+	}()
 	ps, tok, err := m.protect(ctx, h.UUID, o.Name)
+	<-planned
 	if err != nil {
+		rec.Wipe()
 		return fail(untouched, err)
 	}
 	defer ps.Wipe()
 	res.KMS, res.Key, res.KeyVersion = tok.KMS, tok.Key, tok.KeyVersion
-	// The escrow is asked now whether it would take the recovery key, and
-	// given it last, once the volume exists and opens.
-	if res.Recovery, err = m.plannedRecovery(ctx, h.UUID, mode); err != nil {
+	if res.Recovery, err = rec, recErr; err != nil {
 		return fail(untouched, err)
 	}
 	tok.Recovery = res.Recovery.record()
+	// What the KMS unwraps the new ciphertext to is asked while the
+	// header is written; the verification below opens the written keyslot
+	// with it, as with its own unwrap (which it makes if this one failed).
+	ahead := m.unwrapAhead(ctx, h.UUID, tok)
+	defer ahead.wipe()
 
 	if err := pf.Wipe(ctx); err != nil {
 		return fail("wiping the signatures failed part-way; no LUKS2 header was written", err)
@@ -168,6 +184,7 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	failpoint("format-after-add")
 	// Prove the platform path (through the KMS, as the next boot will)
 	// and the recovery key before reporting success.
+	k.known = ahead.wait()
 	if err := m.verifyKeys(ctx, written, dev, k); err != nil {
 		return fail("formatted, but the new keyslots did not open; run format again with --force", fmt.Errorf("%w: %w", ErrVerify, err))
 	}

@@ -151,6 +151,12 @@ func (m *Manager) platformKey(ctx context.Context, v *Volume, dev luks2.Reader) 
 // platformKeyBy is platformKey that also names the factors that gave the
 // key.
 func (m *Manager) platformKeyBy(ctx context.Context, v *Volume, dev luks2.Reader) (*secret.Key, []string, error) {
+	return m.platformKeyFrom(ctx, nil, v, dev)
+}
+
+// platformKeyFrom is platformKeyBy with the KMS's answers a, given ahead
+// (RekeyEach), taken first.
+func (m *Manager) platformKeyFrom(ctx context.Context, a *answers, v *Volume, dev luks2.Reader) (*secret.Key, []string, error) {
 	if !v.Managed() {
 		return nil, nil, fmt.Errorf("%s: %w", v.Device, ErrNotManaged)
 	}
@@ -162,7 +168,7 @@ func (m *Manager) platformKeyBy(ctx context.Context, v *Volume, dev luks2.Reader
 	for i := range uuids {
 		uuids[i] = v.UUID()
 	}
-	res := m.unwrapAll(ctx, uuids, toks)
+	res := m.unwrap(ctx, a, uuids, toks)
 	defer wipeUnlocked(res)
 	var first error
 	for _, r := range res {

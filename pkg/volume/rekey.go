@@ -47,6 +47,12 @@ type RekeyResult struct {
 // interrupted earlier rekey is finished (or undone) first; if it completed,
 // that is this rekey.
 func (m *Manager) Rekey(ctx context.Context, v *Volume, o RekeyOptions) (res *RekeyResult, err error) {
+	return m.rekey(ctx, v, o, nil)
+}
+
+// rekey is Rekey with the KMS's answers a, given ahead (RekeyEach), taken
+// first.
+func (m *Manager) rekey(ctx context.Context, v *Volume, o RekeyOptions, a *answers) (res *RekeyResult, err error) {
 	defer func() { m.audit(ctx, "rekey", v.UUID(), v.Name, v.Device, err) }()
 	if o.Recovery && m.recoveryMode(o.RecoveryMode) == config.RecoveryPrint && o.Show == nil {
 		return nil, fmt.Errorf("%w: recovery mode print needs a way to show the key (RekeyOptions.Show)", ErrInvalidArgument)
@@ -56,6 +62,7 @@ func (m *Manager) Rekey(ctx context.Context, v *Volume, o RekeyOptions) (res *Re
 		return nil, err
 	}
 	defer release()
+	c.known = a
 	res = &RekeyResult{Name: c.v.Name, UUID: c.v.UUID(), Device: c.v.Device, OldKeyslot: -1}
 	if res.Resumed, err = c.finishInterrupted(ctx); err != nil {
 		return nil, err
@@ -70,7 +77,7 @@ func (m *Manager) Rekey(ctx context.Context, v *Volume, o RekeyOptions) (res *Re
 		return nil, fmt.Errorf("rekey: %w", c.v.errNotManaged())
 	}
 	res.OldKeyslot = c.v.Platform.Keyslot
-	vk, err := m.platformKey(ctx, c.v, c.dev)
+	vk, _, err := m.platformKeyFrom(ctx, a, c.v, c.dev)
 	if err != nil {
 		return nil, err
 	}

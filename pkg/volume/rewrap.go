@@ -156,13 +156,15 @@ func (m *Manager) replaceToken(ctx context.Context, v *Volume, w kms.Wrapped, ps
 
 // replaceWith swaps v's platform token for next, which carries new
 // ciphertexts of the same secrets, after checking that they unwrap to
-// secrets that open every keyslot of the token.
-func (m *Manager) replaceWith(ctx context.Context, v *Volume, next *token.Token) ([]string, error) {
+// secrets that open every keyslot of the token (taking a's answers
+// first).
+func (m *Manager) replaceWith(ctx context.Context, v *Volume, next *token.Token, a *answers) ([]string, error) {
 	c, release, err := m.begin(ctx, v, "rewrap")
 	if err != nil {
 		return nil, err
 	}
 	defer release()
+	c.known = a
 	if !sameCiphertexts(c.v.Platform, v.Platform) {
 		return nil, fmt.Errorf("%s: the platform token changed while rewrapping; run rewrap again", v.Device)
 	}

@@ -66,12 +66,25 @@ func (m *Manager) policyRewrap(ctx context.Context, vols []*Volume, res []Rewrap
 		sh := &t.Policy.Branches[at[j].branch].Shares[at[j].share]
 		sh.KMS, sh.Key, sh.KeyVersion, sh.Ciphertext = w.Wrapped.Backend, w.Wrapped.Key, w.Wrapped.KeyVersion, w.Wrapped.Ciphertext
 	}
+	// One unwrap batch for every branch of every new token: each
+	// volume's check then opens its keyslots with these answers.
+	var uuids []string
+	var toks []*token.Token
+	for i, t := range next {
+		if res[i].Err == nil {
+			for _, bt := range perBranch(t) {
+				uuids, toks = append(uuids, vols[i].UUID()), append(toks, bt)
+			}
+		}
+	}
+	a := m.unwrapEach(ctx, uuids, toks)
+	defer a.wipe()
 	for i, t := range next {
 		if res[i].Err != nil {
 			continue
 		}
 		res[i].Skipped = false
-		res[i].Warnings, res[i].Err = m.replaceWith(ctx, vols[i], t)
+		res[i].Warnings, res[i].Err = m.replaceWith(ctx, vols[i], t, a)
 		if res[i].Err == nil {
 			res[i].To = minVersion(t)
 		}

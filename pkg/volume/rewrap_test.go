@@ -3,8 +3,12 @@ package volume
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/atrest/atrest/internal/testutil/vaulttest"
+	"github.com/atrest/atrest/pkg/config"
 )
 
 // TestRewrapVerifiesInOneBatch: rewrapping several volumes costs one KMS
@@ -14,15 +18,8 @@ import (
 // one from before the change kept as .prev.
 func TestRewrapVerifiesInOneBatch(t *testing.T) {
 	m := newTestManager(t)
-	calls := map[string]int{}
-	m.observe = func(op string, _ time.Duration, _ error) { calls[op]++ }
 	ctx := context.Background()
-	var vols []*Volume
-	for _, name := range []string{"rw0", "rw1", "rw2"} {
-		img, _ := formatted(t, m, name)
-		vols = append(vols, find(t, m, img))
-	}
-	clear(calls)
+	calls, vols := countedVolumes(t, m, "rw0", "rw1", "rw2")
 	for _, r := range m.Rewrap(ctx, vols, true) {
 		if r.Err != nil || r.Skipped || len(r.Warnings) > 0 {
 			t.Fatalf("%s: rewrap: err %v, skipped %v, warnings %v", r.Name, r.Err, r.Skipped, r.Warnings)
@@ -44,4 +41,70 @@ func TestRewrapVerifiesInOneBatch(t *testing.T) {
 			t.Fatalf("%s: no backup of the header before the rewrap: %v", v.Name, err)
 		}
 	}
+}
+
+// Rewrapping several policy volumes, and moving several volumes under
+// another backend (rewrap --to), verifies all the new ciphertexts in one
+// unwrap batch, not one unwrap per volume: policy rewrap makes one rewrap
+// batch and one unwrap batch per KEK for all the volumes, rewrap --to one
+// unwrap of the old tokens and one of the new; every volume opens through
+// every branch afterwards.
+func TestRewrapPolicyAndToVerifyInOneBatch(t *testing.T) {
+	ctx := context.Background()
+	s := vaulttest.Shared(t)
+	m := policyManager(t, s, nil, "any: [{all: [vault, local]}, local]")
+	calls, vols := countedVolumes(t, m, "pr0", "pr1", "pr2")
+	for _, r := range m.Rewrap(ctx, vols, true) {
+		if r.Err != nil || r.Skipped {
+			t.Fatalf("%s: rewrap: err %v, skipped %v", r.Name, r.Err, r.Skipped)
+		}
+	}
+	if calls["rewrap"] != 1 || calls["unwrap"] != 1 {
+		t.Errorf("policy rewrap of %d volumes made KMS calls %v, want one rewrap and one unwrap (each one batch per KEK)", len(vols), calls)
+	}
+	for i, v := range vols {
+		vols[i] = find(t, m, v.Device)
+		if err := m.verifyToken(ctx, vols[i].Header, openDev(t, v.Device), vols[i].Platform, nil); err != nil {
+			t.Errorf("%s: a branch does not open after the rewrap: %v", v.Name, err)
+		}
+	}
+
+	// The local keystore's volumes, moved under Vault Transit.
+	dir, yaml := policyConfig(t, s, nil, "local")
+	lm := vaultManager(t, dir, yaml[:strings.Index(yaml, "policy:")], s.RootToken)
+	calls, vols = countedVolumes(t, lm, "to0", "to1", "to2")
+	to, err := lm.KMS().Target(config.BackendVaultTransit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(calls)
+	for _, r := range lm.RewrapTo(ctx, vols, to) {
+		if r.Err != nil || r.Skipped {
+			t.Fatalf("%s: rewrap --to: err %v, skipped %v", r.Name, r.Err, r.Skipped)
+		}
+	}
+	if calls["unwrap"] != 2 {
+		t.Errorf("rewrap --to of %d volumes made KMS calls %v, want unwrap 2 (the old tokens, the new ones)", len(vols), calls)
+	}
+	for _, v := range vols {
+		if v = find(t, lm, v.Device); v.Platform.KMS != config.BackendVaultTransit {
+			t.Errorf("%s after rewrap --to: token of %s", v.Name, v.Platform.KMS)
+		} else if err := platformOpens(t, lm, v); err != nil {
+			t.Errorf("%s after rewrap --to: %v", v.Name, err)
+		}
+	}
+}
+
+// countedVolumes formats a volume of m for each name and returns them
+// with a count of m's KMS calls by operation from then on.
+func countedVolumes(t *testing.T, m *Manager, names ...string) (map[string]int, []*Volume) {
+	t.Helper()
+	var vols []*Volume
+	for _, name := range names {
+		img, _ := formatted(t, m, name)
+		vols = append(vols, find(t, m, img))
+	}
+	calls := map[string]int{}
+	m.observe = func(op string, _ time.Duration, _ error) { calls[op]++ }
+	return calls, vols
 }

@@ -74,6 +74,21 @@ func (m *Manager) RewrapTo(ctx context.Context, vols []*Volume, to kms.KEK) []Mo
 	if err == nil && len(wrapped) != len(reqs) {
 		err = fmt.Errorf("%s: wrap returned %d results for %d requests", to.Backend(), len(wrapped), len(reqs))
 	}
+	// A new backend: each new ciphertext is unwrapped through it once
+	// more, all in one batch, and must open its keyslot (replaceWith)
+	// before it replaces the token.
+	next := make([]*token.Token, len(wrapIdx))
+	var nextUUIDs []string
+	var nextToks []*token.Token
+	for j, i := range wrapIdx {
+		if err == nil && wrapped[j].Err == nil {
+			next[j] = rewrappedToken(vols[i].Platform, wrapped[j].Wrapped)
+			next[j].Rotated = m.now().UTC()
+			nextUUIDs, nextToks = append(nextUUIDs, vols[i].UUID()), append(nextToks, next[j])
+		}
+	}
+	a := m.unwrapEach(ctx, nextUUIDs, nextToks)
+	defer a.wipe()
 	for j, i := range wrapIdx {
 		v := vols[i]
 		switch {
@@ -82,11 +97,7 @@ func (m *Manager) RewrapTo(ctx context.Context, vols []*Volume, to kms.KEK) []Mo
 		case wrapped[j].Err != nil:
 			res[i].Err = wrapped[j].Err
 		default:
-			// A new backend: its ciphertext is unwrapped through it once
-			// more (replaceWith) before it replaces the token.
-			next := rewrappedToken(v.Platform, wrapped[j].Wrapped)
-			next.Rotated = m.now().UTC()
-			res[i].Warnings, res[i].Err = m.replaceWith(ctx, v, next)
+			res[i].Warnings, res[i].Err = m.replaceWith(ctx, v, next[j], a)
 		}
 		m.audit(ctx, "rewrap-to", v.UUID(), v.Name, v.Device, res[i].Err,
 			slog.String("from", res[i].FromKMS), slog.String("to", res[i].ToKMS))
