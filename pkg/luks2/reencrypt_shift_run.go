@@ -140,9 +140,17 @@ func (r *ShiftEncryptor) Run(ctx context.Context) (*Header, error) {
 			return nil, err
 		}
 		if start > 0 {
+			// The source is found here: commit replaces r.st meanwhile.
 			ns, nn := r.hotzoneBelow(start)
-			ahead = make(chan error, 1)
-			go func(p []byte) { ahead <- r.read(p, ns) }(next[:nn])
+			src, ch := r.source(ns), make(chan error, 1)
+			go func(p []byte) {
+				_, err := r.dev.ReadAt(p, int64(src))
+				if err != nil {
+					err = fmt.Errorf("read plaintext at %d: %w", src, err)
+				}
+				ch <- err
+			}(next[:nn])
+			ahead = ch
 		}
 		if err := r.commit(ctx, start, n); err != nil {
 			return nil, err
@@ -195,14 +203,20 @@ func (r *ShiftEncryptor) progress() {
 // read reads the plaintext [start, start+len(buf)) from its source: the
 // moved segment or in place.
 func (r *ShiftEncryptor) read(buf []byte, start uint64) error {
-	src := start
-	if start < r.st.MovedSize {
-		src = r.st.MovedOffset + start
-	}
+	src := r.source(start)
 	if _, err := r.dev.ReadAt(buf, int64(src)); err != nil {
 		return fmt.Errorf("read plaintext at %d: %w", src, err)
 	}
 	return nil
+}
+
+// source is where the plaintext at start lies: in the moved segment or
+// in place.
+func (r *ShiftEncryptor) source(start uint64) uint64 {
+	if start < r.st.MovedSize {
+		return r.st.MovedOffset + start
+	}
+	return start
 }
 
 // write encrypts buf, the plaintext at start, in place, writes it to its
