@@ -42,6 +42,7 @@ EXAMPLES:
 		Flags: []ucli.Flag{
 			&ucli.StringFlag{Name: "recovery-mode", Usage: "for a volume with a recovery key: escrow, print or none (default from the configuration)"},
 			&ucli.StringFlag{Name: "hotzone-size", Usage: "the most data one step re-encrypts, e.g. 4M (default 64M); a smaller hotzone holds the file system's I/O to it for less time"},
+			&ucli.BoolFlag{Name: "hand-over", Usage: "for an open volume in re-encryption: take over what a killed online run left, finish the hotzone it held and stop, leaving the state `cryptsetup reencrypt --resume-only --active-name NAME` resumes"},
 		},
 		Action: func(c *ucli.Context) error {
 			if c.NArg() == 0 {
@@ -68,6 +69,7 @@ EXAMPLES:
 				res, err := m.Reencrypt(c.Context, v, volume.ReencryptOptions{
 					RecoveryMode: mode,
 					Hotzone:      hotzone,
+					HandOver:     c.Bool("hand-over"),
 					Show:         func(r *volume.ReencryptResult) error { return e.showRecovery(r.Recovery) },
 					Progress: func(done, total uint64) {
 						progress(overwrite.Progress{Done: int64(done), Total: int64(total)})
@@ -82,7 +84,15 @@ EXAMPLES:
 				_ = list.add(reencryptResult{Name: res.Name, UUID: res.UUID, reencrypted: &reencrypted{
 					OldKeyslot: res.OldKeyslot, NewKeyslot: res.NewKeyslot, Bytes: res.Bytes, Seconds: took.Seconds(),
 					Recovery: recoveryJSON(res.Recovery), Resumed: res.Resumed, Warnings: nonNil(res.Warnings),
+					Stopped: res.Stopped,
 				}}, res.Recovery)
+				if res.Stopped {
+					e.printf("%s: stopped for cryptsetup after %d of %d bytes: `cryptsetup reencrypt --resume-only --active-name %s %s` continues it (or atrest reencrypt %s)\n", res.Name, res.Done, res.Bytes, res.Name, res.Device, res.Name)
+					for _, w := range res.Warnings {
+						e.warn("%s: %s", res.Name, w)
+					}
+					continue
+				}
 				if res.Resumed {
 					e.printf("%s: resumed a re-encryption found on the device\n", res.Name)
 				}
@@ -117,6 +127,8 @@ type reencrypted struct {
 	Recovery   *recoveryDoc `json:"recovery"`
 	Resumed    bool         `json:"resumed"`
 	Warnings   []string     `json:"warnings"`
+	// Stopped: --hand-over stopped the run for cryptsetup.
+	Stopped bool `json:"stopped,omitempty"`
 }
 
 // recoveryModeFor is --recovery-mode or the configured policy. -o json is

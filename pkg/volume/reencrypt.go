@@ -36,6 +36,13 @@ type ReencryptOptions struct {
 	// Hotzone is the most data one step re-encrypts (luks2.DefaultHotzone
 	// when 0).
 	Hotzone uint64
+	// HandOver, for an open volume in re-encryption: take over what an
+	// online run killed left (its devices, a held hotzone, finished and
+	// let through) and stop, leaving the state cryptsetup leaves when its
+	// online run stops between hotzones, which `cryptsetup reencrypt
+	// --resume-only --active-name NAME` resumes (it refuses a killed
+	// run's stack; docs/reencrypt.md).
+	HandOver bool
 }
 
 // ReencryptResult is one re-encrypted volume.
@@ -53,6 +60,10 @@ type ReencryptResult struct {
 	// mode print it holds the key to show once, then Wipe.
 	Recovery *Recovery
 	Warnings []string
+	// Stopped: HandOver stopped the run; the re-encryption stands at Done
+	// bytes of Bytes.
+	Stopped bool
+	Done    uint64
 }
 
 // Reencrypt gives a closed volume a new volume key and re-encrypts its
@@ -76,6 +87,13 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 		return nil, err
 	}
 	defer unlock()
+	if _, err := c.v.Header.Reencryption(); errors.Is(err, luks2.ErrUnsupported) {
+		// Another tool's mode or resilience: refused before the KMS is
+		// asked, nothing written; before the token is read, since
+		// cryptsetup's run bound it to two keyslots (takeCopiedToken
+		// reads such a token only in a re-encryption atrest follows).
+		return nil, reencryptHold(c.v)
+	}
 	c.takeCopiedToken()
 	if slot, err := c.settleHandover(ctx); err != nil {
 		return nil, err
@@ -104,11 +122,6 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 	if c.v.Platform.Policy != nil {
 		return nil, fmt.Errorf("%w: reencrypt of a volume under an unlock policy is not built: every branch's keyslot would have to be re-enrolled under the new key, with each branch's factors at hand; nothing was changed (docs/reencrypt.md)", ErrInvalidArgument)
 	}
-	if _, err := c.v.Header.Reencryption(); errors.Is(err, luks2.ErrUnsupported) {
-		// Another tool's mode or resilience: refused before the KMS is
-		// asked, nothing written.
-		return nil, reencryptHold(c.v)
-	}
 	secrets := m.unwrapAll(ctx, []string{c.v.UUID()}, []*token.Token{c.v.Platform})
 	defer wipeUnlocked(secrets)
 	if secrets[0].err != nil {
@@ -128,6 +141,9 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 			return res, nil
 		}
 	}
+	if o.HandOver && (st == nil || !open) {
+		return nil, fmt.Errorf("%w: --hand-over is for an open volume in re-encryption (a closed one cryptsetup resumes as it is, after cryptsetup repair where a hotzone is flagged); nothing was changed", ErrInvalidArgument)
+	}
 	if st == nil {
 		if err := c.startReencrypt(ctx, ps, o, res); err != nil {
 			res.Recovery.Wipe()
@@ -140,6 +156,10 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 	if err := c.runReencrypt(ctx, ps, o, res); err != nil {
 		res.Recovery.Wipe()
 		return nil, err
+	}
+	if res.Stopped {
+		res.Warnings = c.warnings
+		return res, nil
 	}
 	res.Recovery.settle()
 	c.refreshBackup(ctx)
@@ -261,13 +281,27 @@ func (c *change) runReencrypt(ctx context.Context, ps *secret.Key, o ReencryptOp
 	runCtx := ctx
 	if on != nil {
 		// Online, a cancel stops the run between hotzones only (see
-		// attach), never inside a step's header writes.
-		on.attach(ctx, r)
+		// attach), never inside a step's header writes. A hand-over is a
+		// cancel from the start: what a killed run held is finished first.
+		stop := ctx
+		if o.HandOver {
+			var cancel context.CancelFunc
+			stop, cancel = context.WithCancel(ctx)
+			cancel()
+		}
+		on.attach(stop, r)
 		runCtx = context.WithoutCancel(ctx)
 	}
 	if _, err := r.Run(runCtx); err != nil {
 		st := r.State()
 		if on != nil {
+			if o.HandOver && errors.Is(err, context.Canceled) && ctx.Err() == nil {
+				if err := on.stopped(st); err != nil {
+					return err
+				}
+				res.Stopped, res.Done = true, st.Done
+				return nil
+			}
 			err = errors.Join(err, on.stopped(st))
 		}
 		state := fmt.Sprintf("re-encryption stopped after %d of %d bytes; the data is intact; `atrest reencrypt %s` (or `cryptsetup reencrypt --resume-only`) continues it, and the volume opens once it is finished", st.Done, r.Size(), c.v.Name)

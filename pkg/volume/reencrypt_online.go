@@ -179,8 +179,15 @@ func (o *onlineRun) attach(ctx context.Context, r *luks2.Reencryptor) {
 		r.Hotzone = o.hotzone
 	}
 	r.BeforeHotzone = func(hot *luks2.Header) error {
-		if err := ctx.Err(); err != nil && o.leftover == nil {
-			return err
+		if err := ctx.Err(); err != nil {
+			if o.leftover == nil {
+				return err
+			}
+			// Taking a killed run over, then stopping: a held hotzone
+			// the header counts as done already is let through first.
+			if done, derr := o.leftoverDone(hot); derr != nil || done {
+				return errors.Join(err, derr)
+			}
 		}
 		return o.beforeHotzone(hot)
 	}
@@ -222,6 +229,28 @@ func (o *onlineRun) beforeHotzone(hot *luks2.Header) error {
 	}
 	o.cur.start, o.cur.n = hs.Done, hs.Hotzone
 	return nil
+}
+
+// leftoverDone lets a killed run's held hotzone through when the header
+// hot (naming the next hotzone) counts it as done, and reports whether it
+// did.
+func (o *onlineRun) leftoverDone(hot *luks2.Header) (bool, error) {
+	lo := o.leftover
+	if lo == nil || !lo.Suspended {
+		return lo != nil, nil
+	}
+	hs, err := hot.Reencryption()
+	if err != nil {
+		return false, err
+	}
+	if hs.Done/512 < lo.HotStart+lo.HotSectors {
+		return false, nil
+	}
+	if err := o.stack.ResumeHotzone(); err != nil {
+		return false, err
+	}
+	o.leftover = nil
+	return true, nil
 }
 
 // layout is the segments after done bytes with a hotzone of hot bytes,

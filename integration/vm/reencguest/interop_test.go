@@ -3,6 +3,7 @@ package reencguest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -117,6 +118,53 @@ func TestAtrestResumesCryptsetupOnline(t *testing.T) {
 	r := parseReport(t, n.want("-o", "json", "reencrypt", "onb"))
 	if !r.Volumes[0].Resumed {
 		t.Fatalf("atrest did not resume cryptsetup's run: %+v", r.Volumes[0])
+	}
+	m.verify(t, w)
+}
+
+// cryptsetup refuses to resume what a killed (SIGKILL) online run left,
+// its stack under the mapping; `atrest reencrypt --hand-over` takes the
+// stack over, finishes the hotzone it held and stops in the state
+// cryptsetup leaves between hotzones, which `cryptsetup reencrypt
+// --resume-only --active-name` then finishes with the writer going on;
+// data and file system intact.
+func TestCryptsetupResumesAfterHandOver(t *testing.T) {
+	n := newNode(t)
+	m := newMounted(t, n, "onh", 48)
+	kf := n.platformSecretFile(t, m.dev)
+	w := startWriter(m.dir)
+	rng := rand.New(rand.NewPCG(7, 8))
+	killed := false
+	for round := 0; round < 3 && !killed; round++ {
+		_, err := interrupt(t, n.cmd("reencrypt", "onh", "--hotzone-size", "1M"), "onh", syscall.SIGKILL, rng)
+		var ee *exec.ExitError
+		killed = errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL
+	}
+	if !killed {
+		t.Fatal("no kill landed during a run")
+	}
+	held := "not suspended"
+	if st, err := dmcrypt.Inspect("onh-hotzone-forward"); err == nil && st.Suspended {
+		held = "suspended"
+	}
+	resume := []string{"reencrypt", "--resume-only", "--batch-mode", "--key-file", kf, "--active-name", "onh", m.dev}
+	out, err := guest.Try("cryptsetup", resume...)
+	if err == nil {
+		t.Fatalf("cryptsetup resumed a killed run's stack (hotzone device %s):\n%s", held, out)
+	}
+	t.Logf("after the kill (hotzone device %s) cryptsetup says: %s", held, strings.TrimSpace(out))
+	var r struct {
+		Volumes []struct {
+			Stopped bool `json:"stopped"`
+		} `json:"volumes"`
+	}
+	if err := json.Unmarshal([]byte(n.want("-o", "json", "reencrypt", "onh", "--hand-over")), &r); err != nil || len(r.Volumes) != 1 || !r.Volumes[0].Stopped {
+		t.Fatalf("atrest reencrypt --hand-over: %v %+v", err, r)
+	}
+	stoppedBetweenHotzones(t, "atrest --hand-over", "onh", m.dev, "")
+	guest.Run(t, "cryptsetup", resume...)
+	if r := parseReport(t, n.want("-o", "json", "reencrypt", "onh")); !r.Volumes[0].Resumed {
+		t.Fatalf("atrest after cryptsetup finished: %+v", r.Volumes[0])
 	}
 	m.verify(t, w)
 }
