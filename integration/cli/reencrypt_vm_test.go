@@ -18,7 +18,7 @@ func TestRealKernelReencrypt(t *testing.T) {
 		Packages: []string{"github.com/atrest/atrest/integration/vm/reencguest"},
 		Programs: append(append([]string(nil), vm.DefaultPrograms...), "e2fsck"),
 		Files:    map[string]string{"/usr/bin/atrest": atrestBinary(t)},
-		Timeout:  6 * time.Minute,
+		Timeout:  10 * time.Minute,
 		// The online TPM re-seal (TestOnlineReencryptTPM).
 		TPM: true,
 	})
