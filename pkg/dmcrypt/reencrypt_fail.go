@@ -66,3 +66,15 @@ func loadErrorTarget(name string, sectors uint64) error {
 	})
 	return err
 }
+
+// clearInactive drops name's inactive table, so that a resume keeps the
+// live one.
+func clearInactive(name string) error {
+	f, err := os.OpenFile(controlPath, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = ioctl(f, unix.DM_TABLE_CLEAR, name, 0, 0)
+	return err
+}
