@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -207,8 +208,14 @@ func handOverKilled(t *testing.T, n *node, m *mounted, run func(kf string) *exec
 // watchBlocked logs, once what is called step has taken 30 s, every
 // process in uninterruptible sleep with its kernel stack; stop ends it.
 func watchBlocked(t *testing.T, step string) (stop func()) {
-	done := make(chan struct{})
+	done, exited := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	stop = func() { once.Do(func() { close(done) }); <-exited }
+	// A test that fails in the step ends before stop: logging after the
+	// end would panic the whole binary.
+	t.Cleanup(stop)
 	go func() {
+		defer close(exited)
 		select {
 		case <-done:
 			return
@@ -228,5 +235,5 @@ func watchBlocked(t *testing.T, step string) (stop func()) {
 			}
 		}
 	}()
-	return func() { close(done) }
+	return stop
 }
