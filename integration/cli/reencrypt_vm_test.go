@@ -9,7 +9,7 @@ import (
 
 // TestRealKernelReencrypt runs the online re-encryption's tests
 // (integration/vm/reencguest) in the real-kernel guest, with the atrest
-// binary and e2fsck.
+// binary and e2fsck, and a TPM.
 func TestRealKernelReencrypt(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the real-kernel tier is not part of the unit tier (-short)")
@@ -18,6 +18,8 @@ func TestRealKernelReencrypt(t *testing.T) {
 		Packages: []string{"github.com/atrest/atrest/integration/vm/reencguest"},
 		Programs: append(append([]string(nil), vm.DefaultPrograms...), "e2fsck"),
 		Files:    map[string]string{"/usr/bin/atrest": atrestBinary(t)},
-		Timeout:  6 * time.Minute,
+		Timeout:  10 * time.Minute,
+		// The online TPM re-seal (TestOnlineReencryptTPM).
+		TPM: true,
 	})
 }

@@ -52,6 +52,7 @@ EXAMPLES:
 			&ucli.BoolFlag{Name: "resume", Usage: "only continue a re-encryption found on the device (atrest's or cryptsetup's); with none, nothing is done"},
 			&ucli.BoolFlag{Name: "pin", Usage: "the PIN of the volumes' PIN TPM keyslots, re-sealed with it (asked for on the terminal, read as one line from standard input, or from --pin-file)"},
 			pinFileFlag,
+			&ucli.BoolFlag{Name: "hand-over", Usage: "for an open volume in re-encryption: take over what a killed online run left, finish the hotzone it held and stop, leaving the state `cryptsetup reencrypt --resume-only --active-name NAME` resumes"},
 		},
 		Action: func(c *ucli.Context) error {
 			if c.NArg() == 0 {
@@ -87,6 +88,7 @@ EXAMPLES:
 					Hotzone:      hotzone,
 					Resume:       c.Bool("resume"),
 					PIN:          pin,
+					HandOver:     c.Bool("hand-over"),
 					Show:         func(r *volume.ReencryptResult) error { return e.showRecovery(r.Recovery) },
 					Progress: func(done, total uint64) {
 						progress(overwrite.Progress{Done: int64(done), Total: int64(total)})
@@ -109,7 +111,15 @@ EXAMPLES:
 					OldKeyslot: res.OldKeyslot, NewKeyslot: res.NewKeyslot, Bytes: res.Bytes, Seconds: took.Seconds(),
 					Recovery: recoveryJSON(res.Recovery), Resumed: res.Resumed, Warnings: nonNil(res.Warnings),
 					Policy: policyJSON(res.Policy),
+					Stopped: res.Stopped,
 				}}, res.Recovery)
+				if res.Stopped {
+					e.printf("%s: stopped for cryptsetup after %d of %d bytes: `cryptsetup reencrypt --resume-only --active-name %s %s` continues it (or atrest reencrypt %s)\n", res.Name, res.Done, res.Bytes, res.Name, res.Device, res.Name)
+					for _, w := range res.Warnings {
+						e.warn("%s: %s", res.Name, w)
+					}
+					continue
+				}
 				if res.Resumed {
 					e.printf("%s: resumed a re-encryption found on the device\n", res.Name)
 				}
@@ -153,6 +163,8 @@ type reencrypted struct {
 	// Policy is set for a volume under an unlock policy.
 	Policy   *reencPolicyDoc `json:"policy,omitempty"`
 	Warnings []string        `json:"warnings"`
+	// Stopped: --hand-over stopped the run for cryptsetup.
+	Stopped bool `json:"stopped,omitempty"`
 }
 
 // reencPolicyDoc is a policy volume's policy, made again under the new

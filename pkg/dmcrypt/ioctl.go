@@ -20,6 +20,12 @@ const maxIoctlBuffer = 1 << 20
 // ioctl issues one device-mapper ioctl on the control node f with extra
 // bytes of output area after the header, and returns the whole buffer.
 func ioctl(f *os.File, cmd uintptr, name string, flags uint32, extra int) ([]byte, error) {
+	return ioctlWith(f, cmd, name, flags, extra, nil)
+}
+
+// ioctlWith is ioctl with fill, when set, called on the header and the
+// extra bytes before the call (a table to load).
+func ioctlWith(f *os.File, cmd uintptr, name string, flags uint32, extra int, fill func(*unix.DmIoctl, []byte)) ([]byte, error) {
 	size := unix.SizeofDmIoctl + extra
 	// A []uint64 backing keeps the header 8-byte aligned.
 	words := make([]uint64, (size+7)/8)
@@ -30,6 +36,9 @@ func ioctl(f *os.File, cmd uintptr, name string, flags uint32, extra int) ([]byt
 	hdr.Data_start = unix.SizeofDmIoctl
 	hdr.Flags = flags
 	copy(hdr.Name[:len(hdr.Name)-1], name)
+	if fill != nil {
+		fill(hdr, buf[unix.SizeofDmIoctl:])
+	}
 	_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), cmd, uintptr(unsafe.Pointer(&buf[0])))
 	runtime.KeepAlive(f)
 	if errno != 0 {

@@ -242,6 +242,9 @@ func (s *Stack) Refresh(segs []ReencryptSegment) error {
 		return err
 	}
 	if err := suspend(s.HotzoneName(), quiet); err != nil {
+		// Resume the overlay with its old table: the new one would send
+		// new-key writes to the hotzone through a device not holding them.
+		_ = clearInactive(s.OverlayName())
 		_ = resume(s.OverlayName(), 0)
 		return err
 	}

@@ -14,6 +14,9 @@ type Leftover struct {
 	// [HotStart, HotStart+HotSectors) (sectors within the data area).
 	Suspended            bool
 	HotStart, HotSectors uint64
+	// Failed: the hotzone device is an error target (a step failed while
+	// it held the hotzone's I/O; see FailHotzone).
+	Failed bool
 	// Flags are the dm-crypt options of the overlay's crypt targets.
 	Flags Flag
 }
@@ -37,6 +40,13 @@ func (s *Stack) FindLeftover() (*Leftover, error) {
 		return nil, err
 	}
 	lo.Suspended = st.Suspended
+	err = readTable(s.HotzoneName(), func(t target, _ []byte) error {
+		lo.Failed = lo.Failed || t.kind == "error"
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
 	hz := fmt.Sprintf("%d:%d", st.Major, st.Minor)
 	err = readTable(s.OverlayName(), func(t target, params []byte) error {
 		if t.kind != "crypt" {

@@ -2,6 +2,7 @@ package luks2
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -78,53 +79,119 @@ func (r *ShiftEncryptor) State() ShiftState { return *r.st }
 // Run does an interrupted hotzone again, encrypts the rest, and ends the
 // encryption in place: the reencrypt keyslot and its digest go and the
 // header is an ordinary one with one crypt segment. It returns that header.
+//
+// One header commit per hotzone: the header naming hotzone k+1 (flagged
+// in-reencryption) also counts hotzone k as done, so cryptsetup's
+// separate "done" commit in between (two more syncs) is not written. What
+// crash safety needs is kept: hotzone k's data is synced before any header
+// counts it as done, and that header is on the device before hotzone
+// k+1's write overwrites k's source (its destination is k's plaintext,
+// shift bytes further along). The state between is the one cryptsetup
+// writes as its own flagged state, so either tool resumes it (cryptsetup
+// after `cryptsetup repair`, as after any cut-short hotzone); a run
+// cancelled between hotzones writes the "done" header before it returns,
+// so that state needs no repair. The next
+// hotzone's plaintext is read while the current one is written and
+// synced (it lies below everything a write touches until its own turn).
 func (r *ShiftEncryptor) Run(ctx context.Context) (*Header, error) {
 	r.progress()
+	// done: the plaintext from done on is encrypted at its place.
+	done := r.st.Start
 	if n := r.st.Hotzone; n > 0 {
-		if err := r.write(r.st.Start, n); err != nil {
+		buf := make([]byte, n)
+		defer clear(buf)
+		if err := r.read(buf, r.st.Start); err != nil {
 			return nil, fmt.Errorf("luks2: encryption in place, hotzone again: %w", err)
 		}
-		if r.st.Start > 0 {
-			if err := r.commit(ctx, r.st.Start, 0); err != nil {
-				return nil, err
-			}
-			r.progress()
+		if err := r.write(buf, r.st.Start); err != nil {
+			return nil, fmt.Errorf("luks2: encryption in place, hotzone again: %w", err)
 		}
 	}
-	for r.st.Start > 0 {
+	var buf, next []byte
+	var ahead chan error
+	defer func() {
+		if ahead != nil {
+			<-ahead
+		}
+		clear(buf)
+		clear(next)
+	}()
+	for done > 0 {
 		if err := ctx.Err(); err != nil {
+			// Stopped between hotzones: the header counts the last one
+			// as done, a clean state both tools resume without repair.
+			if r.st.Hotzone > 0 {
+				err = errors.Join(err, r.commit(context.WithoutCancel(ctx), done, 0))
+			}
 			return nil, err
 		}
-		// The hotzone is the end of the last plaintext segment, at most
-		// the shift: the moved part [0, MovedSize) or the part in place.
-		n, floor := min(r.st.Shift, r.st.Start), uint64(0)
-		if r.st.Start > r.st.MovedSize {
-			floor = r.st.MovedSize
+		start, n := r.hotzoneBelow(done)
+		if buf == nil {
+			buf, next = make([]byte, min(r.st.Shift, done)), make([]byte, min(r.st.Shift, done))
 		}
-		n = min(n, r.st.Start-floor)
-		start := r.st.Start - n
+		b := buf[:n]
+		if ahead != nil {
+			err := <-ahead
+			ahead = nil
+			if err != nil {
+				return nil, err
+			}
+		} else if err := r.read(b, start); err != nil {
+			return nil, err
+		}
+		if start > 0 {
+			// The source is found here: commit replaces r.st meanwhile.
+			ns, nn := r.hotzoneBelow(start)
+			src, ch := r.source(ns), make(chan error, 1)
+			go func(p []byte) {
+				_, err := r.dev.ReadAt(p, int64(src))
+				if err != nil {
+					err = fmt.Errorf("read plaintext at %d: %w", src, err)
+				}
+				ch <- err
+			}(next[:nn])
+			ahead = ch
+		}
 		if err := r.commit(ctx, start, n); err != nil {
 			return nil, err
 		}
-		if err := r.write(start, n); err != nil {
+		if err := r.write(b, start); err != nil {
 			return nil, err
 		}
-		if start == 0 {
-			// The last hotzone: the final header follows directly, as
-			// cryptsetup writes it (a state with everything encrypted
-			// and the metadata still there it does not resume).
-			break
+		done = start
+		if done > 0 {
+			r.progressAt(done)
 		}
-		if err := r.commit(ctx, start, 0); err != nil {
-			return nil, err
-		}
-		r.progress()
+		buf, next = next, buf
 	}
+	// The last hotzone is followed directly by the final header, as
+	// cryptsetup writes it (a state with everything encrypted and the
+	// metadata still there it does not resume).
 	h, err := r.finish(ctx)
 	if err == nil && r.Progress != nil {
 		r.Progress(r.st.Size, r.st.Size)
 	}
 	return h, err
+}
+
+// hotzoneBelow is the hotzone encrypted next when the plaintext from done
+// on is encrypted: the end of the last plaintext segment, at most the
+// shift (so it never overwrites its own source), the moved part [0,
+// MovedSize) or the part in place.
+func (r *ShiftEncryptor) hotzoneBelow(done uint64) (start, n uint64) {
+	floor := uint64(0)
+	if done > r.st.MovedSize {
+		floor = r.st.MovedSize
+	}
+	n = min(r.st.Shift, done, done-floor)
+	return done - n, n
+}
+
+// progressAt reports the plaintext from done on as encrypted.
+func (r *ShiftEncryptor) progressAt(done uint64) {
+	if r.Progress != nil {
+		r.Progress(r.st.Size-done, r.st.Size)
+	}
 }
 
 func (r *ShiftEncryptor) progress() {
@@ -133,18 +200,28 @@ func (r *ShiftEncryptor) progress() {
 	}
 }
 
-// write encrypts the plaintext [start, start+n) from its source (the
-// moved segment or in place) to its place in the data area, and syncs.
-func (r *ShiftEncryptor) write(start, n uint64) error {
-	src := start
-	if start < r.st.MovedSize {
-		src = r.st.MovedOffset + start
-	}
-	buf := make([]byte, n)
-	defer clear(buf)
+// read reads the plaintext [start, start+len(buf)) from its source: the
+// moved segment or in place.
+func (r *ShiftEncryptor) read(buf []byte, start uint64) error {
+	src := r.source(start)
 	if _, err := r.dev.ReadAt(buf, int64(src)); err != nil {
 		return fmt.Errorf("read plaintext at %d: %w", src, err)
 	}
+	return nil
+}
+
+// source is where the plaintext at start lies: in the moved segment or
+// in place.
+func (r *ShiftEncryptor) source(start uint64) uint64 {
+	if start < r.st.MovedSize {
+		return r.st.MovedOffset + start
+	}
+	return start
+}
+
+// write encrypts buf, the plaintext at start, in place, writes it to its
+// place in the data area and syncs.
+func (r *ShiftEncryptor) write(buf []byte, start uint64) error {
 	sec := int(r.sector)
 	spread(len(buf), sec, func(lo, hi int) {
 		for s := lo; s < hi; s += sec {

@@ -302,5 +302,25 @@ func (m *Manager) Close(ctx context.Context, name string) (closed bool, err erro
 	if errors.Is(err, dmcrypt.ErrNotFound) {
 		return false, nil
 	}
+	if err == nil {
+		err = removeStoppedStack(name)
+	}
 	return err == nil, err
+}
+
+// removeStoppedStack removes what an online re-encryption that stopped
+// in the middle of a hotzone (killed, or failed with its hotzone device
+// an error target) left under the mapping name just closed, so the
+// volume can be re-encrypted offline. A hotzone device still holding I/O
+// (suspended) is left, and said so: that I/O must not land.
+func removeStoppedStack(name string) error {
+	stack := &dmcrypt.Stack{Name: name}
+	lo, err := stack.FindLeftover()
+	if err != nil || lo == nil {
+		return err
+	}
+	if lo.Suspended {
+		return fmt.Errorf("%w: %s is closed, but %s still holds an online re-encryption's hotzone I/O; run atrest reencrypt %s with the volume open to finish it", ErrOnlineState, name, stack.HotzoneName(), name)
+	}
+	return stack.RemoveLeftover()
 }

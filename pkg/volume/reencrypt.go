@@ -42,6 +42,13 @@ type ReencryptOptions struct {
 	// anything is written. Without it a PIN keyslot is refused. The
 	// caller wipes it.
 	PIN *secret.Key
+	// HandOver, for an open volume in re-encryption: take over what an
+	// online run killed left (its devices, a held hotzone, finished and
+	// let through) and stop, leaving the state cryptsetup leaves when its
+	// online run stops between hotzones, which `cryptsetup reencrypt
+	// --resume-only --active-name NAME` resumes (it refuses a killed
+	// run's stack; docs/reencrypt.md).
+	HandOver bool
 }
 
 // ReencryptResult is one re-encrypted volume.
@@ -65,6 +72,10 @@ type ReencryptResult struct {
 	// again under the new key, and its keyslots before and after.
 	Policy   *ReencryptPolicy
 	Warnings []string
+	// Stopped: HandOver stopped the run; the re-encryption stands at Done
+	// bytes of Bytes.
+	Stopped bool
+	Done    uint64
 }
 
 // ReencryptPolicy is a policy volume's policy across its re-encryption.
@@ -177,6 +188,9 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 	if st == nil && o.Resume {
 		return c.resumeNothing(ctx), nil
 	}
+	if o.HandOver && (st == nil || !open) {
+		return nil, fmt.Errorf("%w: --hand-over is for an open volume in re-encryption (a closed one cryptsetup resumes as it is, after cryptsetup repair where a hotzone is flagged); nothing was changed", ErrInvalidArgument)
+	}
 	if st == nil {
 		newPass, err := c.startReencrypt(ctx, secrets[0], o, res)
 		if err != nil {
@@ -194,6 +208,10 @@ func (m *Manager) Reencrypt(ctx context.Context, v *Volume, o ReencryptOptions) 
 	if err := c.runReencrypt(ctx, passes, o, res); err != nil {
 		res.Recovery.Wipe()
 		return nil, err
+	}
+	if res.Stopped {
+		res.Warnings = c.warnings
+		return res, nil
 	}
 	failpoint("reencrypt-after-run")
 	if res.Policy != nil && c.v.Managed() {
@@ -360,13 +378,27 @@ func (c *change) runReencrypt(ctx context.Context, passes []*secret.Key, o Reenc
 	runCtx := ctx
 	if on != nil {
 		// Online, a cancel stops the run between hotzones only (see
-		// attach), never inside a step's header writes.
-		on.attach(ctx, r)
+		// attach), never inside a step's header writes. A hand-over is a
+		// cancel from the start: what a killed run held is finished first.
+		stop := ctx
+		if o.HandOver {
+			var cancel context.CancelFunc
+			stop, cancel = context.WithCancel(ctx)
+			cancel()
+		}
+		on.attach(stop, r)
 		runCtx = context.WithoutCancel(ctx)
 	}
 	if _, err := r.Run(runCtx); err != nil {
 		st := r.State()
 		if on != nil {
+			if o.HandOver && errors.Is(err, context.Canceled) && ctx.Err() == nil {
+				if err := on.stopped(st); err != nil {
+					return err
+				}
+				res.Stopped, res.Done = true, st.Done
+				return nil
+			}
 			err = errors.Join(err, on.stopped(st))
 		}
 		state := fmt.Sprintf("re-encryption stopped after %d of %d bytes; the data is intact; `atrest reencrypt %s` (or `cryptsetup reencrypt --resume-only`) continues it, and the volume opens once it is finished", st.Done, r.Size(), c.v.Name)

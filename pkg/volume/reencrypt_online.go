@@ -2,6 +2,7 @@ package volume
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -37,6 +38,9 @@ type onlineRun struct {
 	sector   uint32
 	leftover *dmcrypt.Leftover // a killed run's suspended hotzone, until taken over
 	hotzone  uint64
+	// cur is the hotzone the stack maps through the hotzone device: its
+	// start and length in the data area.
+	cur struct{ start, n uint64 }
 }
 
 // uncachedDevice reads and syncs the device around the page cache: the
@@ -126,7 +130,16 @@ func (c *change) newOnlineRun(keys *luks2.ReencryptKeys, st *luks2.ReencryptStat
 	}
 	if o.leftover != nil {
 		o.stack.Flags = o.leftover.Flags
+		if o.leftover.Failed {
+			// A run whose step failed: its hotzone's I/O fails; hold it
+			// again (it waits, as after a kill) while the hotzone is done.
+			if err := o.stack.HoldHotzone(); err != nil {
+				return nil, fmt.Errorf("online re-encryption device stack: %w", err)
+			}
+			o.leftover.Suspended = true
+		}
 		if o.leftover.Suspended {
+			o.cur.start, o.cur.n = o.leftover.HotStart*512, o.leftover.HotSectors*512
 			o.hotzone = o.leftover.HotSectors * 512
 		}
 		return o, nil
@@ -166,8 +179,15 @@ func (o *onlineRun) attach(ctx context.Context, r *luks2.Reencryptor) {
 		r.Hotzone = o.hotzone
 	}
 	r.BeforeHotzone = func(hot *luks2.Header) error {
-		if err := ctx.Err(); err != nil && o.leftover == nil {
-			return err
+		if err := ctx.Err(); err != nil {
+			if o.leftover == nil {
+				return err
+			}
+			// Taking a killed run over, then stopping: a held hotzone
+			// the header counts as done already is let through first.
+			if done, derr := o.leftoverDone(hot); derr != nil || done {
+				return errors.Join(err, derr)
+			}
 		}
 		return o.beforeHotzone(hot)
 	}
@@ -189,6 +209,7 @@ func (o *onlineRun) beforeHotzone(hot *luks2.Header) error {
 		switch {
 		case start == lo.HotStart && n == lo.HotSectors:
 			o.leftover = nil
+			o.cur.start, o.cur.n = hs.Done, hs.Hotzone
 			return nil
 		case start >= lo.HotStart+lo.HotSectors:
 			if err := o.stack.ResumeHotzone(); err != nil {
@@ -203,7 +224,33 @@ func (o *onlineRun) beforeHotzone(hot *luks2.Header) error {
 	if err != nil {
 		return err
 	}
-	return o.stack.Refresh(segs)
+	if err := o.stack.Refresh(segs); err != nil {
+		return err
+	}
+	o.cur.start, o.cur.n = hs.Done, hs.Hotzone
+	return nil
+}
+
+// leftoverDone lets a killed run's held hotzone through when the header
+// hot (naming the next hotzone) counts it as done, and reports whether it
+// did.
+func (o *onlineRun) leftoverDone(hot *luks2.Header) (bool, error) {
+	lo := o.leftover
+	if lo == nil || !lo.Suspended {
+		return lo != nil, nil
+	}
+	hs, err := hot.Reencryption()
+	if err != nil {
+		return false, err
+	}
+	if hs.Done/512 < lo.HotStart+lo.HotSectors {
+		return false, nil
+	}
+	if err := o.stack.ResumeHotzone(); err != nil {
+		return false, err
+	}
+	o.leftover = nil
+	return true, nil
 }
 
 // layout is the segments after done bytes with a hotzone of hot bytes,
@@ -254,15 +301,35 @@ func (o *onlineRun) teardown(done uint64) error {
 	return nil
 }
 
-// stopped tears the stack down after Run returned err with the state st:
+// ErrHotzoneFailed: a step of an online run failed (an I/O error of the
+// device, most likely) while the hotzone device held the file system's
+// I/O to the hotzone; that I/O, and all I/O to the hotzone until the next
+// run, fails with EIO.
+var ErrHotzoneFailed = errors.New("the online re-encryption failed in the middle of a hotzone")
+
+// stopped tears the stack down after Run returned with the state st:
 // between hotzones (cancelled) the mapping gets the done+rest table, as
-// cryptsetup leaves it, so either tool resumes; in the middle of a
-// hotzone the stack stays, holding that hotzone's I/O, for the next run.
+// cryptsetup leaves it, so either tool resumes. A step that failed while
+// the hotzone device held the hotzone's I/O (encrypted with the new key
+// for data the header does not count as re-encrypted) ends as cryptsetup
+// ends it: the hotzone device becomes an error target, so that I/O fails
+// instead of waiting for ever or landing out of order; the stack stays
+// for the next run. A hotzone the header counts as done already is let
+// through instead.
 func (o *onlineRun) stopped(st luks2.ReencryptState) error {
-	if st.Hotzone > 0 {
-		return nil
-	}
 	if hz, err := dmcrypt.Inspect(o.stack.HotzoneName()); err == nil && hz.Suspended {
+		if o.cur.n == 0 || st.Done < o.cur.start+o.cur.n {
+			if err := o.stack.FailHotzone(); err != nil {
+				return fmt.Errorf("%w; replacing its device %s with an error target failed too (%w): its I/O waits; do not resume that device", ErrHotzoneFailed, o.stack.HotzoneName(), err)
+			}
+			return fmt.Errorf("%w: I/O to bytes %d-%d of /dev/mapper/%s fails (its device %s is an error target, as cryptsetup leaves it); once the fault is fixed `atrest reencrypt %s` continues online, or unmount, `atrest close %s` and re-encrypt offline",
+				ErrHotzoneFailed, o.cur.start, o.cur.start+o.cur.n, o.stack.Name, o.stack.HotzoneName(), o.stack.Name, o.stack.Name)
+		}
+		if err := o.stack.ResumeHotzone(); err != nil {
+			return err
+		}
+	}
+	if st.Hotzone > 0 {
 		return nil
 	}
 	return o.teardown(st.Done)

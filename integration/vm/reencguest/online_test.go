@@ -312,13 +312,39 @@ func parseReport(t *testing.T, out string) report {
 // writer's file read back, the mapping ends as one crypt target under the
 // new key, e2fsck finds nothing, and the volume reopens under the new
 // header.
+//
+// While it runs, cryptsetup's re-encryption lock is held:
+// `cryptsetup reencrypt --resume-only` is refused.
 func TestOnlineReencryptMountedWithWriter(t *testing.T) {
 	n := newNode(t)
 	m := newMounted(t, n, "onl", 96)
+	kf := n.platformSecretFile(t, m.dev)
 	before, _ := luksDigests(t, m.dev)
 	w := startWriter(m.dir)
 	time.Sleep(200 * time.Millisecond)
-	r := parseReport(t, n.want("-o", "json", "reencrypt", "onl", "--hotzone-size", "4M"))
+	var out, errb bytes.Buffer
+	run := n.cmd("-o", "json", "reencrypt", "onl", "--hotzone-size", "4M")
+	run.Stdout, run.Stderr = &out, &errb
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := dmcrypt.Inspect("onl-overlay"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = run.Process.Kill()
+			t.Fatalf("no online stack within a minute: %s", errb.String())
+		}
+	}
+	cs, err := guest.Try("cryptsetup", "reencrypt", "--resume-only", "--batch-mode", "--key-file", kf, "--active-name", "onl", m.dev)
+	if err == nil || !strings.Contains(cs, "already running") {
+		t.Fatalf("cryptsetup reencrypt --resume-only while atrest runs online: %v, want refused as already running:\n%s", err, cs)
+	}
+	if err := run.Wait(); err != nil {
+		t.Fatalf("atrest reencrypt: %v\n%s", err, errb.String())
+	}
+	r := parseReport(t, out.String())
 	if v := r.Volumes[0]; v.Resumed || v.Bytes == 0 {
 		t.Fatalf("report: %+v", v)
 	}
