@@ -110,7 +110,7 @@ EXAMPLES:
 				_ = list.add(reencryptResult{Name: res.Name, UUID: res.UUID, reencrypted: &reencrypted{
 					OldKeyslot: res.OldKeyslot, NewKeyslot: res.NewKeyslot, Bytes: res.Bytes, Seconds: took.Seconds(),
 					Recovery: recoveryJSON(res.Recovery), Resumed: res.Resumed, Warnings: nonNil(res.Warnings),
-					Policy: policyJSON(res.Policy),
+					Policy:  policyJSON(res.Policy),
 					Stopped: res.Stopped,
 				}}, res.Recovery)
 				if res.Stopped {
