@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"sync"
 )
 
 // backupAlign is what cryptsetup pads a header backup to (its page size).
@@ -48,13 +49,19 @@ func Backup(ctx context.Context, dev Reader, w io.Writer) (int64, error) {
 // keyslot), not the whole 16 MiB. The file is in luksHeaderBackup's
 // format and restores with either tool; it differs from Backup's output
 // only where the device holds bytes no header references, which a restore
-// of it zeroes.
-func BackupSparse(ctx context.Context, dev Reader, f io.WriterAt) (int64, error) {
-	h, release, err := readShared(ctx, dev)
+// of it zeroes. known, when not nil, is the header the caller last read
+// or committed: when dev still holds its copies byte for byte (Reread),
+// they are not parsed again.
+func BackupSparse(ctx context.Context, dev Reader, f io.WriterAt, known *Header) (int64, error) {
+	release, err := lock(ctx, dev, false)
 	if err != nil {
 		return 0, err
 	}
 	defer release()
+	h, err := reread(ctx, dev, known)
+	if err != nil {
+		return 0, err
+	}
 	regions := []Area{{Offset: 0, Size: 2 * h.MetadataSize}}
 	for _, a := range h.referencedAreas() {
 		if a.Offset >= 2*h.MetadataSize && a.Offset+a.Size <= h.AreasEnd() {
@@ -63,8 +70,10 @@ func BackupSparse(ctx context.Context, dev Reader, f io.WriterAt) (int64, error)
 	}
 	slices.SortFunc(regions, func(a, b Area) int { return compareU64(a.Offset, b.Offset) })
 	var zero [backupAlign]byte
-	buf := make([]byte, 256<<10) // a 512-bit key's keyslot area in one read
-	done := uint64(0)            // regions may overlap (both copies name one area)
+	bp := sparseBufs.Get().(*[]byte)
+	defer sparseBufs.Put(bp)
+	buf := *bp
+	done := uint64(0) // regions may overlap (both copies name one area)
 	for _, r := range regions {
 		for off := max(r.Offset, done); off < r.Offset+r.Size; {
 			n := min(uint64(len(buf)), r.Offset+r.Size-off)
@@ -90,6 +99,11 @@ func BackupSparse(ctx context.Context, dev Reader, f io.WriterAt) (int64, error)
 	}
 	return int64(roundUp(h.AreasEnd(), backupAlign)), nil
 }
+
+// sparseBufs recycles BackupSparse's read buffers: 256 KiB, a 512-bit
+// key's keyslot area in one read. (They hold what the device holds there,
+// the header and encrypted keyslot areas, as the backup file does.)
+var sparseBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
 // readShared reads dev's header under a shared lock, which the caller
 // releases once it has read what it needs.

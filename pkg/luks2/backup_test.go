@@ -48,7 +48,7 @@ func TestBackupSparseRestores(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := BackupSparse(ctx, dev, f)
+	n, err := BackupSparse(ctx, dev, f, nil)
 	if err == nil {
 		err = f.Truncate(n)
 	}

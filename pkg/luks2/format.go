@@ -157,7 +157,8 @@ func (u *Update) commitFormat(dev Device) (*Header, error) {
 		return nil, fmt.Errorf("luks2: sync: %w", err)
 	}
 	next.checkData(uint64(size))
-	return next.committed(1), nil
+	next.committed(1).setImage(copies, size)
+	return next, nil
 }
 
 func randomUUID() (string, error) {

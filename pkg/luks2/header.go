@@ -52,6 +52,13 @@ type Header struct {
 	// back to it if the chosen copy is damaged, so those areas are not
 	// free (referencedAreas).
 	other *Header
+	// devSize is the device's size when the header was read or committed.
+	// image holds both copies' bytes, [0, MetadataSize) and [MetadataSize,
+	// 2*MetadataSize), as read (when both were valid with one sequence
+	// id) or as Commit wrote them; nil otherwise. A device of devSize
+	// bytes that holds them reads as this header (reread).
+	devSize int64
+	image   [2][]byte
 }
 
 // CopyStatus describes one on-disk header copy.
@@ -255,6 +262,7 @@ func (h *Header) sortedDigests() []*Digest {
 // Clone returns a deep copy.
 func (h *Header) Clone() *Header {
 	c := *h
+	c.image = [2][]byte{} // a clone is changed: no device holds it
 	c.raw = h.raw.Clone()
 	c.Keyslots = make(map[int]*Keyslot, len(h.Keyslots))
 	for id, k := range h.Keyslots {

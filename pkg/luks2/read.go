@@ -54,7 +54,8 @@ type copyRead struct {
 	present  bool // the magic is there
 	readable bool // binary checks and checksum passed
 	bin      binHeader
-	area     []byte
+	full     []byte // the binary header and the JSON area, as read
+	area     []byte // full's JSON area
 	hdr      *Header
 	err      error
 }
@@ -106,6 +107,10 @@ func readHeader(ctx context.Context, dev Reader) (*Header, error) {
 	}
 	if h.other == h {
 		h.other = nil // identical copies: the other names nothing more
+	}
+	h.devSize = size
+	if !h.NeedsRepair() && c2.offset == c1.bin.hdrSize {
+		h.image = [2][]byte{c1.full, c2.full}
 	}
 	if end := h.AreasEnd(); uint64(size) < end {
 		return nil, fmt.Errorf("%w: %d bytes hold no header and keyslots area of %d bytes", ErrDeviceTooSmall, size, end)
@@ -184,7 +189,9 @@ func readCopy(dev Reader, size int64, offset uint64, secondary bool, like *copyR
 		c.err = fmt.Errorf("header of %d bytes runs past the end of the device", c.bin.hdrSize)
 		return c
 	}
-	c.area = make([]byte, c.bin.hdrSize-BinaryHeaderSize)
+	c.full = make([]byte, c.bin.hdrSize)
+	copy(c.full, raw)
+	c.area = c.full[BinaryHeaderSize:]
 	if _, err := dev.ReadAt(c.area, int64(offset+BinaryHeaderSize)); err != nil {
 		c.err = fmt.Errorf("read JSON area: %w", err)
 		return c

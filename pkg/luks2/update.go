@@ -330,7 +330,9 @@ func (u *Update) Commit(ctx context.Context, dev Device) (*Header, error) {
 	if u.base.fresh {
 		return u.commitFormat(dev)
 	}
-	cur, err := readHeader(ctx, dev)
+	// The header the update started from, unparsed when the device still
+	// holds its bytes (it usually does: it was read moments ago).
+	cur, err := reread(ctx, dev, u.base)
 	if err != nil {
 		return nil, fmt.Errorf("luks2: re-read header before writing: %w", err)
 	}
@@ -370,7 +372,8 @@ func (u *Update) Commit(ctx context.Context, dev Device) (*Header, error) {
 		return nil, err
 	}
 	next.Data = cur.Data
-	return next.committed(seq), nil
+	next.committed(seq).setImage(copies, cur.devSize)
+	return next, nil
 }
 
 // wipeAreas overwrites the areas of killed keyslots (or, for Erase, all of

@@ -1,7 +1,6 @@
 package volume
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -55,34 +54,28 @@ func (m *Manager) backupInfo(ctx context.Context, h *luks2.Header) BackupInfo {
 }
 
 // ensureBackup writes a backup of dev unless a current one exists: the
-// "before" backup of a change.
+// "before" backup of a change whose header is h (read under the volume
+// lock, so the device's).
 func (m *Manager) ensureBackup(ctx context.Context, dev luks2.Reader, h *luks2.Header) error {
-	if holdsHeaderOf(m.backupPath(h.UUID), dev, 2*h.MetadataSize) || m.backupInfo(ctx, h).Current {
+	if holdsHeader(m.backupPath(h.UUID), h) || m.backupInfo(ctx, h).Current {
 		return nil
 	}
-	return m.saveBackup(ctx, dev, h.UUID)
+	return m.saveBackup(ctx, dev, h.UUID, h)
 }
 
-// holdsHeaderOf reports whether the backup at path starts with the n bytes
-// dev starts with: both header copies byte for byte, so the backup's
-// header is the device's (a backup is the device's bytes). Comparing two
-// 32 KiB reads costs a tenth of reading the backup's header: the check
-// before each change of a batch. Any difference (a backup of an older
-// header, a device being written) leaves the answer to backupInfo.
-func holdsHeaderOf(path string, dev luks2.Reader, n uint64) bool {
+// holdsHeader reports whether the backup at path starts with both header
+// copies h was read from, byte for byte: then the backup's header is h
+// (a backup is the device's bytes). Comparing 32 KiB costs a tenth of
+// parsing the backup's header: the check before each change of a batch.
+// Any difference (a backup of an older header, a header h does not know
+// the bytes of) leaves the answer to backupInfo.
+func holdsHeader(path string, h *luks2.Header) bool {
 	f, err := os.Open(path)
 	if err != nil {
 		return false
 	}
 	defer f.Close()
-	a, b := make([]byte, n), make([]byte, n)
-	if _, err := f.ReadAt(a, 0); err != nil {
-		return false
-	}
-	if _, err := dev.ReadAt(b, 0); err != nil {
-		return false
-	}
-	return bytes.Equal(a, b)
+	return h.HeldBy(f)
 }
 
 // saveBackup writes a fresh backup of dev, keeping the previous one as
@@ -91,14 +84,16 @@ func holdsHeaderOf(path string, dev luks2.Reader, n uint64) bool {
 // under a temporary name; the current backup gets a second name (a hard
 // link), which then replaces .prev in one rename; only then does the new
 // file replace the current one, in one rename; the directory is synced
-// last, so the new names survive a power loss.
-func (m *Manager) saveBackup(ctx context.Context, dev luks2.Reader, uuid string) error {
+// last, so the new names survive a power loss. known is the header the
+// caller last read or committed, or nil: when dev still holds it byte for
+// byte, the backup does not parse it again.
+func (m *Manager) saveBackup(ctx context.Context, dev luks2.Reader, uuid string, known *luks2.Header) error {
 	if err := os.MkdirAll(m.backupDir(), 0o700); err != nil {
 		return fmt.Errorf("header backup: %w", err)
 	}
 	path := m.backupPath(uuid)
 	tmp := path + ".new"
-	if err := writeBackupFile(ctx, dev, tmp, path+".spare"); err != nil {
+	if err := writeBackupFile(ctx, dev, known, tmp, path+".spare"); err != nil {
 		return fmt.Errorf("header backup of %s: %w", uuid, err)
 	}
 	failpoint("backup-after-write")
@@ -186,7 +181,7 @@ func (g *groupSync) do(f func() error) error {
 // areas they use (luks2.BackupSparse): reading, writing and syncing it
 // costs a few hundred KiB, not the 16 MiB of the whole keyslots area, on
 // every header change.
-func writeBackupFile(ctx context.Context, dev luks2.Reader, tmp, spare string) error {
+func writeBackupFile(ctx context.Context, dev luks2.Reader, known *luks2.Header, tmp, spare string) error {
 	f, err := reuseFile(tmp, "")
 	if err == nil && f == nil {
 		f, err = reuseFile(spare, tmp)
@@ -197,7 +192,7 @@ func writeBackupFile(ctx context.Context, dev luks2.Reader, tmp, spare string) e
 	if err != nil {
 		return err
 	}
-	n, err := luks2.BackupSparse(ctx, dev, f)
+	n, err := luks2.BackupSparse(ctx, dev, f, known)
 	if err == nil {
 		err = f.Truncate(n)
 	}

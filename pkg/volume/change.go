@@ -57,15 +57,16 @@ type change struct {
 // the device is changed and good, and the caller must still be told so
 // (and shown a new recovery key).
 func (c *change) refreshBackup(ctx context.Context) {
-	if err := c.m.saveBackup(ctx, c.dev, c.v.UUID()); err != nil {
+	if err := c.m.saveBackup(ctx, c.dev, c.v.UUID(), c.v.Header); err != nil {
 		c.warnings = append(c.warnings, err.Error()+"; run: atrest header backup "+c.v.Ref())
 	}
 }
 
 // reload reads the header again (under the volume lock, the header may
-// have changed since v was found).
+// have changed since v was found); one the device still holds byte for
+// byte is not parsed again (luks2.Reread).
 func (c *change) reload(ctx context.Context) error {
-	h, err := luks2.Read(ctx, c.dev)
+	h, err := luks2.Reread(ctx, c.dev, c.v.Header)
 	if err != nil {
 		return err
 	}
@@ -179,7 +180,7 @@ func (c *change) finishRecovery(ctx context.Context, j *journal, rec *Recovery, 
 				rerr = c.m.clearJournal(c.v.UUID())
 			}
 			if rerr == nil {
-				rerr = c.m.saveBackup(ctx, c.dev, c.v.UUID())
+				rerr = c.m.saveBackup(ctx, c.dev, c.v.UUID(), c.v.Header)
 			}
 			if rerr != nil {
 				state = fmt.Sprintf("the old recovery key still opens the volume; finishing failed (%v): the next rekey or recovery rotate of %s removes the new recovery keyslot %d", rerr, c.v.Name, rec.Keyslot)

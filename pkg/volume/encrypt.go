@@ -232,7 +232,7 @@ func (m *Manager) resumeEncrypt(ctx context.Context, dev fileDevice, o EncryptOp
 
 // finishEncrypt backs the new header up.
 func (m *Manager) finishEncrypt(ctx context.Context, dev fileDevice, res *EncryptResult) {
-	if err := m.saveBackup(ctx, dev, res.UUID); err != nil {
+	if err := m.saveBackup(ctx, dev, res.UUID, nil); err != nil {
 		res.Warnings = append(res.Warnings, err.Error()+"; run: atrest header backup "+res.Name)
 	} else {
 		res.Backup = m.backupPath(res.UUID)

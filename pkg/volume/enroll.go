@@ -179,7 +179,7 @@ func (c *change) commitKeys(ctx context.Context, k *newKeys, edit func(*luks2.Up
 	}
 	// The header's seqid moved on: back it up again, or status calls the
 	// backup stale although the keyslots are as they were.
-	if err := c.m.saveBackup(ctx, c.dev, c.v.UUID()); err != nil {
+	if err := c.m.saveBackup(ctx, c.dev, c.v.UUID(), c.v.Header); err != nil {
 		return fmt.Errorf("%w: %w (the new keyslots %v were removed; the volume is as it was, but %v)", ErrVerify, verr, added, err)
 	}
 	return fmt.Errorf("%w: %w (the new keyslots %v were removed; the volume is as it was)", ErrVerify, verr, added)

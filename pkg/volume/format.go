@@ -200,7 +200,7 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	}
 	failpoint("format-after-deposit")
 	res.Recovery.settle()
-	if err := m.saveBackup(ctx, dev, h.UUID); err != nil {
+	if err := m.saveBackup(ctx, dev, h.UUID, h); err != nil {
 		res.Warnings = append(res.Warnings, err.Error()+"; run: atrest header backup "+o.Name)
 	} else {
 		res.Backup = m.backupPath(h.UUID)

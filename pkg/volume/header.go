@@ -19,7 +19,7 @@ func (m *Manager) HeaderBackup(ctx context.Context, v *Volume, path string) (wri
 	}
 	defer f.Close()
 	if path == "" {
-		return m.backupPath(v.UUID()), m.saveBackup(ctx, f, v.UUID())
+		return m.backupPath(v.UUID()), m.saveBackup(ctx, f, v.UUID(), v.Header)
 	}
 	return path, luks2.BackupFile(ctx, f, path)
 }
@@ -74,7 +74,7 @@ func (m *Manager) HeaderRestore(ctx context.Context, device string, o RestoreOpt
 	}
 	defer release()
 	if readErr == nil && backup != m.backupPath(uuid) {
-		if err := m.saveBackup(ctx, dev, current.UUID); err != nil {
+		if err := m.saveBackup(ctx, dev, current.UUID, current); err != nil {
 			return nil, err
 		}
 	}
@@ -85,7 +85,7 @@ func (m *Manager) HeaderRestore(ctx context.Context, device string, o RestoreOpt
 	// The restored header has a new sequence id (above the one it
 	// replaced): back it up, so the state directory's backup is current
 	// again and the header it replaced stays as .prev.
-	if err := m.saveBackup(ctx, dev, h.UUID); err != nil {
+	if err := m.saveBackup(ctx, dev, h.UUID, h); err != nil {
 		return h, &StageError{Op: "header restore", Device: device, Err: err,
 			State: "the header was restored; its backup in the state directory is not current: run atrest header backup " + device}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -42,7 +43,13 @@ func (m *Manager) lockFile(ctx context.Context, file, what string) (release func
 		return nil, fmt.Errorf("lock: %w", err)
 	}
 	path := filepath.Join(m.runDir, file)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	// The file usually exists (it is never removed): opened without
+	// O_CREAT, the lookup takes the directory's lock shared, not
+	// exclusive, so a batch's changes do not queue (and spin) on it.
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/atrest/atrest/internal/testutil/vaulttest"
 	"github.com/atrest/atrest/pkg/config"
+	"github.com/atrest/atrest/pkg/luks2"
 )
 
 // TestRewrapVerifiesInOneBatch: rewrapping several volumes costs one KMS
@@ -107,4 +108,53 @@ func countedVolumes(t *testing.T, m *Manager, names ...string) (map[string]int, 
 	calls := map[string]int{}
 	m.observe = func(op string, _ time.Duration, _ error) { calls[op]++ }
 	return calls, vols
+}
+
+// A header another tool changed between the scan that found a volume and
+// its rewrap is the one the rewrap changes: the other tool's token stays,
+// the new ciphertext is in, and the backup is of the header written (the
+// rewrap reads the header under its lock; one still byte for byte as
+// found is not parsed again, any other is).
+func TestRewrapKeepsWhatAnotherToolWroteSinceTheScan(t *testing.T) {
+	m := newTestManager(t)
+	ctx := context.Background()
+	_, vols := countedVolumes(t, m, "rwo")
+	v := vols[0]
+	f, err := luks2.OpenFile(v.Device, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := luks2.Read(ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := h.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := u.SetToken(luks2.AnyToken, []byte(`{"type":"systemd-fido2","keyslots":[]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Commit(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	r := m.Rewrap(ctx, vols, true)[0]
+	if r.Err != nil || len(r.Warnings) > 0 {
+		t.Fatalf("rewrap: %v, warnings %v", r.Err, r.Warnings)
+	}
+	after := find(t, m, v.Device)
+	if tok := after.Header.Tokens[id]; tok == nil || tok.Type != "systemd-fido2" {
+		t.Fatalf("the other tool's token %d is gone after the rewrap: tokens %v", id, after.Header.TokenIDs())
+	}
+	if after.Platform.Ciphertext == v.Platform.Ciphertext {
+		t.Fatal("the rewrap did not replace the ciphertext")
+	}
+	if err := platformOpens(t, m, after); err != nil {
+		t.Fatalf("does not open after the rewrap: %v", err)
+	}
+	if bi := m.backupInfo(ctx, after.Header); !bi.Current {
+		t.Fatalf("backup after the rewrap: %+v, want current", bi)
+	}
 }
