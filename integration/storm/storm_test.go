@@ -164,7 +164,13 @@ func TestStorm(t *testing.T) {
 		// its two passes of each.
 		var stormNPS, plainNPS, ratios []float64
 		var lines []string
+		var wires [2]storm.Wire // the warm-up passes': storm, plain
+		var warmRetries int64   // the storm's in its warm-up pass
 		pass := func(stormPass, count bool) float64 {
+			ctx := ctx
+			if !count {
+				ctx = wires[map[bool]int{true: 0, false: 1}[stormPass]].Trace(ctx)
+			}
 			cpu := tg.cpu(t)
 			if stormPass {
 				r, err := storm.Run(ctx, &all, opts)
@@ -173,6 +179,9 @@ func TestStorm(t *testing.T) {
 				}
 				lines = append(lines, fmt.Sprintf("storm:\n%s%s", r, tg.cpu(t).since(cpu).per(m+1)))
 				checkSteady(t, r, m)
+				if !count {
+					warmRetries = r.Retries
+				}
 				if count {
 					stormNPS = append(stormNPS, r.NodesPerSecond)
 					steadyP99 = append(steadyP99, r.P99)
@@ -194,7 +203,8 @@ func TestStorm(t *testing.T) {
 			return plain.NodesPerSecond
 		}
 		ws, wp := pass(true, false), pass(false, false)
-		t.Logf("warm-up passes (not counted): storm %.0f nodes/s, plain client %.0f nodes/s:\n%s", ws, wp, strings.Join(lines, "\n"))
+		t.Logf("warm-up passes (not counted): storm %.0f nodes/s, plain client %.0f nodes/s:\n%s\non the wire: storm %s; plain client %s", ws, wp, strings.Join(lines, "\n"), &wires[0], &wires[1])
+		checkWire(t, &wires, m, warmRetries)
 		for round := 1; round <= rounds; round++ {
 			lines = nil
 			var stormSum, plainSum float64 // nodes/s summed over the round
@@ -458,5 +468,28 @@ func checkAudit(t *testing.T, c *vaulttest.Cluster, sizes []int64, fleet *storm.
 		if sent := x.Stats.ByOp["transit decrypt"]; got < 1 || int64(got) > sent {
 			t.Errorf("%s: its batch decrypt audited %d times (old active %d, new %d), sent %d times: want once, at most as often as sent", x.Node, got, before.Decrypts[x.Node], after.Decrypts[x.Node], sent)
 		}
+	}
+}
+
+// checkWire: both clients asked Vault the same of the wire (docs/fleet.md,
+// "the plain client"): one TLS handshake per node (the storm's revoked
+// node makes its one too; a storm node's retry after a broken connection
+// opens another), none resumed (each machine of a fleet has its own
+// connection), the same TLS version, key exchange and HTTP protocol, and
+// the decrypt on the login's connection.
+func checkWire(t *testing.T, w *[2]storm.Wire, m int, stormRetries int64) {
+	t.Helper()
+	for i, want := range []int{m + 1, m} {
+		name := []string{"storm", "plain client"}[i]
+		extra := []int{int(stormRetries), 0}[i]
+		if w[i].Handshakes < want || w[i].Handshakes > want+extra || w[i].Resumed != 0 {
+			t.Errorf("%s: %d TLS handshakes (%d resumed) for %d nodes and %d retries, want one each, none resumed", name, w[i].Handshakes, w[i].Resumed, want, extra)
+		}
+		if w[i].Conns-w[i].Reused != w[i].Handshakes {
+			t.Errorf("%s: %d new connections for %d TLS handshakes", name, w[i].Conns-w[i].Reused, w[i].Handshakes)
+		}
+	}
+	if a, b := w[0].Negotiated(), w[1].Negotiated(); a != b {
+		t.Errorf("the storm negotiated %s, the plain client %s: the comparison would be one of wire formats", a, b)
 	}
 }

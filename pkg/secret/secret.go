@@ -1,8 +1,11 @@
 // Package secret owns the one type that holds key material in atrest.
 //
-// A Key lives in its own anonymous memory mapping outside the Go heap, so the
-// garbage collector never copies it; the mapping is mlocked (never swapped),
-// excluded from core dumps, and zeroed and unmapped by Wipe. A Key never
+// A Key lives in anonymous memory mapped outside the Go heap, so the garbage
+// collector never copies it; the memory is mlocked (never swapped) and
+// excluded from core dumps and forked children. Wipe zeroes it and gives it
+// back: a large key's mapping is unmapped, a small key's slot of a page
+// shared with other small keys is returned, and the page unmapped when its
+// last key is wiped (pool.go). A Key never
 // prints its contents: every fmt verb, String, GoString and JSON marshalling
 // yield a redacted placeholder. Compare keys with Equal, which runs in
 // constant time.
@@ -45,31 +48,61 @@ type Key struct {
 	mem *region
 }
 
-// region is the mapping itself, shared with the cleanup so that a forgotten
-// Key is still wiped after it becomes unreachable.
+// region is a Key's locked memory, shared with the cleanup so that a
+// forgotten Key is still wiped after it becomes unreachable: a mapping of
+// its own, or a slot of a page shared with other small keys (pool.go).
 type region struct {
-	page []byte // the whole mapping
+	page []byte // the whole mapping, or the whole slot
 	n    int    // bytes in use
+	pg   *page  // the shared page holding the slot; nil for a mapping of its own
+	off  int    // the slot's offset in pg
 	once sync.Once
 }
 
 func (r *region) wipe() {
 	r.once.Do(func() {
 		clear(r.page)
-		_ = unix.Munlock(r.page)
-		_ = unix.Munmap(r.page)
+		if r.pg != nil {
+			small.put(r.pg, r.off)
+		} else {
+			unmapLocked(r.page)
+		}
 		r.page = nil
 	})
 }
 
 // New returns a zeroed Key of n bytes in locked memory. It fails when the
 // memory cannot be locked (RLIMIT_MEMLOCK too low): atrest refuses to hold
-// keys in swappable memory rather than degrade silently.
+// keys in swappable memory rather than degrade silently. A key of up to a
+// quarter of a page takes a slot of a locked page shared with other small
+// keys (pool.go); a larger one a mapping of its own.
 func New(n int) (*Key, error) {
 	if n <= 0 || n > MaxLen {
 		return nil, fmt.Errorf("secret: invalid key length %d", n)
 	}
-	size := (n + unix.Getpagesize() - 1) &^ (unix.Getpagesize() - 1)
+	r := &region{n: n}
+	if size := slotSize(n); size <= maxSlot() {
+		pg, off, err := small.get(size)
+		if err != nil {
+			return nil, err
+		}
+		r.pg, r.off, r.page = pg, off, pg.mem[off:off+size:off+size]
+	} else {
+		size := (n + unix.Getpagesize() - 1) &^ (unix.Getpagesize() - 1)
+		page, err := mapLocked(size)
+		if err != nil {
+			return nil, err
+		}
+		r.page = page
+	}
+	k := &Key{mem: r}
+	runtime.AddCleanup(k, func(r *region) { r.wipe() }, k.mem)
+	return k, nil
+}
+
+// mapLocked maps size bytes of anonymous memory (a multiple of the page
+// size), locked, out of core dumps and forked children.
+func mapLocked(size int) ([]byte, error) {
 	page, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		return nil, fmt.Errorf("secret: allocate %d bytes: %w", size, err)
@@ -81,9 +114,13 @@ func New(n int) (*Key, error) {
 	// Best effort: keep key pages out of core dumps and forked children.
 	_ = unix.Madvise(page, unix.MADV_DONTDUMP)
 	_ = unix.Madvise(page, unix.MADV_DONTFORK)
-	k := &Key{mem: &region{page: page, n: n}}
-	runtime.AddCleanup(k, func(r *region) { r.wipe() }, k.mem)
-	return k, nil
+	return page, nil
+}
+
+// unmapLocked unlocks and unmaps a mapping of mapLocked, already zeroed.
+func unmapLocked(page []byte) {
+	_ = unix.Munlock(page)
+	_ = unix.Munmap(page)
 }
 
 // Random returns a Key of n bytes from the operating system's CSPRNG.
