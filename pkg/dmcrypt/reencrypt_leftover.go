@@ -33,11 +33,14 @@ func (s *Stack) FindLeftover() (*Leftover, error) {
 	}
 	lo := &Leftover{}
 	st, err := Inspect(s.HotzoneName())
-	if errors.Is(err, ErrNotFound) {
-		return lo, nil
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, err
+	}
+	if err := s.resumeOverlay(st != nil && st.Suspended); err != nil {
+		return nil, err
+	}
+	if st == nil {
+		return lo, nil
 	}
 	lo.Suspended = st.Suspended
 	err = readTable(s.HotzoneName(), func(t target, _ []byte) error {
@@ -63,6 +66,27 @@ func (s *Stack) FindLeftover() (*Leftover, error) {
 		return nil
 	})
 	return lo, err
+}
+
+// resumeOverlay resumes an overlay a run killed inside Refresh left
+// suspended: it holds the file system's I/O (a suspend of the device above
+// it would wait for that I/O for ever). Killed before the hotzone device
+// was suspended (hotzoneHeld false), the overlay's new table, which would
+// send the next hotzone's writes through a device not holding them, is
+// dropped and the overlay resumes with its live table, the layout before
+// that hotzone (no write of it happened); killed after, its new table is
+// the one Refresh was about to resume, and resuming it finishes Refresh.
+func (s *Stack) resumeOverlay(hotzoneHeld bool) error {
+	ov, err := Inspect(s.OverlayName())
+	if err != nil || !ov.Suspended {
+		return err
+	}
+	if !hotzoneHeld {
+		if err := clearInactive(s.OverlayName()); err != nil {
+			return err
+		}
+	}
+	return resume(s.OverlayName(), 0)
 }
 
 // RemoveLeftover removes the helper devices; nothing may be stacked on
