@@ -19,7 +19,8 @@ func TestRealKernelReencrypt(t *testing.T) {
 		Programs: append(append([]string(nil), vm.DefaultPrograms...), "e2fsck"),
 		Files:    map[string]string{"/usr/bin/atrest": atrestBinary(t)},
 		Timeout:  10 * time.Minute,
-		// The online TPM re-seal (TestOnlineReencryptTPM).
+		// The online TPM re-seal (TestOnlineReencryptTPM) and the tpm
+		// factor of the policy volumes (TestOnlineReencryptPolicy).
 		TPM: true,
 	})
 }

@@ -201,6 +201,21 @@ func bootScript(t *testing.T, script string, timeout time.Duration) (*Results, s
 	return ParseResults(data), b.Console, bootErr
 }
 
+// The boot ends a minute before the test binary's -timeout (go test's
+// default 10 minutes cut a 10-minute boot), and never under a minute.
+func TestBootTimeoutBeforeTheTestDeadline(t *testing.T) {
+	for _, c := range []struct{ want, left, got time.Duration }{
+		{10 * time.Minute, 10 * time.Minute, 9 * time.Minute},
+		{4 * time.Minute, 10 * time.Minute, 4 * time.Minute},
+		{10 * time.Minute, 30 * time.Minute, 10 * time.Minute},
+		{4 * time.Minute, 90 * time.Second, time.Minute},
+	} {
+		if got := bootTimeout(c.want, c.left); got != c.got {
+			t.Errorf("bootTimeout(%s, %s left) = %s, want %s", c.want, c.left, got, c.got)
+		}
+	}
+}
+
 // A guest that hangs, or whose kernel panics, fails the run and the
 // message names the console log.
 func TestHungOrPanickedGuestFails(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -76,6 +77,11 @@ func (b *Boot) Run(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, b.Timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", b.Args()...)
+	// QEMU inherits the test's open files, the shared QEMU lock's among
+	// them (flock /work/wt/qemu.lock go test ...): if the test binary dies
+	// (its -timeout panics, it is killed), QEMU must die with it rather
+	// than run on as an orphan holding the lock.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stderr bytes.Buffer
 	cmd.Stdout = &stderr
 	cmd.Stderr = &stderr

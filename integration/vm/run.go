@@ -30,6 +30,19 @@ var DefaultModules = []string{
 // DefaultTimeout bounds one boot, build time not included.
 const DefaultTimeout = 4 * time.Minute
 
+// deadlineMargin is what a boot leaves of the test binary's -timeout, for
+// the kernel, the build and the verdicts.
+const deadlineMargin = time.Minute
+
+// bootTimeout is want, cut so that the boot ends (QEMU killed, the
+// verdict reported) a margin before the test binary's own -timeout, left
+// is the time until it: go test's default 10 minutes would otherwise
+// panic first over a boot of 10 minutes, with no verdict. It never goes
+// below a minute, so a -timeout too short for any boot still boots.
+func bootTimeout(want, left time.Duration) time.Duration {
+	return max(min(want, left-deadlineMargin), time.Minute)
+}
+
 //go:embed init.sh
 var initScript []byte
 
@@ -80,6 +93,9 @@ func Run(t *testing.T, spec Spec) {
 	}
 	if spec.Timeout == 0 {
 		spec.Timeout = DefaultTimeout
+	}
+	if d, ok := t.Deadline(); ok {
+		spec.Timeout = bootTimeout(spec.Timeout, time.Until(d))
 	}
 	ctx := context.Background()
 

@@ -52,6 +52,19 @@ func newNode(t *testing.T) *node {
 	return n
 }
 
+// addConfig appends doc (top-level YAML keys) to n's configuration.
+func (n *node) addConfig(t *testing.T, doc string) {
+	t.Helper()
+	f, err := os.OpenFile(n.config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(doc); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // cmd is atrest with n's configuration; a run that hangs is killed after
 // three minutes (and fails the test that waits for it).
 func (n *node) cmd(args ...string) *exec.Cmd {

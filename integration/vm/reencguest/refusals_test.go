@@ -142,10 +142,12 @@ func tpmTokens(t *testing.T, dev string) (slots map[string]int, pin map[string]b
 }
 
 // Online, with the guest's TPM: a volume with a PIN TPM keyslot is
-// refused before anything is written; without it, the TPM keyslot is
-// re-sealed under the new volume key while the volume stays open, and
-// cryptsetup, with systemd's token plugin and the TPM alone, opens the
-// result.
+// refused before anything is written when no PIN is given; with
+// --pin-file the PIN keyslot is re-sealed under the new volume key while
+// the volume stays open, and opens it (open --test with the PIN, the
+// local keystore gone). A TPM keyslot without PIN is re-sealed the same
+// way, and cryptsetup, with systemd's token plugin and the TPM alone,
+// opens the result.
 func TestOnlineReencryptTPM(t *testing.T) {
 	if _, err := os.Stat(tpm2.DefaultDevice); err != nil {
 		testutil.Missing(t, "no kernel TPM ("+tpm2.DefaultDevice+"): the guest of TestRealKernelReencrypt has one")
@@ -160,32 +162,18 @@ func TestOnlineReencryptTPM(t *testing.T) {
 	pinFile := guest.KeyFile(t, []byte("4711"))
 	n.want("tpm", "enroll", "otp", "--pcrs", "7", "--pin-file", pinFile)
 	n.refused(t, dev, "otp", 2, "needs a PIN")
-	slots, _ := tpmTokens(t, dev)
+	slots := n.reencryptTPM(t, dev, "otp", true, "--pin-file", pinFile)
+	n.without(t, func() {
+		if out := n.want("open", "--test", "otp", "--pin-file", pinFile); !strings.Contains(out, "otp: unlocks (by tpm-keyslot)") {
+			t.Fatalf("open --test through the re-sealed PIN TPM keyslot: %s", out)
+		}
+	})
 	for _, ks := range slots {
 		n.want("tpm", "remove", "otp", "--keyslot", strconv.Itoa(ks))
 	}
 
 	n.want("tpm", "enroll", "otp", "--pcrs", "7")
-	before, _ := tpmTokens(t, dev)
-	digests, _ := luksDigests(t, dev)
-	r := parseReport(t, n.want("-o", "json", "reencrypt", "otp", "--hotzone-size", "1M"))
-	if v := r.Volumes[0]; v.Resumed || v.Bytes == 0 {
-		t.Fatalf("report: %+v", v)
-	}
-	after, pin := tpmTokens(t, dev)
-	if len(before) != 1 || len(after) != 1 {
-		t.Fatalf("systemd-tpm2 tokens before %v, after %v: want one each", before, after)
-	}
-	for id, ks := range after {
-		for _, old := range before {
-			if ks == old || pin[id] {
-				t.Fatalf("the TPM token is bound to keyslot %d (before: %d), PIN %v: not re-sealed to a new keyslot", ks, old, pin[id])
-			}
-		}
-	}
-	if d, _ := luksDigests(t, dev); d == digests {
-		t.Fatal("the header's key digest did not change")
-	}
+	n.reencryptTPM(t, dev, "otp", false)
 	guest.Run(t, "cryptsetup", "open", "--test-passphrase", "--token-only", "--token-type", "systemd-tpm2", dev)
 	n.want("close", "otp")
 	guest.Run(t, "cryptsetup", "open", "--token-only", "--token-type", "systemd-tpm2", dev, "otp")
@@ -198,6 +186,35 @@ func TestOnlineReencryptTPM(t *testing.T) {
 			t.Fatalf("block %d, opened through the re-sealed TPM token, differs from what was written", b)
 		}
 	}
+}
+
+// reencryptTPM re-encrypts the open volume name on dev online (with
+// extra flags) and checks its one systemd-tpm2 token was re-sealed: bound
+// to a new keyslot, needing a PIN as pin says, under a new key digest. It
+// returns the token's keyslots after the run.
+func (n *node) reencryptTPM(t *testing.T, dev, name string, pin bool, extra ...string) map[string]int {
+	t.Helper()
+	before, _ := tpmTokens(t, dev)
+	digests, _ := luksDigests(t, dev)
+	r := parseReport(t, n.want(append([]string{"-o", "json", "reencrypt", name, "--hotzone-size", "1M"}, extra...)...))
+	if v := r.Volumes[0]; v.Resumed || v.Bytes == 0 {
+		t.Fatalf("report: %+v", v)
+	}
+	after, pins := tpmTokens(t, dev)
+	if len(before) != 1 || len(after) != 1 {
+		t.Fatalf("systemd-tpm2 tokens before %v, after %v: want one each", before, after)
+	}
+	for id, ks := range after {
+		for _, old := range before {
+			if ks == old || pins[id] != pin {
+				t.Fatalf("the TPM token is bound to keyslot %d (before: %d), PIN %v (want %v): not re-sealed to a new keyslot", ks, old, pins[id], pin)
+			}
+		}
+	}
+	if d, _ := luksDigests(t, dev); d == digests {
+		t.Fatal("the header's key digest did not change")
+	}
+	return after
 }
 
 // halve reloads the crypt mapping name (its key in the table: opened
