@@ -36,9 +36,6 @@ func (s *Stack) FindLeftover() (*Leftover, error) {
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
-	if err := s.resumeOverlay(st != nil && st.Suspended); err != nil {
-		return nil, err
-	}
 	if st == nil {
 		return lo, nil
 	}
@@ -68,7 +65,7 @@ func (s *Stack) FindLeftover() (*Leftover, error) {
 	return lo, err
 }
 
-// resumeOverlay resumes an overlay a run killed inside Refresh left
+// ResumeKilledOverlay resumes an overlay a run killed inside Refresh left
 // suspended: it holds the file system's I/O (a suspend of the device above
 // it would wait for that I/O for ever). Killed before the hotzone device
 // was suspended (hotzoneHeld false), the overlay's new table, which would
@@ -76,7 +73,10 @@ func (s *Stack) FindLeftover() (*Leftover, error) {
 // dropped and the overlay resumes with its live table, the layout before
 // that hotzone (no write of it happened); killed after, its new table is
 // the one Refresh was about to resume, and resuming it finishes Refresh.
-func (s *Stack) resumeOverlay(hotzoneHeld bool) error {
+// Only for a stack no run is using: the caller holds the re-encryption
+// lock (a live run's Refresh suspends the overlay too; FindLeftover, a
+// query, never changes anything).
+func (s *Stack) ResumeKilledOverlay(hotzoneHeld bool) error {
 	ov, err := Inspect(s.OverlayName())
 	if err != nil || !ov.Suspended {
 		return err

@@ -129,6 +129,10 @@ func (c *change) newOnlineRun(keys *luks2.ReencryptKeys, st *luks2.ReencryptStat
 		return nil, err
 	}
 	if o.leftover != nil {
+		// Under the re-encryption lock: no run uses the stack.
+		if err := o.stack.ResumeKilledOverlay(o.leftover.Suspended); err != nil {
+			return nil, fmt.Errorf("online re-encryption device stack: %w", err)
+		}
 		o.stack.Flags = o.leftover.Flags
 		if o.leftover.Failed {
 			// A run whose step failed: its hotzone's I/O fails; hold it
