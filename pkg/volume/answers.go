@@ -24,6 +24,11 @@ type answers struct {
 	fresh map[string]freshSecret
 }
 
+// newAnswers is an empty set of answers.
+func newAnswers() *answers {
+	return &answers{unwrapped: map[string]unlocked{}, fresh: map[string]freshSecret{}}
+}
+
 type freshSecret struct {
 	ps  *secret.Key
 	tok *token.Token
@@ -63,7 +68,7 @@ func askable(t *token.Token) bool {
 // unwrapEach unwraps toks (of the volumes uuids) in one batch and keeps
 // what it gave as answers given ahead.
 func (m *Manager) unwrapEach(ctx context.Context, uuids []string, toks []*token.Token) *answers {
-	a := &answers{unwrapped: map[string]unlocked{}, fresh: map[string]freshSecret{}}
+	a := newAnswers()
 	for i, r := range m.unwrapAll(ctx, uuids, toks) {
 		k := answerKey(uuids[i], toks[i])
 		if _, dup := a.unwrapped[k]; r.err != nil || dup {
@@ -148,7 +153,7 @@ type pending struct {
 // nothing to wait for), so that the KMS's round trip overlaps the header
 // write that comes before the keyslots can be checked.
 func (m *Manager) unwrapAhead(ctx context.Context, uuid string, tok *token.Token) *pending {
-	p := &pending{done: make(chan struct{}), a: &answers{unwrapped: map[string]unlocked{}, fresh: map[string]freshSecret{}}}
+	p := &pending{done: make(chan struct{}), a: newAnswers()}
 	if !askable(tok) {
 		close(p.done)
 		return p

@@ -13,10 +13,6 @@ import (
 	"github.com/atrest/atrest/pkg/token"
 )
 
-// ErrVolumeOpen: the volume is open; offline re-encryption needs it
-// closed. It wraps blockdev.ErrInUse.
-var ErrVolumeOpen = fmt.Errorf("%w: the volume is open (close it first: re-encryption of an open volume is not built yet)", blockdev.ErrInUse)
-
 // ReencryptOptions tune Reencrypt.
 type ReencryptOptions struct {
 	// RecoveryMode is the policy for the new recovery key of a volume that

@@ -38,7 +38,7 @@ func (m *Manager) RekeyEach(ctx context.Context, vols []*Volume, o RekeyOptions,
 // unwraps the volumes' current platform tokens and the new ciphertexts in
 // one batch. A batch that fails as a whole leaves its answers out.
 func (m *Manager) askAhead(ctx context.Context, vols []*Volume) *answers {
-	a := &answers{unwrapped: map[string]unlocked{}, fresh: map[string]freshSecret{}}
+	a := newAnswers()
 	var uuids []string
 	var toks []*token.Token
 	for _, v := range vols {
