@@ -20,8 +20,6 @@ LDFLAGS     := -s -w -X github.com/atrest/atrest/internal/version.Version=$(VERS
 # atrest would pay (atrest writes its manual page itself: internal/cli/man.go).
 GOTAGS      := urfave_cli_no_docs
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-# Bound on the CI fuzz run per target.
-FUZZTIME    ?= 30s
 # The real Vault server the KMS tests start (integration/vaultserver, its own
 # Go module). Built once here; tests run without make build it themselves.
 VAULTSERVER := $(CURDIR)/bin/vaultserver
@@ -54,13 +52,8 @@ vm: ## the real-kernel VM tier only; ATREST_VM_RUN=pattern narrows the guest tes
 boot: ## the booted-Debian tier only (integration/boot), verbose
 	ATREST_TEST_STRICT=1 $(GO) test -count=1 -timeout 30m -v ./integration/boot/...
 
-fuzz: ## bounded fuzzing of every Fuzz target ($(FUZZTIME) each)
-	@for pkg in $$($(GO) list ./...); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
-	    echo "fuzz $$pkg $$f"; \
-	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg || exit 1; \
-	  done; \
-	done
+fuzz: ## bounded fuzzing of every Fuzz target (a count of executions each; FUZZSCALE=N for N times more)
+	./scripts/fuzz.sh
 
 bench: deps vaultserver ## benchmarks, with the cryptsetup, clevis and openssl comparisons and issue 12's ratios in one run
 	$(GO) test -run '^$$' -bench . -skip 'BenchmarkUnlockProcess|BenchmarkRewrapAll|BenchmarkRewrap$$|BenchmarkUnlock$$' -benchmem -count 5 ./...
