@@ -130,7 +130,10 @@ func TestPolicySetCommand(t *testing.T) {
 	}
 
 	n.writeConfig(sw.Device, fmt.Sprintf("volumes:\n  - name: data1\n    device: %s\n    policy:\n      any: [tpm, local]\n", img))
-	r = n.expect(ExitOK, "policy", "set", "--all", "--from-config")
+	// By name, not --all: go test runs packages side by side, and --all
+	// would also find the atrest volumes another package's test has on a
+	// loop device at that moment (made under another keystore).
+	r = n.expect(ExitOK, "policy", "set", img, "--from-config")
 	if got := n.policyOf(img); got != "any(tpm,local)" || strings.Contains(r.stderr, "warning") {
 		t.Fatalf("--from-config: policy %q: %s", got, r)
 	}
