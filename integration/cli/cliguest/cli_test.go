@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -13,30 +12,19 @@ import (
 	"testing"
 
 	"github.com/atrest/atrest/integration/vm/guest"
-	"github.com/atrest/atrest/internal/testutil"
 )
 
-const atrest = "/usr/bin/atrest"
+const atrest = guest.AtrestBinary
 
+// node is an atrest setup with the local keystore, printing the recovery key.
 type node struct {
-	t      *testing.T
-	dir    string
-	config string
+	*guest.Atrest
+	t *testing.T
 }
 
 func newNode(t *testing.T) *node {
 	t.Helper()
-	testutil.RequireDeviceMapper(t)
-	if _, err := os.Stat(atrest); err != nil {
-		testutil.Missing(t, "no atrest binary at "+atrest)
-	}
-	dir := t.TempDir()
-	n := &node{t: t, dir: dir, config: filepath.Join(dir, "atrest.yaml")}
-	doc := fmt.Sprintf("kms: local\nlocal:\n  keystore: %s/kek\nstate_dir: %s/state\nrecovery:\n  mode: print\n", dir, dir)
-	if err := os.WriteFile(n.config, []byte(doc), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return &node{guest.NewAtrest(t, "print"), t}
 }
 
 type result struct {
@@ -46,7 +34,7 @@ type result struct {
 
 func (n *node) run(stdin io.Reader, args ...string) result {
 	n.t.Helper()
-	cmd := exec.Command(atrest, append([]string{"-c", n.config}, args...)...)
+	cmd := exec.Command(atrest, n.Args(args...)...)
 	cmd.Stdin = stdin
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -101,7 +89,7 @@ func TestFormatOpenWriteCloseRekeyOpenRead(t *testing.T) {
 	if r := n.want(0, "open", "cyc"); !strings.Contains(r.stdout, "cyc: opened at /dev/mapper/cyc") {
 		t.Fatalf("open: %s", r.stdout)
 	}
-	t.Cleanup(func() { _ = exec.Command(atrest, "-c", n.config, "close", "cyc").Run() })
+	t.Cleanup(func() { _ = exec.Command(atrest, n.Args("close", "cyc")...).Run() })
 	table := guest.Run(t, "dmsetup", "table", "--showkeys", "cyc")
 	if !strings.Contains(table, "logon:atrest:CRYPT-LUKS2-") || !strings.Contains(table, "sector_size:4096") {
 		t.Fatalf("the mapping's table: %s", table)
@@ -158,7 +146,7 @@ func TestKEKLostRecoveryUnlockAndReseal(t *testing.T) {
 	n := newNode(t)
 	dev := guest.Disk(t, 48).Path
 	rk := n.format(dev, "lost")
-	if err := os.Remove(filepath.Join(n.dir, "kek")); err != nil {
+	if err := os.Remove(filepath.Join(n.Dir, "kek")); err != nil {
 		t.Fatal(err)
 	}
 	r := n.want(11, "open", "lost")

@@ -43,7 +43,7 @@ func (n *node) platformSecretFile(t *testing.T, dev string) string {
 			}
 		}
 	}
-	ks, err := local.Open(filepath.Join(n.dir, "kek"))
+	ks, err := local.Open(filepath.Join(n.Dir, "kek"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ import (
 	"github.com/atrest/atrest/pkg/dmcrypt"
 )
 
-const atrest = "/usr/bin/atrest"
+const atrest = guest.AtrestBinary
 
 // cryptsetupKey starts the keyring description of a LUKS2 segment's key
 // as cryptsetup names it, which an online run keeps.
@@ -30,9 +30,8 @@ const cryptsetupKey = "cryptsetup:"
 
 // node is an atrest setup with the local keystore and no recovery key.
 type node struct {
-	t      *testing.T
-	dir    string
-	config string
+	*guest.Atrest
+	t *testing.T
 }
 
 func newNode(t *testing.T) *node {
@@ -40,29 +39,7 @@ func newNode(t *testing.T) *node {
 	testutil.RequireDeviceMapper(t)
 	testutil.RequireCommand(t, "cryptsetup", "cryptsetup-bin")
 	testutil.RequireCommand(t, "e2fsck", "e2fsprogs")
-	if _, err := os.Stat(atrest); err != nil {
-		testutil.Missing(t, "no atrest binary at "+atrest)
-	}
-	dir := t.TempDir()
-	n := &node{t: t, dir: dir, config: filepath.Join(dir, "atrest.yaml")}
-	doc := fmt.Sprintf("kms: local\nlocal:\n  keystore: %s/kek\nstate_dir: %s/state\nrecovery:\n  mode: none\n", dir, dir)
-	if err := os.WriteFile(n.config, []byte(doc), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// addConfig appends doc (top-level YAML keys) to n's configuration.
-func (n *node) addConfig(t *testing.T, doc string) {
-	t.Helper()
-	f, err := os.OpenFile(n.config, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteString(doc); err != nil {
-		t.Fatal(err)
-	}
+	return &node{guest.NewAtrest(t, "none"), t}
 }
 
 // cmd is atrest with n's configuration; a run that hangs is killed after
@@ -70,7 +47,7 @@ func (n *node) addConfig(t *testing.T, doc string) {
 func (n *node) cmd(args ...string) *exec.Cmd {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	n.t.Cleanup(cancel)
-	return exec.CommandContext(ctx, atrest, append([]string{"-c", n.config}, args...)...)
+	return exec.CommandContext(ctx, atrest, n.Args(args...)...)
 }
 
 // want runs atrest and fails the test unless it exits 0; it returns

@@ -57,7 +57,7 @@ func policySlots(t *testing.T, dev string) (tokenSlots, keySlots []string) {
 // the volume's other factors can answer.
 func (n *node) without(t *testing.T, f func()) {
 	t.Helper()
-	kek := filepath.Join(n.dir, "kek")
+	kek := filepath.Join(n.Dir, "kek")
 	if err := os.Rename(kek, kek+".away"); err != nil {
 		t.Fatal(err)
 	}
@@ -73,16 +73,17 @@ func (n *node) without(t *testing.T, f func()) {
 // so that the policy's tpm factor fails and the others must answer.
 func (n *node) withoutTPM(t *testing.T) *node {
 	t.Helper()
-	doc, err := os.ReadFile(n.config)
+	doc, err := os.ReadFile(n.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := *n
-	o.config = filepath.Join(n.dir, "atrest-no-tpm.yaml")
-	if err := os.WriteFile(o.config, append(doc, "tpm:\n  device: /dev/tpmrm-none\n"...), 0o600); err != nil {
+	a := *n.Atrest
+	a.Config = filepath.Join(n.Dir, "atrest-no-tpm.yaml")
+	o := &node{&a, n.t}
+	if err := os.WriteFile(a.Config, append(doc, "tpm:\n  device: /dev/tpmrm-none\n"...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return &o
+	return o
 }
 
 // A mounted ext4 volume under an unlock policy over the guest's factors
@@ -110,7 +111,7 @@ func TestOnlineReencryptPolicy(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			n := newNode(t)
-			n.addConfig(t, "policy:\n  "+c.policy+"\n")
+			n.AddConfig(t, "policy:\n  "+c.policy+"\n")
 			m := newMounted(t, n, c.name, 48)
 			oldSlots, _ := policySlots(t, m.dev)
 			if len(oldSlots) != c.branches {
