@@ -153,8 +153,9 @@ type pending struct {
 // nothing to wait for), so that the KMS's round trip overlaps the header
 // write that comes before the keyslots can be checked.
 func (m *Manager) unwrapAhead(ctx context.Context, uuid string, tok *token.Token) *pending {
-	p := &pending{done: make(chan struct{}), a: newAnswers()}
+	p := &pending{done: make(chan struct{})}
 	if !askable(tok) {
+		p.a = newAnswers()
 		close(p.done)
 		return p
 	}
@@ -170,7 +171,7 @@ func (m *Manager) unwrapAhead(ctx context.Context, uuid string, tok *token.Token
 	}
 	go func() {
 		defer close(p.done)
-		p.a.unwrapped = m.unwrapEach(ctx, uuids, toks).unwrapped
+		p.a = m.unwrapEach(ctx, uuids, toks)
 	}()
 	return p
 }

@@ -57,6 +57,12 @@ func (f *faulty) fail(t *testing.T, fromSector uint64) {
 	f.swap(t, fmt.Sprintf("0 %d linear %s 0\n%d %d error", fromSector, f.loop, fromSector, f.sectors-fromSector))
 }
 
+// failHeader makes the sectors before dataSector (the LUKS2 header, its
+// keyslots and the resilience area) fail with EIO, the data area working.
+func (f *faulty) failHeader(t *testing.T, dataSector uint64) {
+	f.swap(t, fmt.Sprintf("0 %d error\n%d %d linear %s %d", dataSector, dataSector, f.sectors-dataSector, f.loop, dataSector))
+}
+
 func (f *faulty) heal(t *testing.T) {
 	f.swap(t, fmt.Sprintf("0 %d linear %s 0", f.sectors, f.loop))
 }
@@ -135,8 +141,11 @@ func directRead(path string, i, n int) ([]byte, error) {
 // order) while the rest of the volume reads back. Then the re-encryption
 // is resumed, online by the next atrest reencrypt or offline after atrest
 // close, and every block reads back as last written before the fault.
+// The same holds when the fault hits the header area instead (the
+// checksums of the resilience area and the header commits fail, the data
+// area works), resumed online.
 func TestOnlineReencryptIOError(t *testing.T) {
-	for i, how := range []string{"online", "offline"} {
+	for i, how := range []string{"online", "offline", "header"} {
 		t.Run(how, func(t *testing.T) {
 			n := newNode(t)
 			name := fmt.Sprintf("ioe%d", i)
@@ -179,8 +188,13 @@ func TestOnlineReencryptIOError(t *testing.T) {
 					t.Fatalf("no second hotzone held within two minutes: %s", out.String())
 				}
 			}
-			t.Logf("%.1fs: second hotzone held; the disk fails", time.Since(t0).Seconds())
-			disk.fail(t, dataOff/512)
+			if how == "header" {
+				t.Logf("%.1fs: second hotzone held; the disk's header area fails", time.Since(t0).Seconds())
+				disk.failHeader(t, dataOff/512)
+			} else {
+				t.Logf("%.1fs: second hotzone held; the disk fails", time.Since(t0).Seconds())
+				disk.fail(t, dataOff/512)
+			}
 			err = <-exited
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || ee.ExitCode() != 15 || !strings.Contains(out.String(), "failed in the middle of a hotzone") {
@@ -198,9 +212,6 @@ func TestOnlineReencryptIOError(t *testing.T) {
 			if err != nil || lo == nil || !lo.Failed || lo.Suspended {
 				t.Fatalf("after the failed run the stack is %+v (%v), want the hotzone device an error target, not suspended", lo, err)
 			}
-			if _, types := luksDigests(t, disk.path()); !strings.Contains(strings.Join(types, " "), "reencrypt") {
-				t.Fatalf("the header has no re-encryption after the failed run: %v", types)
-			}
 			for _, l := range strings.Split(out.String(), "\n") {
 				if strings.Contains(l, "error") {
 					t.Logf("atrest said: %s", l)
@@ -209,6 +220,9 @@ func TestOnlineReencryptIOError(t *testing.T) {
 
 			t.Logf("%.1fs: the run and the writer ended; the disk is healed", time.Since(t0).Seconds())
 			disk.heal(t)
+			if _, types := luksDigests(t, disk.path()); !strings.Contains(strings.Join(types, " "), "reencrypt") {
+				t.Fatalf("the header has no re-encryption after the failed run: %v", types)
+			}
 			hot, other := int(lo.HotStart*512/blk), int((lo.HotStart+lo.HotSectors)*512/blk)%blocks
 			if _, err := directRead(mapped, hot, 1); !errors.Is(err, syscall.EIO) {
 				t.Fatalf("a read of the failed hotzone after the fault is gone: %v, want EIO", err)
@@ -217,7 +231,7 @@ func TestOnlineReencryptIOError(t *testing.T) {
 				t.Fatalf("block %d outside the hotzone after the fault is gone: %v", other, err)
 			}
 
-			if how == "online" {
+			if how != "offline" {
 				if r := parseReport(t, n.want("-o", "json", "reencrypt", disk.path())); !r.Volumes[0].Resumed {
 					t.Fatalf("the online resume: %+v", r.Volumes[0])
 				}
