@@ -11,6 +11,10 @@ import (
 var (
 	// ErrNotLUKS: neither header copy carries a LUKS magic.
 	ErrNotLUKS = errors.New("luks2: no LUKS header")
+	// ErrHeaderUnreadable: the device failed the reads of both header
+	// copies (an I/O error, not missing or damaged bytes): whether it
+	// holds a LUKS header is unknown, so nothing may treat it as blank.
+	ErrHeaderUnreadable = errors.New("luks2: the header cannot be read from the device")
 	// ErrLUKS1: the device holds a LUKS1 header, which atrest does not handle
 	// (cryptsetup convert --type luks2 upgrades it).
 	ErrLUKS1 = errors.New("luks2: device holds a LUKS1 header")

@@ -2,6 +2,7 @@ package luks2
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -55,6 +56,7 @@ type copyRead struct {
 	readable bool // binary checks and checksum passed
 	bin      binHeader
 	full     []byte // the binary header and the JSON area, as read
+	readErr  error  // the device failed a read (not a short device)
 	area     []byte // full's JSON area
 	hdr      *Header
 	err      error
@@ -84,6 +86,14 @@ func readHeader(ctx context.Context, dev Reader) (*Header, error) {
 		c2 = scanSecondary(dev, size)
 	}
 	if !c1.present && !c2.present {
+		// A copy the device would not read may be there: the device is
+		// failing, not blank.
+		switch {
+		case c1.readErr != nil && c2.readErr != nil:
+			return nil, fmt.Errorf("%w: %w; %w", ErrHeaderUnreadable, c1.readErr, c2.readErr)
+		case c1.readErr != nil || c2.readErr != nil:
+			return nil, fmt.Errorf("%w: %w", ErrHeaderUnreadable, cmp.Or(c1.readErr, c2.readErr))
+		}
 		return nil, ErrNotLUKS
 	}
 	chosen := &c1
@@ -141,9 +151,13 @@ func (c *copyRead) copyError(which string) *CopyError {
 func scanSecondary(dev Reader, size int64) copyRead {
 	var first copyRead
 	present := false
+	var readErr error
 	for i, off := range secondaryOffsets {
 		c := readCopy(dev, size, off, true, nil)
 		present = present || c.present
+		if readErr == nil {
+			readErr = c.readErr
+		}
 		if c.readable {
 			c.present = true
 			return c
@@ -153,10 +167,19 @@ func scanSecondary(dev Reader, size int64) copyRead {
 		}
 	}
 	first.present = present
+	first.readErr = readErr
 	if !present {
 		first.err = errors.New("no secondary header at any known offset")
 	}
 	return first
+}
+
+// noteReadErr records err as the device failing a read unless it only
+// says the device ended.
+func (c *copyRead) noteReadErr(err error) {
+	if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		c.readErr = fmt.Errorf("at byte %d: %w", c.offset, err)
+	}
 }
 
 // readCopy reads and decodes the header copy at offset. like is the copy
@@ -174,6 +197,7 @@ func readCopy(dev Reader, size int64, offset uint64, secondary bool, like *copyR
 	raw := make([]byte, BinaryHeaderSize)
 	if _, err := dev.ReadAt(raw, int64(offset)); err != nil {
 		c.err = fmt.Errorf("read: %w", err)
+		c.noteReadErr(err)
 		return c
 	}
 	c.bin = decodeBin(raw)
@@ -194,6 +218,7 @@ func readCopy(dev Reader, size int64, offset uint64, secondary bool, like *copyR
 	c.area = c.full[BinaryHeaderSize:]
 	if _, err := dev.ReadAt(c.area, int64(offset+BinaryHeaderSize)); err != nil {
 		c.err = fmt.Errorf("read JSON area: %w", err)
+		c.noteReadErr(err)
 		return c
 	}
 	if c.err = c.bin.verifyChecksum(raw, c.area); c.err != nil {
@@ -283,6 +308,10 @@ func checkForeign(ctx context.Context, dev Reader, size int64, end uint64) error
 		return fmt.Errorf("%w: %v", ErrAmbiguousSignatures, err)
 	}
 	if err != nil {
+		// ctx's end aside, the device failed a read.
+		if ctx.Err() == nil {
+			return fmt.Errorf("%w: looking for other signatures: %w", ErrHeaderUnreadable, err)
+		}
 		return fmt.Errorf("luks2: look for other signatures: %w", err)
 	}
 	var names []string

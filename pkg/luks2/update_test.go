@@ -7,8 +7,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/atrest/atrest/pkg/luks2/kdf"
@@ -196,5 +198,39 @@ func TestEraseDestroysKeyMaterial(t *testing.T) {
 	}
 	if _, _, err := h.Open(dev, pass(t, "platform")); !errors.Is(err, ErrKeyRejected) {
 		t.Fatalf("open after erase: %v", err)
+	}
+}
+
+// failingReads is a device whose reads below end fail as a failing disk's
+// do (EIO); reads beyond it work.
+type failingReads struct {
+	*memDevice
+	end int64
+}
+
+func (f failingReads) ReadAt(p []byte, off int64) (int, error) {
+	if off < f.end {
+		return 0, &fs.PathError{Op: "read", Path: "/dev/mapper/failing", Err: syscall.EIO}
+	}
+	return f.memDevice.ReadAt(p, off)
+}
+
+// A header the device will not read is not "no LUKS header": that would
+// tell the user the disk is blank. The error says the header cannot be
+// read and carries the device's own error, whether both copies fail or
+// only the primary (the secondary alone is trusted only once the rest of
+// the header area is known to hold no other signature, which cannot be
+// read either).
+func TestReadFailingDevice(t *testing.T) {
+	dev, h, _ := formatted(t, FormatOptions{})
+	for _, end := range []int64{1 << 20, int64(h.MetadataSize)} {
+		_, err := Read(context.Background(), failingReads{dev, end})
+		if !errors.Is(err, ErrHeaderUnreadable) || errors.Is(err, ErrNotLUKS) || !errors.Is(err, syscall.EIO) || strings.Contains(err.Error(), "\n") {
+			t.Fatalf("reads failing below byte %d: %q, want one line saying %v, wrapping EIO, not %v", end, err, ErrHeaderUnreadable, ErrNotLUKS)
+		}
+	}
+	// A blank device that fails its reads is not blank either.
+	if _, err := Read(context.Background(), failingReads{newMemDevice(testDevSize), 1 << 20}); !errors.Is(err, ErrHeaderUnreadable) {
+		t.Fatalf("a failing blank device: %v, want %v", err, ErrHeaderUnreadable)
 	}
 }

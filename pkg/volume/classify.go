@@ -53,6 +53,7 @@ const (
 	KindNotManaged        Kind = "not-managed"
 	KindBadToken          Kind = "bad-token"
 	KindHeaderDamaged     Kind = "header-damaged"
+	KindHeaderUnreadable  Kind = "header-unreadable"
 	KindAmbiguous         Kind = "ambiguous-signatures"
 	KindDeviceChanged     Kind = "device-changed"
 	KindKeyRejected       Kind = "key-rejected"
@@ -151,6 +152,7 @@ var kindRules = []struct {
 	{ErrNameInUse, KindNameInUse},
 	{blockdev.ErrReadOnly, KindReadOnly},
 	{luks2.ErrDeviceTooSmall, KindTooSmall},
+	{luks2.ErrHeaderUnreadable, KindHeaderUnreadable},
 	{luks2.ErrLUKS1, KindLUKS1},
 	{luks2.ErrNotLUKS, KindNotLUKS},
 	{ErrNotManaged, KindNotManaged},

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -112,6 +113,7 @@ func (f *Finder) findBy(ctx context.Context, ref string, match func(*Volume) boo
 func (m *Manager) Scan(ctx context.Context) ([]*Volume, []error) {
 	var paths []string
 	seen := map[string]bool{}
+	configured := map[string]bool{}
 	add := func(path string) {
 		real, err := filepath.EvalSymlinks(path)
 		if err != nil || seen[real] {
@@ -123,6 +125,9 @@ func (m *Manager) Scan(ctx context.Context) ([]*Volume, []error) {
 	for _, c := range m.cfg.Volumes {
 		if c.Device != "" {
 			add(c.Device)
+			if real, err := filepath.EvalSymlinks(c.Device); err == nil {
+				configured[real] = true
+			}
 		}
 	}
 	for _, dev := range blockDevices() {
@@ -137,7 +142,13 @@ func (m *Manager) Scan(ctx context.Context) ([]*Volume, []error) {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if hasLUKSMagic(path) {
+			switch found, err := luksMagic(path); {
+			case found:
+				vols[i], errs[i] = m.load(ctx, path)
+			case err != nil && configured[path]:
+				// A configured volume's disk that fails its reads is
+				// said to (by the full read's error), not left out as
+				// if it held no volume.
 				vols[i], errs[i] = m.load(ctx, path)
 			}
 		}()
@@ -194,18 +205,30 @@ func blockDevices() []string {
 // hasLUKSMagic cheaply checks for a LUKS magic at either LUKS2 header
 // location that a default-sized header uses, before the full read.
 func hasLUKSMagic(path string) bool {
+	found, _ := luksMagic(path)
+	return found
+}
+
+// luksMagic is hasLUKSMagic, with the first read the device failed (not
+// one past its end) when no magic was found.
+func luksMagic(path string) (bool, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return false
+		return false, nil
 	}
 	defer f.Close()
 	magic := make([]byte, 6)
+	var readErr error
 	for _, off := range []int64{0, 0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000, 0x400000} {
-		if n, _ := f.ReadAt(magic, off); n == 6 && (string(magic) == "LUKS\xba\xbe" || string(magic) == "SKUL\xba\xbe") {
-			return true
+		n, err := f.ReadAt(magic, off)
+		if n == 6 && (string(magic) == "LUKS\xba\xbe" || string(magic) == "SKUL\xba\xbe") {
+			return true, nil
+		}
+		if err != nil && readErr == nil && !errors.Is(err, io.EOF) {
+			readErr = err
 		}
 	}
-	return false
+	return false, readErr
 }
 
 // load reads the header of the device at path, and records which device

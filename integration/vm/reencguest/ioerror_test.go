@@ -200,6 +200,9 @@ func TestOnlineReencryptIOError(t *testing.T) {
 			if !errors.As(err, &ee) || ee.ExitCode() != 15 || !strings.Contains(out.String(), "failed in the middle of a hotzone") {
 				t.Fatalf("atrest reencrypt on a failing disk: %v, want exit 15 naming the failed hotzone:\n%s", err, out.String())
 			}
+			if how == "header" && (!strings.Contains(out.String(), "the header cannot be read") || strings.Contains(out.String(), "no LUKS header")) {
+				t.Fatalf("a header area that fails its reads is not reported as one (a disk failing, not a disk without LUKS):\n%s", out.String())
+			}
 			select {
 			case err := <-w.done:
 				if !errors.Is(err, syscall.EIO) {
@@ -218,6 +221,17 @@ func TestOnlineReencryptIOError(t *testing.T) {
 				}
 			}
 
+			if how == "header" {
+				// status of the failing device says it fails, not that it
+				// holds no LUKS volume.
+				var sout, serr bytes.Buffer
+				st := n.cmd("status", disk.path())
+				st.Stdout, st.Stderr = &sout, &serr
+				err := st.Run()
+				if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(serr.String(), "the header cannot be read") || !strings.Contains(serr.String(), "it is failing, not blank") {
+					t.Fatalf("status of a device whose header area fails: %v, want exit 1 saying the header cannot be read:\n%s%s", err, sout.String(), serr.String())
+				}
+			}
 			t.Logf("%.1fs: the run and the writer ended; the disk is healed", time.Since(t0).Seconds())
 			disk.heal(t)
 			if _, types := luksDigests(t, disk.path()); !strings.Contains(strings.Join(types, " "), "reencrypt") {
