@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/crypto/xts"
 
+	"github.com/atrest/atrest/internal/testutil"
 	"github.com/atrest/atrest/pkg/kms"
 	"github.com/atrest/atrest/pkg/kms/local"
 	"github.com/atrest/atrest/pkg/luks2"
@@ -328,5 +329,51 @@ func zero(t *testing.T, dev string, n int) {
 	}
 	if err := f.Sync(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// atrest reencrypt shows its progress as a user sees it. On a terminal (a
+// pty, through script(1)) it rewrites one line with \r: a bar, the
+// percentage rising to 100 %, the rate and the time left, then a newline.
+// With standard error a pipe (a log, atrestd's journal) it writes a few
+// lines, one per quarter, ending at 100 %, and no \r.
+func TestReencryptProgress(t *testing.T) {
+	testutil.RequireCommand(t, "script", "bsdutils")
+	n := localNode(t, "none")
+	dev := disk(t, 48)
+	n.ok("format", dev, "--name", "prog1")
+
+	r := n.ok("reencrypt", "prog1", "--hotzone-size", "1M")
+	var pcts []string
+	for _, l := range strings.Split(r.stderr, "\n") {
+		if p, ok := strings.CutPrefix(l, "reencrypt prog1: "); ok {
+			pcts = append(pcts, p)
+		}
+	}
+	if strings.Contains(r.stderr, "\r") || len(pcts) < 2 || len(pcts) > 5 || pcts[len(pcts)-1] != "100%" {
+		t.Fatalf("progress in a log: want a few lines, one per quarter, ending at 100%%, no \\r:\n%q", r.stderr)
+	}
+
+	cmd := exec.Command("script", "-q", "-e", "-c", fmt.Sprintf("%s -c %s reencrypt prog1 --hotzone-size 1M", atrestBinary(t), n.config), "/dev/null")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("atrest reencrypt on a terminal: %v\n%s", err, out)
+	}
+	var updates []string
+	for _, u := range strings.Split(string(out), "\r") {
+		if strings.HasPrefix(u, "reencrypt prog1: [") {
+			updates = append(updates, u)
+		}
+	}
+	if len(updates) < 3 {
+		t.Fatalf("on a terminal: want the progress line rewritten (\\r) at least 3 times, got %d:\n%q", len(updates), out)
+	}
+	last := updates[len(updates)-1]
+	// The terminal turns the newline into \r\n.
+	if !strings.Contains(last, "[##############################] 100%") || !strings.Contains(last, "MB/s  ETA") || !strings.Contains(string(out), last+"\r\n") {
+		t.Fatalf("the terminal's last progress line: want a full bar, 100 %%, the rate and the time left, then a newline: %q", last)
+	}
+	if !strings.Contains(updates[1], "MB/s  ETA") {
+		t.Fatalf("the terminal's progress line gives no rate and time left once data moved: %q", updates[1])
 	}
 }
