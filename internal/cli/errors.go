@@ -106,7 +106,7 @@ var classes = map[volume.Kind]class{
 	volume.KindNotManaged:        {ExitNotLUKS2, "", "take it over with: atrest adopt DEVICE --name NAME"},
 	volume.KindBadToken:          {ExitNotLUKS2, "", "the volume's atrest token is unreadable to this build (upgrade atrest if it is newer); the recovery key still opens it: atrest recovery unlock"},
 	volume.KindHeaderDamaged:     {ExitDamaged, "", "restore a header backup: atrest header restore DEVICE --backup FILE"},
-	volume.KindHeaderUnreadable:  {ExitError, "", "the device failed a read (an I/O error; the kernel log says more): it is failing, not blank: do not format it, copy what it holds off it"},
+	volume.KindHeaderUnreadable:  {ExitError, "", "the device failed a read (an I/O error; the kernel log says more): it is failing, not blank: do not format it; copy what it holds off it, or restore its header backup with --force (atrest header restore DEVICE --backup FILE --force)"},
 	volume.KindAmbiguous:         {ExitDamaged, "", "find out which signature is real before anything writes; if it is the LUKS2 volume, restore a header backup: atrest header restore DEVICE --backup FILE --force"},
 	volume.KindDeviceChanged:     {ExitBusy, "", "the device path was re-pointed while atrest ran; check the path and run the command again"},
 	volume.KindKeyRejected:       {ExitKeyRejected, "", ""},

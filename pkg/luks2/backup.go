@@ -272,6 +272,12 @@ func checkRestoreTarget(dev Reader, cur *Header, readErr error, bk *Header, opts
 				return fmt.Errorf("%w: device %s, backup %s", ErrUUIDMismatch, u, bk.UUID)
 			}
 		}
+	case errors.Is(readErr, ErrHeaderUnreadable):
+		// A disk remaps a sector that fails its reads when it is written:
+		// restoring the backup is how such a header comes back.
+		if !opts.Force {
+			return fmt.Errorf("luks2: refusing to restore onto a device whose header cannot be read (%w) unless forced", readErr)
+		}
 	case errors.Is(readErr, ErrNotLUKS), errors.Is(readErr, ErrLUKS1), errors.Is(readErr, ErrAmbiguousSignatures):
 		if !opts.Force {
 			return fmt.Errorf("luks2: refusing to restore onto a device without a LUKS2 header (%v) unless forced", readErr)

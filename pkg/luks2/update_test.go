@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -233,4 +234,57 @@ func TestReadFailingDevice(t *testing.T) {
 	if _, err := Read(context.Background(), failingReads{newMemDevice(testDevSize), 1 << 20}); !errors.Is(err, ErrHeaderUnreadable) {
 		t.Fatalf("a failing blank device: %v, want %v", err, ErrHeaderUnreadable)
 	}
+}
+
+// pendingSectors is a disk whose pages below end fail their reads until
+// they are written, as a disk's pending sectors do until it remaps them.
+type pendingSectors struct {
+	*memDevice
+	end     int64
+	mu      sync.Mutex
+	written map[int64]bool
+}
+
+func (p *pendingSectors) ReadAt(b []byte, off int64) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for pg := off / memPage; pg*memPage < off+int64(len(b)) && pg*memPage < p.end; pg++ {
+		if !p.written[pg] {
+			return 0, &fs.PathError{Op: "read", Path: "/dev/sdz", Err: syscall.EIO}
+		}
+	}
+	return p.memDevice.ReadAt(b, off)
+}
+
+func (p *pendingSectors) WriteAt(b []byte, off int64) (int, error) {
+	p.mu.Lock()
+	for pg := off / memPage; pg*memPage < off+int64(len(b)); pg++ {
+		p.written[pg] = true
+	}
+	p.mu.Unlock()
+	return p.memDevice.WriteAt(b, off)
+}
+
+// A header backup restores onto a disk whose header area fails its reads
+// only with force (whether it holds a header is unknown), and then brings
+// the volume back: writing is what makes such a disk remap the sectors.
+func TestRestoreOntoUnreadableHeader(t *testing.T) {
+	ctx := context.Background()
+	backup, h, vk := formatted(t, FormatOptions{})
+	disk := &pendingSectors{memDevice: newMemDevice(testDevSize), end: 1 << 20, written: map[int64]bool{}}
+	if _, err := Restore(ctx, disk, backup, RestoreOptions{}); !errors.Is(err, ErrHeaderUnreadable) || !strings.Contains(err.Error(), "unless forced") {
+		t.Fatalf("restore without force onto an unreadable header: %v, want a refusal naming %v and force", err, ErrHeaderUnreadable)
+	}
+	if len(disk.written) != 0 {
+		t.Fatalf("a refused restore wrote %d pages", len(disk.written))
+	}
+	got, err := Restore(ctx, disk, backup, RestoreOptions{Force: true})
+	if err != nil || got.UUID != h.UUID {
+		t.Fatalf("forced restore onto an unreadable header: %v", err)
+	}
+	k, _, err := got.Open(disk, pass(t, "platform"))
+	if err != nil || !k.Equal(vk) {
+		t.Fatalf("the restored volume does not open with its passphrase: %v", err)
+	}
+	k.Wipe()
 }

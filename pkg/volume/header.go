@@ -116,9 +116,9 @@ func dataProblem(h *luks2.Header) string {
 
 // HeaderCheck validates both header copies of device; with repair, a
 // damaged or outdated copy is rewritten from the good one. When both are
-// damaged (luks2.ErrHeaderDamaged) or gone (luks2.ErrNotLUKS), the error
-// names the backup to restore if the state directory has one of this
-// device.
+// damaged (luks2.ErrHeaderDamaged), gone (luks2.ErrNotLUKS) or
+// unreadable (luks2.ErrHeaderUnreadable), the error names the backup to
+// restore if the state directory has one of this device.
 func (m *Manager) HeaderCheck(ctx context.Context, device string, repair bool) (_ *CheckResult, err error) {
 	// The deferred audit reads res, not the named result: every early
 	// return below sets the result to nil.
@@ -134,6 +134,13 @@ func (m *Manager) HeaderCheck(ctx context.Context, device string, repair bool) (
 		if b := m.backupForDevice(device); b != "" {
 			res.Backup = b
 			return res, fmt.Errorf("%w; restore it: atrest header restore %s --backup %s", err, device, b)
+		}
+		return res, err
+	}
+	if errors.Is(err, luks2.ErrHeaderUnreadable) {
+		if b := m.backupForDevice(device); b != "" {
+			res.Backup = b
+			return res, fmt.Errorf("%w; writing the header again may make the disk remap its sectors: atrest header restore %s --backup %s --force", err, device, b)
 		}
 		return res, err
 	}

@@ -231,6 +231,15 @@ func TestOnlineReencryptIOError(t *testing.T) {
 				if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(serr.String(), "the header cannot be read") || !strings.Contains(serr.String(), "it is failing, not blank") {
 					t.Fatalf("status of a device whose header area fails: %v, want exit 1 saying the header cannot be read:\n%s%s", err, sout.String(), serr.String())
 				}
+				// header check names the backup, to restore with force.
+				sout.Reset()
+				serr.Reset()
+				hc := n.cmd("header", "check", disk.path())
+				hc.Stdout, hc.Stderr = &sout, &serr
+				err = hc.Run()
+				if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(serr.String(), "the header cannot be read") || !strings.Contains(serr.String(), "atrest header restore "+disk.path()+" --backup ") || !strings.Contains(serr.String(), "--force") {
+					t.Fatalf("header check of a device whose header area fails: %v, want exit 1 naming the backup to restore with --force:\n%s%s", err, sout.String(), serr.String())
+				}
 			}
 			t.Logf("%.1fs: the run and the writer ended; the disk is healed", time.Since(t0).Seconds())
 			disk.heal(t)
