@@ -12,16 +12,19 @@ import (
 func encryptCommand(e *env) *ucli.Command {
 	return &ucli.Command{
 		Name:      "encrypt",
-		Usage:     "encrypt an unmounted ext2/3/4 file system in place, making it an atrest volume",
+		Usage:     "encrypt an unmounted ext2/3/4, btrfs or XFS file system in place, making it an atrest volume",
 		ArgsUsage: "DEVICE",
 		Description: `Encrypts the file system on DEVICE in place, offline, as cryptsetup
 reencrypt --encrypt --reduce-device-size 32M does (docs/reencrypt.md): the
 LUKS2 header takes the device's first 16 MiB, whose data moves to its end,
 and the data is encrypted from the end backwards, each hotzone moved 16 MiB.
 The file system must be unmounted and end at least 32 MiB before the device
-does: shrink it first (e2fsck -f DEVICE && resize2fs DEVICE SIZE; the
-refusal names the size). A device with a LUKS header, anything but one
-ext2/3/4 file system, or one in use is refused, with nothing written. The
+does: shrink it first (ext2/3/4: e2fsck -f DEVICE && resize2fs DEVICE SIZE;
+btrfs, mounted: btrfs filesystem resize SIZE MOUNTPOINT; XFS cannot shrink:
+grow the device without growing the file system; the refusal names the
+size). A device with a LUKS header, anything but one ext2/3/4, single-device
+btrfs or internal-log XFS file system, or one in use is refused, with
+nothing written. The
 volume gets a platform keyslot through the configured KMS and a recovery key
 under the recovery policy (printed before anything is written), like
 atrest format. Interrupted, run the same command again: it resumes (it

@@ -131,8 +131,8 @@ var classes = map[volume.Kind]class{
 	volume.KindNoRecovery:        {ExitNotFound, "", ""},
 	volume.KindReencrypting:      {ExitReencrypting, "", "finish it: atrest reencrypt NAME, or cryptsetup reencrypt --resume-only where the message says atrest cannot (atrest status NAME shows the progress); nothing was changed"},
 	volume.KindAlreadyLUKS:       {ExitRefused, "", ""},
-	volume.KindFSUnsupported:     {ExitRefused, "", "encryption in place takes an ext2/3/4 file system on the whole device; for anything else copy the data onto a new atrest volume"},
-	volume.KindFSTooLarge:        {ExitRefused, "", "shrink the file system with the resize2fs command in the message, then run again; nothing was changed"},
+	volume.KindFSUnsupported:     {ExitRefused, "", "encryption in place takes one ext2/3/4, btrfs (one device) or XFS (internal log) file system on the whole device; for anything else copy the data onto a new atrest volume"},
+	volume.KindFSTooLarge:        {ExitRefused, "", "make the room the message says (resize2fs, btrfs filesystem resize, or for XFS a larger device), then run again; nothing was changed"},
 	volume.KindBackupStale:       {ExitRefused, "", "restore a backup taken since the re-encryption (the state directory's backup is refreshed when it ends); --force restores this one anyway, and the data re-encrypted since will not decrypt under it (docs/reencrypt.md)"},
 	volume.KindOther:             {ExitError, "", ""},
 }

@@ -41,7 +41,7 @@ type EncryptResult struct {
 	Warnings []string
 }
 
-// Encrypt encrypts the ext2/3/4 file system on an unused device in place,
+// Encrypt encrypts the file system (ext2/3/4, btrfs, XFS) on an unused device in place,
 // offline (docs/reencrypt.md, stage 3): CheckEncryptInPlace's refusals
 // first; then the platform secret and the recovery key of the one enrol
 // sequence (the KMS and the escrow are asked before anything is written;

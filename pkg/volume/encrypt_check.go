@@ -2,7 +2,6 @@ package volume
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -24,10 +23,12 @@ var (
 	// ErrAlreadyLUKS: the device holds a LUKS header already (adopt it,
 	// or re-encrypt it).
 	ErrAlreadyLUKS = errors.New("the device already holds a LUKS header")
-	// ErrFSUnsupported: no ext2/3/4 file system spans the device alone.
-	ErrFSUnsupported = errors.New("encryption in place handles an ext2/ext3/ext4 file system on the whole device")
+	// ErrFSUnsupported: no file system encryption in place reads the end
+	// of (encrypt_fs.go) spans the device alone.
+	ErrFSUnsupported = errors.New("encryption in place handles one ext2/ext3/ext4, btrfs (one device) or XFS (internal log) file system on the whole device")
 	// ErrFSTooLarge: the file system reaches into the last EncryptReduce
-	// bytes; it must be shrunk first (*FSTooLargeError says how).
+	// bytes; it must be shrunk first, or the device grown (*FSTooLargeError
+	// says how).
 	ErrFSTooLarge = errors.New("the file system leaves no room for the LUKS2 header")
 )
 
@@ -35,14 +36,15 @@ var (
 // makes the room.
 type FSTooLargeError struct {
 	Device          string
+	FS              string // the file system's type, as in EncryptPlan
 	FSSize, DevSize uint64
 	BlockSize       uint64
 	TargetBlocks    uint64 // the largest size that fits, in file system blocks
 }
 
 func (e *FSTooLargeError) Error() string {
-	return fmt.Sprintf("%s: %v: it is %d bytes on a %d-byte device and must end %d MiB before the device does; shrink it first, unmounted: e2fsck -f %s && resize2fs %s %dK (resize2fs -P %s prints the least it can shrink to)",
-		e.Device, ErrFSTooLarge, e.FSSize, e.DevSize, EncryptReduce>>20, e.Device, e.Device, e.TargetBlocks*e.BlockSize/1024, e.Device)
+	return fmt.Sprintf("%s: %v: the %s is %d bytes on a %d-byte device and must end %d MiB before the device does; %s",
+		e.Device, ErrFSTooLarge, e.FS, e.FSSize, e.DevSize, EncryptReduce>>20, makeRoom(e.FS, e.Device, e.FSSize, e.DevSize, e.TargetBlocks*e.BlockSize))
 }
 
 func (e *FSTooLargeError) Unwrap() error { return ErrFSTooLarge }
@@ -51,8 +53,8 @@ func (e *FSTooLargeError) Unwrap() error { return ErrFSTooLarge }
 type EncryptPlan struct {
 	Device     string
 	DeviceSize uint64
-	// FS is the file system type (ext2, ext3, ext4) and FSSize its size
-	// (blocks × block size), at most DeviceSize - EncryptReduce.
+	// FS is the file system type (ext2, ext3, ext4, btrfs, xfs) and FSSize
+	// its size as its superblock says, at most DeviceSize - EncryptReduce.
 	FS     string
 	FSSize uint64
 }
@@ -60,11 +62,13 @@ type EncryptPlan struct {
 // CheckEncryptInPlace decides whether the file system on device can be
 // encrypted in place, offline, reading only: the device must be unused
 // (not mounted, no holder, no swap), large enough, without a LUKS header,
-// and hold one ext2/3/4 file system that ends at least EncryptReduce
-// bytes before the device does. atrest does not shrink file systems
-// itself (docs/reencrypt.md): the operator runs resize2fs, and this check
-// reads the file system's own size from its superblock, so nothing that
-// belongs to it lies in the room the header takes.
+// and hold one file system of a type whose end it reads (ext2/3/4, btrfs,
+// XFS: encrypt_fs.go) that ends at least EncryptReduce bytes before the
+// device does. atrest does not shrink file systems itself
+// (docs/reencrypt.md): the operator runs resize2fs or btrfs filesystem
+// resize (or grows the device under an XFS), and this check reads the
+// file system's own size from its superblock, so nothing that belongs to
+// it lies in the room the header takes.
 func CheckEncryptInPlace(ctx context.Context, device string) (*EncryptPlan, error) {
 	d, err := blockdev.Inspect(device)
 	if err != nil {
@@ -89,7 +93,13 @@ func CheckEncryptInPlace(ctx context.Context, device string) (*EncryptPlan, erro
 		}
 		names = append(names, s.String())
 	}
-	if len(found) != 1 || !strings.HasPrefix(found[0].Type, "ext") || found[0].Type == "ext4dev" {
+	var ext *fsExtent
+	if len(found) == 1 {
+		if ext, err = readFSExtent(f, found[0].Type); err != nil {
+			return nil, fmt.Errorf("%s: %w", d.Path, err)
+		}
+	}
+	if ext == nil {
 		what := "no signature"
 		if len(names) > 0 {
 			what = strings.Join(names, "; ")
@@ -99,18 +109,9 @@ func CheckEncryptInPlace(ctx context.Context, device string) (*EncryptPlan, erro
 	if d.Size < EncryptReduce+luks2.DefaultDataOffset {
 		return nil, fmt.Errorf("%s: %w: %d bytes; encryption in place needs %d MiB for the header and the data shift and some data", d.Path, luks2.ErrDeviceTooSmall, d.Size, EncryptReduce>>20)
 	}
-	sb := make([]byte, 1024)
-	if _, err := f.ReadAt(sb, 1024); err != nil {
-		return nil, fmt.Errorf("%s: read the superblock: %w", d.Path, err)
-	}
-	bs := uint64(1024) << binary.LittleEndian.Uint32(sb[0x18:])
-	blocks := uint64(binary.LittleEndian.Uint32(sb[0x4:]))
-	if binary.LittleEndian.Uint32(sb[0x60:])&0x80 != 0 { // INCOMPAT_64BIT
-		blocks |= uint64(binary.LittleEndian.Uint32(sb[0x150:])) << 32
-	}
-	p := &EncryptPlan{Device: d.Path, DeviceSize: uint64(d.Size), FS: found[0].Type, FSSize: blocks * bs}
+	p := &EncryptPlan{Device: d.Path, DeviceSize: uint64(d.Size), FS: found[0].Type, FSSize: ext.size}
 	if room := p.DeviceSize - EncryptReduce; p.FSSize > room {
-		return nil, &FSTooLargeError{Device: d.Path, FSSize: p.FSSize, DevSize: p.DeviceSize, BlockSize: bs, TargetBlocks: room / bs}
+		return nil, &FSTooLargeError{Device: d.Path, FS: p.FS, FSSize: p.FSSize, DevSize: p.DeviceSize, BlockSize: ext.block, TargetBlocks: room / ext.block}
 	}
 	return p, nil
 }

@@ -116,3 +116,40 @@ func TestCheckEncryptInPlaceMounted(t *testing.T) {
 		t.Fatalf("a mounted device: %v", err)
 	}
 }
+
+// A btrfs or an XFS that fills its device is refused with what makes room
+// for its type (btrfs filesystem resize to the size that fits; for XFS,
+// which cannot shrink, a device grown by 32 MiB, after which the check
+// accepts it); a btrfs of two devices and an XFS with an external log are
+// refused as unsupported (a part would stay plaintext). None is changed.
+func TestCheckEncryptInPlaceBtrfsAndXFS(t *testing.T) {
+	testutil.RequireCommand(t, "mkfs.btrfs", "btrfs-progs")
+	testutil.RequireCommand(t, "mkfs.xfs", "xfsprogs")
+	full := image(t, 96)
+	run(t, "mkfs.btrfs", "-q", "-f", "--mixed", full)
+	if err := refusedUnchanged(t, full, KindFSTooLarge); !strings.Contains(err.Error(), "the btrfs is 100663296 bytes") || !strings.Contains(err.Error(), "btrfs filesystem resize 65536K /mnt") {
+		t.Fatalf("a full btrfs: %v", err)
+	}
+	two := image(t, 96)
+	run(t, "mkfs.btrfs", "-q", "-f", "--mixed", "-b", "64M", two, image(t, 96))
+	if err := refusedUnchanged(t, two, KindFSUnsupported); !strings.Contains(err.Error(), "a btrfs of 2 devices") {
+		t.Fatalf("a btrfs of two devices: %v", err)
+	}
+
+	xfs := image(t, 96)
+	run(t, "mkfs.xfs", "-q", "-f", "--unsupported", xfs)
+	if err := refusedUnchanged(t, xfs, KindFSTooLarge); !strings.Contains(err.Error(), "XFS cannot shrink") || !strings.Contains(err.Error(), "at least 134217728 bytes") || !strings.Contains(err.Error(), "lvextend -L +32M") {
+		t.Fatalf("a full XFS: %v", err)
+	}
+	if err := os.Truncate(xfs, 128<<20); err != nil {
+		t.Fatal(err)
+	}
+	if plan, err := CheckEncryptInPlace(context.Background(), xfs); err != nil || plan.FS != "xfs" || plan.FSSize != 96<<20 {
+		t.Fatalf("the XFS on a device grown by 32 MiB: %+v, %v", plan, err)
+	}
+	logged := image(t, 96)
+	run(t, "mkfs.xfs", "-q", "-f", "--unsupported", "-d", "size=64m", "-l", "logdev="+image(t, 16)+",size=8m", logged)
+	if err := refusedUnchanged(t, logged, KindFSUnsupported); !strings.Contains(err.Error(), "external log") {
+		t.Fatalf("an XFS with an external log: %v", err)
+	}
+}

@@ -47,6 +47,13 @@ func plainFS(t *testing.T) (string, []byte, []byte) {
 // e2fsck finds it clean, the file reads back, and the recovery key opens.
 func checkEncryptedVolume(t *testing.T, m *Manager, img string, file, fs []byte, rec *secret.Key) {
 	t.Helper()
+	checkEncryptedFS(t, m, img, "ext4", file, fs, rec)
+}
+
+// checkEncryptedFS is checkEncryptedVolume for a file system of type typ
+// (luks2test.CheckFS).
+func checkEncryptedFS(t *testing.T, m *Manager, img, typ string, file, fs []byte, rec *secret.Key) {
+	t.Helper()
 	if ps := problems(t, m, img); len(ps) > 0 {
 		t.Fatalf("status: %v", ps)
 	}
@@ -62,7 +69,7 @@ func checkEncryptedVolume(t *testing.T, m *Manager, img string, file, fs []byte,
 	if !bytes.Equal(plain, fs) {
 		t.Fatal("the decrypted volume differs from the file system as it was")
 	}
-	if err := luks2test.CheckExtFS(plain, t.TempDir(), "data.bin", file); err != nil {
+	if err := luks2test.CheckFS(typ, plain, t.TempDir(), "data.bin", file); err != nil {
 		t.Fatal(err)
 	}
 	if !recoveryOpens(t, v, rec) {
@@ -95,6 +102,64 @@ func TestEncrypt(t *testing.T) {
 		t.Fatalf("result %+v, progress %v", res, progress)
 	}
 	checkEncryptedVolume(t, m, img, file, fs, rec)
+}
+
+// otherFS is plainFS for btrfs (mixed block groups: btrfs needs 109 MiB
+// without) or XFS (below the 300 MB mkfs.xfs supports, for the test):
+// a 64 MiB file system with one file of random bytes in a 96 MiB image.
+func otherFS(t *testing.T, typ string) (string, []byte, []byte) {
+	t.Helper()
+	dir, img := t.TempDir(), image(t, 96)
+	file := make([]byte, 3<<20)
+	rand.Read(file)
+	root := filepath.Join(dir, "root")
+	if err := os.Mkdir(root, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "data.bin"), file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	switch typ {
+	case "btrfs":
+		testutil.RequireCommand(t, "mkfs.btrfs", "btrfs-progs")
+		run(t, "mkfs.btrfs", "-q", "-f", "--mixed", "-b", "64M", "--rootdir", root, img)
+	case "xfs":
+		testutil.RequireCommand(t, "mkfs.xfs", "xfsprogs")
+		proto := filepath.Join(dir, "proto")
+		if err := os.WriteFile(proto, []byte("/dev/null\n0 0\nd--755 0 0\ndata.bin ---600 0 0 "+filepath.Join(root, "data.bin")+"\n$\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		run(t, "mkfs.xfs", "-q", "-f", "--unsupported", "-d", "size=64m", "-p", proto, img)
+	}
+	raw, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img, file, raw[:64<<20]
+}
+
+// A btrfs and an XFS that end 32 MiB before their device are encrypted in
+// place like an ext4: the data decrypts to the file system byte for byte,
+// which btrfs check and xfs_repair find clean (btrfs restore reads the file
+// back), and the recovery key opens.
+func TestEncryptBtrfsAndXFS(t *testing.T) {
+	for _, typ := range []string{"btrfs", "xfs"} {
+		t.Run(typ, func(t *testing.T) {
+			m := withRecovery(newTestManager(t), config.RecoveryPrint)
+			img, file, fs := otherFS(t, typ)
+			var rec *secret.Key
+			res, err := m.Encrypt(context.Background(), EncryptOptions{Device: img, Name: "enc" + typ,
+				Show: func(r *EncryptResult) error { rec = keyCopy(t, r.Recovery.Key); return nil }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Recovery.Wipe()
+			if res.Bytes != 64<<20 {
+				t.Fatalf("result %+v", res)
+			}
+			checkEncryptedFS(t, m, img, typ, file, fs, rec)
+		})
+	}
 }
 
 // Killed right after it started, the volume is refused by open (the
