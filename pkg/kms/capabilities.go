@@ -45,6 +45,16 @@ type Session interface {
 	KeepAlive(ctx context.Context) error
 }
 
+// Preparer readies a backend for the calls a command is about to make
+// (Vault: the login, and the Transit key's check that Wrap makes first),
+// so that the caller can overlap that round trip with local work. It
+// writes nothing to the KMS's data; its error is the one the next call
+// would have met, and a caller that got one reports it instead of making
+// that call (which would try again and double the wait).
+type Preparer interface {
+	Prepare(ctx context.Context) error
+}
+
 // Checker diagnoses a backend step by step for `atrest kms check`:
 // reachability, authentication, permissions and a probe round trip.
 type Checker interface {

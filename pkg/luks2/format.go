@@ -59,7 +59,7 @@ func New(opts FormatOptions) (*Header, *secret.Key, error) {
 	uuid := opts.UUID
 	if uuid == "" {
 		var err error
-		if uuid, err = randomUUID(); err != nil {
+		if uuid, err = NewUUID(); err != nil {
 			return nil, nil, err
 		}
 	} else if err := checkUUID(uuid); err != nil {
@@ -161,7 +161,9 @@ func (u *Update) commitFormat(dev Device) (*Header, error) {
 	return next, nil
 }
 
-func randomUUID() (string, error) {
+// NewUUID returns a random (version 4) UUID, as FormatOptions.UUID takes
+// it: for a caller that names the volume before it makes its header.
+func NewUUID() (string, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", err

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/atrest/atrest/pkg/blockdev/overwrite"
 	"github.com/atrest/atrest/pkg/blockdev/preflight"
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/dmcrypt"
+	"github.com/atrest/atrest/pkg/kms"
 	"github.com/atrest/atrest/pkg/luks2"
 )
 
@@ -90,9 +92,25 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 		opts.SectorSize = 4096
 	}
 	// Preflight writes nothing, also with Force: the signatures it found
-	// are wiped only once the KMS (and escrow) have answered below.
+	// are wiped only once the KMS (and escrow) have answered below. What
+	// the KMS and the escrow are asked first, writing nothing (the Vault
+	// login and key check, whether the escrow takes the recovery key),
+	// runs beside the probe of the device's contents, once the device is
+	// known to exist, be unused and large enough: a device refused by the
+	// probe (signatures, data) has cost those questions at most, one
+	// missing, in use or too small no KMS call at all.
+	if opts.UUID, err = luks2.NewUUID(); err != nil {
+		return nil, err
+	}
+	var prep *formatPrep
+	defer func() {
+		if prep != nil && err != nil {
+			prep.stop()
+		}
+	}()
 	pf, err := preflight.Run(ctx, o.Device, preflight.Options{Force: o.Force, Progress: o.Progress,
-		MinSize: MinDeviceSize(opts.SectorSize)})
+		MinSize: MinDeviceSize(opts.SectorSize),
+		Checked: func() { prep = m.startFormatPrep(ctx, o.Name, opts.UUID, mode) }})
 	if errors.Is(err, preflight.ErrTooSmall) {
 		return nil, deviceTooSmall{err}
 	}
@@ -128,28 +146,23 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	defer vk.Wipe()
 	res.UUID, res.SectorSize, res.Flags = h.UUID, opts.SectorSize, opts.Flags
 
-	// The KMS protects the platform secret while the escrow is asked
-	// whether it would take the recovery key (given it last, once the
-	// volume exists and opens): neither writes anything, and a failure of
-	// either fails the format before anything is written.
-	var rec *Recovery
-	var recErr error
-	planned := make(chan struct{})
-	go func() {
-		defer close(planned)
-		rec, recErr = m.plannedRecovery(ctx, h.UUID, mode)
-	}()
+	// The KMS protects the platform secret once the escrow said it would
+	// take the recovery key (given it last, once the volume exists and
+	// opens): neither writes anything, and a failure of either fails the
+	// format before anything is written.
+	if prep == nil { // preflight calls Checked before it probes
+		prep = m.startFormatPrep(ctx, o.Name, opts.UUID, mode)
+	}
+	prep.wait()
+	if res.Recovery, err = prep.rec, prep.recErr; prep.err != nil || err != nil {
+		return fail(untouched, cmp.Or(prep.err, err))
+	}
 	ps, tok, err := m.protect(ctx, h.UUID, o.Name)
-	<-planned
 	if err != nil {
-		rec.Wipe()
 		return fail(untouched, err)
 	}
 	defer ps.Wipe()
 	res.KMS, res.Key, res.KeyVersion = tok.KMS, tok.Key, tok.KeyVersion
-	if res.Recovery, err = rec, recErr; err != nil {
-		return fail(untouched, err)
-	}
 	tok.Recovery = res.Recovery.record()
 	// What the KMS unwraps the new ciphertext to is asked while the
 	// header is written; the verification below opens the written keyslot
@@ -188,24 +201,105 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	if err := m.verifyKeys(ctx, written, dev, k); err != nil {
 		return fail("formatted, but the new keyslots did not open; run format again with --force", fmt.Errorf("%w: %w", ErrVerify, err))
 	}
-	if err := res.Recovery.deposit(ctx); err != nil {
+	// The deposit and the header backup at once: neither needs the other,
+	// and a refused deposit takes the backup with the header.
+	deposited := make(chan error, 1)
+	go func() { deposited <- res.Recovery.deposit(ctx) }()
+	backupErr := m.saveBackup(ctx, dev, h.UUID, h)
+	if err := <-deposited; err != nil {
 		// A volume whose recovery key went nowhere is not what was asked
 		// for: erase the header just written (the data area holds nothing
-		// yet), so that neither a volume nor an escrow entry is left.
+		// yet) and its backup, so that neither a volume nor an escrow
+		// entry is left.
 		state := "the escrow refused the recovery key; the LUKS2 header just written was erased again (the device holds no volume); run format again once the escrow answers"
 		if _, eerr := luks2.Erase(ctx, dev); eerr != nil {
 			state = fmt.Sprintf("the escrow refused the recovery key, and erasing the LUKS2 header just written failed too (%v): run format again with --force", eerr)
+		} else if rerr := m.removeBackups(h.UUID); rerr != nil {
+			state += fmt.Sprintf("; its header backup could not be removed (%v)", rerr)
 		}
 		return fail(state, err)
 	}
 	failpoint("format-after-deposit")
 	res.Recovery.settle()
-	if err := m.saveBackup(ctx, dev, h.UUID, h); err != nil {
-		res.Warnings = append(res.Warnings, err.Error()+"; run: atrest header backup "+o.Name)
+	if backupErr != nil {
+		res.Warnings = append(res.Warnings, backupErr.Error()+"; run: atrest header backup "+o.Name)
 	} else {
 		res.Backup = m.backupPath(h.UUID)
 	}
 	return res, nil
+}
+
+// formatPrep is what a format asks the KMS and the escrow while its
+// device is probed, writing nothing: the Vault login and key check
+// (kms.Preparer, with kms: vault-transit or vault-kv and no policy; the
+// local keystore, which Wrap might create, KMIP and the TPM are not
+// touched before the probe) and the planned recovery key, whose escrow
+// says whether it would take it.
+type formatPrep struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error // the Preparer's: protect would have met it
+	rec    *Recovery
+	recErr error
+}
+
+// startFormatPrep starts the questions of a format of the volume uuid,
+// named name, with recovery mode mode.
+func (m *Manager) startFormatPrep(ctx context.Context, name, uuid, mode string) *formatPrep {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &formatPrep{cancel: cancel, done: make(chan struct{})}
+	var wg sync.WaitGroup
+	if pr := m.formatPreparer(name); pr != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.err = pr.Prepare(ctx)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.rec, p.recErr = m.plannedRecovery(ctx, uuid, mode)
+	}()
+	go func() {
+		wg.Wait()
+		close(p.done)
+	}()
+	return p
+}
+
+// wait waits for the answers.
+func (p *formatPrep) wait() {
+	<-p.done
+	p.cancel()
+}
+
+// stop cancels the questions of a format that will not go on, waits for
+// them and wipes the recovery key they made.
+func (p *formatPrep) stop() {
+	p.cancel()
+	<-p.done
+	p.rec.Wipe()
+}
+
+// formatPreparer is the kms.Preparer of what protect asks for a volume
+// named name, or nil.
+func (m *Manager) formatPreparer(name string) kms.Preparer {
+	if m.cfg.PolicyFor(name) != nil {
+		return nil
+	}
+	var p kms.Preparer
+	switch m.kms.Backend() {
+	case config.BackendVaultTransit:
+		if kek, err := m.kms.Wrapper(); err == nil {
+			p, _ = kek.(kms.Preparer)
+		}
+	case config.BackendVaultKV:
+		if st, err := m.kms.Store(); err == nil {
+			p, _ = st.(kms.Preparer)
+		}
+	}
+	return p
 }
 
 // newVolume checks the name and the recovery mode of a volume to be made

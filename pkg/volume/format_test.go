@@ -226,3 +226,99 @@ vault:
 		t.Fatalf("escrow entries after one good format: %v, want one host", e)
 	}
 }
+
+// approleEscrowManager is a Manager on the shared Vault with node's
+// AppRole credentials, its Transit key and the recovery key escrowed
+// (docs/vault.md's node policy), and that node.
+func approleEscrowManager(t *testing.T, node string) (*Manager, vaulttest.Node, *vaulttest.Server) {
+	t.Helper()
+	s := vaulttest.Shared(t)
+	vn := vaulttest.Provision(t, s, node, nil)
+	dir := t.TempDir()
+	yaml := fmt.Sprintf("kms: vault-transit\nvault:\n  address: %s\n  ca_file: %s\n  auth:\n    method: approle\n    role_id: %s\n    secret_id_file: %s\n  transit:\n    key: %s\n  kv:\n    hostname: %s\nrecovery:\n  mode: escrow\nstate_dir: %s/state\n",
+		s.Address, s.CAFile, vn.RoleID, vn.SecretIDFile, vn.Key, node, dir)
+	return vaultManager(t, dir, yaml, ""), vn, s
+}
+
+// Format logs in to Vault while it probes the device, and a device the
+// probe refuses (here: it holds a file system) has cost that login and
+// nothing else: no secret wrapped, no escrow asked, the device unchanged.
+// A device too small never reaches Vault.
+func TestFormatLogsInWhileItProbes(t *testing.T) {
+	testutil.RequireCommand(t, "mkfs.ext4", "e2fsprogs")
+	m, _, _ := approleEscrowManager(t, fmt.Sprintf("probe%d", time.Now().UnixNano()%1e6))
+	byOp := func() map[string]int64 { return m.kms.Vault().Stats().ByOp }
+
+	small := filepath.Join(t.TempDir(), "small.img")
+	if err := os.WriteFile(small, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Format(context.Background(), FormatOptions{Device: small, Name: "small"}); !errors.Is(err, preflight.ErrTooSmall) {
+		t.Fatalf("format of 1 MiB: %v", err)
+	}
+	if ops := byOp(); len(ops) != 0 {
+		t.Fatalf("a device too small cost Vault requests: %v", ops)
+	}
+
+	fs := testImage(t)
+	run(t, "mkfs.ext4", "-q", "-F", fs)
+	before := testutil.SHA256(t, fs)
+	if _, err := m.Format(context.Background(), FormatOptions{Device: fs, Name: "fs"}); !errors.Is(err, preflight.ErrSignatures) {
+		t.Fatalf("format of a file system without --force: %v", err)
+	}
+	if ops := byOp(); len(ops) > 1 || len(ops) == 1 && ops["approle login"] != 1 {
+		t.Fatalf("a refused device cost Vault %v, want one login at most", ops)
+	}
+	if testutil.SHA256(t, fs) != before {
+		t.Fatal("a refused format changed the device")
+	}
+
+	img, res := formatted(t, m, "probed")
+	if ops := byOp(); ops["transit encrypt"] != 1 || ops["transit decrypt"] != 1 || ops["kv escrow"] != 1 {
+		t.Fatalf("Vault requests after a format: %v, want one encrypt, one decrypt, one deposit", ops)
+	}
+	if ps := problems(t, m, img); len(ps) > 0 || res.Recovery.Location == "" {
+		t.Fatalf("the volume: %v, recovery %+v", ps, res.Recovery)
+	}
+}
+
+// When the escrow refuses the deposit (the node's policy lost the escrow
+// path after the escrow was asked), the header just written is erased
+// again (no keyslot, no token, as luks2.Erase leaves it) and so is its
+// backup: no volume, no backup and no escrow entry are left, and the
+// error says so.
+func TestFormatDepositRefusedLeavesNothing(t *testing.T) {
+	node := fmt.Sprintf("deposit%d", time.Now().UnixNano()%1e6)
+	m, vn, s := approleEscrowManager(t, node)
+	img := testImage(t)
+	prev := failpoint
+	failpoint = func(name string) {
+		if name != "format-after-add" {
+			return
+		}
+		pol := fmt.Sprintf("path \"transit/encrypt/%[1]s\" { capabilities = [\"update\"] }\npath \"transit/decrypt/%[1]s\" { capabilities = [\"update\"] }\npath \"transit/keys/%[1]s\" { capabilities = [\"read\"] }\n", vn.Key)
+		if err := s.Client(t).Sys().PutPolicy(vn.Policy, pol); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(func() { failpoint = prev })
+	_, err := m.Format(context.Background(), FormatOptions{Device: img, Name: "refused"})
+	if !errors.Is(err, kms.ErrPermissionDenied) || !strings.Contains(err.Error(), "was erased again (the device holds no volume)") {
+		t.Fatalf("format whose deposit is refused: %v", err)
+	}
+	f, ferr := luks2.OpenFile(img, false)
+	if ferr != nil {
+		t.Fatal(ferr)
+	}
+	h, rerr := luks2.Read(context.Background(), f)
+	f.Close()
+	if rerr != nil || len(h.KeyslotIDs()) != 0 || len(h.TokenIDs()) != 0 {
+		t.Fatalf("the device after the refused format: %v, want a header erased of every keyslot and token", rerr)
+	}
+	if left, _ := filepath.Glob(filepath.Join(m.backupDir(), "*")); len(left) != 0 {
+		t.Fatalf("backups left: %v", left)
+	}
+	if sec, err := s.Client(t).Logical().List("secret/metadata/atrest-escrow/" + node); err != nil || sec != nil {
+		t.Fatalf("escrow entries left: %v, %v", sec, err)
+	}
+}

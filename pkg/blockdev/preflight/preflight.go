@@ -49,6 +49,11 @@ type Options struct {
 	// MinSize refuses a device smaller than this many bytes
 	// (*TooSmallError), before the device is opened.
 	MinSize int64
+	// Checked, when set, is called once the device exists, is unused and
+	// is large enough, before it is opened and read: the caller starts
+	// there what only a device worth examining should cost (format's
+	// Vault login runs beside the signature probe).
+	Checked func()
 }
 
 // Result is a device that passed: open exclusively, ready to format.
@@ -154,6 +159,9 @@ func Run(ctx context.Context, path string, opts Options) (*Result, error) {
 	}
 	if d.Size < opts.MinSize {
 		return nil, &TooSmallError{Device: d.Path, Size: d.Size, Min: opts.MinSize}
+	}
+	if opts.Checked != nil {
+		opts.Checked()
 	}
 	h, err := blockdev.OpenExclusive(ctx, d)
 	if err != nil {

@@ -31,6 +31,15 @@ func (cl *Client) ensureToken(ctx context.Context) (uint64, error) {
 	if cl.tok.usable(time.Now()) {
 		return cl.tok.gen, nil
 	}
+	if err := ctx.Err(); err != nil {
+		// Waiting for another caller's login (which failed) outlasted
+		// this caller's context: no login of its own.
+		op := cl.auth.describe() + " login"
+		if errors.Is(err, context.Canceled) {
+			return cl.tok.gen, fmt.Errorf("vault %s: %w", op, err)
+		}
+		return cl.tok.gen, &Error{Op: op, Kind: kms.ErrUnavailable, Reason: "the deadline passed while another login was under way"}
+	}
 	return cl.tok.gen, cl.loginLocked(ctx)
 }
 

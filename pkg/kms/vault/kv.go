@@ -61,7 +61,14 @@ var (
 	_ kms.Escrow      = (*KV)(nil)
 	_ kms.Checker     = (*KV)(nil)
 	_ kms.Session     = (*KV)(nil)
+	_ kms.Preparer    = (*KV)(nil)
 )
+
+// Prepare logs in, so that a format can do it while it checks the device.
+func (k *KV) Prepare(ctx context.Context) error {
+	_, err := k.cl.ensureToken(ctx)
+	return err
+}
 
 // NewKV validates cfg and returns a KV store using cl.
 func NewKV(cl *Client, cfg KVConfig) (*KV, error) {

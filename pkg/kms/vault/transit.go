@@ -44,11 +44,12 @@ type Transit struct {
 }
 
 var (
-	_ kms.KEK     = (*Transit)(nil)
-	_ kms.Rotator = (*Transit)(nil)
-	_ kms.Retirer = (*Transit)(nil)
-	_ kms.Session = (*Transit)(nil)
-	_ kms.Checker = (*Transit)(nil)
+	_ kms.KEK      = (*Transit)(nil)
+	_ kms.Rotator  = (*Transit)(nil)
+	_ kms.Retirer  = (*Transit)(nil)
+	_ kms.Session  = (*Transit)(nil)
+	_ kms.Preparer = (*Transit)(nil)
+	_ kms.Checker  = (*Transit)(nil)
 )
 
 // NewTransit uses the transit key cfg.Key through cl.
@@ -154,6 +155,15 @@ func (t *Transit) requireDerived(ctx context.Context) error {
 	t.mu.Lock()
 	t.derived = true
 	t.mu.Unlock()
+	return nil
+}
+
+// Prepare logs in and checks the key as Wrap does first (requireDerived),
+// so that a format can do both while it checks the device.
+func (t *Transit) Prepare(ctx context.Context) error {
+	if err := t.requireDerived(ctx); err != nil {
+		return t.explainDenied(ctx, err)
+	}
 	return nil
 }
 

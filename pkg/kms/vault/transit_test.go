@@ -212,6 +212,9 @@ func TestTransitRefusesAKeyThatIsNotDerived(t *testing.T) {
 		t.Fatal(err)
 	}
 	flat := newTransit(t, newClient(t, vault.Config{Address: s.Address, CACert: s.CAFile, Auth: vault.Auth{Token: s.RootToken}}), "atrest-flat-wrap")
+	if err := flat.Prepare(ctx(t)); !errors.Is(err, kms.ErrConfig) || !strings.Contains(err.Error(), "not derived") {
+		t.Fatalf("prepare with a key that is not derived: %v, want ErrConfig", err)
+	}
 	_, err := kms.Wrap(ctx(t), flat, volA, random(t, 32))
 	if !errors.Is(err, kms.ErrConfig) || !strings.Contains(err.Error(), "not derived") {
 		t.Fatalf("wrap with a key that is not derived: %v, want ErrConfig", err)
@@ -229,5 +232,27 @@ func TestTransitRefusesAKeyThatIsNotDerived(t *testing.T) {
 	}
 	if !errors.Is(err, kms.ErrConfig) {
 		t.Fatalf("rewrap with a key that is not derived: %v, want ErrConfig", err)
+	}
+}
+
+// Prepare does what a Wrap would do first (the login, the key's check)
+// and nothing else; the Wrap after it then sends only its encrypt.
+func TestTransitPrepareLogsInAndChecksTheKey(t *testing.T) {
+	s := vaulttest.Shared(t)
+	tr, _ := nodeTransit(t, s)
+	st := tr.Client().Stats()
+	if err := tr.Prepare(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	after := tr.Client().Stats()
+	if after.Requests-st.Requests != 2 || after.ByOp["transit read key"]-st.ByOp["transit read key"] != 1 || after.Logins-st.Logins != 1 {
+		t.Fatalf("prepare sent %v (logins %d), want one login and one key read", after.ByOp, after.Logins-st.Logins)
+	}
+	w, err := kms.Wrap(ctx(t), tr, volA, random(t, 32))
+	if err != nil || w.Ciphertext == "" {
+		t.Fatalf("wrap after prepare: %v", err)
+	}
+	if n := tr.Client().Stats().Requests - after.Requests; n != 1 {
+		t.Fatalf("wrap after prepare sent %d requests, want its encrypt alone", n)
 	}
 }
