@@ -70,7 +70,7 @@ func (a *appRoleAuth) login(ctx context.Context, cl *Client) (tokenState, error)
 }
 
 // parseAuth reads the auth block of a login or renew-self response. The
-// token becomes a Go string (vault/api takes no other form) only when it
+// token becomes a Go string (net/http's headers take no other form) only when it
 // differs from current: a renewal, or a login that returns the token in
 // use, reuses the one string the Client already holds instead of leaving
 // a new copy on the heap each time.

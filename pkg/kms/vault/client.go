@@ -23,7 +23,6 @@ import (
 
 	"github.com/atrest/atrest/pkg/kms"
 	"github.com/hashicorp/go-cleanhttp"
-	"github.com/hashicorp/vault/api"
 )
 
 // Client is a connection to Vault with its login. It is safe for
@@ -37,6 +36,9 @@ type Client struct {
 
 	mu  sync.Mutex // guards tok and serialises logins
 	tok tokenState
+	// sent is the token requests carry (tok.value, or nil: none), read
+	// without mu by every request.
+	sent atomic.Pointer[string]
 
 	logins      atomic.Int64
 	renewals    atomic.Int64
@@ -162,10 +164,7 @@ func New(cfg Config) (*Client, error) {
 		// to the dead active node a standby names: see DisableRedirects.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	c := &Client{cfg: cfg, hc: hc}
-	if c.nodes, err = newNodes(cfg, hc); err != nil {
-		return nil, err
-	}
+	c := &Client{cfg: cfg, hc: hc, nodes: newNodes(cfg)}
 	switch cfg.Auth.Method {
 	case "approle":
 		c.auth = &appRoleAuth{cfg: cfg.Auth.AppRole}
@@ -173,36 +172,6 @@ func New(cfg Config) (*Client, error) {
 		c.auth = &tokenAuth{file: cfg.Auth.TokenFile, env: cfg.Auth.Token}
 	}
 	return c, nil
-}
-
-// newAPI makes an api.Client that ignores the process environment (the
-// api package reads VAULT_TOKEN and VAULT_NAMESPACE by itself; atrest's
-// Config already decided about both).
-// All share one HTTP client, so one connection pool.
-func newAPI(cfg Config, address string, hc *http.Client) (*api.Client, error) {
-	a, err := api.NewClient(&api.Config{
-		Address:    address,
-		HttpClient: hc,
-		MaxRetries: 0, // atrest retries itself, transient failures only
-		// A standby redirects (307) to the active node only when it
-		// cannot forward, which in a cluster means the active node is
-		// gone: atrest sees the 307 and treats it as an election
-		// instead of following it to a dead address (nodes.go).
-		DisableRedirects: true,
-		// No api-level timeout: its raw calls cancel their context when
-		// they return, before a large body is read. atrest bounds each
-		// request, body included, with its own context instead.
-		Timeout: 0,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%w: vault: %w", kms.ErrConfig, err)
-	}
-	a.ClearToken()
-	a.ClearNamespace()
-	if cfg.Namespace != "" {
-		a.SetNamespace(cfg.Namespace)
-	}
-	return a, nil
 }
 
 // Address is the Vault server's URL: the first of Addresses.

@@ -1,6 +1,7 @@
 package vault
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,11 +9,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
 	"github.com/atrest/atrest/pkg/kms"
-	"github.com/hashicorp/vault/api"
 )
 
 // maxBody bounds what atrest reads of a response: a batch of 10,000
@@ -287,7 +288,7 @@ func (cl *Client) attempt(ctx context.Context, c call, n *node) (*reply, failure
 	actx, cancel := context.WithTimeout(ctx, cl.cfg.Timeout)
 	defer cancel()
 	t0 := time.Now()
-	var resp *api.Response
+	var resp *http.Response
 	err := n.acquire(actx)
 	unreached := false
 	if err == nil {
@@ -301,7 +302,7 @@ func (cl *Client) attempt(ctx context.Context, c call, n *node) (*reply, failure
 			cl.count(c.op)
 		}
 	}
-	if resp == nil || resp.Response == nil {
+	if resp == nil {
 		if err == nil {
 			err = errors.New("no response")
 		}
@@ -348,27 +349,40 @@ func (cl *Client) attempt(ctx context.Context, c call, n *node) (*reply, failure
 	return rep, f, false
 }
 
-// send issues the HTTP request through the api package.
-func (cl *Client) send(ctx context.Context, c call, n *node) (*api.Response, error) {
-	a := n.api
-	if c.anon || c.token != "" {
-		a = n.anon
+// send issues the HTTP request of c to node n, as Vault's API takes it:
+// the path under /v1/, a PUT with the JSON body for a write, the token
+// (the Client's, c's own, or none for c.anon) and the namespace in their
+// headers. Any status is a response; only a transport failure is an
+// error. Redirects are not followed (New's CheckRedirect).
+func (cl *Client) send(ctx context.Context, c call, n *node) (*http.Response, error) {
+	u := n.base + c.path
+	if len(c.params) > 0 {
+		u += "?" + url.Values(c.params).Encode()
 	}
-	if c.token != "" {
-		var err error
-		if a, err = n.anon.CloneWithHeaders(); err != nil {
-			return nil, err
-		}
-		a.SetToken(c.token)
-	}
-	switch c.method {
-	case http.MethodGet:
-		return a.Logical().ReadRawWithDataWithContext(ctx, c.path, c.params)
-	case http.MethodDelete:
-		return a.Logical().DeleteRawWithContext(ctx, c.path)
+	method, body := c.method, io.Reader(nil)
+	switch method {
+	case http.MethodGet, http.MethodDelete:
 	default:
-		return a.Logical().WriteRawWithContext(ctx, c.path, c.body)
+		method, body = http.MethodPut, bytes.NewReader(c.body)
 	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("X-Vault-Request", "true")
+	if ns := cl.cfg.Namespace; ns != "" {
+		req.Header.Set("X-Vault-Namespace", ns)
+	}
+	token := c.token
+	if token == "" && !c.anon {
+		if p := cl.sent.Load(); p != nil {
+			token = *p
+		}
+	}
+	if token != "" {
+		req.Header.Set("X-Vault-Token", token)
+	}
+	return cl.hc.Do(req)
 }
 
 // readBody reads a response body of at most maxBody bytes into one array,

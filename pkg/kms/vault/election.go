@@ -2,7 +2,9 @@ package vault
 
 import (
 	"context"
+	"encoding/json"
 	"math/rand/v2"
+	"net/http"
 	"time"
 )
 
@@ -74,6 +76,23 @@ func (cl *Client) probe(ctx context.Context, n *node) bool {
 	cl.probes.Add(1)
 	pctx, cancel := context.WithTimeout(ctx, min(probeTimeout, cl.cfg.Timeout))
 	defer cancel()
-	h, err := n.anon.Sys().HealthWithContext(pctx)
-	return err == nil && h.Initialized && !h.Sealed && !h.Standby
+	resp, err := cl.send(pctx, call{method: http.MethodGet, path: "sys/health", anon: true, params: healthParams}, n)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	body, err := readBody(resp.Body, resp.ContentLength)
+	var h struct {
+		Initialized, Sealed, Standby bool
+	}
+	return err == nil && resp.StatusCode/100 == 2 && json.Unmarshal(body, &h) == nil && h.Initialized && !h.Sealed && !h.Standby
+}
+
+// healthParams make sys/health answer 299 in every state it would
+// report with another code (uninitialised, sealed, standby, a DR or
+// performance secondary), as Vault's own client asks, so that a probe
+// reads the state from the body.
+var healthParams = map[string][]string{
+	"uninitcode": {"299"}, "sealedcode": {"299"}, "standbycode": {"299"},
+	"drsecondarycode": {"299"}, "performancestandbycode": {"299"},
 }

@@ -3,13 +3,10 @@ package vault
 import (
 	"context"
 	"math"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"github.com/hashicorp/vault/api"
 )
 
 // A Vault cluster is several addresses (Config.Addresses): the active
@@ -38,8 +35,7 @@ const aliveFor = 10 * time.Second
 // node is one address of the cluster.
 type node struct {
 	addr string
-	api  *api.Client // carries the current token
-	anon *api.Client // never carries a token
+	base string // addr + "/v1/": the API's paths follow it
 	// slots bounds this client's concurrent requests to the node
 	// (Config.MaxConcurrency), so that one atrestd, or one simulated
 	// node of the storm, cannot flood a Vault node on its own.
@@ -47,20 +43,12 @@ type node struct {
 	downUntil atomic.Int64 // UnixNano; 0 = up, math.MaxInt64 = dead
 }
 
-func newNodes(cfg Config, hc *http.Client) ([]*node, error) {
+func newNodes(cfg Config) []*node {
 	var nodes []*node
 	for _, a := range cfg.Addresses {
-		n := &node{addr: a, slots: make(chan struct{}, cfg.MaxConcurrency)}
-		var err error
-		if n.api, err = newAPI(cfg, a, hc); err != nil {
-			return nil, err
-		}
-		if n.anon, err = newAPI(cfg, a, hc); err != nil {
-			return nil, err
-		}
-		nodes = append(nodes, n)
+		nodes = append(nodes, &node{addr: a, base: strings.TrimSuffix(a, "/") + "/v1/", slots: make(chan struct{}, cfg.MaxConcurrency)})
 	}
-	return nodes, nil
+	return nodes
 }
 
 func (n *node) down() bool { return time.Now().UnixNano() < n.downUntil.Load() }
@@ -172,13 +160,11 @@ func (cl *Client) summary(r *round) string {
 	return strings.Join(parts, "; ")
 }
 
-// setToken installs the token on every node's client ("" clears it).
+// setToken installs the token requests carry ("" clears it).
 func (cl *Client) setToken(v string) {
-	for _, n := range cl.nodes {
-		if v == "" {
-			n.api.ClearToken()
-		} else {
-			n.api.SetToken(v)
-		}
+	if v == "" {
+		cl.sent.Store(nil)
+		return
 	}
+	cl.sent.Store(&v)
 }
