@@ -170,8 +170,17 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	ahead := m.unwrapAhead(ctx, h.UUID, tok)
 	defer ahead.wipe()
 
-	if err := pf.Wipe(ctx); err != nil {
-		return fail("wiping the signatures failed part-way; no LUKS2 header was written", err)
+	// The signatures --force erases are wiped while the keyslots are
+	// made (in memory: nothing of them is written before the commit).
+	wiped := make(chan error, 1)
+	go func() { wiped <- pf.Wipe(ctx) }()
+	k := &newKeys{vk: vk, ps: ps, tok: tok, rec: res.Recovery}
+	u, err := h.Begin()
+	if err == nil {
+		err = k.add(u)
+	}
+	if werr := <-wiped; werr != nil {
+		return fail("wiping the signatures failed part-way; no LUKS2 header was written", werr)
 	}
 	res.Warnings = pf.Warnings
 	for _, s := range pf.Wiped {
@@ -179,11 +188,6 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	}
 	if len(res.Wiped) > 0 {
 		untouched = "the signatures listed were wiped; nothing else was written"
-	}
-	k := &newKeys{vk: vk, ps: ps, tok: tok, rec: res.Recovery}
-	u, err := h.Begin()
-	if err == nil {
-		err = k.add(u)
 	}
 	if err != nil {
 		return fail(untouched, err)
@@ -195,18 +199,22 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 		return fail("the device may hold a partial LUKS2 header and no data; run format again with --force", err)
 	}
 	failpoint("format-after-add")
+	// The header backup is written while the keyslots are proven and the
+	// recovery key deposited (neither needs it); a format that fails
+	// after all takes the backup with it.
+	backedUp := make(chan error, 1)
+	go func() { backedUp <- m.saveBackup(ctx, dev, h.UUID, h) }()
 	// Prove the platform path (through the KMS, as the next boot will)
 	// and the recovery key before reporting success.
 	k.known = ahead.wait()
 	if err := m.verifyKeys(ctx, written, dev, k); err != nil {
+		<-backedUp
+		_ = m.removeBackups(h.UUID)
 		return fail("formatted, but the new keyslots did not open; run format again with --force", fmt.Errorf("%w: %w", ErrVerify, err))
 	}
-	// The deposit and the header backup at once: neither needs the other,
-	// and a refused deposit takes the backup with the header.
-	deposited := make(chan error, 1)
-	go func() { deposited <- res.Recovery.deposit(ctx) }()
-	backupErr := m.saveBackup(ctx, dev, h.UUID, h)
-	if err := <-deposited; err != nil {
+	err = res.Recovery.deposit(ctx)
+	backupErr := <-backedUp
+	if err != nil {
 		// A volume whose recovery key went nowhere is not what was asked
 		// for: erase the header just written (the data area holds nothing
 		// yet) and its backup, so that neither a volume nor an escrow

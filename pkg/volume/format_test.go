@@ -212,6 +212,9 @@ vault:
 	if e := entries(); len(e) != 0 {
 		t.Fatalf("a failed format left escrow entries under %s: %v", prefix, e)
 	}
+	if left, _ := filepath.Glob(filepath.Join(m.backupDir(), "*")); len(left) != 0 {
+		t.Fatalf("a failed format left header backups: %v", left)
+	}
 
 	failpoint = prev
 	res, err := m.Format(context.Background(), FormatOptions{Device: testImage(t), Name: "kept"})
