@@ -59,6 +59,8 @@ bench: deps vaultserver ## benchmarks, with the cryptsetup, clevis and openssl c
 	$(GO) test -run '^$$' -bench . -skip 'BenchmarkUnlockProcess|BenchmarkRewrapAll|BenchmarkRewrap$$|BenchmarkUnlock$$' -benchmem -count 5 ./...
 	./scripts/bench-luks2.sh
 	./scripts/bench-reencrypt.sh
+	./scripts/bench-encrypt.sh
+	ATREST_VM_RUN=TestOnlineThroughputBesideCryptsetup $(GO) test -count=1 -timeout 25m -v -run 'TestRealKernelReencrypt$$' ./integration/cli/
 	./scripts/bench-unlock.sh
 	BENCH_1000=1 ATREST_VAULTSERVER=$(VAULTSERVER) ./scripts/bench-all.sh
 	ATREST_STORM_NODES=1000 ATREST_STORM_ROUNDS=2 $(GO) test -count=1 -timeout 30m -v -run '^TestStorm$$' ./integration/storm
