@@ -150,9 +150,6 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	// take the recovery key (given it last, once the volume exists and
 	// opens): neither writes anything, and a failure of either fails the
 	// format before anything is written.
-	if prep == nil { // preflight calls Checked before it probes
-		prep = m.startFormatPrep(ctx, o.Name, opts.UUID, mode)
-	}
 	prep.wait()
 	if res.Recovery, err = prep.rec, prep.recErr; prep.err != nil || err != nil {
 		return fail(untouched, cmp.Or(prep.err, err))

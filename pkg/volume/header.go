@@ -130,17 +130,15 @@ func (m *Manager) HeaderCheck(ctx context.Context, device string, repair bool) (
 	}
 	defer f.Close()
 	h, err := luks2.Read(ctx, f)
-	if errors.Is(err, luks2.ErrHeaderDamaged) || errors.Is(err, luks2.ErrNotLUKS) {
+	unreadable := errors.Is(err, luks2.ErrHeaderUnreadable)
+	if unreadable || errors.Is(err, luks2.ErrHeaderDamaged) || errors.Is(err, luks2.ErrNotLUKS) {
 		if b := m.backupForDevice(device); b != "" {
 			res.Backup = b
-			return res, fmt.Errorf("%w; restore it: atrest header restore %s --backup %s", err, device, b)
-		}
-		return res, err
-	}
-	if errors.Is(err, luks2.ErrHeaderUnreadable) {
-		if b := m.backupForDevice(device); b != "" {
-			res.Backup = b
-			return res, fmt.Errorf("%w; writing the header again may make the disk remap its sectors: atrest header restore %s --backup %s --force", err, device, b)
+			how := fmt.Sprintf("restore it: atrest header restore %s --backup %s", device, b)
+			if unreadable {
+				how = fmt.Sprintf("writing the header again may make the disk remap its sectors: atrest header restore %s --backup %s --force", device, b)
+			}
+			return res, fmt.Errorf("%w; %s", err, how)
 		}
 		return res, err
 	}

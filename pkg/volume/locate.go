@@ -114,20 +114,18 @@ func (m *Manager) Scan(ctx context.Context) ([]*Volume, []error) {
 	var paths []string
 	seen := map[string]bool{}
 	configured := map[string]bool{}
-	add := func(path string) {
+	add := func(path string) string {
 		real, err := filepath.EvalSymlinks(path)
 		if err != nil || seen[real] {
-			return
+			return real
 		}
 		seen[real] = true
 		paths = append(paths, real)
+		return real
 	}
 	for _, c := range m.cfg.Volumes {
 		if c.Device != "" {
-			add(c.Device)
-			if real, err := filepath.EvalSymlinks(c.Device); err == nil {
-				configured[real] = true
-			}
+			configured[add(c.Device)] = true
 		}
 	}
 	for _, dev := range blockDevices() {
@@ -142,13 +140,10 @@ func (m *Manager) Scan(ctx context.Context) ([]*Volume, []error) {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			switch found, err := luksMagic(path); {
-			case found:
-				vols[i], errs[i] = m.load(ctx, path)
-			case err != nil && configured[path]:
-				// A configured volume's disk that fails its reads is
-				// said to (by the full read's error), not left out as
-				// if it held no volume.
+			// A configured volume's disk that fails its reads is said
+			// to (by the full read's error), not left out as if it held
+			// no volume.
+			if found, err := luksMagic(path); found || err != nil && configured[path] {
 				vols[i], errs[i] = m.load(ctx, path)
 			}
 		}()
