@@ -60,27 +60,42 @@ type KeyslotOptions struct {
 // runs now; the keyslot area is written by Commit, into a part of the
 // keyslots area that the header on the device does not use.
 func (u *Update) AddKeyslot(vk, passphrase *secret.Key, opts KeyslotOptions) (int, error) {
-	d, err := u.enrolDigest(vk)
+	d, id, err := u.placeFor(vk, opts.Slot)
 	if err != nil {
 		return -1, err
 	}
-	if err := d.verify(vk); err != nil {
+	s, err := SealKeyslot(vk, passphrase, opts.KDF)
+	if err != nil {
 		return -1, err
 	}
+	return u.add(d, id, s, opts.Priority)
+}
+
+// SealedKeyslot is a keyslot made ahead of the Update that adds it
+// (AddSealed): its KDF parameters and salt, and its area's content,
+// encrypted, which do not depend on where in the header the area goes
+// (an area's IVs count from its own first sector). It holds nothing
+// secret.
+type SealedKeyslot struct {
+	k    Keyslot // without its number and its area's offset
+	area []byte
+}
+
+// SealKeyslot runs the costly part of adding a keyslot, which needs no
+// header: the KDF over passphrase, the anti-forensic split of vk and the
+// area's encryption. A format seals its keyslots while the KMS answers.
+// The salt is generated; kdfParams gives the KDF and its costs.
+func SealKeyslot(vk, passphrase *secret.Key, kdfParams kdf.Params) (*SealedKeyslot, error) {
 	if passphrase.Len() == 0 {
-		return -1, fmt.Errorf("luks2: empty passphrase")
+		return nil, fmt.Errorf("luks2: empty passphrase")
 	}
-	id, err := u.freeKeyslot(opts.Slot)
-	if err != nil {
-		return -1, err
-	}
-	p := opts.KDF
+	p := kdfParams
 	p.Salt = make([]byte, kdf.SaltSize)
 	if _, err := io.ReadFull(saltSource, p.Salt); err != nil {
-		return -1, err
+		return nil, err
 	}
 	if err := p.Validate(); err != nil {
-		return -1, err
+		return nil, err
 	}
 	// The anti-forensic splitter always hashes with SHA-256, cryptsetup's
 	// default (it uses the PBKDF2 hash only when that is the KDF). It is
@@ -92,32 +107,69 @@ func (u *Update) AddKeyslot(vk, passphrase *secret.Key, opts KeyslotOptions) (in
 	if err := checkAreaCipher("aes-xts-plain64", areaKeySize); err != nil {
 		areaKeySize = 64
 	}
-	size := roundUp(uint64(af.Size(vk.Len(), af.Stripes)), 4096)
-	off, err := u.findArea(size)
+	s := &SealedKeyslot{k: Keyslot{
+		Type: "luks2", KeySize: vk.Len(), KDF: p,
+		AF:   AF{Type: "luks1", Stripes: af.Stripes, Hash: afHash},
+		Area: Area{Type: "raw", Size: roundUp(uint64(af.Size(vk.Len(), af.Stripes)), 4096), Encryption: "aes-xts-plain64", KeySize: areaKeySize},
+	}}
+	var err error
+	if s.area, err = s.k.seal(vk, passphrase); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// AddSealed adds the keyslot s, sealed for vk, and returns its number, as
+// AddKeyslot does (opts.KDF is s's already). Each SealedKeyslot is added
+// once: two keyslots from one would share their salt.
+func (u *Update) AddSealed(vk *secret.Key, s *SealedKeyslot, opts KeyslotOptions) (int, error) {
+	if s.k.KeySize != vk.Len() {
+		return -1, fmt.Errorf("luks2: keyslot sealed for a %d-byte key, not %d", s.k.KeySize, vk.Len())
+	}
+	d, id, err := u.placeFor(vk, opts.Slot)
 	if err != nil {
 		return -1, err
 	}
-	prio := opts.Priority
+	return u.add(d, id, s, opts.Priority)
+}
+
+// placeFor is the digest a keyslot for vk joins, checked against vk, and
+// the keyslot number it gets (want, or the lowest free one).
+func (u *Update) placeFor(vk *secret.Key, want int) (*Digest, int, error) {
+	d, err := u.enrolDigest(vk)
+	if err != nil {
+		return nil, -1, err
+	}
+	if err := d.verify(vk); err != nil {
+		return nil, -1, err
+	}
+	id, err := u.freeKeyslot(want)
+	if err != nil {
+		return nil, -1, err
+	}
+	return d, id, nil
+}
+
+// add puts s into the header as keyslot id of digest d, in a free part of
+// the keyslots area.
+func (u *Update) add(d *Digest, id int, s *SealedKeyslot, prio Priority) (int, error) {
+	off, err := u.findArea(s.k.Area.Size)
+	if err != nil {
+		return -1, err
+	}
 	if prio == PriorityIgnore {
 		prio = PriorityNormal
 	}
-	k := &Keyslot{
-		ID: id, Type: "luks2", KeySize: vk.Len(), Priority: prio, KDF: p,
-		AF:   AF{Type: "luks1", Stripes: af.Stripes, Hash: afHash},
-		Area: Area{Type: "raw", Offset: off, Size: size, Encryption: "aes-xts-plain64", KeySize: areaKeySize},
-	}
-	sealed, err := k.seal(vk, passphrase)
-	if err != nil {
-		return -1, err
-	}
-	u.next.Keyslots[id] = k
+	k := s.k
+	k.ID, k.Priority, k.Area.Offset = id, prio, off
+	u.next.Keyslots[id] = &k
 	d.Keyslots = append(d.Keyslots, id)
 	if err := u.checkFits(); err != nil {
 		delete(u.next.Keyslots, id)
 		d.Keyslots = d.Keyslots[:len(d.Keyslots)-1]
 		return -1, err
 	}
-	u.pending[id] = sealed
+	u.pending[id] = s.area
 	return id, nil
 }
 

@@ -28,13 +28,16 @@ type newKeys struct {
 	record *string
 	// known: the KMS's answers given ahead (RekeyEach), nil: none.
 	known *answers
+	// sealed is the platform keyslot sealed ahead (format), nil: add
+	// seals it.
+	sealed *luks2.SealedKeyslot
 }
 
 // add puts the new keyslots and tokens into u.
 func (k *newKeys) add(u *luks2.Update) error {
 	if k.ps != nil {
 		var err error
-		if k.slot, k.id, err = addPlatform(u, k.vk, k.ps, k.tok); err != nil {
+		if k.slot, k.id, err = addPlatform(u, k.vk, k.ps, k.tok, k.sealed); err != nil {
 			return err
 		}
 	}
@@ -69,6 +72,24 @@ func (k *newKeys) added() []int {
 // unwrapped through the KMS as the next boot will, opens its keyslot to
 // vk, and the recovery key opens its keyslot.
 func (m *Manager) verifyKeys(ctx context.Context, h *luks2.Header, dev luks2.Reader, k *newKeys) error {
+	// The recovery keyslot, which only needs the CPU, opens beside the
+	// others (the platform path may ask the KMS or the TPM); its error
+	// comes last, as when it ran last.
+	recErr := make(chan error, 1)
+	if k.rec != nil {
+		go func() { recErr <- k.rec.verify(h, dev) }()
+	} else {
+		recErr <- nil
+	}
+	err := m.verifyPlatform(ctx, h, dev, k)
+	if rerr := <-recErr; err == nil && rerr != nil {
+		err = fmt.Errorf("recovery keyslot %d: %w", k.rec.Keyslot, rerr)
+	}
+	return err
+}
+
+// verifyPlatform is verifyKeys' platform and TPM keyslots.
+func (m *Manager) verifyPlatform(ctx context.Context, h *luks2.Header, dev luks2.Reader, k *newKeys) error {
 	if k.ps != nil {
 		if err := m.verifyTokenFrom(ctx, k.known, h, dev, k.tok, k.vk); err != nil {
 			return err
@@ -77,11 +98,6 @@ func (m *Manager) verifyKeys(ctx context.Context, h *luks2.Header, dev luks2.Rea
 	if k.tpm != nil {
 		if err := k.tpm.verify(h, dev, k.vk); err != nil {
 			return fmt.Errorf("TPM keyslot %d: %w", k.tpm.slot, err)
-		}
-	}
-	if k.rec != nil {
-		if err := k.rec.verify(h, dev); err != nil {
-			return fmt.Errorf("recovery keyslot %d: %w", k.rec.Keyslot, err)
 		}
 	}
 	return nil

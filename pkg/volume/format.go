@@ -15,6 +15,8 @@ import (
 	"github.com/atrest/atrest/pkg/dmcrypt"
 	"github.com/atrest/atrest/pkg/kms"
 	"github.com/atrest/atrest/pkg/luks2"
+	"github.com/atrest/atrest/pkg/secret"
+	"github.com/atrest/atrest/pkg/token"
 )
 
 // FormatOptions describe a new volume.
@@ -120,7 +122,11 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	defer pf.Handle.Close()
 	res = &FormatResult{Device: pf.Device.Path, Name: o.Name}
 	untouched := "nothing was written to the device"
+	var seals *sealing
 	fail := func(state string, err error) (*FormatResult, error) {
+		if seals != nil {
+			seals.wait() // before the keys it seals with are wiped
+		}
 		if res.Recovery != nil && res.Recovery.deposited {
 			// Escrow is create-only for the node: say where the key of
 			// the volume that was not made went, for an administrator.
@@ -146,6 +152,21 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	defer vk.Wipe()
 	res.UUID, res.SectorSize, res.Flags = h.UUID, opts.SectorSize, opts.Flags
 
+	// The keyslots are sealed while the KMS and the escrow answer: the
+	// KDF, the anti-forensic split and the area encryption of each (most
+	// of a format's CPU) need only the volume key, the platform secret
+	// and the recovery key, all made here. A policy's keyslots wait for
+	// its factors (protect).
+	var ps *secret.Key
+	defer func() { ps.Wipe() }()
+	if m.cfg.PolicyFor(o.Name) == nil {
+		if ps, err = secret.Random(PlatformSecretSize); err != nil {
+			return fail(untouched, err)
+		}
+	}
+	seals = sealAhead(vk, ps, prep.rec)
+	defer seals.wait() // runs before the keys' wipes above
+
 	// The KMS protects the platform secret once the escrow said it would
 	// take the recovery key (given it last, once the volume exists and
 	// opens): neither writes anything, and a failure of either fails the
@@ -154,11 +175,20 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	if res.Recovery, err = prep.rec, prep.recErr; prep.err != nil || err != nil {
 		return fail(untouched, cmp.Or(prep.err, err))
 	}
-	ps, tok, err := m.protect(ctx, h.UUID, o.Name)
+	var tok *token.Token
+	if ps != nil {
+		tok, err = m.protectSecret(ctx, h.UUID, o.Name, ps)
+	} else {
+		ps, tok, err = m.protect(ctx, h.UUID, o.Name)
+	}
 	if err != nil {
 		return fail(untouched, err)
 	}
-	defer ps.Wipe()
+	platform, recovery, err := seals.wait()
+	if err != nil {
+		return fail(untouched, err)
+	}
+	res.Recovery.sealed = recovery
 	res.KMS, res.Key, res.KeyVersion = tok.KMS, tok.Key, tok.KeyVersion
 	tok.Recovery = res.Recovery.record()
 	// What the KMS unwraps the new ciphertext to is asked while the
@@ -171,7 +201,7 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 	// made (in memory: nothing of them is written before the commit).
 	wiped := make(chan error, 1)
 	go func() { wiped <- pf.Wipe(ctx) }()
-	k := &newKeys{vk: vk, ps: ps, tok: tok, rec: res.Recovery}
+	k := &newKeys{vk: vk, ps: ps, tok: tok, rec: res.Recovery, sealed: platform}
 	u, err := h.Begin()
 	if err == nil {
 		err = k.add(u)
@@ -243,8 +273,8 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 type formatPrep struct {
 	cancel context.CancelFunc
 	done   chan struct{}
-	err    error // the Preparer's: protect would have met it
-	rec    *Recovery
+	err    error     // the Preparer's: protect would have met it
+	rec    *Recovery // made at once; its escrow asked meanwhile
 	recErr error
 }
 
@@ -255,17 +285,13 @@ func (m *Manager) startFormatPrep(ctx context.Context, name, uuid, mode string) 
 	p := &formatPrep{cancel: cancel, done: make(chan struct{})}
 	var wg sync.WaitGroup
 	if pr := m.formatPreparer(name); pr != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p.err = pr.Prepare(ctx)
-		}()
+		wg.Go(func() { p.err = pr.Prepare(ctx) })
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		p.rec, p.recErr = m.plannedRecovery(ctx, uuid, mode)
-	}()
+	// The key is made now, for its keyslot to be sealed meanwhile; the
+	// escrow is asked beside the Preparer.
+	if p.rec, p.recErr = recoveryKey(mode); p.recErr == nil {
+		wg.Go(func() { p.recErr = m.planEscrow(ctx, p.rec, uuid) })
+	}
 	go func() {
 		wg.Wait()
 		close(p.done)
@@ -305,6 +331,40 @@ func (m *Manager) formatPreparer(name string) kms.Preparer {
 		}
 	}
 	return p
+}
+
+// sealing is a format's keyslots sealed ahead (sealAhead).
+type sealing struct {
+	done               chan struct{}
+	platform, recovery *luks2.SealedKeyslot
+	err                error
+}
+
+// sealAhead seals for vk, each on its own goroutine, the platform keyslot
+// of ps and the recovery keyslot of rec's key (nil, or no key: none). The
+// keys stay unwiped until wait has returned.
+func sealAhead(vk, ps *secret.Key, rec *Recovery) *sealing {
+	s := &sealing{done: make(chan struct{})}
+	var wg sync.WaitGroup
+	var perr, rerr error
+	if ps != nil {
+		wg.Go(func() { s.platform, perr = luks2.SealKeyslot(vk, ps, platformKeyslot().KDF) })
+	}
+	if rec != nil && rec.Key != nil {
+		wg.Go(func() { s.recovery, rerr = luks2.SealKeyslot(vk, rec.Key, recoveryKeyslot().KDF) })
+	}
+	go func() {
+		wg.Wait()
+		s.err = cmp.Or(perr, rerr)
+		close(s.done)
+	}()
+	return s
+}
+
+// wait waits for the sealed keyslots (nil where none was asked for).
+func (s *sealing) wait() (platform, recovery *luks2.SealedKeyslot, err error) {
+	<-s.done
+	return s.platform, s.recovery, s.err
 }
 
 // newVolume checks the name and the recovery mode of a volume to be made

@@ -29,44 +29,52 @@ func (m *Manager) protect(ctx context.Context, uuid, name string) (*secret.Key, 
 // protectUnder is protect under policy p instead of the configuration's
 // (nil: the kms: backend alone).
 func (m *Manager) protectUnder(ctx context.Context, uuid, name string, p *policy.Policy) (*secret.Key, *token.Token, error) {
+	if p != nil {
+		now := m.now().UTC()
+		return m.protectPolicy(ctx, uuid, &token.Token{Name: name, Created: now, Rotated: now}, p)
+	}
 	ps, err := secret.Random(PlatformSecretSize)
 	if err != nil {
 		return nil, nil, err
 	}
-	now := m.now().UTC()
-	tok := &token.Token{Name: name, Created: now, Rotated: now}
-	if p != nil {
-		ps.Wipe()
-		return m.protectPolicy(ctx, uuid, tok, p)
-	}
-	kek, err := m.kms.Wrapper()
+	tok, err := m.protectSecret(ctx, uuid, name, ps)
 	if err != nil {
 		ps.Wipe()
 		return nil, nil, err
+	}
+	return ps, tok, nil
+}
+
+// protectSecret has the kms: backend protect ps, a platform secret made
+// by the caller (format seals its keyslot while the KMS answers), for the
+// volume uuid named name, and returns its token. The caller wipes ps.
+func (m *Manager) protectSecret(ctx context.Context, uuid, name string, ps *secret.Key) (*token.Token, error) {
+	now := m.now().UTC()
+	tok := &token.Token{Name: name, Created: now, Rotated: now}
+	kek, err := m.kms.Wrapper()
+	if err != nil {
+		return nil, err
 	}
 	if kek != nil {
 		w, err := kms.Wrap(ctx, kek, uuid, ps)
 		if err != nil {
-			ps.Wipe()
-			return nil, nil, err
+			return nil, err
 		}
 		tok.KMS, tok.Key, tok.KeyVersion, tok.Ciphertext = w.Backend, w.Key, w.KeyVersion, w.Ciphertext
-		return ps, tok, nil
+		return tok, nil
 	}
 	store, err := m.kms.Store()
 	if err != nil {
-		ps.Wipe()
-		return nil, nil, err
+		return nil, err
 	}
 	// KV secrets are create-only: each platform secret gets its own id,
 	// so a rekey never overwrites the secret the old keyslot still needs.
 	id := uuid + "." + strconv.FormatInt(now.UnixNano(), 36)
 	if err := store.Put(ctx, id, ps); err != nil {
-		ps.Wipe()
-		return nil, nil, err
+		return nil, err
 	}
 	tok.KMS, tok.Key = config.BackendVaultKV, id
-	return ps, tok, nil
+	return tok, nil
 }
 
 // wrapped is what a token says about its secret, in the KMS's terms.
@@ -104,12 +112,19 @@ func (m *Manager) unwrapAll(ctx context.Context, uuids []string, toks []*token.T
 	return out
 }
 
+// platformKeyslot describes a platform keyslot: PBKDF2 at its minimum,
+// for a secret of full entropy, in the lowest free keyslot.
+func platformKeyslot() luks2.KeyslotOptions {
+	return luks2.KeyslotOptions{Slot: luks2.AnySlot, KDF: kdf.Platform(), Priority: luks2.PriorityNormal}
+}
+
 // addPlatform adds a platform keyslot for ps and its token to u and
 // returns the keyslot and token numbers. A policy token gets one keyslot
 // per branch, ps holding their secrets (protectPolicy); slot is the
-// first.
-func addPlatform(u *luks2.Update, vk, ps *secret.Key, tok *token.Token) (slot, id int, err error) {
-	opts := luks2.KeyslotOptions{Slot: luks2.AnySlot, KDF: kdf.Platform(), Priority: luks2.PriorityNormal}
+// first. sealed, when not nil, is the keyslot of a token without a policy,
+// sealed ahead for vk and ps.
+func addPlatform(u *luks2.Update, vk, ps *secret.Key, tok *token.Token, sealed *luks2.SealedKeyslot) (slot, id int, err error) {
+	opts := platformKeyslot()
 	if tok.Policy != nil {
 		for i := range tok.Policy.Branches {
 			bs, err := branchSecret(ps, i)
@@ -124,8 +139,15 @@ func addPlatform(u *luks2.Update, vk, ps *secret.Key, tok *token.Token) (slot, i
 			tok.Policy.Branches[i].Keyslot = s
 		}
 		slot = tok.Policy.Branches[0].Keyslot
-	} else if slot, err = u.AddKeyslot(vk, ps, opts); err != nil {
-		return 0, 0, fmt.Errorf("add platform keyslot: %w", err)
+	} else {
+		if sealed != nil {
+			slot, err = u.AddSealed(vk, sealed, opts)
+		} else {
+			slot, err = u.AddKeyslot(vk, ps, opts)
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("add platform keyslot: %w", err)
+		}
 	}
 	tok.Keyslot = slot
 	data, err := tok.Marshal()

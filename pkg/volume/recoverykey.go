@@ -9,7 +9,6 @@ import (
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/kms"
 	"github.com/atrest/atrest/pkg/luks2"
-	"github.com/atrest/atrest/pkg/luks2/kdf"
 	"github.com/atrest/atrest/pkg/recoverykey"
 	"github.com/atrest/atrest/pkg/secret"
 )
@@ -33,6 +32,9 @@ type Recovery struct {
 	uuid      string
 	escrowID  string
 	deposited bool
+	// sealed is the recovery keyslot sealed ahead for the volume key
+	// (format), used by enroll; nil: enroll seals it.
+	sealed *luks2.SealedKeyslot
 }
 
 // Wipe forgets the recovery key.
@@ -63,6 +65,20 @@ func (m *Manager) newRecovery(ctx context.Context, uuid, mode string) (*Recovery
 // exists, so a format that fails leaves no escrow entry behind. Location
 // is already the one the deposit will have.
 func (m *Manager) plannedRecovery(ctx context.Context, uuid, mode string) (*Recovery, error) {
+	r, err := recoveryKey(mode)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.planEscrow(ctx, r, uuid); err != nil {
+		r.Wipe()
+		return nil, err
+	}
+	return r, nil
+}
+
+// recoveryKey is the first half of plannedRecovery: the recovery key of
+// mode (none: no key), nothing asked.
+func recoveryKey(mode string) (*Recovery, error) {
 	r := &Recovery{Mode: mode, Keyslot: -1}
 	if mode == config.RecoveryNone {
 		return r, nil
@@ -72,20 +88,26 @@ func (m *Manager) plannedRecovery(ctx context.Context, uuid, mode string) (*Reco
 		return nil, err
 	}
 	r.Key = rk
-	if mode == config.RecoveryEscrow {
-		esc, err := m.kms.Escrow()
-		if err == nil {
-			err = esc.CanDeposit(ctx, uuid)
-		}
-		if err != nil {
-			r.Wipe()
-			return nil, fmt.Errorf("escrow recovery key: %w", err)
-		}
-		r.escrow, r.uuid = esc, uuid
-		r.escrowID = strconv.FormatInt(m.now().UTC().UnixNano(), 36)
-		r.Location = esc.DepositLocation(uuid, r.escrowID)
-	}
 	return r, nil
+}
+
+// planEscrow is the second half: in mode escrow, whether the escrow would
+// take r's key for the volume uuid, and where it would go.
+func (m *Manager) planEscrow(ctx context.Context, r *Recovery, uuid string) error {
+	if r.Mode != config.RecoveryEscrow {
+		return nil
+	}
+	esc, err := m.kms.Escrow()
+	if err == nil {
+		err = esc.CanDeposit(ctx, uuid)
+	}
+	if err != nil {
+		return fmt.Errorf("escrow recovery key: %w", err)
+	}
+	r.escrow, r.uuid = esc, uuid
+	r.escrowID = strconv.FormatInt(m.now().UTC().UnixNano(), 36)
+	r.Location = esc.DepositLocation(uuid, r.escrowID)
+	return nil
 }
 
 // deposit escrows a planned recovery key (nothing to do in other modes,
@@ -113,9 +135,14 @@ func (r *Recovery) enroll(u *luks2.Update, vk *secret.Key, also ...*secret.Key) 
 	if r.Mode == config.RecoveryNone {
 		return nil
 	}
-	opts := luks2.KeyslotOptions{Slot: luks2.AnySlot, KDF: kdf.Platform(), Priority: luks2.PriorityNormal}
+	opts := recoveryKeyslot()
 	var err error
-	r.Keyslot, err = u.AddKeyslot(vk, r.Key, opts)
+	if r.sealed != nil {
+		r.Keyslot, err = u.AddSealed(vk, r.sealed, opts)
+		r.sealed = nil
+	} else {
+		r.Keyslot, err = u.AddKeyslot(vk, r.Key, opts)
+	}
 	if err != nil {
 		return fmt.Errorf("add recovery keyslot: %w", err)
 	}
@@ -133,6 +160,11 @@ func (r *Recovery) enroll(u *luks2.Update, vk *secret.Key, also ...*secret.Key) 
 	}
 	return nil
 }
+
+// recoveryKeyslot describes a recovery keyslot: a platform keyslot's
+// (the key has full entropy too), the minimal PBKDF systemd-cryptenroll
+// --recovery-key uses.
+func recoveryKeyslot() luks2.KeyslotOptions { return platformKeyslot() }
 
 // verify checks that the enrolled recovery key opens its keyslot in h.
 func (r *Recovery) verify(h *luks2.Header, dev luks2.Reader) error {
