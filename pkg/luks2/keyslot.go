@@ -30,23 +30,43 @@ const areaSectorSize = 512
 // Every volume key this package hands out passes through here, so this is
 // where the digest check lives.
 func (h *Header) OpenKeyslot(dev io.ReaderAt, id int, passphrase *secret.Key) (*secret.Key, error) {
-	if err := h.UnmetRequirements(); err != nil {
-		return nil, err
-	}
-	k := h.Keyslots[id]
-	if k == nil {
-		return nil, fmt.Errorf("%w: %d", ErrNoSuchKeyslot, id)
-	}
-	d, err := h.segmentDigest()
+	k, d, err := h.openable(id)
 	if err != nil {
 		return nil, err
 	}
+	return k.open(dev, d, func(derived, scratch []byte) error {
+		return kdf.DeriveTo(k.KDF, passphrase, derived, scratch)
+	})
+}
+
+// openable is keyslot id with the digest it opens to, once checked that
+// it may be opened (OpenKeyslot's refusals).
+func (h *Header) openable(id int) (*Keyslot, *Digest, error) {
+	if err := h.UnmetRequirements(); err != nil {
+		return nil, nil, err
+	}
+	k := h.Keyslots[id]
+	if k == nil {
+		return nil, nil, fmt.Errorf("%w: %d", ErrNoSuchKeyslot, id)
+	}
+	d, err := h.segmentDigest()
+	if err != nil {
+		return nil, nil, err
+	}
 	if !slices.Contains(d.Keyslots, id) {
-		return nil, fmt.Errorf("keyslot %d: %w (%w: digest %d of the data segment does not list it)", id, ErrKeyRejected, ErrUnboundKeyslot, d.ID)
+		return nil, nil, fmt.Errorf("keyslot %d: %w (%w: digest %d of the data segment does not list it)", id, ErrKeyRejected, ErrUnboundKeyslot, d.ID)
 	}
 	if err := k.usable(); err != nil {
-		return nil, fmt.Errorf("keyslot %d: %w", id, err)
+		return nil, nil, fmt.Errorf("keyslot %d: %w", id, err)
 	}
+	return k, d, nil
+}
+
+// open is the rest of OpenKeyslot: derive puts the keyslot key into its
+// first argument (working in the second), the area is decrypted and
+// merged, and the key checked against d.
+func (k *Keyslot) open(dev io.ReaderAt, d *Digest, derive func(derived, scratch []byte) error) (*secret.Key, error) {
+	id := k.ID
 	// One locked buffer holds every intermediate: split material, keyslot
 	// key, KDF scratch and the digest computation.
 	size := workSize(k.KeySize, k.Area.KeySize)
@@ -56,7 +76,7 @@ func (h *Header) OpenKeyslot(dev io.ReaderAt, id int, passphrase *secret.Key) (*
 	}
 	defer putWork(work)
 	w := work.Bytes()[:size]
-	vk, err := k.unseal(dev, passphrase, w)
+	vk, err := k.unseal(dev, derive, w)
 	if err != nil {
 		return nil, fmt.Errorf("keyslot %d: %w", id, err)
 	}
@@ -176,7 +196,7 @@ func checkAreaCipher(enc string, keySize int) error {
 // unseal derives the keyslot key and recovers the key the area stores,
 // working in work (locked memory the caller wipes). The area is read while
 // the KDF runs.
-func (k *Keyslot) unseal(dev io.ReaderAt, passphrase *secret.Key, work []byte) (*secret.Key, error) {
+func (k *Keyslot) unseal(dev io.ReaderAt, derive func(derived, scratch []byte) error, work []byte) (*secret.Key, error) {
 	n := af.Size(k.KeySize, af.Stripes)
 	material, derived := work[:n], work[n:n+k.Area.KeySize]
 	scratch := work[n+k.Area.KeySize:]
@@ -185,7 +205,7 @@ func (k *Keyslot) unseal(dev io.ReaderAt, passphrase *secret.Key, work []byte) (
 		_, err := dev.ReadAt(material, int64(k.Area.Offset))
 		read <- err
 	}()
-	err := kdf.DeriveTo(k.KDF, passphrase, derived, scratch)
+	err := derive(derived, scratch)
 	if rerr := <-read; rerr != nil {
 		return nil, fmt.Errorf("read keyslot area: %w", rerr)
 	}

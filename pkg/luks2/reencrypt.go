@@ -7,6 +7,8 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/atrest/atrest/pkg/luks2/kdf"
+
 	"github.com/atrest/atrest/pkg/luks2/internal/ojson"
 	"github.com/atrest/atrest/pkg/secret"
 )
@@ -334,7 +336,9 @@ func (h *Header) unsealFor(dev Reader, k *Keyslot, d *Digest, passphrase *secret
 		return nil, err
 	}
 	defer work.Wipe()
-	vk, err := k.unseal(dev, passphrase, work.Bytes())
+	vk, err := k.unseal(dev, func(derived, scratch []byte) error {
+		return kdf.DeriveTo(k.KDF, passphrase, derived, scratch)
+	}, work.Bytes())
 	if err != nil {
 		return nil, err
 	}

@@ -172,40 +172,49 @@ func (m *Manager) unlockOn(ctx context.Context, vols []*Volume, devs []*device, 
 	defer wipeUnlocked(secrets)
 	keys = make([]*secret.Key, len(vols))
 	by = make([][]string, len(vols))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	// The keyslots of every unwrapped secret in one batch (spread over
+	// the cores, their KDFs in lanes); a volume whose secret did not come
+	// or did not open, and that has other platform tokens, then goes
+	// through those.
+	var jobs []luks2.KeyslotJob
+	var at []int
 	for j, i := range idx {
 		v := vols[i]
 		if errs[i] = secrets[j].err; errs[i] != nil && len(v.Others) == 0 {
 			continue
 		}
 		by[i] = secrets[j].by
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(i int, v *Volume, u unlocked) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			keys[i], errs[i] = m.openKeyslot(ctx, v, devs[i], u.ps, u.slot)
-		}(i, v, secrets[j])
+		if u := secrets[j]; u.ps != nil {
+			jobs = append(jobs, luks2.KeyslotJob{Header: v.Header, Dev: devs[i], Slot: u.slot, Passphrase: u.ps})
+			at = append(at, i)
+		} else {
+			errs[i] = errNoSecret
+		}
+	}
+	got, gerrs := luks2.OpenKeyslots(jobs)
+	for n, i := range at {
+		keys[i], errs[i] = got[n], gerrs[n]
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for _, i := range idx {
+		if v := vols[i]; errs[i] == errNoSecret || (errs[i] != nil && len(v.Others) > 0) {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				keys[i], errs[i] = m.platformKey(ctx, v, devs[i])
+			}()
+		}
 	}
 	wg.Wait()
 	return keys, by
 }
 
-// openKeyslot opens v's platform keyslot slot on f with ps (or, when ps
-// is nil or does not open it and a rekey left other tokens, through every
-// platform token) and returns the volume key.
-func (m *Manager) openKeyslot(ctx context.Context, v *Volume, f luks2.Reader, ps *secret.Key, slot int) (*secret.Key, error) {
-	var err error
-	var vk *secret.Key
-	if ps != nil {
-		vk, err = v.Header.OpenKeyslot(f, slot, ps)
-	}
-	if ps == nil || (err != nil && len(v.Others) > 0) {
-		vk, err = m.platformKey(ctx, v, f)
-	}
-	return vk, err
-}
+// errNoSecret marks a volume whose platform secret did not come, until it
+// has gone through all its platform tokens.
+var errNoSecret = errors.New("no platform secret")
 
 // mapVolume creates the dm-crypt mapping of v, whose device d is, with
 // volume key vk.

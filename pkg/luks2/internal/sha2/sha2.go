@@ -151,28 +151,12 @@ func (a *alg[W]) pbkdf2(password, salt []byte, iterations int, dst, scratch []by
 	defer clear(w)
 	istate, ostate, st := state[W](w[0:]), state[W](w[64:]), state[W](w[128:])
 	ibuf, obuf, t := w[192:192+bs], w[192+bs:192+2*bs], w[192+2*bs:192+2*bs+s]
-	// HMAC's pads: the key XOR ipad and opad, compressed once.
-	for i := range bs {
-		var k byte
-		if i < len(password) {
-			k = password[i]
-		}
-		ibuf[i], obuf[i] = k^0x36, k^0x5c
-	}
-	*istate, *ostate = a.iv, a.iv
-	a.block(istate, ibuf)
-	a.block(ostate, obuf)
-	var counter [4]byte
+	a.hmacKey(password, istate, ostate, ibuf, obuf)
 	for n := uint32(1); len(dst) > 0; n++ {
 		// U1 = HMAC(salt || be32(n)); then every U is one padded
 		// block: the inner hash's message sits in ibuf and its
 		// digest, the outer hash's message, in obuf.
-		binary.BigEndian.PutUint32(counter[:], n)
-		*st = *istate
-		a.sum(st, bs, ibuf, obuf, salt, counter[:])
-		a.pad(obuf, s, bs+s)
-		*st = *ostate
-		a.block(st, obuf)
+		a.firstU(istate, ostate, st, salt, n, ibuf, obuf)
 		a.pad(ibuf, s, bs+s)
 		a.put(ibuf, st)
 		copy(t, ibuf[:s])
@@ -188,6 +172,35 @@ func (a *alg[W]) pbkdf2(password, salt []byte, iterations int, dst, scratch []by
 		dst = dst[copy(dst, t):]
 	}
 	return true
+}
+
+// hmacKey compresses HMAC's two pads of password (at most a block: the
+// key XOR ipad and XOR opad) into istate and ostate, once per key. ibuf
+// and obuf are a block of scratch each.
+func (a *alg[W]) hmacKey(password []byte, istate, ostate *[8]W, ibuf, obuf []byte) {
+	for i := range a.blockSize {
+		var k byte
+		if i < len(password) {
+			k = password[i]
+		}
+		ibuf[i], obuf[i] = k^0x36, k^0x5c
+	}
+	*istate, *ostate = a.iv, a.iv
+	a.block(istate, ibuf)
+	a.block(ostate, obuf)
+}
+
+// firstU computes PBKDF2's U1 of block n, HMAC(salt || be32(n)) under the
+// pads' states, into st: its words are the digest's. The inner digest is
+// left in obuf, padded as the outer hash's block.
+func (a *alg[W]) firstU(istate, ostate, st *[8]W, salt []byte, n uint32, ibuf, obuf []byte) {
+	var counter [4]byte
+	binary.BigEndian.PutUint32(counter[:], n)
+	*st = *istate
+	a.sum(st, a.blockSize, ibuf, obuf, salt, counter[:])
+	a.pad(obuf, a.size, a.blockSize+a.size)
+	*st = *ostate
+	a.block(st, obuf)
 }
 
 func (a *alg[W]) diffuser(scratch []byte) func(block []byte) {

@@ -7,6 +7,8 @@ import "golang.org/x/sys/cpu"
 var (
 	haveSHANI = cpu.X86.HasAVX && hasSHA() && cpu.X86.HasSSE41 && cpu.X86.HasSSSE3
 	haveAVX2  = cpu.X86.HasAVX && cpu.X86.HasAVX2 && cpu.X86.HasBMI2
+	// haveAVX512: x/sys/cpu also checks that the OS saves the ZMM state.
+	haveAVX512 = cpu.X86.HasAVX512F
 )
 
 // hasSHA reports the SHA extensions (CPUID leaf 7, EBX bit 29), which this
@@ -60,5 +62,19 @@ func block512(dig *[8]uint64, p []byte) {
 		block512AVX2(dig, p)
 	} else {
 		block512Generic(dig, p)
+	}
+}
+
+// block512x8AVX512 compresses one block per lane into eight SHA-512
+// states (laneState's layout) with AVX-512.
+//
+//go:noescape
+func block512x8AVX512(state *[8][8]uint64, msg *[16][8]uint64)
+
+func block512x8(state *[8][8]uint64, msg *[16][8]uint64, l *laneState, n int) {
+	if haveAVX512 {
+		block512x8AVX512(state, msg)
+	} else {
+		block512x8Lanes(state, msg, l, n)
 	}
 }

@@ -3,7 +3,11 @@
 package sha2
 
 // No assembly: the tests' switches to the generic code change nothing.
-var haveSHANI, haveAVX2 = false, false
+var haveSHANI, haveAVX2, haveAVX512 = false, false, false
+
+func block512x8(state *[8][8]uint64, msg *[16][8]uint64, l *laneState, n int) {
+	block512x8Lanes(state, msg, l, n)
+}
 
 func block256(dig *[8]uint32, p []byte) { block256Generic(dig, p) }
 

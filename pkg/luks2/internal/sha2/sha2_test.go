@@ -18,9 +18,9 @@ import (
 // both runs f on the assembly (where there is some) and on the generic code.
 func both(t *testing.T, f func(t *testing.T)) {
 	t.Run("asm", f)
-	s, a := haveSHANI, haveAVX2
-	haveSHANI, haveAVX2 = false, false
-	defer func() { haveSHANI, haveAVX2 = s, a }()
+	s, a, z := haveSHANI, haveAVX2, haveAVX512
+	haveSHANI, haveAVX2, haveAVX512 = false, false, false
+	defer func() { haveSHANI, haveAVX2, haveAVX512 = s, a, z }()
 	t.Run("generic", f)
 }
 

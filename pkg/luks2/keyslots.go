@@ -1,0 +1,112 @@
+package luks2
+
+import (
+	"io"
+	"runtime"
+	"sync"
+
+	"github.com/atrest/atrest/pkg/luks2/kdf"
+	"github.com/atrest/atrest/pkg/secret"
+)
+
+// KeyslotJob is one keyslot for OpenKeyslots: keyslot Slot of Header on
+// Dev, opened with Passphrase.
+type KeyslotJob struct {
+	Header     *Header
+	Dev        io.ReaderAt
+	Slot       int
+	Passphrase *secret.Key
+}
+
+// OpenKeyslots opens many keyslots, each as OpenKeyslot does, and returns
+// each job's volume key (the caller wipes them) or error. The jobs are
+// spread over GOMAXPROCS goroutines, and keyslots whose KDF is
+// PBKDF2-SHA512 (atrest's platform and recovery keyslots,
+// systemd-cryptenroll's) derive their keys in groups of up to kdf.Lanes,
+// all of a group's iterations at once (kdf.DeriveLanes): a batch unlock's
+// largest cost.
+func OpenKeyslots(jobs []KeyslotJob) ([]*secret.Key, []error) {
+	keys, errs := make([]*secret.Key, len(jobs)), make([]error, len(jobs))
+	type prepared struct {
+		k *Keyslot
+		d *Digest
+	}
+	prep := make([]prepared, len(jobs))
+	var lanes, alone []int
+	for i, j := range jobs {
+		k, d, err := j.Header.openable(j.Slot)
+		if err == nil && kdf.Laneable(k.KDF, j.Passphrase.Len(), k.Area.KeySize) {
+			prep[i] = prepared{k, d}
+			lanes = append(lanes, i)
+		} else {
+			alone = append(alone, i) // OpenKeyslot meets its error again
+		}
+	}
+	// As many groups as needed, and at least one per worker while there
+	// are jobs for them: a group costs about the same whatever its size.
+	workers := runtime.GOMAXPROCS(0)
+	var tasks [][]int
+	if n := len(lanes); n > 0 {
+		g := max((n+kdf.Lanes-1)/kdf.Lanes, min(workers, n))
+		for s := range g {
+			tasks = append(tasks, lanes[s*n/g:(s+1)*n/g])
+		}
+	}
+	for _, i := range alone {
+		tasks = append(tasks, []int{i})
+	}
+	work := make(chan []int)
+	var wg sync.WaitGroup
+	for range min(workers, len(tasks)) {
+		wg.Go(func() {
+			for t := range work {
+				if len(t) == 1 && prep[t[0]].k == nil {
+					j := jobs[t[0]]
+					keys[t[0]], errs[t[0]] = j.Header.OpenKeyslot(j.Dev, j.Slot, j.Passphrase)
+					continue
+				}
+				openLanes(jobs, t, func(i int) (*Keyslot, *Digest) { return prep[i].k, prep[i].d }, keys, errs)
+			}
+		})
+	}
+	for _, t := range tasks {
+		work <- t
+	}
+	close(work)
+	wg.Wait()
+	return keys, errs
+}
+
+// openLanes opens the Laneable keyslots jobs[idx], deriving their keys
+// together, then each as OpenKeyslot does.
+func openLanes(jobs []KeyslotJob, idx []int, prep func(int) (*Keyslot, *Digest), keys []*secret.Key, errs []error) {
+	buf, err := secret.New(kdf.Lanes*64 + kdf.LanesScratchSize)
+	if err != nil {
+		for _, i := range idx {
+			errs[i] = err
+		}
+		return
+	}
+	defer buf.Wipe()
+	b := buf.Bytes()
+	var ps [kdf.Lanes]kdf.Params
+	var pass [kdf.Lanes]*secret.Key
+	var dst [kdf.Lanes][]byte
+	for n, i := range idx {
+		k, _ := prep(i)
+		ps[n], pass[n], dst[n] = k.KDF, jobs[i].Passphrase, b[n*64:n*64+k.Area.KeySize]
+	}
+	derived := kdf.DeriveLanes(ps[:len(idx)], pass[:len(idx)], dst[:len(idx)], b[kdf.Lanes*64:])
+	for n, i := range idx {
+		j := jobs[i]
+		if !derived { // not expected: every job is Laneable
+			keys[i], errs[i] = j.Header.OpenKeyslot(j.Dev, j.Slot, j.Passphrase)
+			continue
+		}
+		k, d := prep(i)
+		keys[i], errs[i] = k.open(j.Dev, d, func(key, _ []byte) error {
+			copy(key, dst[n])
+			return nil
+		})
+	}
+}
