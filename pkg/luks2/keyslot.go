@@ -66,21 +66,57 @@ func (h *Header) openable(id int) (*Keyslot, *Digest, error) {
 // first argument (working in the second), the area is decrypted and
 // merged, and the key checked against d.
 func (k *Keyslot) open(dev io.ReaderAt, d *Digest, derive func(derived, scratch []byte) error) (*secret.Key, error) {
-	id := k.ID
-	// One locked buffer holds every intermediate: split material, keyslot
-	// key, KDF scratch and the digest computation.
-	size := workSize(k.KeySize, k.Area.KeySize)
-	work, err := getWork(size)
+	work, err := k.newWork()
 	if err != nil {
 		return nil, err
 	}
 	defer putWork(work)
-	w := work.Bytes()[:size]
-	vk, err := k.unseal(dev, derive, w)
+	w := k.workOf(work)
+	read := k.readArea(dev, w)
+	return k.finish(w, read, derive(k.derived(w), k.scratch(w)), d)
+}
+
+// newWork is a locked buffer for an open of k: one buffer holds every
+// intermediate (split material, keyslot key, KDF scratch, the digest's
+// computation). The caller gives it back with putWork.
+func (k *Keyslot) newWork() (*secret.Key, error) {
+	return getWork(workSize(k.KeySize, k.Area.KeySize))
+}
+
+// workOf is the part of work an open of k uses; derived and scratch are
+// where in it the keyslot key and the KDF's scratch go.
+func (k *Keyslot) workOf(work *secret.Key) []byte {
+	return work.Bytes()[:workSize(k.KeySize, k.Area.KeySize)]
+}
+
+func (k *Keyslot) derived(w []byte) []byte {
+	n := af.Size(k.KeySize, af.Stripes)
+	return w[n : n+k.Area.KeySize]
+}
+
+func (k *Keyslot) scratch(w []byte) []byte { return w[af.Size(k.KeySize, af.Stripes)+k.Area.KeySize:] }
+
+// readArea starts reading k's area into w's material; the channel gives
+// the read's error.
+func (k *Keyslot) readArea(dev io.ReaderAt, w []byte) <-chan error {
+	read := make(chan error, 1)
+	go func() {
+		_, err := dev.ReadAt(w[:af.Size(k.KeySize, af.Stripes)], int64(k.Area.Offset))
+		read <- err
+	}()
+	return read
+}
+
+// finish is the rest of an open once the keyslot key is in w (derr: the
+// derivation's error) and the area's read started: the area decrypted
+// and merged, the key checked against d.
+func (k *Keyslot) finish(w []byte, read <-chan error, derr error, d *Digest) (*secret.Key, error) {
+	id := k.ID
+	vk, err := k.unsealRead(w, read, derr)
 	if err != nil {
 		return nil, fmt.Errorf("keyslot %d: %w", id, err)
 	}
-	if err := d.verifyWith(vk, w[size-digestScratch:]); err != nil {
+	if err := d.verifyWith(vk, w[len(w)-digestScratch:]); err != nil {
 		vk.Wipe()
 		if errors.Is(err, ErrWrongVolumeKey) {
 			return nil, fmt.Errorf("keyslot %d: %w", id, ErrKeyRejected)
@@ -197,15 +233,15 @@ func checkAreaCipher(enc string, keySize int) error {
 // working in work (locked memory the caller wipes). The area is read while
 // the KDF runs.
 func (k *Keyslot) unseal(dev io.ReaderAt, derive func(derived, scratch []byte) error, work []byte) (*secret.Key, error) {
+	read := k.readArea(dev, work)
+	return k.unsealRead(work, read, derive(k.derived(work), k.scratch(work)))
+}
+
+// unsealRead is unseal once the area's read started and the keyslot key
+// was derived (err: the derivation's error).
+func (k *Keyslot) unsealRead(work []byte, read <-chan error, err error) (*secret.Key, error) {
 	n := af.Size(k.KeySize, af.Stripes)
-	material, derived := work[:n], work[n:n+k.Area.KeySize]
-	scratch := work[n+k.Area.KeySize:]
-	read := make(chan error, 1)
-	go func() {
-		_, err := dev.ReadAt(material, int64(k.Area.Offset))
-		read <- err
-	}()
-	err := derive(derived, scratch)
+	material, derived, scratch := work[:n], k.derived(work), k.scratch(work)
 	if rerr := <-read; rerr != nil {
 		return nil, fmt.Errorf("read keyslot area: %w", rerr)
 	}

@@ -77,36 +77,46 @@ func OpenKeyslots(jobs []KeyslotJob) ([]*secret.Key, []error) {
 	return keys, errs
 }
 
-// openLanes opens the Laneable keyslots jobs[idx], deriving their keys
-// together, then each as OpenKeyslot does.
+// openLanes opens the Laneable keyslots jobs[idx]: each area is read
+// while their keys are derived together, then each is decrypted, merged
+// and checked as OpenKeyslot does.
 func openLanes(jobs []KeyslotJob, idx []int, prep func(int) (*Keyslot, *Digest), keys []*secret.Key, errs []error) {
-	buf, err := secret.New(kdf.Lanes*64 + kdf.LanesScratchSize)
+	scratch, err := secret.New(kdf.LanesScratchSize)
 	if err != nil {
 		for _, i := range idx {
 			errs[i] = err
 		}
 		return
 	}
-	defer buf.Wipe()
-	b := buf.Bytes()
+	defer scratch.Wipe()
 	var ps [kdf.Lanes]kdf.Params
 	var pass [kdf.Lanes]*secret.Key
 	var dst [kdf.Lanes][]byte
-	for n, i := range idx {
+	var ws [kdf.Lanes][]byte
+	var reads [kdf.Lanes]<-chan error
+	var lane []int // the jobs that got a buffer, by lane
+	for _, i := range idx {
 		k, _ := prep(i)
-		ps[n], pass[n], dst[n] = k.KDF, jobs[i].Passphrase, b[n*64:n*64+k.Area.KeySize]
-	}
-	derived := kdf.DeriveLanes(ps[:len(idx)], pass[:len(idx)], dst[:len(idx)], b[kdf.Lanes*64:])
-	for n, i := range idx {
-		j := jobs[i]
-		if !derived { // not expected: every job is Laneable
-			keys[i], errs[i] = j.Header.OpenKeyslot(j.Dev, j.Slot, j.Passphrase)
+		work, err := k.newWork()
+		if err != nil {
+			errs[i] = err
 			continue
 		}
+		n := len(lane)
+		ws[n] = k.workOf(work)
+		defer putWork(work)
+		reads[n] = k.readArea(jobs[i].Dev, ws[n])
+		ps[n], pass[n], dst[n] = k.KDF, jobs[i].Passphrase, k.derived(ws[n])
+		lane = append(lane, i)
+	}
+	n := len(lane)
+	derived := kdf.DeriveLanes(ps[:n], pass[:n], dst[:n], scratch.Bytes())
+	for l, i := range lane {
 		k, d := prep(i)
-		keys[i], errs[i] = k.open(j.Dev, d, func(key, _ []byte) error {
-			copy(key, dst[n])
-			return nil
-		})
+		var derr error
+		if !derived { // not expected: every job is Laneable
+			derr = kdf.DeriveTo(k.KDF, jobs[i].Passphrase, dst[l], k.scratch(ws[l]))
+		}
+		keys[i], errs[i] = k.finish(ws[l], reads[l], derr, d)
 	}
 }
