@@ -24,7 +24,8 @@ type KeyslotJob struct {
 // PBKDF2-SHA512 (atrest's platform and recovery keyslots,
 // systemd-cryptenroll's) derive their keys in groups of up to kdf.Lanes,
 // all of a group's iterations at once (kdf.DeriveLanes): a batch unlock's
-// largest cost.
+// largest cost. Without AVX-512 each keyslot is opened alone, as
+// OpenKeyslot would, so as not to hold a group's buffers for nothing.
 func OpenKeyslots(jobs []KeyslotJob) ([]*secret.Key, []error) {
 	keys, errs := make([]*secret.Key, len(jobs)), make([]error, len(jobs))
 	type prepared struct {
@@ -35,7 +36,7 @@ func OpenKeyslots(jobs []KeyslotJob) ([]*secret.Key, []error) {
 	var lanes, alone []int
 	for i, j := range jobs {
 		k, d, err := j.Header.openable(j.Slot)
-		if err == nil && kdf.Laneable(k.KDF, j.Passphrase.Len(), k.Area.KeySize) {
+		if err == nil && kdf.LanesInSIMD() && kdf.Laneable(k.KDF, j.Passphrase.Len(), k.Area.KeySize) {
 			prep[i] = prepared{k, d}
 			lanes = append(lanes, i)
 		} else {

@@ -11,6 +11,10 @@ const Lanes = sha2.Lanes
 // LanesScratchSize is the scratch DeriveLanes needs.
 const LanesScratchSize = sha2.LanesScratchSize
 
+// LanesInSIMD reports whether DeriveLanes derives its lanes at once (the
+// CPU has AVX-512); without, it costs what the derivations one by one do.
+func LanesInSIMD() bool { return sha2.LanesInSIMD() }
+
 // Laneable reports whether DeriveLanes can derive a key of keyLen bytes
 // from a passphrase of passLen bytes with p: PBKDF2-SHA512 (what platform
 // and recovery keyslots use, atrest's and systemd-cryptenroll's), a
