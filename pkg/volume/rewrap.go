@@ -7,6 +7,7 @@ import (
 
 	"github.com/atrest/atrest/pkg/config"
 	"github.com/atrest/atrest/pkg/kms"
+	"github.com/atrest/atrest/pkg/luks2"
 	"github.com/atrest/atrest/pkg/secret"
 	"github.com/atrest/atrest/pkg/token"
 )
@@ -91,6 +92,7 @@ func (m *Manager) Rewrap(ctx context.Context, vols []*Volume, force bool) []Rewr
 			rewrapped[j].Err = fmt.Errorf("rewrapped secret does not unwrap, token left as it was: %w", err)
 		}
 	}
+	checked := m.checkAhead(idx, vols, rewrapped, secretOf)
 	// The volumes are independent (each under its own lock, with its own
 	// header and backup files) and each replacement mostly waits for its
 	// synced writes, so several run at once.
@@ -107,7 +109,7 @@ func (m *Manager) Rewrap(ctx context.Context, vols []*Volume, force bool) []Rewr
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			res[i].Warnings, res[i].Err = m.replaceToken(ctx, vols[i], w.Wrapped, secretOf[j])
+			res[i].Warnings, res[i].Err = m.replaceToken(ctx, vols[i], w.Wrapped, secretOf[j], checked[j])
 			if res[i].Err == nil {
 				res[i].To = w.Wrapped.KeyVersion
 			}
@@ -128,9 +130,45 @@ func rewrappedToken(t *token.Token, w kms.Wrapped) *token.Token {
 	return &next
 }
 
+// checkAhead opens, in one batch (luks2.OpenKeyslots: the KDFs in lanes),
+// the platform keyslot of every volume vols[idx[j]] whose rewrapped[j]
+// unwrapped to secretOf[j], before the volumes are locked, and returns per
+// j the header the secret opened its keyslot in (nil: not checked, or it
+// did not open; replaceToken then checks under the lock, and says so).
+func (m *Manager) checkAhead(idx []int, vols []*Volume, rewrapped []kms.WrapResult, secretOf []*secret.Key) []*luks2.Header {
+	checked := make([]*luks2.Header, len(rewrapped))
+	var sel []*Volume
+	var at []int
+	for j, w := range rewrapped {
+		if w.Err == nil && secretOf[j] != nil {
+			sel, at = append(sel, vols[idx[j]]), append(at, j)
+		}
+	}
+	devs, errs := openAll(sel)
+	defer closeAll(devs)
+	var jobs []luks2.KeyslotJob
+	var of []int
+	for n, v := range sel {
+		if errs[n] == nil {
+			jobs = append(jobs, luks2.KeyslotJob{Header: v.Header, Dev: devs[n], Slot: v.Platform.Keyslot, Passphrase: secretOf[at[n]]})
+			of = append(of, at[n])
+		}
+	}
+	keys, kerrs := luks2.OpenKeyslots(jobs)
+	for n, j := range of {
+		if kerrs[n] == nil {
+			checked[j] = jobs[n].Header
+		}
+		keys[n].Wipe()
+	}
+	return checked
+}
+
 // replaceToken swaps the platform token's ciphertext for w, after checking
-// that ps, what w unwrapped to, opens the keyslot.
-func (m *Manager) replaceToken(ctx context.Context, v *Volume, w kms.Wrapped, ps *secret.Key) ([]string, error) {
+// that ps, what w unwrapped to, opens the keyslot: in the header checked,
+// when the lock finds the device still holding exactly it (checkAhead), or
+// now.
+func (m *Manager) replaceToken(ctx context.Context, v *Volume, w kms.Wrapped, ps *secret.Key, checked *luks2.Header) ([]string, error) {
 	c, release, err := m.begin(ctx, v, "rewrap")
 	if err != nil {
 		return nil, err
@@ -142,11 +180,13 @@ func (m *Manager) replaceToken(ctx context.Context, v *Volume, w kms.Wrapped, ps
 	}
 	next := rewrappedToken(old, w)
 	next.Rotated = m.now().UTC()
-	vk, err := c.v.Header.OpenKeyslot(c.dev, old.Keyslot, ps)
-	if err != nil {
-		return nil, fmt.Errorf("rewrapped secret does not open keyslot %d, token left as it was: %w", old.Keyslot, err)
+	if c.v.Header != checked { // luks2.Reread gives the same header back only if the device still holds it byte for byte
+		vk, err := c.v.Header.OpenKeyslot(c.dev, old.Keyslot, ps)
+		if err != nil {
+			return nil, fmt.Errorf("rewrapped secret does not open keyslot %d, token left as it was: %w", old.Keyslot, err)
+		}
+		vk.Wipe()
 	}
-	vk.Wipe()
 	if err := m.ensureBackup(ctx, c.dev, c.v.Header); err != nil {
 		return nil, err
 	}

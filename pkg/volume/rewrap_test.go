@@ -158,3 +158,42 @@ func TestRewrapKeepsWhatAnotherToolWroteSinceTheScan(t *testing.T) {
 		t.Fatalf("backup after the rewrap: %+v, want current", bi)
 	}
 }
+
+// A rewrapped secret is checked against its keyslot before its token is
+// replaced: with one volume's platform keyslot area overwritten (its
+// header as it was), that volume's rewrap is refused and its token left
+// as it was, while the other volume of the batch is rewrapped and opens.
+// The batch checks every keyslot before taking the volumes' locks; the
+// one that failed there is checked again under its lock.
+func TestRewrapRefusesASecretThatDoesNotOpen(t *testing.T) {
+	m := newTestManager(t)
+	ctx := context.Background()
+	_, vols := countedVolumes(t, m, "rwbad", "rwgood")
+	bad := vols[0]
+	area := bad.Header.Keyslots[bad.Platform.Keyslot].Area
+	f, err := os.OpenFile(bad.Device, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte(strings.Repeat("\xa5", int(area.Size))), int64(area.Offset)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	res := m.Rewrap(ctx, vols, true)
+	if res[0].Err == nil || !strings.Contains(res[0].Err.Error(), "does not open keyslot") {
+		t.Fatalf("rewrap of the volume whose keyslot was overwritten: %v, want a refusal naming the keyslot", res[0].Err)
+	}
+	if after := find(t, m, bad.Device); after.Platform.Ciphertext != bad.Platform.Ciphertext {
+		t.Fatal("the refused rewrap replaced the token")
+	}
+	if res[1].Err != nil {
+		t.Fatalf("rewrap of the other volume: %v", res[1].Err)
+	}
+	good := find(t, m, vols[1].Device)
+	if good.Platform.Ciphertext == vols[1].Platform.Ciphertext {
+		t.Fatal("the other volume's token was not rewrapped")
+	}
+	if err := platformOpens(t, m, good); err != nil {
+		t.Fatalf("the other volume does not open after the rewrap: %v", err)
+	}
+}
