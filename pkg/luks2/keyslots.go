@@ -28,10 +28,6 @@ type KeyslotJob struct {
 // OpenKeyslot would, so as not to hold a group's buffers for nothing.
 func OpenKeyslots(jobs []KeyslotJob) ([]*secret.Key, []error) {
 	keys, errs := make([]*secret.Key, len(jobs)), make([]error, len(jobs))
-	type prepared struct {
-		k *Keyslot
-		d *Digest
-	}
 	prep := make([]prepared, len(jobs))
 	var lanes, alone []int
 	for i, j := range jobs {
@@ -66,7 +62,7 @@ func OpenKeyslots(jobs []KeyslotJob) ([]*secret.Key, []error) {
 					keys[t[0]], errs[t[0]] = j.Header.OpenKeyslot(j.Dev, j.Slot, j.Passphrase)
 					continue
 				}
-				openLanes(jobs, t, func(i int) (*Keyslot, *Digest) { return prep[i].k, prep[i].d }, keys, errs)
+				openLanes(jobs, prep, t, keys, errs)
 			}
 		})
 	}
@@ -78,10 +74,17 @@ func OpenKeyslots(jobs []KeyslotJob) ([]*secret.Key, []error) {
 	return keys, errs
 }
 
-// openLanes opens the Laneable keyslots jobs[idx]: each area is read
-// while their keys are derived together, then each is decrypted, merged
-// and checked as OpenKeyslot does.
-func openLanes(jobs []KeyslotJob, idx []int, prep func(int) (*Keyslot, *Digest), keys []*secret.Key, errs []error) {
+// prepared is a job's keyslot and the digest it opens to, checked
+// (Header.openable).
+type prepared struct {
+	k *Keyslot
+	d *Digest
+}
+
+// openLanes opens the Laneable keyslots jobs[idx] (prep[i] checked for
+// each): each area is read while their keys are derived together, then
+// each is decrypted, merged and checked as OpenKeyslot does.
+func openLanes(jobs []KeyslotJob, prep []prepared, idx []int, keys []*secret.Key, errs []error) {
 	scratch, err := secret.New(kdf.LanesScratchSize)
 	if err != nil {
 		for _, i := range idx {
@@ -97,7 +100,7 @@ func openLanes(jobs []KeyslotJob, idx []int, prep func(int) (*Keyslot, *Digest),
 	var reads [kdf.Lanes]<-chan error
 	var lane []int // the jobs that got a buffer, by lane
 	for _, i := range idx {
-		k, _ := prep(i)
+		k := prep[i].k
 		work, err := k.newWork()
 		if err != nil {
 			errs[i] = err
@@ -113,7 +116,7 @@ func openLanes(jobs []KeyslotJob, idx []int, prep func(int) (*Keyslot, *Digest),
 	n := len(lane)
 	derived := kdf.DeriveLanes(ps[:n], pass[:n], dst[:n], scratch.Bytes())
 	for l, i := range lane {
-		k, d := prep(i)
+		k, d := prep[i].k, prep[i].d
 		var derr error
 		if !derived { // not expected: every job is Laneable
 			derr = kdf.DeriveTo(k.KDF, jobs[i].Passphrase, dst[l], k.scratch(ws[l]))
