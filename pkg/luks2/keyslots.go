@@ -24,7 +24,7 @@ type KeyslotJob struct {
 // PBKDF2-SHA512 (atrest's platform and recovery keyslots,
 // systemd-cryptenroll's) derive their keys in groups of up to kdf.Lanes,
 // all of a group's iterations at once (kdf.DeriveLanes): a batch unlock's
-// largest cost. Without AVX-512 each keyslot is opened alone, as
+// largest cost. Without AVX-512 or AVX2 each keyslot is opened alone, as
 // OpenKeyslot would, so as not to hold a group's buffers for nothing.
 func OpenKeyslots(jobs []KeyslotJob) ([]*secret.Key, []error) {
 	keys, errs := make([]*secret.Key, len(jobs)), make([]error, len(jobs))

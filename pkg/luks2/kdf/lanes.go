@@ -12,7 +12,8 @@ const Lanes = sha2.Lanes
 const LanesScratchSize = sha2.LanesScratchSize
 
 // LanesInSIMD reports whether DeriveLanes derives its lanes at once (the
-// CPU has AVX-512); without, it costs what the derivations one by one do.
+// CPU has AVX-512, or AVX2 for four lanes at a time); without, it costs
+// what the derivations one by one do.
 func LanesInSIMD() bool { return sha2.LanesInSIMD() }
 
 // Laneable reports whether DeriveLanes can derive a key of keyLen bytes
@@ -25,8 +26,8 @@ func Laneable(p Params, passLen, keyLen int) bool {
 
 // DeriveLanes derives dst[i] from passphrases[i] with ps[i], for up to
 // Lanes derivations that are all Laneable, at once: the iterations of all
-// of them run together, on AVX-512 eight lanes per compression where the
-// CPU has it. It reports false, touching nothing, for a set it cannot do.
+// of them run together, eight lanes per compression on AVX-512 and four on
+// AVX2 where the CPU has them. It reports false, touching nothing, for a set it cannot do.
 // scratch holds at least LanesScratchSize bytes of locked memory.
 func DeriveLanes(ps []Params, passphrases []*secret.Key, dst [][]byte, scratch []byte) bool {
 	if len(ps) != len(passphrases) || len(ps) != len(dst) || len(ps) > Lanes || len(scratch) < LanesScratchSize {

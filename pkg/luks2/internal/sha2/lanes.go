@@ -10,8 +10,9 @@ import (
 const Lanes = 8
 
 // LanesInSIMD reports whether PBKDF2SHA512Lanes runs its lanes in one
-// compression (AVX-512) rather than one after the other.
-func LanesInSIMD() bool { return haveAVX512 }
+// compression (AVX-512) or two (AVX2, four lanes each) rather than one
+// after the other.
+func LanesInSIMD() bool { return haveAVX512 || haveAVX2 }
 
 // LaneJob is one derivation of PBKDF2SHA512Lanes: Dst (1 to 64 bytes, one
 // SHA-512 block of output) gets PBKDF2-HMAC-SHA512(Password, Salt,

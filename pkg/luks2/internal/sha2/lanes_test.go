@@ -12,10 +12,14 @@ import (
 // one to eight derivations with crypto/pbkdf2: passwords from empty to a
 // whole block, salts around the block boundaries, iteration counts that
 // differ within a batch (1, 2, 1000, 1001), outputs of 1 to 64 bytes, at
-// every scratch alignment, on AVX-512 (where the CPU has it) and without.
+// every scratch alignment, on AVX-512 and AVX2 (where the CPU has them)
+// and without.
 func TestPBKDF2SHA512LanesMatchesStandard(t *testing.T) {
-	if haveAVX512 {
-		t.Log("AVX-512: the eight-lane compression runs")
+	switch {
+	case haveAVX512:
+		t.Log("AVX-512: the eight-lane compression runs, then AVX2's four-lane one")
+	case haveAVX2:
+		t.Log("AVX2: the four-lane compression runs")
 	}
 	both(t, func(t *testing.T) {
 		r := mrand.New(mrand.NewPCG(1, 2))

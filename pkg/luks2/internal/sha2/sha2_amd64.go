@@ -71,10 +71,23 @@ func block512(dig *[8]uint64, p []byte) {
 //go:noescape
 func block512x8AVX512(state *[8][8]uint64, msg *[16][8]uint64)
 
+// block512x4AVX2 compresses one block per lane into four SHA-512 states
+// with AVX2: the four lanes of laneState's layout that state and msg
+// point at (&s[0][0] or &s[0][4]).
+//
+//go:noescape
+func block512x4AVX2(state *uint64, msg *uint64)
+
 func block512x8(state *[8][8]uint64, msg *[16][8]uint64, l *laneState, n int) {
-	if haveAVX512 {
+	switch {
+	case haveAVX512:
 		block512x8AVX512(state, msg)
-	} else {
+	case haveAVX2:
+		block512x4AVX2(&state[0][0], &msg[0][0])
+		if n > 4 {
+			block512x4AVX2(&state[0][4], &msg[0][4])
+		}
+	default:
 		block512x8Lanes(state, msg, l, n)
 	}
 }
