@@ -27,8 +27,9 @@ func Laneable(p Params, passLen, keyLen int) bool {
 // DeriveLanes derives dst[i] from passphrases[i] with ps[i], for up to
 // Lanes derivations that are all Laneable, at once: the iterations of all
 // of them run together, eight lanes per compression on AVX-512 and four on
-// AVX2 where the CPU has them. It reports false, touching nothing, for a set it cannot do.
-// scratch holds at least LanesScratchSize bytes of locked memory.
+// AVX2 where the CPU has them. It reports false, touching nothing, for a
+// set it cannot do. scratch holds at least LanesScratchSize bytes of
+// locked memory.
 func DeriveLanes(ps []Params, passphrases []*secret.Key, dst [][]byte, scratch []byte) bool {
 	if len(ps) != len(passphrases) || len(ps) != len(dst) || len(ps) > Lanes || len(scratch) < LanesScratchSize {
 		return false

@@ -39,8 +39,8 @@ const LanesScratchSize = align + int(unsafe.Sizeof(laneState{})) + ScratchSize
 
 // PBKDF2SHA512Lanes computes up to Lanes derivations at once: the 999
 // iterations after the first of each run as one eight-lane compression
-// per hash (AVX-512 where the CPU has it; otherwise one lane after the
-// other, as PBKDF2 would). It reports false without touching anything
+// per hash (AVX-512 where the CPU has it, two four-lane ones on AVX2;
+// otherwise one lane after the other, as PBKDF2 would). It reports false without touching anything
 // for more than Lanes jobs, none, or a job this cannot do (a Dst empty or
 // longer than 64 bytes, a password longer than 128 bytes, no
 // iterations). scratch holds at least LanesScratchSize bytes of locked

@@ -20,12 +20,12 @@ import (
 func both(t *testing.T, f func(t *testing.T)) {
 	t.Run("asm", f)
 	s, a, z := haveSHANI, haveAVX2, haveAVX512
-	if z && a { // the AVX2 lanes too, which AVX-512 would hide
+	defer func() { haveSHANI, haveAVX2, haveAVX512 = s, a, z }()
+	if z && a {
 		haveAVX512 = false
 		t.Run("avx2", f)
 	}
 	haveSHANI, haveAVX2, haveAVX512 = false, false, false
-	defer func() { haveSHANI, haveAVX2, haveAVX512 = s, a, z }()
 	t.Run("generic", f)
 }
 
