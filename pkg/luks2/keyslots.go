@@ -22,32 +22,40 @@ type KeyslotJob struct {
 // each job's volume key (the caller wipes them) or error. The jobs are
 // spread over GOMAXPROCS goroutines, and keyslots whose KDF is
 // PBKDF2-SHA512 (atrest's platform and recovery keyslots,
-// systemd-cryptenroll's) derive their keys in groups of up to kdf.Lanes,
-// all of a group's iterations at once (kdf.DeriveLanes): a batch unlock's
-// largest cost. Without AVX-512 or AVX2 each keyslot is opened alone, as
-// OpenKeyslot would, so as not to hold a group's buffers for nothing.
+// systemd-cryptenroll's) derive their keys in groups of up to
+// kdf.LaneWidth, all of a group's iterations at once (kdf.DeriveLanes): a
+// batch unlock's largest cost.
+//
+// A group costs about what two keyslots' KDFs one by one do, whatever its
+// size, so while there are no more such keyslots than goroutines each is
+// opened alone, on a core of its own (one volume's unlock, or two on two
+// cores, costs what OpenKeyslot does, not twice that); beyond, they go in
+// as few groups as kdf.LaneWidth allows. Without AVX-512 or AVX2
+// (LaneWidth 0) each keyslot is opened alone.
 func OpenKeyslots(jobs []KeyslotJob) ([]*secret.Key, []error) {
 	keys, errs := make([]*secret.Key, len(jobs)), make([]error, len(jobs))
 	prep := make([]prepared, len(jobs))
+	width, workers := kdf.LaneWidth(), runtime.GOMAXPROCS(0)
 	var lanes, alone []int
 	for i, j := range jobs {
 		k, d, err := j.Header.openable(j.Slot)
-		if err == nil && kdf.LanesInSIMD() && kdf.Laneable(k.KDF, j.Passphrase.Len(), k.Area.KeySize) {
+		if err == nil && width > 0 && kdf.Laneable(k.KDF, j.Passphrase.Len(), k.Area.KeySize) {
 			prep[i] = prepared{k, d}
 			lanes = append(lanes, i)
 		} else {
 			alone = append(alone, i) // OpenKeyslot meets its error again
 		}
 	}
-	// As many groups as needed, and at least one per worker while there
-	// are jobs for them: a group costs about the same whatever its size.
-	workers := runtime.GOMAXPROCS(0)
 	var tasks [][]int
-	if n := len(lanes); n > 0 {
-		g := max((n+kdf.Lanes-1)/kdf.Lanes, min(workers, n))
+	if n := len(lanes); n > workers {
+		// Every group has at least two keyslots: n ≥ 2, and n over
+		// ⌈n/width⌉ groups is at least width/2 once n > width.
+		g := (n + width - 1) / width
 		for s := range g {
 			tasks = append(tasks, lanes[s*n/g:(s+1)*n/g])
 		}
+	} else {
+		alone = append(alone, lanes...)
 	}
 	for _, i := range alone {
 		tasks = append(tasks, []int{i})
@@ -57,7 +65,7 @@ func OpenKeyslots(jobs []KeyslotJob) ([]*secret.Key, []error) {
 	for range min(workers, len(tasks)) {
 		wg.Go(func() {
 			for t := range work {
-				if len(t) == 1 && prep[t[0]].k == nil {
+				if len(t) == 1 {
 					j := jobs[t[0]]
 					keys[t[0]], errs[t[0]] = j.Header.OpenKeyslot(j.Dev, j.Slot, j.Passphrase)
 					continue

@@ -11,10 +11,12 @@ const Lanes = sha2.Lanes
 // LanesScratchSize is the scratch DeriveLanes needs.
 const LanesScratchSize = sha2.LanesScratchSize
 
-// LanesInSIMD reports whether DeriveLanes derives its lanes at once (the
-// CPU has AVX-512, or AVX2 for four lanes at a time); without, it costs
-// what the derivations one by one do.
-func LanesInSIMD() bool { return sha2.LanesInSIMD() }
+// LaneWidth is how many derivations DeriveLanes runs at once in one SIMD
+// compression: 8 where the CPU has AVX-512, 4 with AVX2, and 0 without,
+// where it costs what the derivations one by one do. A group of up to
+// LaneWidth derivations costs about what two one by one do, whatever its
+// size.
+func LaneWidth() int { return sha2.LaneWidth() }
 
 // Laneable reports whether DeriveLanes can derive a key of keyLen bytes
 // from a passphrase of passLen bytes with p: PBKDF2-SHA512 (what platform

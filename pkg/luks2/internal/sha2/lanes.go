@@ -9,10 +9,21 @@ import (
 // runs at once.
 const Lanes = 8
 
-// LanesInSIMD reports whether PBKDF2SHA512Lanes runs its lanes in one
-// compression (AVX-512) or two (AVX2, four lanes each) rather than one
-// after the other.
-func LanesInSIMD() bool { return haveAVX512 || haveAVX2 }
+// LaneWidth is how many lanes one SIMD compression of PBKDF2SHA512Lanes
+// holds: 8 with AVX-512, 4 with AVX2 (eight lanes are two compressions),
+// 0 where its lanes run one after the other. A compression costs the
+// same however many of its lanes are in use: a group of up to LaneWidth
+// derivations costs about what two do one at a time
+// (BenchmarkPBKDF2SHA512Lanes/N against BenchmarkPBKDF2SHA512).
+func LaneWidth() int {
+	switch {
+	case haveAVX512:
+		return 8
+	case haveAVX2:
+		return 4
+	}
+	return 0
+}
 
 // LaneJob is one derivation of PBKDF2SHA512Lanes: Dst (1 to 64 bytes, one
 // SHA-512 block of output) gets PBKDF2-HMAC-SHA512(Password, Salt,

@@ -5,6 +5,7 @@ import (
 	"crypto/pbkdf2"
 	"crypto/sha512"
 	mrand "math/rand/v2"
+	"strconv"
 	"testing"
 )
 
@@ -92,17 +93,23 @@ func TestPBKDF2SHA512LanesRefuses(t *testing.T) {
 	}
 }
 
-// BenchmarkPBKDF2SHA512Lanes is eight PBKDF2-SHA512/1000 derivations at
-// once; ns/op over eight is the cost of one, against
-// BenchmarkPBKDF2SHA512's one at a time.
+// BenchmarkPBKDF2SHA512Lanes is n PBKDF2-SHA512/1000 derivations at
+// once, n from 1 to Lanes; ns/derivation is the cost of one, against
+// BenchmarkPBKDF2SHA512's one at a time. The smallest n where it is
+// below that is where OpenKeyslots' groups start (lanesWorthIt).
 func BenchmarkPBKDF2SHA512Lanes(b *testing.B) {
-	jobs := make([]LaneJob, Lanes)
-	for i := range jobs {
-		jobs[i] = LaneJob{Password: []byte("platform secret"), Salt: make([]byte, 32), Iterations: 1000, Dst: make([]byte, 64)}
+	for n := 1; n <= Lanes; n++ {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			jobs := make([]LaneJob, n)
+			for i := range jobs {
+				jobs[i] = LaneJob{Password: []byte("platform secret"), Salt: make([]byte, 32), Iterations: 1000, Dst: make([]byte, 64)}
+			}
+			scratch := make([]byte, LanesScratchSize)
+			defer cpuPerOp(b)()
+			for range b.N {
+				PBKDF2SHA512Lanes(jobs, scratch)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/derivation")
+		})
 	}
-	scratch := make([]byte, LanesScratchSize)
-	for range b.N {
-		PBKDF2SHA512Lanes(jobs, scratch)
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/Lanes, "ns/derivation")
 }
