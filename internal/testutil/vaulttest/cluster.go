@@ -2,6 +2,7 @@ package vaulttest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -167,11 +168,23 @@ func (c *Cluster) RateLimit(t testing.TB, name string, rate float64, interval, b
 	}
 }
 
-// RemoveRateLimit deletes a quota RateLimit set.
+// RemoveRateLimit deletes a quota RateLimit set. A quota without a path
+// covers sys/quotas too, and right after a storm its bucket (shared by
+// every client on loopback) may still be empty: a 429 is waited out, a
+// second at a time for up to a minute.
 func (c *Cluster) RemoveRateLimit(t testing.TB, name string) {
 	t.Helper()
-	if _, err := c.NodeClient(t, c.Active(t)).Logical().Delete("sys/quotas/rate-limit/" + name); err != nil {
-		t.Fatalf("delete quota %s: %v", name, err)
+	cl := c.NodeClient(t, c.Active(t))
+	for try := 0; ; try++ {
+		_, err := cl.Logical().Delete("sys/quotas/rate-limit/" + name)
+		var re *api.ResponseError
+		if err == nil {
+			return
+		}
+		if !errors.As(err, &re) || re.StatusCode != 429 || try == 60 {
+			t.Fatalf("delete quota %s: %v", name, err)
+		}
+		time.Sleep(time.Second)
 	}
 }
 

@@ -1,7 +1,11 @@
 package vaulttest
 
 import (
+	"errors"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
 )
 
 // What a user of the cluster relies on: a standby serves (by forwarding)
@@ -30,5 +34,32 @@ func TestClusterSurvivesKillOfActiveNode(t *testing.T) {
 	c.Seal(t)
 	if _, err := c.NodeClient(t, now).Logical().Read("secret/data/probe"); err == nil {
 		t.Error("a sealed cluster still answers reads")
+	}
+}
+
+// A storm test's cleanup removes its quota right after the storm, when
+// the quota (which covers sys/quotas too) may have no request left for
+// the current interval: RemoveRateLimit waits that out instead of failing
+// the test, and afterwards nothing is limited.
+func TestRemoveRateLimitWaitsOutAnEmptyBucket(t *testing.T) {
+	c := StartCluster(t)
+	cl := c.NodeClient(t, c.Active(t))
+	c.RateLimit(t, "q", 1, 3*time.Second, 0)
+	limited := false
+	for range 10 {
+		var re *api.ResponseError
+		if _, err := cl.Logical().Read("sys/mounts"); errors.As(err, &re) && re.StatusCode == 429 {
+			limited = true
+			break
+		}
+	}
+	if !limited {
+		t.Fatal("a quota of 1 request per 3 s let 10 requests through")
+	}
+	c.RemoveRateLimit(t, "q")
+	for i := range 10 {
+		if _, err := cl.Logical().Read("sys/mounts"); err != nil {
+			t.Fatalf("request %d after the quota was removed: %v", i, err)
+		}
 	}
 }
