@@ -177,15 +177,21 @@ func (c *Cluster) RemoveRateLimit(t testing.TB, name string) {
 	cl := c.NodeClient(t, c.Active(t))
 	for try := 0; ; try++ {
 		_, err := cl.Logical().Delete("sys/quotas/rate-limit/" + name)
-		var re *api.ResponseError
 		if err == nil {
 			return
 		}
-		if !errors.As(err, &re) || re.StatusCode != 429 || try == 60 {
+		if !RateLimited(err) || try == 60 {
 			t.Fatalf("delete quota %s: %v", name, err)
 		}
 		time.Sleep(time.Second)
 	}
+}
+
+// RateLimited reports whether err is Vault's answer 429 (a rate-limit
+// quota exceeded).
+func RateLimited(err error) bool {
+	var re *api.ResponseError
+	return errors.As(err, &re) && re.StatusCode == 429
 }
 
 // auditFile is the file audit device's file_path: relative, so each

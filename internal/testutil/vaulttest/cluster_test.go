@@ -1,11 +1,8 @@
 package vaulttest
 
 import (
-	"errors"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/vault/api"
 )
 
 // What a user of the cluster relies on: a standby serves (by forwarding)
@@ -47,8 +44,7 @@ func TestRemoveRateLimitWaitsOutAnEmptyBucket(t *testing.T) {
 	c.RateLimit(t, "q", 1, 3*time.Second, 0)
 	limited := false
 	for range 10 {
-		var re *api.ResponseError
-		if _, err := cl.Logical().Read("sys/mounts"); errors.As(err, &re) && re.StatusCode == 429 {
+		if _, err := cl.Logical().Read("sys/mounts"); RateLimited(err) {
 			limited = true
 			break
 		}
