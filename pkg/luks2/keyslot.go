@@ -111,17 +111,22 @@ func (k *Keyslot) readArea(dev io.ReaderAt, w []byte) <-chan error {
 // derivation's error) and the area's read started: the area decrypted
 // and merged, the key checked against d.
 func (k *Keyslot) finish(w []byte, read <-chan error, derr error, d *Digest) (*secret.Key, error) {
-	id := k.ID
 	vk, err := k.unsealRead(w, read, derr)
 	if err != nil {
-		return nil, fmt.Errorf("keyslot %d: %w", id, err)
+		return nil, fmt.Errorf("keyslot %d: %w", k.ID, err)
 	}
+	return k.check(vk, w, d)
+}
+
+// check is the end of an open: vk, merged from k's area in w, is the
+// volume key if d accepts it; otherwise it is wiped.
+func (k *Keyslot) check(vk *secret.Key, w []byte, d *Digest) (*secret.Key, error) {
 	if err := d.verifyWith(vk, w[len(w)-digestScratch:]); err != nil {
 		vk.Wipe()
 		if errors.Is(err, ErrWrongVolumeKey) {
-			return nil, fmt.Errorf("keyslot %d: %w", id, ErrKeyRejected)
+			return nil, fmt.Errorf("keyslot %d: %w", k.ID, ErrKeyRejected)
 		}
-		return nil, fmt.Errorf("keyslot %d: %w", id, err)
+		return nil, fmt.Errorf("keyslot %d: %w", k.ID, err)
 	}
 	return vk, nil
 }
@@ -240,22 +245,49 @@ func (k *Keyslot) unseal(dev io.ReaderAt, derive func(derived, scratch []byte) e
 // unsealRead is unseal once the area's read started and the keyslot key
 // was derived (err: the derivation's error).
 func (k *Keyslot) unsealRead(work []byte, read <-chan error, err error) (*secret.Key, error) {
-	n := af.Size(k.KeySize, af.Stripes)
-	material, derived, scratch := work[:n], k.derived(work), k.scratch(work)
+	if err := k.decryptRead(work, read, err); err != nil {
+		return nil, err
+	}
+	return k.merge(work)
+}
+
+// merge recovers the key from the decrypted material in work.
+func (k *Keyslot) merge(work []byte) (*secret.Key, error) {
+	return af.MergeBytes(k.material(work), k.KeySize, af.Stripes, k.AF.Hash, k.scratch(work))
+}
+
+// finishMerge is the end of an open once the material in w is decrypted:
+// merged and checked against d.
+func (k *Keyslot) finishMerge(w []byte, d *Digest) (*secret.Key, error) {
+	vk, err := k.merge(w)
+	if err != nil {
+		return nil, fmt.Errorf("keyslot %d: %w", k.ID, err)
+	}
+	return k.check(vk, w, d)
+}
+
+// decryptRead waits for the area's read into work's material and, once
+// the keyslot key is there (err: the derivation's error), decrypts the
+// material in place: what is left is the merge.
+func (k *Keyslot) decryptRead(work []byte, read <-chan error, err error) error {
+	material, derived, scratch := k.material(work), k.derived(work), k.scratch(work)
 	if rerr := <-read; rerr != nil {
-		return nil, fmt.Errorf("read keyslot area: %w", rerr)
+		return fmt.Errorf("read keyslot area: %w", rerr)
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
 	c, err := newXTS(derived, scratch[:xtsScheduleSize])
 	if err != nil {
-		return nil, err
+		return err
 	}
 	c.cryptSectors(material, areaSectorSize, 0, false)
 	clear(scratch[:xtsScheduleSize])
-	return af.MergeBytes(material, k.KeySize, af.Stripes, k.AF.Hash, scratch)
+	return nil
 }
+
+// material is the split material's place in w.
+func (k *Keyslot) material(w []byte) []byte { return w[:af.Size(k.KeySize, af.Stripes)] }
 
 // cryptArea en- or decrypts keyslot material in place with AES-XTS, sector
 // numbers (the plain64 IV) counted from 0 at the area start.

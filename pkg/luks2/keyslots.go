@@ -1,10 +1,12 @@
 package luks2
 
 import (
+	"fmt"
 	"io"
 	"runtime"
 	"sync"
 
+	"github.com/atrest/atrest/pkg/luks2/af"
 	"github.com/atrest/atrest/pkg/luks2/kdf"
 	"github.com/atrest/atrest/pkg/secret"
 )
@@ -82,6 +84,11 @@ func OpenKeyslots(jobs []KeyslotJob) ([]*secret.Key, []error) {
 	return keys, errs
 }
 
+// mergeLanesFrom is the fewest keyslots of a group whose merges run in
+// af.MergeLanes: its eight lanes cost about what three merges one by one
+// do, however many are in use.
+const mergeLanesFrom = 3
+
 // prepared is a job's keyslot and the digest it opens to, checked
 // (Header.openable).
 type prepared struct {
@@ -93,7 +100,7 @@ type prepared struct {
 // each): each area is read while their keys are derived together, then
 // each is decrypted, merged and checked as OpenKeyslot does.
 func openLanes(jobs []KeyslotJob, prep []prepared, idx []int, keys []*secret.Key, errs []error) {
-	scratch, err := secret.New(kdf.LanesScratchSize)
+	scratch, err := secret.New(max(kdf.LanesScratchSize, af.LanesScratchSize))
 	if err != nil {
 		for _, i := range idx {
 			errs[i] = err
@@ -123,12 +130,46 @@ func openLanes(jobs []KeyslotJob, prep []prepared, idx []int, keys []*secret.Key
 	}
 	n := len(lane)
 	derived := kdf.DeriveLanes(ps[:n], pass[:n], dst[:n], scratch.Bytes())
+	var merge []int // lanes whose material is decrypted and can merge in lanes
 	for l, i := range lane {
-		k, d := prep[i].k, prep[i].d
+		k := prep[i].k
 		var derr error
 		if !derived { // not expected: every job is Laneable
 			derr = kdf.DeriveTo(k.KDF, jobs[i].Passphrase, dst[l], k.scratch(ws[l]))
 		}
-		keys[i], errs[i] = k.finish(ws[l], reads[l], derr, d)
+		if err := k.decryptRead(ws[l], reads[l], derr); err != nil {
+			errs[i] = fmt.Errorf("keyslot %d: %w", k.ID, err)
+			continue
+		}
+		if af.Laneable(k.KeySize, af.Stripes, k.AF.Hash) {
+			merge = append(merge, l)
+		} else {
+			keys[i], errs[i] = k.finishMerge(ws[l], prep[i].d)
+		}
+	}
+	if len(merge) == 0 {
+		return
+	}
+	var vks []*secret.Key
+	if len(merge) >= mergeLanesFrom {
+		srcs := make([][]byte, len(merge))
+		for m, l := range merge {
+			srcs[m] = prep[lane[l]].k.material(ws[l])
+		}
+		var ok bool
+		var err error
+		k := prep[lane[merge[0]]].k // Laneable: every one has its key size and hash
+		vks, ok, err = af.MergeLanes(srcs, k.KeySize, af.Stripes, k.AF.Hash, scratch.Bytes())
+		if err != nil || !ok {
+			vks = nil
+		}
+	}
+	for m, l := range merge {
+		i := lane[l]
+		if vks == nil {
+			keys[i], errs[i] = prep[i].k.finishMerge(ws[l], prep[i].d)
+			continue
+		}
+		keys[i], errs[i] = prep[i].k.check(vks[m], ws[l], prep[i].d)
 	}
 }

@@ -91,3 +91,15 @@ func block512x8(state *[8][8]uint64, msg *[16][8]uint64, l *laneState, n int) {
 		block512x8Lanes(state, msg, l, n)
 	}
 }
+
+var haveAVX512BW = haveAVX512 && cpu.X86.HasAVX512BW
+
+// merge256x16AVX512 runs n stripes of eight keys' anti-forensic merge in
+// sixteen SHA-256 lanes (MergeSHA256Lanes).
+//
+//go:noescape
+func merge256x16AVX512(d *[8][16]uint32, srcs *[MergeLanes]*byte, n int, tab *[29][16]uint32)
+
+func merge256x16(d *[8][16]uint32, srcs *[MergeLanes]*byte, n int, tab *[29][16]uint32) {
+	merge256x16AVX512(d, srcs, n, tab)
+}
