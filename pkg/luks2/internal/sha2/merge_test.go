@@ -81,3 +81,39 @@ func BenchmarkMergeOne(b *testing.B) {
 		mergeOne(src, 4000)
 	}
 }
+
+// TestMergeSHA256LanesRefuses: a set the lanes cannot merge is refused
+// with nothing written, and so is every set where the CPU has no AVX-512.
+func TestMergeSHA256LanesRefuses(t *testing.T) {
+	job := func(keyLen, stripes int) MergeJob {
+		return MergeJob{Src: make([]byte, MergeKeySize*stripes), Dst: make([]byte, keyLen)}
+	}
+	scratch := make([]byte, MergeScratchSize)
+	for name, c := range map[string]struct {
+		jobs    []MergeJob
+		stripes int
+		scratch []byte
+	}{
+		"no jobs":            {nil, 4000, scratch},
+		"nine jobs":          {[]MergeJob{job(64, 2), job(64, 2), job(64, 2), job(64, 2), job(64, 2), job(64, 2), job(64, 2), job(64, 2), job(64, 2)}, 2, scratch},
+		"a 32-byte key":      {[]MergeJob{job(64, 2), job(32, 2)}, 2, scratch},
+		"material too short": {[]MergeJob{job(64, 3)}, 4, scratch},
+		"no stripes":         {[]MergeJob{job(64, 1)}, 0, scratch},
+		"scratch too small":  {[]MergeJob{job(64, 2)}, 2, scratch[:MergeScratchSize-1]},
+	} {
+		for i := range c.jobs {
+			c.jobs[i].Dst[0] = 0xAA
+		}
+		if MergeSHA256Lanes(c.jobs, c.stripes, c.scratch) {
+			t.Errorf("%s: merged", name)
+		}
+		for i, j := range c.jobs {
+			if j.Dst[0] != 0xAA {
+				t.Errorf("%s: job %d written", name, i)
+			}
+		}
+	}
+	if !CanMergeLanes() && MergeSHA256Lanes([]MergeJob{job(64, 2)}, 2, scratch) {
+		t.Error("merged without AVX-512")
+	}
+}
