@@ -147,22 +147,14 @@ func openLanes(jobs []KeyslotJob, prep []prepared, idx []int, keys []*secret.Key
 			keys[i], errs[i] = k.finishMerge(ws[l], prep[i].d)
 		}
 	}
-	if len(merge) == 0 {
-		return
-	}
-	var vks []*secret.Key
+	var vks []*secret.Key // nil: each merges alone
 	if len(merge) >= mergeLanesFrom {
 		srcs := make([][]byte, len(merge))
 		for m, l := range merge {
 			srcs[m] = prep[lane[l]].k.material(ws[l])
 		}
-		var ok bool
-		var err error
 		k := prep[lane[merge[0]]].k // Laneable: every one has its key size and hash
-		vks, ok, err = af.MergeLanes(srcs, k.KeySize, af.Stripes, k.AF.Hash, scratch.Bytes())
-		if err != nil || !ok {
-			vks = nil
-		}
+		vks = af.MergeLanes(srcs, k.KeySize, af.Stripes, k.AF.Hash, scratch.Bytes())
 	}
 	for m, l := range merge {
 		i := lane[l]

@@ -185,32 +185,34 @@ func Laneable(keyLen, stripes int, hashName string) bool {
 }
 
 // MergeLanes is MergeBytes for up to LaneWidth keys at once, all Laneable:
-// key i from srcs[i], in sixteen SHA-256 lanes. It reports false, with no
-// keys, for a set it cannot merge. scratch holds at least LanesScratchSize
-// bytes of locked memory, cleared on return.
-func MergeLanes(srcs [][]byte, keyLen, stripes int, hashName string, scratch []byte) ([]*secret.Key, bool, error) {
+// key i from srcs[i], in sixteen SHA-256 lanes. It returns nil for a set
+// it cannot merge, or when locked memory for the keys runs out (the
+// caller merges each key alone and meets that error there). scratch holds
+// at least LanesScratchSize bytes of locked memory, cleared on return.
+func MergeLanes(srcs [][]byte, keyLen, stripes int, hashName string, scratch []byte) []*secret.Key {
 	if len(srcs) == 0 || len(srcs) > LaneWidth() || !Laneable(keyLen, stripes, hashName) {
-		return nil, false, nil
+		return nil
 	}
 	keys := make([]*secret.Key, len(srcs))
 	var jobs [sha2.MergeLanes]sha2.MergeJob
-	wipe := func() {
-		for _, k := range keys {
-			k.Wipe()
+	merged := false
+	defer func() {
+		if !merged {
+			for _, k := range keys {
+				k.Wipe()
+			}
 		}
-	}
+	}()
 	for i, src := range srcs {
 		k, err := secret.New(keyLen)
 		if err != nil {
-			wipe()
-			return nil, false, err
+			return nil
 		}
 		keys[i] = k
 		jobs[i] = sha2.MergeJob{Src: src, Dst: k.Bytes()}
 	}
-	if !sha2.MergeSHA256Lanes(jobs[:len(srcs)], stripes, scratch) {
-		wipe()
-		return nil, false, nil
+	if merged = sha2.MergeSHA256Lanes(jobs[:len(srcs)], stripes, scratch); !merged {
+		return nil
 	}
-	return keys, true, nil
+	return keys
 }
