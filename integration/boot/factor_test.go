@@ -39,7 +39,7 @@ daemon:
 const (
 	dataPlainFstab   = "/dev/mapper/data /srv/data ext4 defaults 0 2"
 	systpmPlainFstab = "/dev/mapper/systpm /srv/systpm ext4 defaults 0 2"
-	anyvolFstab      = "/dev/mapper/anyvol /srv/anyvol ext4 defaults,_netdev,nofail,x-systemd.device-timeout=60s 0 2"
+	anyvolFstab      = "/dev/mapper/anyvol /srv/anyvol ext4 defaults,_netdev,nofail," + mountTimeout + " 0 2"
 )
 
 // networkUnits are masked in the boots that must not need a network.
