@@ -41,6 +41,18 @@ func (d *Digest) verify(vk *secret.Key) error {
 
 // verifyWith is verify with caller-provided locked scratch space.
 func (d *Digest) verifyWith(vk *secret.Key, scratch []byte) error {
+	if err := d.usable(); err != nil {
+		return err
+	}
+	got := scratch[:len(d.Value)]
+	if err := kdf.PBKDF2To(d.Hash, vk.Bytes(), d.Salt, int(d.Iterations), got, scratch[64:]); err != nil {
+		return err
+	}
+	return d.compare(got)
+}
+
+// usable checks the digest's parameters before anything is hashed.
+func (d *Digest) usable() error {
 	if d.Type != "pbkdf2" {
 		return fmt.Errorf("%w: digest type %q", ErrUnsupported, d.Type)
 	}
@@ -52,14 +64,38 @@ func (d *Digest) verifyWith(vk *secret.Key, scratch []byte) error {
 		len(d.Value) < minDigestSize || len(d.Value) > 64 || (len(d.Value) != minDigestSize && len(d.Value) != size) {
 		return fmt.Errorf("%w: digest %d has malformed parameters", ErrInvalidHeader, d.ID)
 	}
-	got := scratch[:len(d.Value)]
-	if err := kdf.PBKDF2To(d.Hash, vk.Bytes(), d.Salt, int(d.Iterations), got, scratch[64:]); err != nil {
-		return err
-	}
+	return nil
+}
+
+// compare tells the digest got, computed from a volume key, from the one
+// the header holds: a mismatch is ErrWrongVolumeKey.
+func (d *Digest) compare(got []byte) error {
 	if subtle.ConstantTimeCompare(got, d.Value) != 1 {
 		return ErrWrongVolumeKey
 	}
 	return nil
+}
+
+// pairScratch is the locked space verifyPair needs: the two computed
+// digests and kdf.PBKDF2Pair's scratch.
+const pairScratch = 2*64 + kdf.PairScratchSize
+
+// verifyPair is verifyWith for two volume keys, each against its digest,
+// at once (kdf.PBKDF2Pair), where both digests are usable and share their
+// hash and iteration count. ok is false, with nothing computed, where
+// they cannot be paired: the caller verifies each.
+func verifyPair(d [2]*Digest, vk [2]*secret.Key, scratch []byte) (errs [2]error, ok bool) {
+	if len(scratch) < pairScratch || d[0].usable() != nil || d[1].usable() != nil ||
+		d[0].Hash != d[1].Hash || d[0].Iterations != d[1].Iterations {
+		return errs, false
+	}
+	got := [2][]byte{scratch[:len(d[0].Value)], scratch[64 : 64+len(d[1].Value)]}
+	defer clear(scratch[:128])
+	if !kdf.PBKDF2Pair(d[0].Hash, [2][]byte{vk[0].Bytes(), vk[1].Bytes()}, [2][]byte{d[0].Salt, d[1].Salt},
+		int(d[0].Iterations), got, scratch[128:]) {
+		return errs, false
+	}
+	return [2]error{d[0].compare(got[0]), d[1].compare(got[1])}, true
 }
 
 // newDigest fingerprints vk for a new header.

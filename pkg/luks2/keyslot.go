@@ -121,14 +121,19 @@ func (k *Keyslot) finish(w []byte, read <-chan error, derr error, d *Digest) (*s
 // check is the end of an open: vk, merged from k's area in w, is the
 // volume key if d accepts it; otherwise it is wiped.
 func (k *Keyslot) check(vk *secret.Key, w []byte, d *Digest) (*secret.Key, error) {
-	if err := d.verifyWith(vk, w[len(w)-digestScratch:]); err != nil {
-		vk.Wipe()
-		if errors.Is(err, ErrWrongVolumeKey) {
-			return nil, fmt.Errorf("keyslot %d: %w", k.ID, ErrKeyRejected)
-		}
-		return nil, fmt.Errorf("keyslot %d: %w", k.ID, err)
+	return k.checked(vk, d.verifyWith(vk, w[len(w)-digestScratch:]))
+}
+
+// checked is check once the digest has answered err for vk.
+func (k *Keyslot) checked(vk *secret.Key, err error) (*secret.Key, error) {
+	if err == nil {
+		return vk, nil
 	}
-	return vk, nil
+	vk.Wipe()
+	if errors.Is(err, ErrWrongVolumeKey) {
+		return nil, fmt.Errorf("keyslot %d: %w", k.ID, ErrKeyRejected)
+	}
+	return nil, fmt.Errorf("keyslot %d: %w", k.ID, err)
 }
 
 // Open tries passphrase on every keyslot that may be tried without being
@@ -254,16 +259,6 @@ func (k *Keyslot) unsealRead(work []byte, read <-chan error, err error) (*secret
 // merge recovers the key from the decrypted material in work.
 func (k *Keyslot) merge(work []byte) (*secret.Key, error) {
 	return af.MergeBytes(k.material(work), k.KeySize, af.Stripes, k.AF.Hash, k.scratch(work))
-}
-
-// finishMerge is the end of an open once the material in w is decrypted:
-// merged and checked against d.
-func (k *Keyslot) finishMerge(w []byte, d *Digest) (*secret.Key, error) {
-	vk, err := k.merge(w)
-	if err != nil {
-		return nil, fmt.Errorf("keyslot %d: %w", k.ID, err)
-	}
-	return k.check(vk, w, d)
 }
 
 // decryptRead waits for the area's read into work's material and, once

@@ -98,9 +98,11 @@ type prepared struct {
 
 // openLanes opens the Laneable keyslots jobs[idx] (prep[i] checked for
 // each): each area is read while their keys are derived together, then
-// each is decrypted, merged and checked as OpenKeyslot does.
+// each is decrypted, merged and checked as OpenKeyslot does; the merges
+// run in lanes (af.MergeLanes) and the digests' checks in pairs
+// (verifyPair) where they can.
 func openLanes(jobs []KeyslotJob, prep []prepared, idx []int, keys []*secret.Key, errs []error) {
-	scratch, err := secret.New(max(kdf.LanesScratchSize, af.LanesScratchSize))
+	scratch, err := secret.New(max(kdf.LanesScratchSize, af.LanesScratchSize, pairScratch))
 	if err != nil {
 		for _, i := range idx {
 			errs[i] = err
@@ -130,7 +132,7 @@ func openLanes(jobs []KeyslotJob, prep []prepared, idx []int, keys []*secret.Key
 	}
 	n := len(lane)
 	derived := kdf.DeriveLanes(ps[:n], pass[:n], dst[:n], scratch.Bytes())
-	var merge []int // lanes whose material is decrypted and can merge in lanes
+	var merge []int // lanes whose material is decrypted
 	for l, i := range lane {
 		k := prep[i].k
 		var derr error
@@ -141,27 +143,59 @@ func openLanes(jobs []KeyslotJob, prep []prepared, idx []int, keys []*secret.Key
 			errs[i] = fmt.Errorf("keyslot %d: %w", k.ID, err)
 			continue
 		}
-		if af.Laneable(k.KeySize, af.Stripes, k.AF.Hash) {
-			merge = append(merge, l)
-		} else {
-			keys[i], errs[i] = k.finishMerge(ws[l], prep[i].d)
-		}
+		merge = append(merge, l)
 	}
-	var vks []*secret.Key // nil: each merges alone
-	if len(merge) >= mergeLanesFrom {
-		srcs := make([][]byte, len(merge))
-		for m, l := range merge {
-			srcs[m] = prep[lane[l]].k.material(ws[l])
-		}
-		k := prep[lane[merge[0]]].k // Laneable: every one has its key size and hash
-		vks = af.MergeLanes(srcs, k.KeySize, af.Stripes, k.AF.Hash, scratch.Bytes())
-	}
+	// The merges af.MergeLanes can take run in its lanes where there are
+	// enough of them; the others, one by one.
+	var together []int // of merge
 	for m, l := range merge {
-		i := lane[l]
-		if vks == nil {
-			keys[i], errs[i] = prep[i].k.finishMerge(ws[l], prep[i].d)
-			continue
+		k := prep[lane[l]].k
+		if af.Laneable(k.KeySize, af.Stripes, k.AF.Hash) {
+			together = append(together, m)
 		}
-		keys[i], errs[i] = prep[i].k.check(vks[m], ws[l], prep[i].d)
+	}
+	vks := make([]*secret.Key, len(merge)) // nil: not merged yet
+	if len(together) >= mergeLanesFrom {
+		srcs := make([][]byte, len(together))
+		for t, m := range together {
+			srcs[t] = prep[lane[merge[m]]].k.material(ws[merge[m]])
+		}
+		k := prep[lane[merge[together[0]]]].k // Laneable: every one has its key size and hash
+		for t, vk := range af.MergeLanes(srcs, k.KeySize, af.Stripes, k.AF.Hash, scratch.Bytes()) {
+			vks[together[t]] = vk
+		}
+	}
+	// The merged keys are checked against their digests two at a time
+	// where the digests pair (verifyPair), otherwise one by one.
+	type merged struct {
+		i, l int
+		vk   *secret.Key
+	}
+	var pending []merged
+	for m, l := range merge {
+		i, vk := lane[l], vks[m]
+		if vk == nil {
+			var err error
+			if vk, err = prep[i].k.merge(ws[l]); err != nil {
+				errs[i] = fmt.Errorf("keyslot %d: %w", prep[i].k.ID, err)
+				continue
+			}
+		}
+		pending = append(pending, merged{i, l, vk})
+	}
+	for len(pending) > 0 {
+		a := pending[0]
+		if len(pending) > 1 {
+			b := pending[1]
+			res, ok := verifyPair([2]*Digest{prep[a.i].d, prep[b.i].d}, [2]*secret.Key{a.vk, b.vk}, scratch.Bytes())
+			if ok {
+				keys[a.i], errs[a.i] = prep[a.i].k.checked(a.vk, res[0])
+				keys[b.i], errs[b.i] = prep[b.i].k.checked(b.vk, res[1])
+				pending = pending[2:]
+				continue
+			}
+		}
+		keys[a.i], errs[a.i] = prep[a.i].k.check(a.vk, ws[a.l], prep[a.i].d)
+		pending = pending[1:]
 	}
 }

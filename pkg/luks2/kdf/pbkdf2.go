@@ -34,6 +34,18 @@ func pbkdf2Key(hashName string, password, salt []byte, iterations, keyLen int) (
 	return out, nil
 }
 
+// PairScratchSize is the scratch space PBKDF2Pair needs.
+const PairScratchSize = sha2.PairScratchSize
+
+// PBKDF2Pair computes two PBKDF2-HMAC-hash results with one iteration
+// count at once, each at most one digest long (two LUKS2 digests), their
+// blocks compressed side by side, and reports true; or false, with dst
+// untouched, where it cannot (the caller runs PBKDF2To for each). scratch
+// is at least PairScratchSize bytes of locked memory, cleared on return.
+func PBKDF2Pair(hashName string, password, salt [2][]byte, iterations int, dst [2][]byte, scratch []byte) bool {
+	return sha2.PBKDF2Pair(hashName, password, salt, iterations, dst, scratch)
+}
+
 // PBKDF2To computes PBKDF2-HMAC-hash into dst, keeping the running U and T
 // blocks in scratch (at least ScratchSize bytes). Callers on hot paths pass
 // slices of one locked buffer, which spares a locked mapping per call.

@@ -55,13 +55,26 @@ var (
 // (which HMAC would hash first). scratch holds at least ScratchSize bytes
 // of locked memory; it is cleared on return. iterations is at least 1.
 func PBKDF2(hashName string, password, salt []byte, iterations int, dst, scratch []byte) bool {
+	a := named(hashName)
+	return a != nil && a.pbkdf2(password, salt, iterations, dst, scratch)
+}
+
+// hasher is what the exported functions ask of an alg, whatever its word.
+type hasher interface {
+	pbkdf2(password, salt []byte, iterations int, dst, scratch []byte) bool
+	pbkdf2Pair(password, salt [2][]byte, iterations int, dst [2][]byte, scratch []byte) bool
+	diffuser(scratch []byte) func(block []byte)
+}
+
+// named returns the alg of sha256 or sha512, or nil.
+func named(hashName string) hasher {
 	switch hashName {
 	case "sha256":
-		return sha256Alg.pbkdf2(password, salt, iterations, dst, scratch)
+		return sha256Alg
 	case "sha512":
-		return sha512Alg.pbkdf2(password, salt, iterations, dst, scratch)
+		return sha512Alg
 	}
-	return false
+	return nil
 }
 
 // Diffuser returns the anti-forensic diffusion of cryptsetup's af.c with
@@ -70,11 +83,8 @@ func PBKDF2(hashName string, password, salt []byte, iterations int, dst, scratch
 // to the piece. It works in scratch (ScratchSize bytes of locked memory the
 // caller clears when done).
 func Diffuser(hashName string, scratch []byte) func(block []byte) {
-	switch hashName {
-	case "sha256":
-		return sha256Alg.diffuser(scratch)
-	case "sha512":
-		return sha512Alg.diffuser(scratch)
+	if a := named(hashName); a != nil {
+		return a.diffuser(scratch)
 	}
 	return nil
 }
@@ -171,6 +181,64 @@ func (a *alg[W]) pbkdf2(password, salt []byte, iterations int, dst, scratch []by
 		}
 		dst = dst[copy(dst, t):]
 	}
+	return true
+}
+
+// PBKDF2Pair computes the PBKDF2-HMAC of two passwords with the named
+// hash and the same iteration count into dst[0] and dst[1], each at most
+// one digest long, and reports true; the two chains' blocks are compressed
+// side by side (SHA-NI interleaved), which costs little more than one
+// chain, whose every block waits for the one before. It reports false
+// without touching dst where it cannot: a hash other than sha256 and
+// sha512, a password longer than a block, a dst empty or longer than a
+// digest, or scratch shorter than PairScratchSize. scratch is locked memory
+// the caller owns; it is cleared on return.
+func PBKDF2Pair(hashName string, password, salt [2][]byte, iterations int, dst [2][]byte, scratch []byte) bool {
+	a := named(hashName)
+	return a != nil && a.pbkdf2Pair(password, salt, iterations, dst, scratch)
+}
+
+// PairScratchSize is the scratch PBKDF2Pair needs: PBKDF2's for each.
+const PairScratchSize = 2 * ScratchSize
+
+func (a *alg[W]) pbkdf2Pair(password, salt [2][]byte, iterations int, dst [2][]byte, scratch []byte) bool {
+	bs, s := a.blockSize, a.size
+	if len(scratch) < PairScratchSize || iterations < 1 {
+		return false
+	}
+	for j := range 2 {
+		if len(password[j]) > bs || len(dst[j]) == 0 || len(dst[j]) > s {
+			return false
+		}
+	}
+	var istate, ostate, st [2]*[8]W
+	var ibuf, obuf, t [2][]byte
+	for j := range 2 {
+		w := aligned(scratch[j*ScratchSize : (j+1)*ScratchSize])
+		defer clear(w)
+		istate[j], ostate[j], st[j] = state[W](w[0:]), state[W](w[64:]), state[W](w[128:])
+		ibuf[j], obuf[j], t[j] = w[192:192+bs], w[192+bs:192+2*bs], w[192+2*bs:192+2*bs+s]
+		// As pbkdf2 for its one block (n = 1).
+		a.hmacKey(password[j], istate[j], ostate[j], ibuf[j], obuf[j])
+		a.firstU(istate[j], ostate[j], st[j], salt[j], 1, ibuf[j], obuf[j])
+		a.pad(ibuf[j], s, bs+s)
+		a.put(ibuf[j], st[j])
+		copy(t[j], ibuf[j][:s])
+	}
+	for range iterations - 1 {
+		*st[0], *st[1] = *istate[0], *istate[1]
+		a.block2(st[0], st[1], ibuf[0], ibuf[1])
+		a.put(obuf[0], st[0])
+		a.put(obuf[1], st[1])
+		*st[0], *st[1] = *ostate[0], *ostate[1]
+		a.block2(st[0], st[1], obuf[0], obuf[1])
+		a.put(ibuf[0], st[0])
+		a.put(ibuf[1], st[1])
+		subtle.XORBytes(t[0], t[0], ibuf[0][:s])
+		subtle.XORBytes(t[1], t[1], ibuf[1][:s])
+	}
+	copy(dst[0], t[0])
+	copy(dst[1], t[1])
 	return true
 }
 
