@@ -153,35 +153,59 @@ func (a *alg[W]) sum(st *[8]W, prefix int, buf, out []byte, parts ...[]byte) {
 }
 
 func (a *alg[W]) pbkdf2(password, salt []byte, iterations int, dst, scratch []byte) bool {
-	bs, s := a.blockSize, a.size
-	if len(password) > bs {
+	if len(password) > a.blockSize {
 		return false
 	}
 	w := aligned(scratch)
 	defer clear(w)
-	istate, ostate, st := state[W](w[0:]), state[W](w[64:]), state[W](w[128:])
-	ibuf, obuf, t := w[192:192+bs], w[192+bs:192+2*bs], w[192+2*bs:192+2*bs+s]
-	a.hmacKey(password, istate, ostate, ibuf, obuf)
+	c := a.newChain(password, w)
 	for n := uint32(1); len(dst) > 0; n++ {
-		// U1 = HMAC(salt || be32(n)); then every U is one padded
-		// block: the inner hash's message sits in ibuf and its
-		// digest, the outer hash's message, in obuf.
-		a.firstU(istate, ostate, st, salt, n, ibuf, obuf)
-		a.pad(ibuf, s, bs+s)
-		a.put(ibuf, st)
-		copy(t, ibuf[:s])
+		a.start(&c, salt, n)
 		for range iterations - 1 {
-			*st = *istate
-			a.block(st, ibuf)
-			a.put(obuf, st)
-			*st = *ostate
-			a.block(st, obuf)
-			a.put(ibuf, st)
-			subtle.XORBytes(t, t, ibuf[:s])
+			*c.st = *c.istate
+			a.block(c.st, c.ibuf)
+			a.put(c.obuf, c.st)
+			*c.st = *c.ostate
+			a.block(c.st, c.obuf)
+			a.put(c.ibuf, c.st)
+			subtle.XORBytes(c.t, c.t, c.ibuf[:a.size])
 		}
-		dst = dst[copy(dst, t):]
+		dst = dst[copy(dst, c.t):]
 	}
 	return true
+}
+
+// chain is one PBKDF2 computation's running state in scratch: HMAC's
+// inner and outer states of the password, the working state, the inner
+// hash's block (which holds each U once it is computed), the outer
+// hash's block, and T, the XOR of the Us.
+type chain[W word] struct {
+	istate, ostate, st *[8]W
+	ibuf, obuf, t      []byte
+}
+
+// newChain lays a chain out in w (aligned scratch, ScratchSize-align
+// bytes) and computes password's HMAC states.
+func (a *alg[W]) newChain(password, w []byte) chain[W] {
+	bs := a.blockSize
+	c := chain[W]{
+		istate: state[W](w[0:]), ostate: state[W](w[64:]), st: state[W](w[128:]),
+		ibuf: w[192 : 192+bs], obuf: w[192+bs : 192+2*bs], t: w[192+2*bs : 192+2*bs+a.size],
+	}
+	a.hmacKey(password, c.istate, c.ostate, c.ibuf, c.obuf)
+	return c
+}
+
+// start begins output block n: U1 = HMAC(salt || be32(n)) into T and into
+// ibuf as the next inner hash's padded block; every later U is one padded
+// block too, the inner hash's message in ibuf and its digest, the outer
+// hash's message, in obuf.
+func (a *alg[W]) start(c *chain[W], salt []byte, n uint32) {
+	bs, s := a.blockSize, a.size
+	a.firstU(c.istate, c.ostate, c.st, salt, n, c.ibuf, c.obuf)
+	a.pad(c.ibuf, s, bs+s)
+	a.put(c.ibuf, c.st)
+	copy(c.t, c.ibuf[:s])
 }
 
 // PBKDF2Pair computes the PBKDF2-HMAC of two passwords with the named
@@ -211,34 +235,28 @@ func (a *alg[W]) pbkdf2Pair(password, salt [2][]byte, iterations int, dst [2][]b
 			return false
 		}
 	}
-	var istate, ostate, st [2]*[8]W
-	var ibuf, obuf, t [2][]byte
+	var c [2]chain[W]
 	for j := range 2 {
 		w := aligned(scratch[j*ScratchSize : (j+1)*ScratchSize])
 		defer clear(w)
-		istate[j], ostate[j], st[j] = state[W](w[0:]), state[W](w[64:]), state[W](w[128:])
-		ibuf[j], obuf[j], t[j] = w[192:192+bs], w[192+bs:192+2*bs], w[192+2*bs:192+2*bs+s]
-		// As pbkdf2 for its one block (n = 1).
-		a.hmacKey(password[j], istate[j], ostate[j], ibuf[j], obuf[j])
-		a.firstU(istate[j], ostate[j], st[j], salt[j], 1, ibuf[j], obuf[j])
-		a.pad(ibuf[j], s, bs+s)
-		a.put(ibuf[j], st[j])
-		copy(t[j], ibuf[j][:s])
+		c[j] = a.newChain(password[j], w)
+		a.start(&c[j], salt[j], 1)
 	}
+	x, y := &c[0], &c[1]
 	for range iterations - 1 {
-		*st[0], *st[1] = *istate[0], *istate[1]
-		a.block2(st[0], st[1], ibuf[0], ibuf[1])
-		a.put(obuf[0], st[0])
-		a.put(obuf[1], st[1])
-		*st[0], *st[1] = *ostate[0], *ostate[1]
-		a.block2(st[0], st[1], obuf[0], obuf[1])
-		a.put(ibuf[0], st[0])
-		a.put(ibuf[1], st[1])
-		subtle.XORBytes(t[0], t[0], ibuf[0][:s])
-		subtle.XORBytes(t[1], t[1], ibuf[1][:s])
+		*x.st, *y.st = *x.istate, *y.istate
+		a.block2(x.st, y.st, x.ibuf, y.ibuf)
+		a.put(x.obuf, x.st)
+		a.put(y.obuf, y.st)
+		*x.st, *y.st = *x.ostate, *y.ostate
+		a.block2(x.st, y.st, x.obuf, y.obuf)
+		a.put(x.ibuf, x.st)
+		a.put(y.ibuf, y.st)
+		subtle.XORBytes(x.t, x.t, x.ibuf[:s])
+		subtle.XORBytes(y.t, y.t, y.ibuf[:s])
 	}
-	copy(dst[0], t[0])
-	copy(dst[1], t[1])
+	copy(dst[0], x.t)
+	copy(dst[1], y.t)
 	return true
 }
 
