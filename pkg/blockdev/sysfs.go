@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // system is where the kernel's facts are read from. Tests point it at a
@@ -51,13 +53,34 @@ func (s system) nodeByName(name string) (node, error) {
 }
 
 // readAttr returns a sysfs attribute without its trailing newline, or ""
-// when it does not exist.
+// when it does not exist. sysfs hands an attribute out in one read of at
+// most a page, so this is an open, a read and a close, without an os.File
+// (os.ReadFile adds a poller registration, an fstat and a second read):
+// a format's preflight reads one per loop device of the machine. A longer
+// file (only a test's tree has one) is read whole.
 func readAttr(dir, name string) string {
-	b, err := os.ReadFile(filepath.Join(dir, name))
+	p := filepath.Join(dir, name)
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return ""
 	}
-	return strings.TrimRight(string(b), "\n")
+	var buf [4096]byte
+	n, err := unix.Read(fd, buf[:])
+	for err == unix.EINTR {
+		n, err = unix.Read(fd, buf[:])
+	}
+	unix.Close(fd)
+	if err != nil || n <= 0 {
+		return ""
+	}
+	if n == len(buf) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return ""
+		}
+		return strings.TrimRight(string(b), "\n")
+	}
+	return strings.TrimRight(string(buf[:n]), "\n")
 }
 
 func parseDevT(s string) (uint32, uint32, error) {
