@@ -150,6 +150,16 @@ func (e *env) manager() (*volume.Manager, error) {
 	return e.mgr, nil
 }
 
+// warmKMS starts the connection to Vault, when the configuration uses
+// it, for a command that will ask it once it has found its volumes: the
+// TLS handshake then overlaps the scan (backends.Set.Warm). A
+// configuration that does not load is reported by the command itself.
+func (e *env) warmKMS() {
+	if m, err := e.manager(); err == nil {
+		m.KMS().Warm()
+	}
+}
+
 // find resolves refs (names, devices, UUIDs) or, with all, every atrest
 // volume; the devices are scanned at most once for all the refs.
 func (e *env) find(ctx context.Context, refs []string, all bool) ([]*volume.Volume, error) {

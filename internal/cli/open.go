@@ -45,6 +45,7 @@ EXAMPLES:
 			pinFileFlag,
 		},
 		Action: func(c *ucli.Context) error {
+			e.warmKMS()
 			vols, err := e.find(c.Context, c.Args().Slice(), c.Bool("all"))
 			if err != nil {
 				return err

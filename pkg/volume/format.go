@@ -80,6 +80,10 @@ func (m *Manager) Format(ctx context.Context, o FormatOptions) (res *FormatResul
 		}
 		m.audit(ctx, "format", uuid, o.Name, o.Device, err)
 	}()
+	// The connection to Vault (when the configuration uses it) is made
+	// while the device is checked: no request is sent before preflight
+	// has accepted the device (below).
+	m.kms.Warm()
 	mode, release, err := m.newVolume(ctx, o.Name, o.Recovery)
 	if err != nil {
 		return nil, err

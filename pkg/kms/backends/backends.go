@@ -63,6 +63,16 @@ func Open(cfg *config.Config, getenv func(string) string) (*Set, error) {
 
 func (s *Set) usesVault() bool { return s.cfg.UsesVault() }
 
+// Warm starts the connection to Vault in the background when the
+// configuration uses Vault (vault.Client.Warm): a caller about to ask
+// Vault calls it before its own preparations, which the TLS handshake
+// then overlaps. No request is sent.
+func (s *Set) Warm() {
+	if c := s.Vault(); c != nil {
+		c.Warm()
+	}
+}
+
 // Backend names the backend that protects new volumes: the configured
 // kms, or, when the configuration names none (config.KMSDefaulted), tpm
 // if the machine has a TPM at tpm.device and local if not. The TPM is

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,8 @@ type Client struct {
 	pref  atomic.Int32 // the node that answered last
 	auth  authenticator
 	hc    *http.Client // every node's: one connection pool
+	dial  *dialer      // its connections (warm.go)
+	proxy func(*http.Request) (*url.URL, error)
 
 	mu  sync.Mutex // guards tok and serialises logins
 	tok tokenState
@@ -157,14 +160,16 @@ func New(cfg Config) (*Client, error) {
 	tr.TLSClientConfig = tlsConf
 	// A node that is down but not refusing (a black-holed address) costs
 	// at most the connect timeout before the next address is tried.
-	tr.DialContext = (&net.Dialer{Timeout: min(cfg.Timeout, connectTimeout), KeepAlive: 30 * time.Second}).DialContext
+	d := &dialer{tcp: &net.Dialer{Timeout: min(cfg.Timeout, connectTimeout), KeepAlive: 30 * time.Second}, tls: tlsConf}
+	tr.DialContext = d.tcp.DialContext // the TCP connection to a proxy
+	tr.DialTLSContext = d.dialTLS      // TLS to Vault itself, maybe warm
 	tr.ForceAttemptHTTP2 = true
 	hc := &http.Client{Transport: tr,
 		// net/http follows a 307 by itself, which would take a request
 		// to the dead active node a standby names: see DisableRedirects.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	c := &Client{cfg: cfg, hc: hc, nodes: newNodes(cfg)}
+	c := &Client{cfg: cfg, hc: hc, dial: d, proxy: tr.Proxy, nodes: newNodes(cfg)}
 	switch cfg.Auth.Method {
 	case "approle":
 		c.auth = &appRoleAuth{cfg: cfg.Auth.AppRole}
@@ -215,6 +220,7 @@ func (c *Client) count(op string) {
 // request made after Close would open a connection again.
 func (c *Client) Close() {
 	c.hc.CloseIdleConnections()
+	c.dial.close()
 }
 
 // withDeadline bounds an operation by the configured total deadline.
