@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,11 +29,12 @@ type dialer struct {
 }
 
 // warmConn is one connection Warm started: done closes when the
-// handshake ended, with conn or err.
+// handshake ended, with conn or err; connected is set once TCP is up.
 type warmConn struct {
-	done chan struct{}
-	conn net.Conn
-	err  error
+	done      chan struct{}
+	connected atomic.Bool
+	conn      net.Conn
+	err       error
 }
 
 // dialTLS is the transport's DialTLSContext: a warm connection to addr if
@@ -57,19 +59,26 @@ func (d *dialer) dialTLS(ctx context.Context, network, addr string) (net.Conn, e
 				return w.conn, w.err
 			case <-ctx.Done():
 				go w.discard()
-				// As a dial cut by ctx reads: no request was sent.
-				return nil, &net.OpError{Op: "dial", Net: network, Err: ctx.Err()}
+				if !w.connected.Load() {
+					// As a connect cut by ctx reads: nothing reached Vault.
+					return nil, &net.OpError{Op: "dial", Net: network, Err: ctx.Err()}
+				}
+				return nil, ctx.Err() // as a handshake cut by ctx
 			}
 		}
 	}
-	return d.handshake(ctx, network, addr)
+	return d.handshake(ctx, network, addr, nil)
 }
 
-// handshake connects to addr and makes the TLS handshake.
-func (d *dialer) handshake(ctx context.Context, network, addr string) (net.Conn, error) {
+// handshake connects to addr and makes the TLS handshake; connected, if
+// not nil, is set once the TCP connection is up.
+func (d *dialer) handshake(ctx context.Context, network, addr string, connected *atomic.Bool) (net.Conn, error) {
 	raw, err := d.tcp.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
+	}
+	if connected != nil {
+		connected.Store(true)
 	}
 	conf := d.tls.Clone()
 	if conf.ServerName == "" {
@@ -107,7 +116,7 @@ func (d *dialer) start(network, addr string) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), d.tcp.Timeout+tlsHandshakeTimeout)
 		defer cancel()
-		w.conn, w.err = d.handshake(ctx, network, addr)
+		w.conn, w.err = d.handshake(ctx, network, addr, &w.connected)
 		close(w.done)
 	}()
 }

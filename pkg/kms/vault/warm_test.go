@@ -172,3 +172,57 @@ func TestWarmToADeadNodeChangesNothing(t *testing.T) {
 		}
 	}
 }
+
+// A node that accepts connections and never answers TLS (a hung Vault):
+// a warmed client's request waits for the warm handshake and times out
+// as a plain client's does, counted as a request that reached the node
+// (alive, retried later), not as a refused connection.
+func TestWarmToAHungNodeTimesOutAsWithout(t *testing.T) {
+	t.Parallel()
+	s := vaulttest.Shared(t)
+	n := provision(t, s, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	for _, warm := range []bool{false, true} {
+		cfg := appRoleConfig(s, n)
+		cfg.Address = "https://" + ln.Addr().String()
+		cfg.Timeout, cfg.Deadline = 500*time.Millisecond, 1500*time.Millisecond
+		cfg.Backoff = vault.Backoff{Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond}
+		c := newClient(t, cfg)
+		if warm {
+			c.Warm()
+		}
+		_, err := kms.Wrap(ctx(t), newTransit(t, c, n.Key), volA, random(t, 32))
+		st := c.Stats()
+		c.Close()
+		if !errors.Is(err, kms.ErrUnavailable) || !strings.Contains(err.Error(), "timeout") {
+			t.Errorf("warm %v: got %v, want ErrUnavailable: timeout", warm, err)
+		}
+		if st.Unreached != 0 || st.Requests == 0 {
+			t.Errorf("warm %v: counters %+v, want requests that reached the node and no refused connection", warm, st)
+		}
+	}
+}
