@@ -43,6 +43,10 @@ import (
 // medians) with its quartiles (ratio-p25, ratio-p75), and the 1-minute
 // load average at the end (load1): other work on the machine stretches
 // both, and a loaded machine stretches the shorter run more.
+// ATREST_BENCH_BASE_BINARY names another build of atrest to run in the
+// same rounds against the same volumes (base-ms/median,
+// base-cpu-ms/median), as BenchmarkFormat1GiB does: a change is measured
+// against the build before it in one run.
 // scripts/bench-all.sh prints them.
 func BenchmarkUnlockProcess(b *testing.B) {
 	testutil.RequireRoot(b)
@@ -55,6 +59,7 @@ func BenchmarkUnlockProcess(b *testing.B) {
 	n := benchNode(b, srv)
 	bin := atrestReleaseBinary(b)
 	tang := tangServer(b)
+	base := os.Getenv("ATREST_BENCH_BASE_BINARY")
 	b.Run("1", func(b *testing.B) {
 		dev := benchDisk(b)
 		if out, err := exec.Command(bin, "-c", n.config, "format", dev, "--name", "ulk", "--force").CombinedOutput(); err != nil {
@@ -62,7 +67,7 @@ func BenchmarkUnlockProcess(b *testing.B) {
 		}
 		img, slot := clevisVolume(b, tang)
 		comparePairs(b, exec.Command(bin, "-c", n.config, "open", "--test", dev),
-			exec.Command("sh", "-c", clevisUnlock([]string{img}, slot)))
+			exec.Command("sh", "-c", clevisUnlock([]string{img}, slot)), baseCommand(base, "-c", n.config, "open", "--test", dev))
 	})
 	count := 64
 	if s := os.Getenv("ATREST_BENCH_PROCESS_VOLUMES"); s != "" {
@@ -98,7 +103,7 @@ func BenchmarkUnlockProcess(b *testing.B) {
 			}
 			imgs = append(imgs, c)
 		}
-		comparePairs(b, exec.Command(bin, args...), exec.Command("sh", "-c", clevisUnlock(imgs, slot)))
+		comparePairs(b, exec.Command(bin, args...), exec.Command("sh", "-c", clevisUnlock(imgs, slot)), baseCommand(base, args...))
 	})
 }
 
@@ -119,8 +124,11 @@ func clevisUnlock(imgs []string, slot string) string {
 
 // comparePairs runs atrest and clevis b.N times each, in pairs whose
 // order alternates, and reports the figures BenchmarkUnlockProcess
-// describes.
-func comparePairs(b *testing.B, atrest, clevis *exec.Cmd) {
+// describes. base, when not nil, is the same atrest command of another
+// build (ATREST_BENCH_BASE_BINARY): it joins each round, the three taking
+// turns at running first, and reports base-ms/median and
+// base-cpu-ms/median.
+func comparePairs(b *testing.B, atrest, clevis, base *exec.Cmd) {
 	run := func(cmd *exec.Cmd) (wall, cpu time.Duration) {
 		c := exec.Command(cmd.Args[0], cmd.Args[1:]...)
 		start := time.Now()
@@ -130,31 +138,45 @@ func comparePairs(b *testing.B, atrest, clevis *exec.Cmd) {
 		wall = time.Since(start)
 		return wall, c.ProcessState.UserTime() + c.ProcessState.SystemTime()
 	}
-	var at, ct, acpu, ccpu []time.Duration
+	cmds := []*exec.Cmd{atrest, clevis}
+	if base != nil {
+		cmds = append(cmds, base)
+	}
+	walls := make([][]time.Duration, len(cmds))
+	cpus := make([][]time.Duration, len(cmds))
 	var ratios []float64
 	b.ResetTimer()
 	for i := range b.N {
-		var aw, ac, cw, cc time.Duration
-		if i%2 == 0 {
-			aw, ac = run(atrest)
-			cw, cc = run(clevis)
-		} else {
-			cw, cc = run(clevis)
-			aw, ac = run(atrest)
+		for k := range cmds {
+			r := (i + k) % len(cmds)
+			w, c := run(cmds[r])
+			walls[r], cpus[r] = append(walls[r], w), append(cpus[r], c)
 		}
-		at, acpu, ct, ccpu = append(at, aw), append(acpu, ac), append(ct, cw), append(ccpu, cc)
-		ratios = append(ratios, float64(cw)/float64(aw))
+		ratios = append(ratios, float64(walls[1][i])/float64(walls[0][i]))
 	}
 	b.StopTimer()
-	b.ReportMetric(median(at), "atrest-ms/median")
-	b.ReportMetric(median(ct), "clevis-ms/median")
-	b.ReportMetric(median(acpu), "atrest-cpu-ms/median")
-	b.ReportMetric(median(ccpu), "clevis-cpu-ms/median")
+	b.ReportMetric(median(walls[0]), "atrest-ms/median")
+	b.ReportMetric(median(walls[1]), "clevis-ms/median")
+	b.ReportMetric(median(cpus[0]), "atrest-cpu-ms/median")
+	b.ReportMetric(median(cpus[1]), "clevis-cpu-ms/median")
+	if base != nil {
+		b.ReportMetric(median(walls[2]), "base-ms/median")
+		b.ReportMetric(median(cpus[2]), "base-cpu-ms/median")
+	}
 	slices.Sort(ratios)
 	b.ReportMetric(ratios[len(ratios)/2], "ratio")
 	b.ReportMetric(ratios[len(ratios)/4], "ratio-p25")
 	b.ReportMetric(ratios[len(ratios)*3/4], "ratio-p75")
 	b.ReportMetric(loadAverage(b), "load1")
+}
+
+// baseCommand is bin run with args, or nil when bin is "" (no other build
+// to compare with).
+func baseCommand(bin string, args ...string) *exec.Cmd {
+	if bin == "" {
+		return nil
+	}
+	return exec.Command(bin, args...)
 }
 
 // loadAverage is the machine's 1-minute load average.
