@@ -54,20 +54,26 @@ func (d *dialer) dialTLS(ctx context.Context, network, addr string) (net.Conn, e
 				return w.conn, nil
 			}
 		default:
-			select {
-			case <-w.done:
-				return w.conn, w.err
-			case <-ctx.Done():
-				go w.discard()
-				if !w.connected.Load() {
-					// As a connect cut by ctx reads: nothing reached Vault.
-					return nil, &net.OpError{Op: "dial", Net: network, Err: ctx.Err()}
-				}
-				return nil, ctx.Err() // as a handshake cut by ctx
-			}
+			return w.wait(ctx, network)
 		}
 	}
 	return d.handshake(ctx, network, addr, nil)
+}
+
+// wait is the answer of a warm handshake still under way, or, when ctx
+// ends first, what a dial cut by ctx at the same step returns.
+func (w *warmConn) wait(ctx context.Context, network string) (net.Conn, error) {
+	select {
+	case <-w.done:
+		return w.conn, w.err
+	case <-ctx.Done():
+		go w.discard()
+		if !w.connected.Load() {
+			// As a connect cut by ctx reads: nothing reached Vault.
+			return nil, &net.OpError{Op: "dial", Net: network, Err: ctx.Err()}
+		}
+		return nil, ctx.Err() // as a handshake cut by ctx
+	}
 }
 
 // handshake connects to addr and makes the TLS handshake; connected, if

@@ -30,11 +30,30 @@ func newRelay(t *testing.T, vaultAddr string) *relay {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r := &relay{}
+	r.addr = serveLoopback(t, func(c net.Conn) []net.Conn {
+		r.accepted.Add(1)
+		up, err := net.Dial("tcp", u.Host)
+		if err != nil {
+			c.Close()
+			return nil
+		}
+		go func() { _, _ = io.Copy(up, c); up.Close() }()
+		go func() { _, _ = io.Copy(c, up); c.Close() }()
+		return []net.Conn{c, up}
+	})
+	return r
+}
+
+// serveLoopback listens on a free loopback port, hands every connection
+// to serve and closes the listener and the connections serve returns when
+// the test ends. It returns the listener's address.
+func serveLoopback(t *testing.T, serve func(net.Conn) []net.Conn) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &relay{addr: ln.Addr().String()}
 	var mu sync.Mutex
 	var conns []net.Conn
 	t.Cleanup(func() {
@@ -51,20 +70,13 @@ func newRelay(t *testing.T, vaultAddr string) *relay {
 			if err != nil {
 				return
 			}
-			r.accepted.Add(1)
-			up, err := net.Dial("tcp", u.Host)
-			if err != nil {
-				c.Close()
-				continue
-			}
+			kept := serve(c)
 			mu.Lock()
-			conns = append(conns, c, up)
+			conns = append(conns, kept...)
 			mu.Unlock()
-			go func() { _, _ = io.Copy(up, c); up.Close() }()
-			go func() { _, _ = io.Copy(c, up); c.Close() }()
 		}
 	}()
-	return r
+	return ln.Addr().String()
 }
 
 // closedPort is a loopback address nothing listens on: connecting to it
@@ -181,34 +193,10 @@ func TestWarmToAHungNodeTimesOutAsWithout(t *testing.T) {
 	t.Parallel()
 	s := vaulttest.Shared(t)
 	n := provision(t, s, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var held []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range held {
-			c.Close()
-		}
-	})
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c)
-			mu.Unlock()
-		}
-	}()
+	hung := serveLoopback(t, func(c net.Conn) []net.Conn { return []net.Conn{c} })
 	for _, warm := range []bool{false, true} {
 		cfg := appRoleConfig(s, n)
-		cfg.Address = "https://" + ln.Addr().String()
+		cfg.Address = "https://" + hung
 		cfg.Timeout, cfg.Deadline = 500*time.Millisecond, 1500*time.Millisecond
 		cfg.Backoff = vault.Backoff{Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond}
 		c := newClient(t, cfg)
