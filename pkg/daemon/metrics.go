@@ -160,6 +160,7 @@ var (
 	vaultElectionsDesc   = prometheus.NewDesc("atrest_kms_vault_election_waits_total", "Vault operations that found the cluster electing an active node and waited for it.", nil, nil)
 	vaultProbesDesc      = prometheus.NewDesc("atrest_kms_vault_election_probes_total", "Unauthenticated sys/health questions asked while waiting for an election (not requests).", nil, nil)
 	vaultRedirectsDesc   = prometheus.NewDesc("atrest_kms_vault_redirects_total", "Vault requests sent again to the node a standby's 307 named (a standby not yet forwarding after an election).", nil, nil)
+	vaultHandshakesDesc  = prometheus.NewDesc("atrest_kms_vault_handshake_failures_total", "Connections to Vault whose TLS handshake did not complete (cut or timed out by an overloaded node): no request sent.", nil, nil)
 )
 
 // vaultCollector reports the running Vault client's counters at scrape
@@ -168,7 +169,7 @@ var (
 type vaultCollector struct{ d *Daemon }
 
 func (c vaultCollector) Describe(ch chan<- *prometheus.Desc) {
-	describe(ch, vaultRequestsDesc, vaultRetriesDesc, vaultFailoversDesc, vaultRateLimitedDesc, vaultBackoffDesc, vaultElectionsDesc, vaultProbesDesc, vaultRedirectsDesc)
+	describe(ch, vaultRequestsDesc, vaultRetriesDesc, vaultFailoversDesc, vaultRateLimitedDesc, vaultBackoffDesc, vaultElectionsDesc, vaultProbesDesc, vaultRedirectsDesc, vaultHandshakesDesc)
 }
 
 func (c vaultCollector) Collect(ch chan<- prometheus.Metric) {
@@ -185,6 +186,7 @@ func (c vaultCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(vaultElectionsDesc, prometheus.CounterValue, float64(st.ElectionWaits))
 	ch <- prometheus.MustNewConstMetric(vaultProbesDesc, prometheus.CounterValue, float64(st.Probes))
 	ch <- prometheus.MustNewConstMetric(vaultRedirectsDesc, prometheus.CounterValue, float64(st.Redirects))
+	ch <- prometheus.MustNewConstMetric(vaultHandshakesDesc, prometheus.CounterValue, float64(st.HandshakeFailures))
 }
 
 // metricsServer is the /metrics endpoint on one address.

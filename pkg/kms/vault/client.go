@@ -50,6 +50,7 @@ type Client struct {
 	failovers   atomic.Int64
 	rateLimited atomic.Int64
 	unreached   atomic.Int64
+	handshakes  atomic.Int64 // TLS handshakes that did not complete
 	elections   atomic.Int64
 	elecPolls   atomic.Int64
 	hops        atomic.Int64
@@ -93,7 +94,8 @@ type Stats struct {
 	Logins   int64 `json:"logins"`
 	Renewals int64 `json:"renewals"`
 	// Retries are requests sent again after a backoff wait, or at once
-	// to the same node after its connection broke under a request.
+	// to the same node after its connection broke under a request or
+	// during its TLS handshake.
 	Retries int64 `json:"retries"`
 	// Requests are every HTTP request sent to Vault, logins included;
 	// ByOp splits them by kind ("approle login", "transit decrypt",
@@ -103,6 +105,13 @@ type Stats struct {
 	// Unreached are attempts that made no connection (refused,
 	// unreachable, connect timeout): no request reached Vault.
 	Unreached int64 `json:"unreached"`
+	// HandshakeFailures are attempts whose connection was made but
+	// whose TLS handshake did not complete (cut by the node, timed
+	// out): no request reached Vault's API, so they are not in
+	// Requests either, and an operation that is not idempotent is sent
+	// again after one. An overloaded node cuts handshakes it could not
+	// finish within its own deadline (Vault's is 10 s).
+	HandshakeFailures int64 `json:"handshake_failures"`
 	// ElectionWaits are operations that found no active node (a
 	// standby's 307 or 500, or the node in use dying under a request)
 	// and waited, until a node reported itself active or for at most
@@ -190,7 +199,7 @@ func (c *Client) Stats() Stats {
 	st := Stats{
 		Logins: c.logins.Load(), Renewals: c.renewals.Load(), Retries: c.retries.Load(),
 		Requests: c.requests.Load(), Failovers: c.failovers.Load(), RateLimited: c.rateLimited.Load(),
-		Unreached: c.unreached.Load(), ElectionWaits: c.elections.Load(), ElectionPolls: c.elecPolls.Load(),
+		Unreached: c.unreached.Load(), HandshakeFailures: c.handshakes.Load(), ElectionWaits: c.elections.Load(), ElectionPolls: c.elecPolls.Load(),
 		Hops: c.hops.Load(), Redirects: c.redirects.Load(), Probes: c.probes.Load(),
 		Backoff: time.Duration(c.backoff.Load()),
 	}

@@ -9,8 +9,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/atrest/atrest/pkg/kms"
@@ -61,7 +63,8 @@ type reply struct {
 // for at most Config.ElectionWait, before the one retry to that node;
 // should the retry find the cluster electing again, the wait repeats
 // for at most 1-2 s each time. A call marked once is not sent again after a
-// failure in which Vault may have executed it. A 403 triggers one check
+// failure in which Vault may have executed it (a failed connection or TLS
+// handshake is not one: the request never went out). A 403 triggers one check
 // of the token and, if Vault no longer accepts it, one fresh login;
 // anything else fails at once. On a non-transient HTTP error the reply
 // is returned too, so that batch callers can read per-item results from
@@ -285,20 +288,32 @@ func (cl *Client) fail(c call, f failure, attempts int, start time.Time) error {
 
 // attempt makes one request to node n within the per-call timeout.
 func (cl *Client) attempt(ctx context.Context, c call, n *node) (*reply, failure, bool) {
-	actx, cancel := context.WithTimeout(ctx, cl.cfg.Timeout)
+	// The request went out only if it got a connection (GotConn, for
+	// HTTP/1.1 and HTTP/2 alike); connected is set by the dialer once
+	// its TCP connection is up (warm.go).
+	var gotConn, connected atomic.Bool
+	actx, cancel := context.WithTimeout(context.WithValue(ctx, connectedKey{}, &connected), cl.cfg.Timeout)
 	defer cancel()
+	actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { gotConn.Store(true) }})
 	t0 := time.Now()
 	var resp *http.Response
 	err := n.acquire(actx)
-	unreached := false
+	unreached, handshake := false, false
 	if err == nil {
 		resp, err = cl.send(actx, c, n)
 		defer n.release()
-		// A connection that was never made carried no request: Vault
-		// did no work, the counters keep it apart.
-		if unreached = err != nil && isDial(err); unreached {
+		// A connection that was never made, or whose TLS handshake did
+		// not complete, carried no request: Vault ran nothing, the
+		// counters keep them apart.
+		noConn := err != nil && !gotConn.Load()
+		unreached = err != nil && (isDial(err) || noConn && !connected.Load())
+		handshake = noConn && !unreached
+		switch {
+		case unreached:
 			cl.unreached.Add(1)
-		} else {
+		case handshake:
+			cl.handshakes.Add(1)
+		default:
 			cl.count(c.op)
 		}
 	}
@@ -313,10 +328,11 @@ func (cl *Client) attempt(ctx context.Context, c call, n *node) (*reply, failure
 				// the call short (possibly before it started).
 				reason = "timeout: no response before the deadline"
 			}
-			return nil, failure{kind: kms.ErrUnavailable, transient: true, atDeadline: ctx.Err() != nil, reason: reason, nodeDown: true, maybeSent: !unreached, unreached: unreached, alive: !unreached}, false
+			return nil, failure{kind: kms.ErrUnavailable, transient: true, atDeadline: ctx.Err() != nil, reason: reason, nodeDown: true, maybeSent: !unreached && !handshake, unreached: unreached, handshake: handshake, alive: !unreached}, false
 		}
 		f := classifyTransport(err)
-		f.unreached = unreached
+		f.unreached, f.handshake = unreached, handshake
+		f.maybeSent = f.maybeSent && !unreached && !handshake
 		f.alive = f.alive && !unreached // a connect timeout: dead
 		return nil, f, false
 	}

@@ -77,8 +77,13 @@ type failure struct {
 	// connection and did not answer in time: it is down only briefly.
 	alive bool
 	// cut: the connection broke after the request was sent (reset,
-	// unexpected EOF): the node closed it or died.
+	// unexpected EOF), or during its TLS handshake: the node closed it
+	// or died.
 	cut bool
+	// handshake: the node accepted the connection but the TLS handshake
+	// did not complete (cut, timed out): no request was sent, so even
+	// an operation that is not idempotent may be sent again.
+	handshake bool
 	// retryAfter is what a 429 asked for (Retry-After,
 	// X-Ratelimit-Reset).
 	retryAfter time.Duration

@@ -28,10 +28,11 @@ type dialer struct {
 	dialed bool                 // a request has asked for a connection
 }
 
-// warmConn is one connection Warm started: done closes when the
-// handshake ended, with conn or err; connected is set once TCP is up.
+// warmConn is one connection Warm started: up closes once TCP is up
+// (and connected is set), done when the handshake ended, with conn or
+// err.
 type warmConn struct {
-	done      chan struct{}
+	up, done  chan struct{}
 	connected atomic.Bool
 	conn      net.Conn
 	err       error
@@ -47,6 +48,7 @@ func (d *dialer) dialTLS(ctx context.Context, network, addr string) (net.Conn, e
 	delete(d.warm, addr)
 	d.dialed = true
 	d.mu.Unlock()
+	connected, _ := ctx.Value(connectedKey{}).(*atomic.Bool)
 	if w != nil {
 		select {
 		case <-w.done:
@@ -54,19 +56,37 @@ func (d *dialer) dialTLS(ctx context.Context, network, addr string) (net.Conn, e
 				return w.conn, nil
 			}
 		default:
-			return w.wait(ctx, network)
+			return w.wait(ctx, network, connected)
 		}
 	}
-	return d.handshake(ctx, network, addr, nil)
+	return d.handshake(ctx, network, addr, func() {
+		if connected != nil {
+			connected.Store(true)
+		}
+	})
 }
 
+// connectedKey is the context key of the *atomic.Bool that a request's
+// dial sets once its TCP connection is up: when the request then fails
+// without a connection to send on, attempt tells a node that never
+// connected from a TLS handshake that did not complete.
+type connectedKey struct{}
+
 // wait is the answer of a warm handshake still under way, or, when ctx
-// ends first, what a dial cut by ctx at the same step returns.
-func (w *warmConn) wait(ctx context.Context, network string) (net.Conn, error) {
-	select {
-	case <-w.done:
-		return w.conn, w.err
-	case <-ctx.Done():
+// ends first, what a dial cut by ctx at the same step returns; connected,
+// if not nil, is set once the warm connection's TCP is up.
+func (w *warmConn) wait(ctx context.Context, network string, connected *atomic.Bool) (net.Conn, error) {
+	for up := w.up; ; up = nil {
+		select {
+		case <-up: // the first time round only
+			if connected != nil {
+				connected.Store(true)
+			}
+			continue
+		case <-w.done:
+			return w.conn, w.err
+		case <-ctx.Done():
+		}
 		go w.discard()
 		if !w.connected.Load() {
 			// As a connect cut by ctx reads: nothing reached Vault.
@@ -76,16 +96,14 @@ func (w *warmConn) wait(ctx context.Context, network string) (net.Conn, error) {
 	}
 }
 
-// handshake connects to addr and makes the TLS handshake; connected, if
-// not nil, is set once the TCP connection is up.
-func (d *dialer) handshake(ctx context.Context, network, addr string, connected *atomic.Bool) (net.Conn, error) {
+// handshake connects to addr and makes the TLS handshake, calling
+// connected once the TCP connection is up.
+func (d *dialer) handshake(ctx context.Context, network, addr string, connected func()) (net.Conn, error) {
 	raw, err := d.tcp.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
-	if connected != nil {
-		connected.Store(true)
-	}
+	connected()
 	conf := d.tls.Clone()
 	if conf.ServerName == "" {
 		host, _, err := net.SplitHostPort(addr)
@@ -117,12 +135,15 @@ func (d *dialer) start(network, addr string) {
 	if d.warm == nil {
 		d.warm = map[string]*warmConn{}
 	}
-	w := &warmConn{done: make(chan struct{})}
+	w := &warmConn{up: make(chan struct{}), done: make(chan struct{})}
 	d.warm[addr] = w
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), d.tcp.Timeout+tlsHandshakeTimeout)
 		defer cancel()
-		w.conn, w.err = d.handshake(ctx, network, addr, &w.connected)
+		w.conn, w.err = d.handshake(ctx, network, addr, func() {
+			w.connected.Store(true)
+			close(w.up)
+		})
 		close(w.done)
 	}()
 }

@@ -22,6 +22,13 @@ import (
 type relay struct {
 	addr     string
 	accepted atomic.Int64
+	// cut, if set, is asked for each connection (numbered from 1):
+	// true hangs it up after the client's first TLS message, mid-
+	// handshake.
+	cut func(n int64) bool
+
+	mu      sync.Mutex
+	relayed []net.Conn
 }
 
 func newRelay(t *testing.T, vaultAddr string) *relay {
@@ -32,7 +39,11 @@ func newRelay(t *testing.T, vaultAddr string) *relay {
 	}
 	r := &relay{}
 	r.addr = serveLoopback(t, func(c net.Conn) []net.Conn {
-		r.accepted.Add(1)
+		if n := r.accepted.Add(1); r.cut != nil && r.cut(n) {
+			_, _ = c.Read(make([]byte, 512))
+			c.Close()
+			return nil
+		}
 		up, err := net.Dial("tcp", u.Host)
 		if err != nil {
 			c.Close()
@@ -40,9 +51,22 @@ func newRelay(t *testing.T, vaultAddr string) *relay {
 		}
 		go func() { _, _ = io.Copy(up, c); up.Close() }()
 		go func() { _, _ = io.Copy(c, up); c.Close() }()
+		r.mu.Lock()
+		r.relayed = append(r.relayed, c, up)
+		r.mu.Unlock()
 		return []net.Conn{c, up}
 	})
 	return r
+}
+
+// drop closes every connection relayed so far, as a node restarting does.
+func (r *relay) drop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.relayed {
+		c.Close()
+	}
+	r.relayed = nil
 }
 
 // serveLoopback listens on a free loopback port, hands every connection
@@ -187,8 +211,9 @@ func TestWarmToADeadNodeChangesNothing(t *testing.T) {
 
 // A node that accepts connections and never answers TLS (a hung Vault):
 // a warmed client's request waits for the warm handshake and times out
-// as a plain client's does, counted as a request that reached the node
-// (alive, retried later), not as a refused connection.
+// as a plain client's does, counted as handshakes that did not complete
+// (the node is alive, retried later): neither a request Vault could have
+// run nor a refused connection.
 func TestWarmToAHungNodeTimesOutAsWithout(t *testing.T) {
 	t.Parallel()
 	s := vaulttest.Shared(t)
@@ -209,8 +234,50 @@ func TestWarmToAHungNodeTimesOutAsWithout(t *testing.T) {
 		if !errors.Is(err, kms.ErrUnavailable) || !strings.Contains(err.Error(), "timeout") {
 			t.Errorf("warm %v: got %v, want ErrUnavailable: timeout", warm, err)
 		}
-		if st.Unreached != 0 || st.Requests == 0 {
-			t.Errorf("warm %v: counters %+v, want requests that reached the node and no refused connection", warm, st)
+		if st.Unreached != 0 || st.Requests != 0 || st.HandshakeFailures == 0 {
+			t.Errorf("warm %v: counters %+v, want failed handshakes only: no request sent, no refused connection", warm, st)
 		}
+	}
+}
+
+// A node that cuts a TLS handshake (as an overloaded Vault does once its
+// 10 s handshake deadline passes) ran nothing: a key rotation, which is
+// never sent twice once it may have run, is sent again and rotates the
+// key once, and the counters show a failed handshake, not a request.
+func TestCutHandshakeIsSentAgain(t *testing.T) {
+	t.Parallel()
+	s := vaulttest.Shared(t)
+	n := provision(t, s, nil)
+	r := newRelay(t, s.Address)
+	r.cut = func(n int64) bool { return n == 2 }
+	before, err := adminTransit(t, s, n.Key).Describe(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := s.Token(t, vaultTokenReq("atrest-admin"))
+	c := newClient(t, vault.Config{Address: "https://" + r.addr, CACert: s.CAFile, Auth: vault.Auth{TokenFile: tokenFile(t, tok)}})
+	defer c.Close()
+	tr := newTransit(t, c, n.Key)
+	if _, err := tr.Describe(ctx(t)); err != nil { // token and key checked
+		t.Fatal(err)
+	}
+	// The connection closes under the idle client: the rotation needs a
+	// new one, whose handshake the relay cuts.
+	r.drop()
+	time.Sleep(200 * time.Millisecond)
+	st0 := c.Stats()
+	info, err := tr.Rotate(ctx(t))
+	if err != nil {
+		t.Fatalf("rotate after a cut handshake: %v", err)
+	}
+	if info.LatestVersion != before.LatestVersion+1 {
+		t.Errorf("key version %d after one rotation from %d: rotated %d times", info.LatestVersion, before.LatestVersion, info.LatestVersion-before.LatestVersion)
+	}
+	st := c.Stats()
+	if st.HandshakeFailures != 1 || st.ByOp["transit rotate"] != 1 || st.Unreached != 0 || st.Requests-st0.Requests != 2 {
+		t.Errorf("counters %+v (before the rotation: %+v), want one failed handshake, then the rotation and its key read sent once each", st, st0)
+	}
+	if got := r.accepted.Load(); got != 3 {
+		t.Errorf("%d connections, want the first, the cut one and another", got)
 	}
 }
