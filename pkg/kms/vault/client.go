@@ -57,7 +57,8 @@ type Client struct {
 	probes      atomic.Int64
 	redirects   atomic.Int64
 	backoff     atomic.Int64 // nanoseconds waited before retries
-	byOp        sync.Map     // op -> *atomic.Int64: requests per kind
+	lastRetry   atomic.Pointer[string]
+	byOp        sync.Map // op -> *atomic.Int64: requests per kind
 }
 
 // tokenState is what atrest knows about its current token.
@@ -144,6 +145,10 @@ type Stats struct {
 	RateLimited int64 `json:"rate_limited"`
 	// Backoff is the total time waited before retries.
 	Backoff time.Duration `json:"backoff_ns"`
+	// LastRetry is why the latest retry was needed: the operation and
+	// what its failed attempt met ("approle login: connection reset"),
+	// with no secret in it; "" before any retry.
+	LastRetry string `json:"last_retry,omitempty"`
 }
 
 // New validates cfg and prepares a Client. It reads the CA file but does
@@ -202,6 +207,9 @@ func (c *Client) Stats() Stats {
 		Unreached: c.unreached.Load(), HandshakeFailures: c.handshakes.Load(), ElectionWaits: c.elections.Load(), ElectionPolls: c.elecPolls.Load(),
 		Hops: c.hops.Load(), Redirects: c.redirects.Load(), Probes: c.probes.Load(),
 		Backoff: time.Duration(c.backoff.Load()),
+	}
+	if p := c.lastRetry.Load(); p != nil {
+		st.LastRetry = *p
 	}
 	c.byOp.Range(func(k, v any) bool {
 		if st.ByOp == nil {

@@ -208,6 +208,8 @@ func (cl *Client) do(ctx context.Context, c call) (*reply, error) {
 			return nil, cl.fail(c, last, attempt, start)
 		}
 		cl.retries.Add(1)
+		why := c.op + ": " + f.reason
+		cl.lastRetry.Store(&why)
 		clear(r.tried) // a new round; what each node said stays for the error
 		r.election, r.next, r.named = false, -1, -1
 		if resend {

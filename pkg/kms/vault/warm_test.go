@@ -277,6 +277,9 @@ func TestCutHandshakeIsSentAgain(t *testing.T) {
 	if st.HandshakeFailures != 1 || st.ByOp["transit rotate"] != 1 || st.Unreached != 0 || st.Requests-st0.Requests != 2 {
 		t.Errorf("counters %+v (before the rotation: %+v), want one failed handshake, then the rotation and its key read sent once each", st, st0)
 	}
+	if !strings.HasPrefix(st.LastRetry, "transit rotate: connection reset") {
+		t.Errorf("last retry %q, want the rotation's reset handshake", st.LastRetry)
+	}
 	if got := r.accepted.Load(); got != 3 {
 		t.Errorf("%d connections, want the first, the cut one and another", got)
 	}
