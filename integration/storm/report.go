@@ -29,7 +29,11 @@ type Report struct {
 	RequestsPerNode map[int64]int
 	// Unreached are connection attempts that reached no Vault node (a
 	// dead node's refused port): not requests.
-	Unreached                                      int64
+	Unreached int64
+	// HandshakesFailed sums vault.Stats.HandshakeFailures: connections
+	// whose TLS handshake did not complete (cut or timed out by an
+	// overloaded node), retried: not requests either.
+	HandshakesFailed                               int64
 	Retries, Failovers, RateLimited, ElectionWaits int64
 	// Hops sums vault.Stats.Hops: requests sent at once to another node
 	// in a round (a standby's 307, a node that answered as down).
@@ -87,6 +91,7 @@ func (r *Report) add(st vault.Stats) {
 		r.ByOp[k] += v
 	}
 	r.Unreached += st.Unreached
+	r.HandshakesFailed += st.HandshakeFailures
 	r.Retries += st.Retries
 	r.Failovers += st.Failovers
 	r.RateLimited += st.RateLimited
@@ -138,7 +143,7 @@ func (r *Report) String() string {
 	}
 	fmt.Fprintf(&b, "vault requests: %d (%.2f per node, max %d; %s), logins %d\n", r.Requests, float64(r.Requests)/float64(r.Nodes), r.MaxRequests, strings.Join(dist, ", "), r.logins)
 	fmt.Fprintf(&b, "by kind: %s\n", strings.Join(kinds, ", "))
-	fmt.Fprintf(&b, "retries %d, failovers %d, election waits %d (then polls %d by %d nodes), hops %d (after a standby's 307: %d), 429s %d, backoff waited %s in total; connections refused %d (no request)\n", r.Retries, r.Failovers, r.ElectionWaits, r.ElectionPolls, r.PolledNodes, r.Hops, r.Redirects, r.RateLimited, r.backoff.Round(time.Millisecond), r.Unreached)
+	fmt.Fprintf(&b, "retries %d, failovers %d, election waits %d (then polls %d by %d nodes), hops %d (after a standby's 307: %d), 429s %d, backoff waited %s in total; connections refused %d, TLS handshakes failed %d (no request)\n", r.Retries, r.Failovers, r.ElectionWaits, r.ElectionPolls, r.PolledNodes, r.Hops, r.Redirects, r.RateLimited, r.backoff.Round(time.Millisecond), r.Unreached, r.HandshakesFailed)
 	if r.Probes > 0 {
 		fmt.Fprintf(&b, "election probes (sys/health, unauthenticated, not requests): %d by %d nodes (%.1f per probing node)\n", r.Probes, r.ProbedNodes, float64(r.Probes)/float64(r.ProbedNodes))
 	}
