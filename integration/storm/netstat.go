@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -23,41 +24,44 @@ func ListenOverflows() (overflows, somaxconn int64, err error) {
 		return 0, 0, err
 	}
 	defer f.Close()
+	// TcpExt's names are on one line, its values on the next.
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 16<<10), 1<<20)
-	var names []string
-	found := false
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) == 0 || fields[0] != "TcpExt:" {
-			continue
-		}
-		if names == nil {
-			names = fields
-			continue
-		}
-		for i, name := range names {
-			if name == "ListenOverflows" && i < len(fields) {
-				if overflows, err = strconv.ParseInt(fields[i], 10, 64); err != nil {
-					return 0, 0, fmt.Errorf("/proc/net/netstat: %w", err)
-				}
-				found = true
+	var names, values []string
+	for sc.Scan() && values == nil {
+		if fields := strings.Fields(sc.Text()); len(fields) > 0 && fields[0] == "TcpExt:" {
+			if names == nil {
+				names = fields
+			} else {
+				values = fields
 			}
 		}
-		break
 	}
 	if err := sc.Err(); err != nil {
 		return 0, 0, err
 	}
-	if !found {
+	i := slices.Index(names, "ListenOverflows")
+	if i < 0 || i >= len(values) {
 		return 0, 0, fmt.Errorf("/proc/net/netstat: no TcpExt ListenOverflows")
 	}
-	b, err := os.ReadFile("/proc/sys/net/core/somaxconn")
-	if err != nil {
+	if overflows, err = strconv.ParseInt(values[i], 10, 64); err != nil {
+		return 0, 0, fmt.Errorf("/proc/net/netstat: %w", err)
+	}
+	if somaxconn, err = procInt("/proc/sys/net/core/somaxconn"); err != nil {
 		return 0, 0, err
 	}
-	if somaxconn, err = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err != nil {
-		return 0, 0, fmt.Errorf("somaxconn: %w", err)
-	}
 	return overflows, somaxconn, nil
+}
+
+// procInt reads a number from a file of /proc/sys.
+func procInt(path string) (int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return n, nil
 }
